@@ -1,0 +1,844 @@
+//! The TOML configuration file.
+//!
+//! Keys are snake_case and keep the original tool's names where one exists;
+//! its other spellings (`zfs_fs`, `rclone_conf`, `backup_sequences`) are
+//! accepted as aliases so a migrated file needs few edits. Unknown keys are
+//! an error, so a typo never silently falls back to a default.
+//!
+//! Loading is two phases: [`Config::parse`] checks syntax and the rules that
+//! need nothing but the text; [`Config::load`] also checks the files the
+//! configuration points to (the passphrase file's permissions, the hooks).
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::gpg::Passphrase;
+use crate::names::{DatasetName, SnapshotTimeZone};
+use crate::steps::{Mode, Step};
+
+/// Environment variable that overrides the `zfs` binary.
+pub const ENV_ZFS: &str = "ZFS2CLOUD_ZFS";
+/// Environment variable that overrides the `gpg` binary.
+pub const ENV_GPG: &str = "ZFS2CLOUD_GPG";
+/// Environment variable that overrides the `rclone` binary.
+pub const ENV_RCLONE: &str = "ZFS2CLOUD_RCLONE";
+
+/// Errors in a configuration file. Every variant names the file; invalid
+/// values also name the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a wrong type or an unknown key.
+    #[error("{}: {message}", path.display())]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is present and well-typed but not acceptable.
+    #[error("{}: `{key}`: {message}", path.display())]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The offending key, e.g. `split_size` or `hooks.pre_snapshot`.
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The key an [`ConfigError::Invalid`] error is about.
+    #[must_use]
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// A size in bytes, written like `split(1)` sizes: `1G`, `512M`, `64K`,
+/// `1GB` (powers of 1000), `1GiB` or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+/// A size string that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid size {input:?}: {reason} (write e.g. \"1G\", \"512M\", \"64K\" or a number of bytes)"
+)]
+pub struct SizeError {
+    input: String,
+    reason: &'static str,
+}
+
+impl ByteSize {
+    /// Parses a size string.
+    ///
+    /// # Errors
+    ///
+    /// [`SizeError`] for an empty, malformed, zero or overflowing size.
+    pub fn parse(input: &str) -> Result<Self, SizeError> {
+        let err = |reason| SizeError {
+            input: input.to_owned(),
+            reason,
+        };
+        let s = input.trim();
+        let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(digits_end);
+        if digits.is_empty() {
+            return Err(err("it does not start with a number"));
+        }
+        let n: u64 = digits.parse().map_err(|_| err("the number is too large"))?;
+        let multiplier: u64 = match unit.to_ascii_uppercase().as_str() {
+            "" | "B" => 1,
+            "K" | "KIB" => 1 << 10,
+            "M" | "MIB" => 1 << 20,
+            "G" | "GIB" => 1 << 30,
+            "T" | "TIB" => 1 << 40,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            _ => return Err(err("unknown unit")),
+        };
+        let bytes = n
+            .checked_mul(multiplier)
+            .ok_or_else(|| err("the size is too large"))?;
+        if bytes == 0 {
+            return Err(err("the size must be greater than zero"));
+        }
+        Ok(Self(bytes))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [
+            ("T", 1 << 40),
+            ("G", 1 << 30),
+            ("M", 1 << 20),
+            ("K", 1 << 10),
+        ];
+        for (unit, size) in UNITS {
+            if self.0.is_multiple_of(size) {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A command to run as a hook: the program and its arguments. It is run
+/// directly, never through a shell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct HookCommand {
+    /// `argv[0]` first.
+    pub argv: Vec<OsString>,
+}
+
+/// The user's commands around the snapshot and at the end of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Hooks {
+    /// Runs before `zfs snapshot`: stop the application (downtime starts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_snapshot: Option<HookCommand>,
+    /// Runs after `zfs snapshot`, and always once `pre_snapshot` has run:
+    /// start the application again (downtime ends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post_snapshot: Option<HookCommand>,
+    /// Runs when a backup fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<HookCommand>,
+    /// Runs when a backup succeeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<HookCommand>,
+}
+
+/// Paths of the external programs. Each can be overridden by an environment
+/// variable ([`ENV_ZFS`], [`ENV_GPG`], [`ENV_RCLONE`]), which wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolPaths {
+    /// The `zfs` binary.
+    pub zfs: PathBuf,
+    /// The `gpg` binary.
+    pub gpg: PathBuf,
+    /// The `rclone` binary.
+    pub rclone: PathBuf,
+}
+
+/// How incrementals are based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncrementalStrategy {
+    /// Every incremental is `zfs send -i <last full>`: one bad incremental
+    /// never breaks a later one.
+    #[default]
+    SinceLastFull,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The file it was loaded from.
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// The ZFS file system to back up (`zfs_fs` in the original).
+    pub dataset: DatasetName,
+    /// Intermediate (zfs send streams) or file mode.
+    pub mode: Mode,
+    /// Where exports (intermediate mode) or mounts (file mode) go.
+    pub intermediate_basedir: PathBuf,
+    /// The rclone destination, e.g. `b2:bucket/host/data`.
+    pub remote: String,
+    /// rclone's config file (`rclone_conf` in the original).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rclone_config: Option<PathBuf>,
+    /// Flags placed before the rclone subcommand; values of secret-looking
+    /// flags are masked when shown.
+    #[serde(serialize_with = "serialize_masked_flags")]
+    pub rclone_global_flags: Vec<String>,
+    /// Flags placed after the rclone subcommand.
+    #[serde(serialize_with = "serialize_masked_flags")]
+    pub rclone_args: Vec<String>,
+    /// Size of each export chunk.
+    pub split_size: ByteSize,
+    /// A new full export is made once the last full is this old.
+    pub full_every_x_days: u32,
+    /// zfs2cloud's own snapshots older than this are pruned.
+    pub oldest_snapshot_days: u32,
+    /// File holding the gpg passphrase (its first line, as with
+    /// `gpg --passphrase-file`). Required in intermediate mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passphrase_file: Option<PathBuf>,
+    /// The backup sequence.
+    pub steps: Vec<Step>,
+    /// Whether `steps` came from the file rather than the mode's default.
+    #[serde(skip)]
+    pub steps_overridden: bool,
+    /// User commands.
+    pub hooks: Hooks,
+    /// UTC (default) or local time in snapshot names.
+    pub snapshot_time_zone: SnapshotTimeZone,
+    /// How incrementals are based.
+    pub incremental_strategy: IncrementalStrategy,
+    /// The external programs, after environment overrides.
+    pub tools: ToolPaths,
+}
+
+fn serialize_masked_flags<S: serde::Serializer>(flags: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(mask_secret_flags(flags))
+}
+
+/// Masks the values of flags whose name suggests a secret
+/// (`--s3-secret-access-key=…`, `--password …`, `--token …`).
+#[must_use]
+pub fn mask_secret_flags(flags: &[String]) -> Vec<String> {
+    fn secret_name(flag: &str) -> bool {
+        let lower = flag.to_ascii_lowercase();
+        ["pass", "secret", "token", "key", "auth", "credential"]
+            .iter()
+            .any(|w| lower.contains(w))
+    }
+    let mut out = Vec::with_capacity(flags.len());
+    let mut mask_next = false;
+    for flag in flags {
+        if mask_next {
+            out.push("***".to_owned());
+            mask_next = false;
+        } else if let Some((name, _)) = flag.split_once('=').filter(|(n, _)| n.starts_with('-')) {
+            if secret_name(name) {
+                out.push(format!("{name}=***"));
+            } else {
+                out.push(flag.clone());
+            }
+        } else {
+            mask_next = flag.starts_with('-') && secret_name(flag);
+            out.push(flag.clone());
+        }
+    }
+    out
+}
+
+/// The file as written; see [`Config`] for the meaning of each key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(alias = "zfs_fs")]
+    dataset: String,
+    #[serde(default)]
+    mode: Mode,
+    intermediate_basedir: PathBuf,
+    remote: String,
+    #[serde(alias = "rclone_conf")]
+    rclone_config: Option<PathBuf>,
+    #[serde(default)]
+    rclone_global_flags: Vec<String>,
+    #[serde(default)]
+    rclone_args: Vec<String>,
+    #[serde(default)]
+    split_size: Option<RawSize>,
+    #[serde(default = "default_full_every_x_days")]
+    full_every_x_days: u32,
+    #[serde(default = "default_oldest_snapshot_days")]
+    oldest_snapshot_days: u32,
+    passphrase_file: Option<PathBuf>,
+    /// The original kept the passphrase itself in the config; refused with
+    /// a migration hint rather than "unknown field".
+    encryption_passphrase: Option<toml::Value>,
+    #[serde(alias = "backup_sequences")]
+    steps: Option<Vec<String>>,
+    #[serde(default)]
+    hooks: RawHooks,
+    #[serde(default)]
+    snapshot_time_zone: SnapshotTimeZone,
+    #[serde(default)]
+    incremental_strategy: IncrementalStrategy,
+    zfs_path: Option<PathBuf>,
+    gpg_path: Option<PathBuf>,
+    rclone_path: Option<PathBuf>,
+}
+
+fn default_full_every_x_days() -> u32 {
+    30
+}
+
+fn default_oldest_snapshot_days() -> u32 {
+    45
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Text(String),
+    Bytes(u64),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    pre_snapshot: Option<RawHook>,
+    post_snapshot: Option<RawHook>,
+    on_failure: Option<RawHook>,
+    on_success: Option<RawHook>,
+}
+
+/// A hook as written: a program path, or a list `[program, args...]`.
+#[derive(Debug)]
+enum RawHook {
+    Program(String),
+    Argv(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RawHook {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawHook;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a program path, or a list [\"program\", \"arg\", ...]")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawHook, E> {
+                Ok(RawHook::Program(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawHook, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    argv.push(s);
+                }
+                Ok(RawHook::Argv(argv))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Default chunk size: the original tool's.
+const DEFAULT_SPLIT_SIZE: ByteSize = ByteSize(1 << 30);
+/// Smallest accepted chunk size; smaller only makes millions of files.
+const MIN_SPLIT_SIZE: u64 = 1 << 10;
+
+impl Config {
+    /// Reads and fully validates a config file, including the files it
+    /// points to.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the file and, for bad values, the key.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::parse(&text, path)?;
+        config.check_files()?;
+        Ok(config)
+    }
+
+    /// Parses config text and checks every rule that needs only the text.
+    /// Relative paths are resolved against `path`'s directory. Environment
+    /// overrides of the tool paths are applied.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Parse`] for bad TOML, wrong types and unknown keys;
+    /// [`ConfigError::Invalid`] for unacceptable values.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let resolve = |p: &Path| base_dir.join(p);
+
+        if raw.encryption_passphrase.is_some() {
+            return Err(invalid(
+                "encryption_passphrase",
+                "a passphrase in the config file is not supported (it would end up in logs and \
+                 backups of /etc); write it to a file only root can read (chmod 600) and set \
+                 passphrase_file to its path"
+                    .to_owned(),
+            ));
+        }
+        let dataset =
+            DatasetName::parse(&raw.dataset).map_err(|e| invalid("dataset", e.to_string()))?;
+        if raw.intermediate_basedir.as_os_str().is_empty() {
+            return Err(invalid(
+                "intermediate_basedir",
+                "must not be empty".to_owned(),
+            ));
+        }
+        if raw.remote.trim().is_empty() {
+            return Err(invalid(
+                "remote",
+                "must not be empty; give an rclone destination such as \"b2:bucket/path\""
+                    .to_owned(),
+            ));
+        }
+        if raw.remote.starts_with('-') {
+            return Err(invalid(
+                "remote",
+                "must not start with '-' (it would be read as a flag)".to_owned(),
+            ));
+        }
+        let split_size = match raw.split_size {
+            None => DEFAULT_SPLIT_SIZE,
+            Some(RawSize::Bytes(n)) => ByteSize(n),
+            Some(RawSize::Text(s)) => {
+                ByteSize::parse(&s).map_err(|e| invalid("split_size", e.to_string()))?
+            }
+        };
+        if split_size.0 < MIN_SPLIT_SIZE {
+            return Err(invalid(
+                "split_size",
+                format!("{} bytes is too small; the minimum is 1K", split_size.0),
+            ));
+        }
+        if raw.full_every_x_days == 0 {
+            return Err(invalid(
+                "full_every_x_days",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if raw.oldest_snapshot_days <= raw.full_every_x_days {
+            return Err(invalid(
+                "oldest_snapshot_days",
+                format!(
+                    "is {} but must be greater than full_every_x_days ({}): otherwise the full \
+                     snapshot that the newest incrementals are based on would be pruned",
+                    raw.oldest_snapshot_days, raw.full_every_x_days
+                ),
+            ));
+        }
+        if raw.mode == Mode::Intermediate && raw.passphrase_file.is_none() {
+            return Err(invalid(
+                "passphrase_file",
+                "is missing: intermediate mode encrypts every export with gpg and needs a file \
+                 holding the passphrase"
+                    .to_owned(),
+            ));
+        }
+        let (steps, steps_overridden) = match raw.steps {
+            None => (Step::default_sequence(raw.mode), false),
+            Some(names) => {
+                if names.is_empty() {
+                    return Err(invalid(
+                        "steps",
+                        "must not be empty; remove the key to use the default sequence".to_owned(),
+                    ));
+                }
+                let steps = names
+                    .iter()
+                    .map(|n| Step::parse(n, base_dir))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| invalid("steps", e.to_string()))?;
+                (steps, true)
+            }
+        };
+        let hook = |key: &str, raw: Option<RawHook>| -> Result<Option<HookCommand>, ConfigError> {
+            raw.map(|h| resolve_hook(h, base_dir).map_err(|m| invalid(&format!("hooks.{key}"), m)))
+                .transpose()
+        };
+        let hooks = Hooks {
+            pre_snapshot: hook("pre_snapshot", raw.hooks.pre_snapshot)?,
+            post_snapshot: hook("post_snapshot", raw.hooks.post_snapshot)?,
+            on_failure: hook("on_failure", raw.hooks.on_failure)?,
+            on_success: hook("on_success", raw.hooks.on_success)?,
+        };
+        let tool = |env: &str, configured: Option<PathBuf>, default: &str| {
+            std::env::var_os(env)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .or(configured)
+                .unwrap_or_else(|| PathBuf::from(default))
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            dataset,
+            mode: raw.mode,
+            intermediate_basedir: resolve(&raw.intermediate_basedir),
+            remote: raw.remote,
+            rclone_config: raw.rclone_config.as_deref().map(resolve),
+            rclone_global_flags: raw.rclone_global_flags,
+            rclone_args: raw.rclone_args,
+            split_size,
+            full_every_x_days: raw.full_every_x_days,
+            oldest_snapshot_days: raw.oldest_snapshot_days,
+            passphrase_file: raw.passphrase_file.as_deref().map(resolve),
+            steps,
+            steps_overridden,
+            hooks,
+            snapshot_time_zone: raw.snapshot_time_zone,
+            incremental_strategy: raw.incremental_strategy,
+            tools: ToolPaths {
+                zfs: tool(ENV_ZFS, raw.zfs_path, "zfs"),
+                gpg: tool(ENV_GPG, raw.gpg_path, "gpg"),
+                rclone: tool(ENV_RCLONE, raw.rclone_path, "rclone"),
+            },
+        })
+    }
+
+    /// Checks the files the configuration points to: the passphrase file
+    /// (present, a single non-empty first line, readable by its owner only),
+    /// the rclone config, and path-like hooks and script steps.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the key whose file is wrong.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            message,
+        };
+        if let Some(file) = &self.passphrase_file {
+            Passphrase::from_file(file).map_err(|e| invalid("passphrase_file", e.to_string()))?;
+        }
+        if let Some(rc) = &self.rclone_config {
+            if !rc.is_file() {
+                return Err(invalid(
+                    "rclone_config",
+                    format!("{} does not exist or is not a file", rc.display()),
+                ));
+            }
+        }
+        let hooks = [
+            ("hooks.pre_snapshot", &self.hooks.pre_snapshot),
+            ("hooks.post_snapshot", &self.hooks.post_snapshot),
+            ("hooks.on_failure", &self.hooks.on_failure),
+            ("hooks.on_success", &self.hooks.on_success),
+        ];
+        for (key, hook) in hooks {
+            if let Some(program) = hook.as_ref().and_then(|h| h.argv.first()) {
+                let program = Path::new(program);
+                if program.components().count() > 1 && !program.is_file() {
+                    return Err(invalid(
+                        key,
+                        format!("{} does not exist", program.display()),
+                    ));
+                }
+            }
+        }
+        for step in &self.steps {
+            if let Step::Script(p) = step {
+                if !p.is_file() {
+                    return Err(invalid(
+                        "steps",
+                        format!("script {} does not exist", p.display()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `check-config`. Contains no
+    /// secret: the passphrase lives in its own file, and secret-looking
+    /// rclone flag values are masked.
+    ///
+    /// # Errors
+    ///
+    /// Only if TOML serialization fails, which would be a bug.
+    pub fn to_effective_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+}
+
+/// Turns a written hook into an argv, resolving `./x` against the config dir.
+fn resolve_hook(raw: RawHook, base_dir: &Path) -> Result<HookCommand, String> {
+    let argv: Vec<String> = match raw {
+        RawHook::Program(p) => {
+            if p.trim().is_empty() {
+                return Err("must not be empty".to_owned());
+            }
+            // Hooks never go through a shell. A string with spaces that is
+            // not a file is almost certainly "systemctl stop app" written as
+            // one string; say how to write it instead of failing at 3 am.
+            if p.contains(char::is_whitespace) && !base_dir.join(&p).is_file() {
+                let words: Vec<String> = p.split_whitespace().map(|w| format!("{w:?}")).collect();
+                return Err(format!(
+                    "{p:?} is not a file; hooks are run without a shell, so write a command with \
+                     arguments as a list: [{}]",
+                    words.join(", ")
+                ));
+            }
+            vec![p]
+        }
+        RawHook::Argv(v) => v,
+    };
+    let Some(program) = argv.first() else {
+        return Err("the list must name a program".to_owned());
+    };
+    let program = if program.contains('/') {
+        base_dir.join(program).into_os_string()
+    } else {
+        OsString::from(program)
+    };
+    let mut out = vec![program];
+    out.extend(argv.into_iter().skip(1).map(OsString::from));
+    Ok(HookCommand { argv: out })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const MINIMAL: &str = r#"
+dataset = "tank/data"
+intermediate_basedir = "/var/lib/zfs2cloud"
+remote = "b2:bucket/data"
+passphrase_file = "/etc/zfs2cloud/passphrase"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/zfs2cloud/data.toml"))
+    }
+
+    fn invalid_key(text: &str) -> String {
+        match parse(text) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.mode, Mode::Intermediate);
+        assert_eq!(c.split_size, ByteSize(1 << 30));
+        assert_eq!(c.full_every_x_days, 30);
+        assert_eq!(c.snapshot_time_zone, SnapshotTimeZone::Utc);
+        assert_eq!(c.steps, Step::default_sequence(Mode::Intermediate));
+        assert!(!c.steps_overridden);
+    }
+
+    #[test]
+    fn original_key_names_are_aliases() {
+        let text = r#"
+zfs_fs = "tank/data"
+intermediate_basedir = "/var/lib/zfs2cloud"
+remote = "b2:bucket/data"
+rclone_conf = "./rclone.conf"
+passphrase_file = "pass"
+backup_sequences = ["lock", "snapshot", "export-intermediate", "upload-intermediate-to-remote", "./notify.sh", "unlock"]
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(c.dataset.as_str(), "tank/data");
+        assert_eq!(
+            c.rclone_config.unwrap(),
+            Path::new("/etc/zfs2cloud/./rclone.conf")
+        );
+        assert_eq!(c.passphrase_file.unwrap(), Path::new("/etc/zfs2cloud/pass"));
+        assert_eq!(c.steps[2], Step::Export);
+        assert_eq!(
+            c.steps[4],
+            Step::Script(PathBuf::from("/etc/zfs2cloud/./notify.sh"))
+        );
+        assert!(c.steps_overridden);
+    }
+
+    #[test]
+    fn sizes_parse_like_split() {
+        assert_eq!(ByteSize::parse("1G").unwrap(), ByteSize(1 << 30));
+        assert_eq!(ByteSize::parse("512M").unwrap(), ByteSize(512 << 20));
+        assert_eq!(ByteSize::parse("64k").unwrap(), ByteSize(64 << 10));
+        assert_eq!(ByteSize::parse("1GB").unwrap(), ByteSize(1_000_000_000));
+        assert_eq!(ByteSize::parse("2GiB").unwrap(), ByteSize(2 << 30));
+        assert_eq!(ByteSize::parse("4096").unwrap(), ByteSize(4096));
+        for bad in [
+            "",
+            "G",
+            "1Q",
+            "1.5G",
+            "-1G",
+            "0",
+            "99999999999999999999",
+            "20000000T",
+        ] {
+            assert!(ByteSize::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(ByteSize(1 << 30).to_string(), "1G");
+        assert_eq!(ByteSize(1000).to_string(), "1000");
+    }
+
+    #[test]
+    fn each_rule_names_its_key() {
+        let with = |extra: &str| format!("{MINIMAL}{extra}");
+        assert_eq!(invalid_key(&with("split_size = \"1X\"\n")), "split_size");
+        assert_eq!(invalid_key(&with("split_size = \"100\"\n")), "split_size");
+        assert_eq!(
+            invalid_key(&with("full_every_x_days = 30\noldest_snapshot_days = 30\n")),
+            "oldest_snapshot_days"
+        );
+        assert_eq!(
+            invalid_key(&with("full_every_x_days = 0\n")),
+            "full_every_x_days"
+        );
+        assert_eq!(
+            invalid_key(&with("encryption_passphrase = \"x\"\n")),
+            "encryption_passphrase"
+        );
+        assert_eq!(
+            invalid_key(&with("steps = [\"snapshot\", \"exprot\"]\n")),
+            "steps"
+        );
+        assert_eq!(invalid_key(&with("steps = []\n")), "steps");
+        assert_eq!(
+            invalid_key(&with("[hooks]\npre_snapshot = \"systemctl stop app\"\n")),
+            "hooks.pre_snapshot"
+        );
+        assert_eq!(
+            invalid_key(&with("[hooks]\npre_snapshot = []\n")),
+            "hooks.pre_snapshot"
+        );
+        assert_eq!(
+            invalid_key(&MINIMAL.replace("tank/data", "tank/da;ta")),
+            "dataset"
+        );
+        assert_eq!(
+            invalid_key(&MINIMAL.replace("b2:bucket/data", "")),
+            "remote"
+        );
+        let no_pass = MINIMAL.replace("passphrase_file = \"/etc/zfs2cloud/passphrase\"\n", "");
+        assert_eq!(invalid_key(&no_pass), "passphrase_file");
+        // File mode needs no passphrase.
+        parse(&format!("{no_pass}mode = \"file\"\n")).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_parse_errors_with_the_key() {
+        let err = parse(&format!("{MINIMAL}fulle_every_x_days = 3\n")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("unknown field `fulle_every_x_days`"), "{msg}");
+        assert!(msg.contains("/etc/zfs2cloud/data.toml"), "{msg}");
+        let err = parse(&format!("{MINIMAL}full_every_x_days = \"x\"\n")).unwrap_err();
+        assert!(err.to_string().contains("full_every_x_days"), "{err}");
+        let err = parse(&format!("{MINIMAL}full_every_x_days = -3\n")).unwrap_err();
+        assert!(err.to_string().contains("full_every_x_days"), "{err}");
+        let err = parse(&format!("{MINIMAL}[hooks]\npre_snap = \"/bin/true\"\n")).unwrap_err();
+        assert!(err.to_string().contains("pre_snap"), "{err}");
+    }
+
+    #[test]
+    fn hooks_are_argv_lists_resolved_against_the_config_dir() {
+        let c = parse(&format!(
+            "{MINIMAL}[hooks]\npre_snapshot = [\"systemctl\", \"stop\", \"app\"]\npost_snapshot = \"./start.sh\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.hooks.pre_snapshot.unwrap().argv,
+            vec![OsString::from("systemctl"), "stop".into(), "app".into()]
+        );
+        assert_eq!(
+            c.hooks.post_snapshot.unwrap().argv,
+            vec![OsString::from("/etc/zfs2cloud/./start.sh")]
+        );
+    }
+
+    #[test]
+    fn secret_flag_values_are_masked() {
+        let flags: Vec<String> = [
+            "--s3-secret-access-key=abc",
+            "--password",
+            "hunter2",
+            "--bwlimit",
+            "8M",
+            "-v",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let masked = mask_secret_flags(&flags);
+        assert_eq!(
+            masked,
+            [
+                "--s3-secret-access-key=***",
+                "--password",
+                "***",
+                "--bwlimit",
+                "8M",
+                "-v"
+            ]
+        );
+        let mut c = parse(MINIMAL).unwrap();
+        c.rclone_global_flags = flags;
+        let shown = c.to_effective_toml().unwrap();
+        assert!(
+            !shown.contains("abc") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,837 @@
+//! Intermediate-mode export: `zfs send [-i base] | gpg | split`, run as one
+//! pipeline inside the program, into the original tool's layout:
+//!
+//! ```text
+//! <intermediate_basedir>/<snap>[-full]/<dataset with / as ->@<snap>.zfs.gpg.0000
+//!                                                          ….zfs.gpg.0001
+//!                                      SHA256SUMS
+//!                                      manifest.json
+//! ```
+//!
+//! The chunks together are ONE gpg message, so
+//! `cat <chunks> | gpg --decrypt | zfs recv` restores with stock tools.
+//!
+//! The export is written to `<dir>.partial` and renamed into place only
+//! after every process in the pipeline exited 0 and every file and the
+//! directory are fsynced. A failed or killed export never leaves anything
+//! that looks complete. Directories are created 0700 and files 0600.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::gpg::GpgError;
+use crate::names::DatasetName;
+use crate::names::SnapshotName;
+use crate::plan::{plan_export, ExportKind, ExportPlan, PlanError};
+use crate::process::Runner;
+use crate::process::{Finished, ProcessError};
+use crate::progress::Progress;
+use crate::stages::{Encryptor, Exporter, Snapshotter};
+use crate::zfs::{SnapshotInfo, ZfsError, HOLD_TAG, PROP_BASE, PROP_KIND};
+
+/// File name of the manifest inside an export directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// File name of the `sha256sum -c` checksum list inside an export directory.
+pub const SHA256SUMS_FILE: &str = "SHA256SUMS";
+/// Suffix of an export directory that is still being written.
+pub const PARTIAL_SUFFIX: &str = ".partial";
+/// The manifest format this version writes.
+pub const MANIFEST_FORMAT: u32 = 1;
+/// `split -a 4`: chunk suffixes are four digits, so that a shell glob lists
+/// the chunks in order.
+const MAX_CHUNKS: usize = 10_000;
+/// Read size from gpg; large enough that syscalls cost nothing next to gpg.
+const READ_BUFFER: usize = 1 << 20;
+
+/// Errors of the export stage.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// `zfs send` could not start or failed (e.g. died mid-stream).
+    #[error("zfs send failed")]
+    Send(#[source] ZfsError),
+    /// gpg could not start or failed.
+    #[error("gpg encryption failed")]
+    Encrypt(#[source] GpgError),
+    /// Writing the chunks failed (disk full, permissions).
+    #[error("writing the export to {} failed", path.display())]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The stream needs more than 10000 chunks.
+    #[error(
+        "the export needs more than {MAX_CHUNKS} chunks of {split_size} bytes; raise split_size"
+    )]
+    TooManyChunks {
+        /// The configured chunk size.
+        split_size: u64,
+    },
+    /// Listing the dataset's snapshots failed.
+    #[error("cannot list the snapshots of the dataset")]
+    List(#[source] ZfsError),
+    /// Nothing (valid) to export.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// Recording the export in the pool (properties, hold) failed.
+    #[error("the export was written, but recording it on the snapshot failed")]
+    Record(#[source] ZfsError),
+}
+
+/// One chunk in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkEntry {
+    /// File name inside the export directory.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+/// `manifest.json`: what an export is, and how to check it. On the remote, a
+/// present manifest means a complete backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The manifest format, [`MANIFEST_FORMAT`].
+    pub format: u32,
+    /// `zfs2cloud`.
+    pub tool: String,
+    /// The version of zfs2cloud that wrote it.
+    pub tool_version: String,
+    /// The dataset, e.g. `tank/data`.
+    pub dataset: String,
+    /// The snapshot (part after `@`).
+    pub snapshot: String,
+    /// Full or incremental.
+    pub kind: ExportKind,
+    /// The base snapshot (part after `@`) of an incremental.
+    pub base: Option<String>,
+    /// When the export was made (RFC 3339, UTC).
+    pub created_at: String,
+    /// How the stream is encrypted: `gpg-symmetric-aes256`.
+    pub encryption: String,
+    /// How the stream is compressed before encryption: `none`.
+    pub compression: String,
+    /// The configured chunk size in bytes.
+    pub split_size: u64,
+    /// Total size of the encrypted stream: the sum of the chunk sizes.
+    pub total_size: u64,
+    /// The chunks, in stream order.
+    pub chunks: Vec<ChunkEntry>,
+}
+
+/// Where exports live on local disk.
+#[derive(Debug, Clone)]
+pub struct ExportLayout {
+    basedir: PathBuf,
+}
+
+impl ExportLayout {
+    /// Exports under `basedir` (`intermediate_basedir`).
+    #[must_use]
+    pub fn new(basedir: PathBuf) -> Self {
+        Self { basedir }
+    }
+
+    /// The base directory.
+    #[must_use]
+    pub fn basedir(&self) -> &Path {
+        &self.basedir
+    }
+
+    /// `<snap>-full` or `<snap>`, the original tool's directory names.
+    #[must_use]
+    pub fn dir_name(snapshot: &SnapshotName, kind: ExportKind) -> String {
+        match kind {
+            ExportKind::Full => format!("{}-full", snapshot.snap()),
+            ExportKind::Incremental => snapshot.snap().to_owned(),
+        }
+    }
+
+    /// The finished export directory.
+    #[must_use]
+    pub fn final_dir(&self, snapshot: &SnapshotName, kind: ExportKind) -> PathBuf {
+        self.basedir.join(Self::dir_name(snapshot, kind))
+    }
+
+    /// The directory an export is written to before it is complete.
+    #[must_use]
+    pub fn partial_dir(&self, snapshot: &SnapshotName, kind: ExportKind) -> PathBuf {
+        self.basedir.join(format!(
+            "{}{PARTIAL_SUFFIX}",
+            Self::dir_name(snapshot, kind)
+        ))
+    }
+
+    /// `<dataset with / as ->@<snap>.zfs.gpg.`, to which `0000`… is appended.
+    #[must_use]
+    pub fn chunk_prefix(snapshot: &SnapshotName) -> String {
+        format!(
+            "{}@{}.zfs.gpg.",
+            snapshot.dataset().dashed(),
+            snapshot.snap()
+        )
+    }
+
+    /// A complete export of `snapshot` (either kind), if one exists: a
+    /// directory with the expected name that holds a manifest.
+    #[must_use]
+    pub fn find_complete(&self, snapshot: &SnapshotName) -> Option<(PathBuf, ExportKind)> {
+        [ExportKind::Full, ExportKind::Incremental]
+            .into_iter()
+            .map(|k| (self.final_dir(snapshot, k), k))
+            .find(|(dir, _)| dir.join(MANIFEST_FILE).is_file())
+    }
+}
+
+/// Splits a byte stream into numbered chunk files, hashing each in the same
+/// pass that writes it.
+struct ChunkWriter {
+    dir: PathBuf,
+    prefix: String,
+    split_size: u64,
+    current: Option<OpenChunk>,
+    done: Vec<ChunkEntry>,
+}
+
+struct OpenChunk {
+    file: File,
+    name: String,
+    hasher: Sha256,
+    written: u64,
+}
+
+fn create_private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+fn create_private_dir(path: &Path, recursive: bool) -> io::Result<()> {
+    DirBuilder::new()
+        .recursive(recursive)
+        .mode(0o700)
+        .create(path)
+}
+
+fn fsync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+impl ChunkWriter {
+    fn new(dir: PathBuf, prefix: String, split_size: u64) -> Self {
+        Self {
+            dir,
+            prefix,
+            split_size,
+            current: None,
+            done: Vec::new(),
+        }
+    }
+
+    fn write_err(&self, name: &str, source: io::Error) -> ExportError {
+        ExportError::Write {
+            path: self.dir.join(name),
+            source,
+        }
+    }
+
+    /// Seals the open chunk: fsync, record size and hash.
+    fn seal(&mut self) -> Result<(), ExportError> {
+        if let Some(chunk) = self.current.take() {
+            chunk
+                .file
+                .sync_all()
+                .map_err(|e| self.write_err(&chunk.name, e))?;
+            self.done.push(ChunkEntry {
+                name: chunk.name,
+                size: chunk.written,
+                sha256: hex(&chunk.hasher.finalize()),
+            });
+        }
+        Ok(())
+    }
+
+    fn open_next(&self) -> Result<OpenChunk, ExportError> {
+        if self.done.len() >= MAX_CHUNKS {
+            return Err(ExportError::TooManyChunks {
+                split_size: self.split_size,
+            });
+        }
+        let name = format!("{}{:04}", self.prefix, self.done.len());
+        let file =
+            create_private_file(&self.dir.join(&name)).map_err(|e| self.write_err(&name, e))?;
+        Ok(OpenChunk {
+            file,
+            name,
+            hasher: Sha256::new(),
+            written: 0,
+        })
+    }
+
+    fn write(&mut self, mut buf: &[u8]) -> Result<(), ExportError> {
+        while !buf.is_empty() {
+            if self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.written == self.split_size)
+            {
+                self.seal()?;
+            }
+            if self.current.is_none() {
+                let chunk = self.open_next()?;
+                self.current = Some(chunk);
+            }
+            let Some(chunk) = self.current.as_mut() else {
+                continue;
+            };
+            let room = usize::try_from(self.split_size - chunk.written).unwrap_or(usize::MAX);
+            let (now, rest) = buf.split_at(room.min(buf.len()));
+            if let Err(e) = chunk.file.write_all(now) {
+                let name = chunk.name.clone();
+                return Err(self.write_err(&name, e));
+            }
+            chunk.hasher.update(now);
+            chunk.written += now.len() as u64;
+            buf = rest;
+        }
+        Ok(())
+    }
+
+    /// Reads `input` to EOF into chunks.
+    fn copy_from(
+        &mut self,
+        input: &mut impl Read,
+        progress: &dyn Progress,
+    ) -> Result<(), ExportError> {
+        let mut buf = vec![0u8; READ_BUFFER];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.write_err("<pipeline>", e)),
+            };
+            self.write(&buf[..n])?;
+            progress.advance(n as u64);
+        }
+    }
+
+    fn finish(mut self) -> Result<Vec<ChunkEntry>, ExportError> {
+        self.seal()?;
+        Ok(self.done)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// The `sha256sum -c` format: `<hex>  <name>` per line.
+#[must_use]
+pub fn sha256sums_text(chunks: &[ChunkEntry]) -> String {
+    chunks
+        .iter()
+        .map(|c| format!("{}  {}\n", c.sha256, c.name))
+        .collect()
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut f = create_private_file(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+/// Settings for one export.
+#[derive(Debug, Clone)]
+pub struct ExportSettings {
+    /// Chunk size in bytes.
+    pub split_size: u64,
+    /// Recorded as the manifest's `created_at`.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A finished export.
+#[derive(Debug, Clone)]
+pub struct ExportOutcome {
+    /// The complete export directory.
+    pub dir: PathBuf,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+/// Picks the error that explains a failed pipeline: our own I/O error
+/// first, then the most downstream failed process. When gpg dies, `zfs send`
+/// also fails (broken pipe), but gpg is the cause; when `zfs send` dies
+/// mid-stream, gpg sees a clean EOF and exits 0, so only `zfs send` failed.
+fn pipeline_error(
+    copy: Result<(), ExportError>,
+    send: Finished,
+    gpg: Finished,
+) -> Result<(), ExportError> {
+    copy?;
+    let send_result = send.into_result();
+    gpg.into_result()
+        .map_err(|e| ExportError::Encrypt(GpgError::Process(e)))?;
+    send_result.map_err(|e| ExportError::Send(ZfsError::Process(e)))
+}
+
+/// Runs the export pipeline for `plan` and renames the result into place.
+///
+/// # Errors
+///
+/// [`ExportError`] naming the failed part; the partial directory is
+/// removed.
+pub fn write_export(
+    exporter: &dyn Exporter,
+    encryptor: &dyn Encryptor,
+    layout: &ExportLayout,
+    plan: &ExportPlan,
+    settings: &ExportSettings,
+    progress: &dyn Progress,
+) -> Result<ExportOutcome, ExportError> {
+    let final_dir = layout.final_dir(&plan.snapshot, plan.kind);
+    let partial = layout.partial_dir(&plan.snapshot, plan.kind);
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ExportError::Write { path, source }
+    };
+    create_private_dir(layout.basedir(), true).map_err(io_err(layout.basedir()))?;
+    if partial.exists() {
+        // Left by a killed run of this same export; never complete.
+        log::warn!("removing stale partial export {}", partial.display());
+        fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
+    }
+    create_private_dir(&partial, false).map_err(io_err(&partial))?;
+
+    let result = run_pipeline(exporter, encryptor, &partial, plan, settings, progress).and_then(
+        |manifest| {
+            fsync_dir(&partial).map_err(io_err(&partial))?;
+            fs::rename(&partial, &final_dir).map_err(io_err(&final_dir))?;
+            fsync_dir(layout.basedir()).map_err(io_err(layout.basedir()))?;
+            Ok(manifest)
+        },
+    );
+    match result {
+        Ok(manifest) => Ok(ExportOutcome {
+            dir: final_dir,
+            manifest,
+        }),
+        Err(e) => {
+            if let Err(rm) = fs::remove_dir_all(&partial) {
+                if rm.kind() != io::ErrorKind::NotFound {
+                    log::warn!("could not remove {}: {rm}", partial.display());
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+fn run_pipeline(
+    exporter: &dyn Exporter,
+    encryptor: &dyn Encryptor,
+    dir: &Path,
+    plan: &ExportPlan,
+    settings: &ExportSettings,
+    progress: &dyn Progress,
+) -> Result<Manifest, ExportError> {
+    let mut send = exporter
+        .send(&plan.snapshot, plan.base.as_ref())
+        .map_err(ExportError::Send)?;
+    let send_out = send.take_stdout().ok_or_else(|| {
+        ExportError::Send(ZfsError::Process(ProcessError::Io {
+            command: send.command().to_owned(),
+            source: io::Error::other("zfs send has no stdout pipe"),
+        }))
+    })?;
+    // If gpg cannot start, `send` is dropped here, which kills and reaps it.
+    let mut gpg = encryptor
+        .encrypt(Stdio::from(send_out))
+        .map_err(ExportError::Encrypt)?;
+    let mut gpg_out = gpg.take_stdout().ok_or_else(|| {
+        ExportError::Encrypt(GpgError::Process(ProcessError::Io {
+            command: gpg.command().to_owned(),
+            source: io::Error::other("gpg has no stdout pipe"),
+        }))
+    })?;
+
+    let mut writer = ChunkWriter::new(
+        dir.to_owned(),
+        ExportLayout::chunk_prefix(&plan.snapshot),
+        settings.split_size,
+    );
+    progress.begin(&format!("exporting {}", plan.snapshot), None);
+    let copied = writer.copy_from(&mut gpg_out, progress);
+    progress.end();
+    if copied.is_err() {
+        // We stop reading; make sure neither side blocks forever.
+        gpg.kill();
+        send.kill();
+    }
+    drop(gpg_out);
+    let gpg_done = gpg.wait();
+    let send_done = send.wait();
+    pipeline_error(copied, send_done, gpg_done)?;
+
+    let chunks = writer.finish()?;
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        tool: "zfs2cloud".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        dataset: plan.snapshot.dataset().to_string(),
+        snapshot: plan.snapshot.snap().to_owned(),
+        kind: plan.kind,
+        base: plan.base.as_ref().map(|b| b.snap().to_owned()),
+        created_at: settings
+            .created_at
+            .to_rfc3339_opts(SecondsFormat::Secs, true),
+        encryption: "gpg-symmetric-aes256".into(),
+        compression: "none".into(),
+        split_size: settings.split_size,
+        total_size: chunks.iter().map(|c| c.size).sum(),
+        chunks,
+    };
+    let write_file = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        write_private_file(&path, bytes).map_err(|source| ExportError::Write { path, source })
+    };
+    write_file(
+        SHA256SUMS_FILE,
+        sha256sums_text(&manifest.chunks).as_bytes(),
+    )?;
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| ExportError::Write {
+        path: dir.join(MANIFEST_FILE),
+        source: io::Error::other(e),
+    })?;
+    write_file(MANIFEST_FILE, &json)?;
+    Ok(manifest)
+}
+
+/// Records a finished export in the pool, where it survives the loss of
+/// `intermediate_basedir`:
+///
+/// * [`PROP_KIND`] (and [`PROP_BASE`] for an incremental) on the snapshot;
+/// * for a full: a [`HOLD_TAG`] hold on it, so nothing (not even a manual
+///   `zfs destroy`) removes the base while incrementals depend on it, and
+///   then the release of that hold from every older full it replaces. The
+///   new hold is placed before old ones are released, so a base is held at
+///   every moment.
+///
+/// # Errors
+///
+/// [`ZfsError`] from setting the property or the hold. Releasing an old
+/// hold that is already gone is not an error.
+pub fn record_export(
+    snapshotter: &dyn Snapshotter,
+    snapshots: &[SnapshotInfo],
+    plan: &ExportPlan,
+) -> Result<(), ZfsError> {
+    snapshotter.set_property(&plan.snapshot, PROP_KIND, plan.kind.as_str())?;
+    if let Some(base) = &plan.base {
+        snapshotter.set_property(&plan.snapshot, PROP_BASE, base.snap())?;
+    }
+    if plan.kind != ExportKind::Full {
+        return Ok(());
+    }
+    match snapshotter.hold(&plan.snapshot, HOLD_TAG) {
+        Ok(()) | Err(ZfsError::TagExists { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let older_fulls = snapshots.iter().filter(|s| {
+        s.name != plan.snapshot
+            && s.kind == Some(ExportKind::Full)
+            && s.own_time().is_some()
+            && s.userrefs > 0
+    });
+    for old in older_fulls {
+        match snapshotter.release(&old.name, HOLD_TAG) {
+            Ok(()) => log::info!(
+                "released hold {HOLD_TAG:?} from the previous full {}",
+                old.name
+            ),
+            Err(ZfsError::NoSuchTag { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What the `export` command was asked to do.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// A snapshot name (part after `@`), or `None` for the newest of
+    /// zfs2cloud's own snapshots.
+    pub target: Option<String>,
+    /// `--full` / `--incremental`.
+    pub force: Option<ExportKind>,
+    /// From the config.
+    pub full_every_x_days: u32,
+    /// Chunk size and timestamp.
+    pub settings: ExportSettings,
+}
+
+/// What the `export` step did.
+#[derive(Debug, Clone)]
+pub enum ExportStepOutcome {
+    /// A new export was written and recorded.
+    Exported {
+        /// What was exported and why.
+        plan: ExportPlan,
+        /// Where, and its manifest.
+        outcome: Box<ExportOutcome>,
+    },
+    /// A complete export of the snapshot exists already; nothing was done.
+    AlreadyExported {
+        /// The snapshot.
+        snapshot: SnapshotName,
+        /// The existing export.
+        dir: PathBuf,
+    },
+    /// Dry run: the pipeline and state changes were reported, not run.
+    DryRun {
+        /// What would be exported and why.
+        plan: ExportPlan,
+        /// Where it would go.
+        dir: PathBuf,
+    },
+}
+
+/// The `export` step: plan, run the pipeline, record the result in the pool.
+///
+/// A snapshot that already has a complete local export is not exported
+/// again (remove its directory to force that).
+///
+/// # Errors
+///
+/// [`ExportError`] saying which part failed.
+#[allow(clippy::too_many_arguments)]
+pub fn export_step(
+    snapshotter: &dyn Snapshotter,
+    exporter: &dyn Exporter,
+    encryptor: &dyn Encryptor,
+    runner: &Runner,
+    layout: &ExportLayout,
+    dataset: &DatasetName,
+    request: &ExportRequest,
+    progress: &dyn Progress,
+) -> Result<ExportStepOutcome, ExportError> {
+    let snapshots = snapshotter.list(dataset).map_err(ExportError::List)?;
+    let plan = plan_export(
+        &snapshots,
+        request.target.as_deref(),
+        request.full_every_x_days,
+        request.force,
+    )?;
+    if let Some((dir, _)) = layout.find_complete(&plan.snapshot) {
+        return Ok(ExportStepOutcome::AlreadyExported {
+            snapshot: plan.snapshot,
+            dir,
+        });
+    }
+    log::info!("{}: {}", plan.snapshot, plan.reason);
+    let dir = layout.final_dir(&plan.snapshot, plan.kind);
+    let pipeline = format!(
+        "{} | {} | split into {}/{}0000, … ({} bytes each), then rename to {}",
+        exporter.describe(&plan.snapshot, plan.base.as_ref()),
+        encryptor.describe(),
+        layout.partial_dir(&plan.snapshot, plan.kind).display(),
+        ExportLayout::chunk_prefix(&plan.snapshot),
+        request.settings.split_size,
+        dir.display(),
+    );
+    if runner.skip_in_dry_run(&pipeline) {
+        // The snapshotter runs with the same dry-run runner, so this only
+        // reports the `zfs set` / `zfs hold` / `zfs release` it would run.
+        record_export(snapshotter, &snapshots, &plan).map_err(ExportError::Record)?;
+        return Ok(ExportStepOutcome::DryRun { plan, dir });
+    }
+    let outcome = write_export(
+        exporter,
+        encryptor,
+        layout,
+        &plan,
+        &request.settings,
+        progress,
+    )?;
+    record_export(snapshotter, &snapshots, &plan).map_err(ExportError::Record)?;
+    Ok(ExportStepOutcome::Exported {
+        plan,
+        outcome: Box::new(outcome),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::stages::MockSnapshotter;
+    use mockall::predicate::{always, eq};
+    use mockall::Sequence;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn sn(s: &str) -> SnapshotName {
+        SnapshotName::parse(&format!("tank/data@{s}")).unwrap()
+    }
+
+    fn info(s: &str, kind: Option<ExportKind>, userrefs: u64) -> SnapshotInfo {
+        SnapshotInfo {
+            name: sn(s),
+            userrefs,
+            kind,
+            base: None,
+        }
+    }
+
+    #[test]
+    fn layout_matches_the_original_tool() {
+        let snap = SnapshotName::parse("tank/app/db@20240101000000").unwrap();
+        let layout = ExportLayout::new("/x".into());
+        assert_eq!(
+            layout.final_dir(&snap, ExportKind::Full),
+            Path::new("/x/20240101000000-full")
+        );
+        assert_eq!(
+            layout.final_dir(&snap, ExportKind::Incremental),
+            Path::new("/x/20240101000000")
+        );
+        assert_eq!(
+            ExportLayout::chunk_prefix(&snap),
+            "tank-app-db@20240101000000.zfs.gpg."
+        );
+        assert_eq!(
+            layout.partial_dir(&snap, ExportKind::Full),
+            Path::new("/x/20240101000000-full.partial")
+        );
+    }
+
+    #[test]
+    fn chunk_writer_splits_exactly_and_hashes_each_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = ChunkWriter::new(dir.path().to_owned(), "p.".into(), 4096);
+        // Odd write sizes cross chunk boundaries mid-buffer.
+        for piece in data.chunks(1000) {
+            w.write(piece).unwrap();
+        }
+        let chunks = w.finish().unwrap();
+        let sizes: Vec<u64> = chunks.iter().map(|c| c.size).collect();
+        assert_eq!(sizes, [4096, 4096, 1808]);
+        assert_eq!(chunks[2].name, "p.0002");
+        let mut joined = Vec::new();
+        for c in &chunks {
+            let bytes = fs::read(dir.path().join(&c.name)).unwrap();
+            assert_eq!(hex(&Sha256::digest(&bytes)), c.sha256);
+            let mode = fs::metadata(dir.path().join(&c.name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+            joined.extend(bytes);
+        }
+        assert_eq!(joined, data);
+    }
+
+    #[test]
+    fn an_exact_multiple_makes_no_empty_trailing_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ChunkWriter::new(dir.path().to_owned(), "p.".into(), 1024);
+        w.write(&[1u8; 2048]).unwrap();
+        assert_eq!(w.finish().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn sha256sums_is_sha256sum_format() {
+        let c = ChunkEntry {
+            name: "a@1.zfs.gpg.0000".into(),
+            size: 1,
+            sha256: "ab".repeat(32),
+        };
+        assert_eq!(
+            sha256sums_text(&[c]),
+            format!("{}  a@1.zfs.gpg.0000\n", "ab".repeat(32))
+        );
+    }
+
+    #[test]
+    fn recording_a_full_holds_it_before_releasing_older_fulls() {
+        let plan = ExportPlan {
+            snapshot: sn("20240205000000"),
+            kind: ExportKind::Full,
+            base: None,
+            reason: String::new(),
+        };
+        let snaps = [
+            info("20231201000000", Some(ExportKind::Full), 0),
+            info("20240101000000", Some(ExportKind::Full), 1),
+            info("20240102000000", Some(ExportKind::Incremental), 0),
+            info("manual", Some(ExportKind::Full), 1),
+            info("20240205000000", None, 0),
+        ];
+        let mut mock = MockSnapshotter::new();
+        let mut seq = Sequence::new();
+        mock.expect_set_property()
+            .with(eq(sn("20240205000000")), eq(PROP_KIND), eq("full"))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(()));
+        mock.expect_hold()
+            .with(eq(sn("20240205000000")), eq(HOLD_TAG))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(()));
+        // Only the held own full is released; the foreign "manual" one and
+        // the unheld 2023 one are left alone.
+        mock.expect_release()
+            .with(eq(sn("20240101000000")), eq(HOLD_TAG))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(()));
+        record_export(&mock, &snaps, &plan).unwrap();
+    }
+
+    #[test]
+    fn recording_an_incremental_sets_kind_and_base_and_touches_no_hold() {
+        let plan = ExportPlan {
+            snapshot: sn("20240103000000"),
+            kind: ExportKind::Incremental,
+            base: Some(sn("20240101000000")),
+            reason: String::new(),
+        };
+        let mut mock = MockSnapshotter::new();
+        mock.expect_set_property()
+            .with(eq(sn("20240103000000")), eq(PROP_KIND), eq("incremental"))
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        mock.expect_set_property()
+            .with(
+                eq(sn("20240103000000")),
+                eq(PROP_BASE),
+                eq("20240101000000"),
+            )
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        mock.expect_hold().with(always(), always()).times(0);
+        mock.expect_release().with(always(), always()).times(0);
+        record_export(&mock, &[], &plan).unwrap();
+    }
+}

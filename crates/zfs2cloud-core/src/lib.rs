@@ -1,0 +1,39 @@
+//! zfs2cloud's library: back up ZFS datasets to any rclone remote through
+//! snapshots.
+//!
+//! The stages of a backup are traits ([`stages`]) with process-backed
+//! implementations ([`zfs::ZfsCli`], [`gpg::GpgEncryptor`]); every external
+//! program runs through one [`process::Runner`]. Decisions are pure
+//! functions ([`plan`]); orchestration lives in [`snapshot`] and [`export`].
+//! There is no terminal UI here: progress goes through
+//! [`progress::Progress`] and diagnostics through the `log` facade.
+
+pub mod clock;
+pub mod config;
+pub mod export;
+pub mod gpg;
+pub mod names;
+pub mod plan;
+pub mod process;
+pub mod progress;
+pub mod snapshot;
+pub mod stages;
+pub mod steps;
+pub mod zfs;
+
+/// Renders an error and its `source()` chain as `a: b: c`.
+#[must_use]
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        // thiserror's `transparent` repeats the inner message; skip repeats.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,749 @@
+//! The one way zfs2cloud starts external programs.
+//!
+//! Every `zfs`, `gpg`, `rclone` and hook invocation goes through [`Runner`].
+//! It gives the same guarantees everywhere:
+//!
+//! * failure is decided by the exit status, never by whether stderr is empty
+//!   (`zfs` prints warnings on success, `gpg` prints notes);
+//! * stderr is drained on its own thread, so a chatty child can never fill
+//!   the pipe and deadlock against us while we read its stdout;
+//! * errors carry the program, the arguments with secrets redacted, the
+//!   status and the tail of stderr;
+//! * every command is logged with its duration;
+//! * in dry-run mode commands that change state are reported, not run;
+//! * a [`RunningProcess`] that is dropped without being waited for is killed
+//!   and reaped, and its `Drop` never panics.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
+
+/// How much of a child's stderr is kept for error messages.
+const STDERR_TAIL_BYTES: usize = 16 * 1024;
+
+/// Errors from starting or running an external program.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The program could not be started at all (not found, not executable).
+    #[error("could not start `{program}` ({command}): {source}")]
+    Spawn {
+        /// The program as configured.
+        program: String,
+        /// The full command line, secrets redacted.
+        command: String,
+        /// Why the OS refused.
+        #[source]
+        source: io::Error,
+    },
+    /// The program ran and exited unsuccessfully.
+    #[error("`{command}` failed with {status}{}", stderr_suffix(stderr))]
+    Failed {
+        /// The program as configured.
+        program: String,
+        /// The full command line, secrets redacted.
+        command: String,
+        /// How it ended.
+        status: ExitStatus,
+        /// The last part of what it printed on stderr.
+        stderr: String,
+    },
+    /// Reading or writing one of the program's pipes failed.
+    #[error("I/O error while talking to `{command}`: {source}")]
+    Io {
+        /// The full command line, secrets redacted.
+        command: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ProcessError {
+    /// The stderr tail of a failed program, or `""` for other errors.
+    #[must_use]
+    pub fn stderr(&self) -> &str {
+        match self {
+            Self::Failed { stderr, .. } => stderr,
+            _ => "",
+        }
+    }
+
+    /// The exit status of a failed program, if it ran.
+    #[must_use]
+    pub fn status(&self) -> Option<ExitStatus> {
+        match self {
+            Self::Failed { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let trimmed = stderr.trim();
+    if trimmed.is_empty() {
+        " (no output on stderr)".to_owned()
+    } else {
+        format!(": {trimmed}")
+    }
+}
+
+/// A program and its arguments, some of which may be secret.
+///
+/// Secret arguments are passed to the program unchanged but shown as `***`
+/// in logs, errors and dry-run output. zfs2cloud itself never puts a
+/// passphrase in argv; this exists for user-supplied flags such as
+/// `--s3-secret-access-key=…` in `rclone_global_flags`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    program: PathBuf,
+    args: Vec<(OsString, bool)>,
+    env: Vec<(OsString, OsString)>,
+    env_remove: Vec<OsString>,
+    current_dir: Option<PathBuf>,
+}
+
+impl CommandLine {
+    /// A command line for `program` with no arguments.
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            env_remove: Vec::new(),
+            current_dir: None,
+        }
+    }
+
+    /// Appends one argument that may be shown in logs.
+    #[must_use]
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push((arg.as_ref().to_owned(), false));
+        self
+    }
+
+    /// Appends several arguments that may be shown in logs.
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        for arg in args {
+            self = self.arg(arg);
+        }
+        self
+    }
+
+    /// Appends one argument that is shown as `***` everywhere.
+    #[must_use]
+    pub fn secret_arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push((arg.as_ref().to_owned(), true));
+        self
+    }
+
+    /// Sets an environment variable for the child.
+    #[must_use]
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Removes an environment variable from the child's environment.
+    #[must_use]
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.env_remove.push(key.as_ref().to_owned());
+        self
+    }
+
+    /// Runs the child in `dir`.
+    #[must_use]
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
+    /// The program to run.
+    #[must_use]
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
+    /// The arguments as they are passed to the program (secrets included).
+    pub fn raw_args(&self) -> impl Iterator<Item = &OsStr> {
+        self.args.iter().map(|(a, _)| a.as_os_str())
+    }
+
+    fn to_command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(self.args.iter().map(|(a, _)| a));
+        for key in &self.env_remove {
+            cmd.env_remove(key);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        if let Some(dir) = &self.current_dir {
+            cmd.current_dir(dir);
+        }
+        cmd
+    }
+}
+
+/// Shows the command line shell-quoted, with secret arguments as `***`.
+impl fmt::Display for CommandLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&shell_quote(self.program.as_os_str()))?;
+        for (arg, secret) in &self.args {
+            f.write_str(" ")?;
+            if *secret {
+                f.write_str("***")?;
+            } else {
+                f.write_str(&shell_quote(arg))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for CommandLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CommandLine({self})")
+    }
+}
+
+/// Quotes one word so that a human can paste it into a POSIX shell.
+///
+/// This is for display only: zfs2cloud never runs anything through a shell.
+#[must_use]
+pub fn shell_quote(word: &OsStr) -> String {
+    let s = word.to_string_lossy();
+    let safe = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c));
+    if safe {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Receives the description of every state-changing action that dry-run mode
+/// skips.
+pub type DryRunSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Starts external programs; see the module documentation for the guarantees.
+#[derive(Clone)]
+pub struct Runner {
+    dry_run: Option<DryRunSink>,
+}
+
+impl fmt::Debug for Runner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runner")
+            .field("dry_run", &self.dry_run.is_some())
+            .finish()
+    }
+}
+
+impl Default for Runner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a finished command printed.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// The tail of what it wrote to stderr.
+    pub stderr: String,
+}
+
+impl Output {
+    /// stdout as UTF-8, with invalid sequences replaced.
+    #[must_use]
+    pub fn stdout_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// How the child's standard streams and extra descriptors are set up.
+#[derive(Debug, Default)]
+pub struct SpawnOptions {
+    /// The child's stdin; `/dev/null` when `None`.
+    pub stdin: Option<Stdio>,
+    /// Whether to capture stdout through a pipe ([`RunningProcess::take_stdout`]).
+    /// When false, stdout goes to `/dev/null`.
+    pub pipe_stdout: bool,
+    /// Descriptors to hand to the child at fixed numbers, e.g. a passphrase
+    /// pipe at fd 3 for `gpg --passphrase-fd 3`.
+    pub extra_fds: Vec<(OwnedFd, i32)>,
+}
+
+impl Runner {
+    /// A runner that runs everything.
+    #[must_use]
+    pub fn new() -> Self {
+        Self { dry_run: None }
+    }
+
+    /// A runner that reports state-changing commands to `sink` instead of
+    /// running them. Read-only queries still run.
+    #[must_use]
+    pub fn dry_run(sink: DryRunSink) -> Self {
+        Self {
+            dry_run: Some(sink),
+        }
+    }
+
+    /// Whether this runner is in dry-run mode.
+    #[must_use]
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run.is_some()
+    }
+
+    /// In dry-run mode, reports `action` and returns `true` (meaning: skip
+    /// it). Otherwise returns `false`.
+    pub fn skip_in_dry_run(&self, action: &str) -> bool {
+        match &self.dry_run {
+            Some(sink) => {
+                sink(action);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs a command that only reads state, even in dry-run mode, and
+    /// returns its output.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::Spawn`] if it cannot start, [`ProcessError::Failed`]
+    /// if it exits unsuccessfully, [`ProcessError::Io`] if its pipes fail.
+    pub fn query(&self, cmd: &CommandLine) -> Result<Output, ProcessError> {
+        self.run_capture(cmd)
+    }
+
+    /// Runs a command that changes state. In dry-run mode it is reported and
+    /// `Ok(None)` is returned.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Runner::query`].
+    pub fn mutate(&self, cmd: &CommandLine) -> Result<Option<Output>, ProcessError> {
+        if self.skip_in_dry_run(&cmd.to_string()) {
+            return Ok(None);
+        }
+        self.run_capture(cmd).map(Some)
+    }
+
+    fn run_capture(&self, cmd: &CommandLine) -> Result<Output, ProcessError> {
+        let mut proc = self.spawn(
+            cmd,
+            SpawnOptions {
+                pipe_stdout: true,
+                ..SpawnOptions::default()
+            },
+        )?;
+        let mut stdout = Vec::new();
+        let read_result = match proc.take_stdout() {
+            Some(mut out) => out.read_to_end(&mut stdout).map(|_| ()),
+            None => Ok(()),
+        };
+        let finished = proc.wait();
+        finished.clone().into_result()?;
+        read_result.map_err(|source| ProcessError::Io {
+            command: cmd.to_string(),
+            source,
+        })?;
+        Ok(Output {
+            stdout,
+            stderr: finished.stderr,
+        })
+    }
+
+    /// Starts a command and returns it running. This is for streaming
+    /// pipelines; the caller must call [`RunningProcess::wait`].
+    ///
+    /// Spawning happens even in dry-run mode: callers decide what a pipeline
+    /// does in dry-run mode before they build it.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::Spawn`] if it cannot start.
+    pub fn spawn(
+        &self,
+        cmd: &CommandLine,
+        opts: SpawnOptions,
+    ) -> Result<RunningProcess, ProcessError> {
+        let shown = cmd.to_string();
+        let mut command = cmd.to_command();
+        command.stdin(opts.stdin.unwrap_or_else(Stdio::null));
+        command.stdout(if opts.pipe_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        command.stderr(Stdio::piped());
+        if !opts.extra_fds.is_empty() {
+            let mappings = opts
+                .extra_fds
+                .into_iter()
+                .map(|(parent_fd, child_fd)| FdMapping {
+                    parent_fd,
+                    child_fd,
+                })
+                .collect();
+            command
+                .fd_mappings(mappings)
+                .map_err(|_| ProcessError::Spawn {
+                    program: cmd.program.display().to_string(),
+                    command: shown.clone(),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "two descriptors mapped to the same child fd",
+                    ),
+                })?;
+        }
+        log::debug!("starting: {shown}");
+        let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
+            program: cmd.program.display().to_string(),
+            command: shown.clone(),
+            source,
+        })?;
+        let stderr_thread = child.stderr.take().and_then(|stderr| {
+            std::thread::Builder::new()
+                .name("stderr-drain".into())
+                .spawn(move || drain_tail(stderr))
+                .ok()
+        });
+        Ok(RunningProcess {
+            child,
+            program: cmd.program.display().to_string(),
+            command: shown,
+            stderr_thread,
+            started: Instant::now(),
+            finished: false,
+        })
+    }
+}
+
+/// Reads `r` to the end, keeping only the last [`STDERR_TAIL_BYTES`].
+fn drain_tail(mut r: impl Read) -> Vec<u8> {
+    let mut tail = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * STDERR_TAIL_BYTES {
+                    tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if tail.len() > STDERR_TAIL_BYTES {
+        tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+    }
+    tail
+}
+
+/// A started child process. Wait for it with [`RunningProcess::wait`];
+/// dropping it instead kills and reaps it.
+#[derive(Debug)]
+pub struct RunningProcess {
+    child: Child,
+    program: String,
+    command: String,
+    stderr_thread: Option<JoinHandle<Vec<u8>>>,
+    started: Instant,
+    finished: bool,
+}
+
+/// How a [`RunningProcess`] ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The program as configured.
+    pub program: String,
+    /// The command line, secrets redacted.
+    pub command: String,
+    /// The exit status; `None` if waiting for it failed.
+    pub status: Option<ExitStatus>,
+    /// The tail of stderr.
+    pub stderr: String,
+    /// Wall-clock run time.
+    pub duration: Duration,
+    wait_error: Option<String>,
+}
+
+impl Finished {
+    /// Whether the process exited with status 0.
+    #[must_use]
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// `Ok(())` on success, else the matching [`ProcessError`].
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::Failed`] for a non-zero exit or a signal,
+    /// [`ProcessError::Io`] if the status could not be collected.
+    pub fn into_result(self) -> Result<(), ProcessError> {
+        match self.status {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(ProcessError::Failed {
+                program: self.program,
+                command: self.command,
+                status,
+                stderr: self.stderr,
+            }),
+            None => Err(ProcessError::Io {
+                command: self.command,
+                source: io::Error::other(self.wait_error.unwrap_or_default()),
+            }),
+        }
+    }
+}
+
+impl RunningProcess {
+    /// The child's stdout pipe, if it was requested and not yet taken.
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.stdout.take()
+    }
+
+    /// The child's stdin pipe, if one was requested and not yet taken.
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.child.stdin.take()
+    }
+
+    /// The OS process id.
+    #[must_use]
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The command line, secrets redacted.
+    #[must_use]
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// Kills the child (SIGKILL). It must still be waited for.
+    pub fn kill(&mut self) {
+        // The child may have exited already; that is not an error here.
+        let _ = self.child.kill();
+    }
+
+    /// Waits for the child to exit and collects its stderr tail. Logs the
+    /// command with its duration and status.
+    pub fn wait(mut self) -> Finished {
+        // Close our end of its stdout first so a child blocked writing to a
+        // pipe nobody reads gets EPIPE instead of hanging forever.
+        drop(self.child.stdout.take());
+        drop(self.child.stdin.take());
+        let waited = self.child.wait();
+        self.finished = true;
+        let stderr = self
+            .stderr_thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default();
+        let duration = self.started.elapsed();
+        let (status, wait_error) = match waited {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let shown_status = status.map_or_else(|| "unknown status".to_owned(), |s| s.to_string());
+        if status.is_some_and(|s| s.success()) {
+            log::info!(
+                "ran `{}` in {:.3}s ({shown_status})",
+                self.command,
+                duration.as_secs_f64()
+            );
+        } else {
+            log::warn!(
+                "`{}` failed after {:.3}s ({shown_status})",
+                self.command,
+                duration.as_secs_f64()
+            );
+        }
+        Finished {
+            program: std::mem::take(&mut self.program),
+            command: std::mem::take(&mut self.command),
+            status,
+            stderr,
+            duration,
+            wait_error,
+        }
+    }
+}
+
+impl Drop for RunningProcess {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Never panic here: a failed kill means it already exited.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            if let Some(t) = self.stderr_thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use std::sync::Mutex;
+
+    fn sh(script: &str) -> CommandLine {
+        CommandLine::new("/bin/sh").arg("-c").arg(script)
+    }
+
+    #[test]
+    fn failure_is_decided_by_status_not_stderr() {
+        let runner = Runner::new();
+        let out = runner
+            .query(&sh("echo warning >&2; echo ok"))
+            .expect("stderr alone is not failure");
+        assert_eq!(out.stdout_lossy(), "ok\n");
+        assert_eq!(out.stderr, "warning\n");
+
+        let err = runner.query(&sh("exit 3")).unwrap_err();
+        assert_eq!(err.status().and_then(|s| s.code()), Some(3));
+        assert!(err.to_string().contains("no output on stderr"), "{err}");
+    }
+
+    #[test]
+    fn error_carries_command_status_and_stderr_tail() {
+        let err = Runner::new()
+            .query(&sh(
+                "echo 'cannot open: dataset does not exist' >&2; exit 1",
+            ))
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/bin/sh -c"), "{msg}");
+        assert!(msg.contains("exit status: 1"), "{msg}");
+        assert!(msg.contains("dataset does not exist"), "{msg}");
+    }
+
+    #[test]
+    fn secret_args_are_redacted_everywhere_but_passed_through() {
+        let cmd = CommandLine::new("/bin/sh")
+            .arg("-c")
+            .arg(r#"test "$0" = "$EXPECTED" || exit 9; exit 4"#)
+            .secret_arg("hunter2")
+            .env("EXPECTED", "hunter2");
+        assert!(!cmd.to_string().contains("hunter2"));
+        assert!(!format!("{cmd:?}").contains("hunter2"));
+        let err = Runner::new().query(&cmd).unwrap_err();
+        // 4, not 9: the secret reached the child unchanged.
+        assert_eq!(err.status().and_then(|s| s.code()), Some(4));
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(!format!("{err:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn large_stderr_does_not_deadlock_and_is_truncated() {
+        // 1 MiB on stderr before any stdout: a reader that drained stderr
+        // only after stdout would deadlock here.
+        let out = Runner::new()
+            .query(&sh("head -c 1048576 /dev/zero | tr '\\0' x >&2; echo done"))
+            .unwrap();
+        assert_eq!(out.stdout_lossy(), "done\n");
+        assert_eq!(out.stderr.len(), STDERR_TAIL_BYTES);
+    }
+
+    #[test]
+    fn spawn_failure_names_the_program() {
+        let err = Runner::new()
+            .query(&CommandLine::new("/nonexistent/zfs").arg("list"))
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::Spawn { .. }));
+        assert!(err.to_string().contains("/nonexistent/zfs"), "{err}");
+    }
+
+    #[test]
+    fn dry_run_reports_mutations_and_runs_queries() {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink_seen = Arc::clone(&seen);
+        let runner = Runner::dry_run(Arc::new(move |s: &str| {
+            sink_seen.lock().unwrap().push(s.to_owned());
+        }));
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("marker");
+        let out = runner
+            .mutate(&CommandLine::new("touch").arg(&marker))
+            .unwrap();
+        assert!(out.is_none());
+        assert!(!marker.exists());
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        assert!(seen.lock().unwrap()[0].starts_with("touch "));
+        let q = runner.query(&sh("echo hi")).unwrap();
+        assert_eq!(q.stdout_lossy(), "hi\n");
+    }
+
+    #[test]
+    fn extra_fd_reaches_the_child() {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        std::io::Write::write_all(&mut writer, b"from-fd-3").unwrap();
+        drop(writer);
+        let mut proc = Runner::new()
+            .spawn(
+                &sh("cat <&3"),
+                SpawnOptions {
+                    pipe_stdout: true,
+                    extra_fds: vec![(reader.into(), 3)],
+                    ..SpawnOptions::default()
+                },
+            )
+            .unwrap();
+        let mut out = String::new();
+        proc.take_stdout()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        proc.wait().into_result().unwrap();
+        assert_eq!(out, "from-fd-3");
+    }
+
+    #[test]
+    fn dropping_a_running_process_kills_it() {
+        let proc = Runner::new()
+            .spawn(&sh("sleep 30"), SpawnOptions::default())
+            .unwrap();
+        let pid = proc.id();
+        drop(proc);
+        // Reaped: /proc/<pid> is gone (or reused by an unrelated process,
+        // which would not be our sleeping shell).
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&cmdline).contains("sleep 30"));
+    }
+
+    #[test]
+    fn shell_quote_is_safe_for_awkward_words() {
+        assert_eq!(shell_quote(OsStr::new("tank/data@1")), "tank/data@1");
+        assert_eq!(shell_quote(OsStr::new("a b")), "'a b'");
+        assert_eq!(shell_quote(OsStr::new("it's")), r"'it'\''s'");
+        assert_eq!(shell_quote(OsStr::new("")), "''");
+        assert_eq!(shell_quote(OsStr::new("$x;y")), "'$x;y'");
+    }
+}

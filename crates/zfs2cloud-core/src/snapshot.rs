@@ -1,0 +1,340 @@
+//! The `snapshot` step: `pre_snapshot` hook, `zfs snapshot`, `post_snapshot`
+//! hook.
+//!
+//! Downtime is the time between the two hooks, so nothing else happens in
+//! between. Once `pre_snapshot` has started, `post_snapshot` always runs,
+//! whether `pre_snapshot` itself, or `zfs snapshot`, fails: a half-stopped
+//! application is better restarted than left down until someone notices.
+
+use crate::config::{HookCommand, Hooks};
+use crate::names::{DatasetName, NameError, SnapTime, SnapshotName};
+use crate::process::{CommandLine, ProcessError, Runner};
+use crate::stages::Snapshotter;
+use crate::zfs::ZfsError;
+
+/// A hook that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("the {name} hook failed")]
+pub struct HookError {
+    /// Which hook (`pre_snapshot`, …).
+    pub name: String,
+    /// How it failed.
+    #[source]
+    pub source: ProcessError,
+}
+
+/// Errors of the snapshot step.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The snapshot name is taken. Nothing was changed and no hook ran.
+    #[error("snapshot {0} already exists; nothing was changed (is another run at the same second, or is ZFS2CLOUD_NOW fixed?)")]
+    Exists(String),
+    /// The clock is behind the newest zfs2cloud snapshot. Nothing was changed.
+    #[error("the new snapshot name {new} is not after the newest zfs2cloud snapshot {newest}; the clock went backwards (or snapshot_time_zone changed). Nothing was changed")]
+    ClockBehind {
+        /// The name that would have been used.
+        new: String,
+        /// The newest existing one.
+        newest: String,
+    },
+    /// The name could not be built.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// Listing the existing snapshots failed. Nothing was changed.
+    #[error("cannot list the snapshots of the dataset")]
+    List(#[source] ZfsError),
+    /// `pre_snapshot` failed; no snapshot was taken. `post_snapshot` ran.
+    #[error("no snapshot was taken{}", post_note(.post.as_ref()))]
+    PreSnapshot {
+        /// The pre_snapshot failure.
+        #[source]
+        source: HookError,
+        /// A post_snapshot failure as well, if any.
+        post: Option<HookError>,
+    },
+    /// `zfs snapshot` failed. `post_snapshot` ran.
+    #[error("zfs snapshot failed{}", post_note(.post.as_ref()))]
+    Zfs {
+        /// The zfs failure.
+        #[source]
+        source: ZfsError,
+        /// A post_snapshot failure as well, if any.
+        post: Option<HookError>,
+    },
+    /// The snapshot was taken but `post_snapshot` failed: the application
+    /// may still be down.
+    #[error("snapshot {snapshot} was taken, but post_snapshot failed: the application may still be stopped")]
+    PostSnapshot {
+        /// The snapshot that exists now.
+        snapshot: String,
+        /// The failure.
+        #[source]
+        source: HookError,
+    },
+}
+
+fn post_note(post: Option<&HookError>) -> String {
+    match post {
+        None => String::new(),
+        Some(e) => format!(
+            "; post_snapshot failed as well, the application may still be stopped: {}",
+            crate::error_chain(e)
+        ),
+    }
+}
+
+/// Runs one hook with the run's context in its environment
+/// (`ZFS2CLOUD_HOOK`, `ZFS2CLOUD_DATASET`, `ZFS2CLOUD_SNAPSHOT`). The hook's
+/// stdout is logged. In dry-run mode it is reported, not run.
+///
+/// # Errors
+///
+/// [`HookError`] if it cannot start or exits unsuccessfully.
+pub fn run_hook(
+    runner: &Runner,
+    name: &str,
+    hook: &HookCommand,
+    dataset: &DatasetName,
+    snapshot: Option<&SnapshotName>,
+) -> Result<(), HookError> {
+    let Some((program, args)) = hook.argv.split_first() else {
+        return Ok(());
+    };
+    let mut cmd = CommandLine::new(program)
+        .args(args)
+        .env("ZFS2CLOUD_HOOK", name)
+        .env("ZFS2CLOUD_DATASET", dataset.as_str());
+    if let Some(s) = snapshot {
+        cmd = cmd.env("ZFS2CLOUD_SNAPSHOT", s.to_string());
+    }
+    log::info!("running {name} hook: {cmd}");
+    let out = runner.mutate(&cmd).map_err(|source| HookError {
+        name: name.to_owned(),
+        source,
+    })?;
+    if let Some(out) = out {
+        for line in out.stdout_lossy().lines() {
+            log::info!("{name}: {line}");
+        }
+    }
+    Ok(())
+}
+
+/// Takes the snapshot `dataset@<at>` between the two hooks.
+///
+/// Before anything runs, the name is checked against the existing
+/// snapshots: if it exists, or is not after the newest zfs2cloud snapshot,
+/// the step fails and changes nothing.
+///
+/// # Errors
+///
+/// [`SnapshotError`] describing what failed and whether a snapshot exists.
+pub fn take_snapshot(
+    snapshotter: &dyn Snapshotter,
+    runner: &Runner,
+    hooks: &Hooks,
+    dataset: &DatasetName,
+    at: SnapTime,
+) -> Result<SnapshotName, SnapshotError> {
+    let name = SnapshotName::new(dataset.clone(), &at.to_string())?;
+    let existing = snapshotter.list(dataset).map_err(SnapshotError::List)?;
+    if existing.iter().any(|s| s.name == name) {
+        return Err(SnapshotError::Exists(name.to_string()));
+    }
+    if let Some(newest) = existing
+        .iter()
+        .filter_map(|s| s.own_time().map(|t| (t, s)))
+        .max_by_key(|(t, _)| *t)
+        .filter(|(t, _)| *t >= at)
+    {
+        return Err(SnapshotError::ClockBehind {
+            new: name.to_string(),
+            newest: newest.1.name.to_string(),
+        });
+    }
+
+    let post = || {
+        hooks
+            .post_snapshot
+            .as_ref()
+            .map(|h| run_hook(runner, "post_snapshot", h, dataset, Some(&name)))
+            .transpose()
+            .err()
+    };
+    if let Some(pre) = &hooks.pre_snapshot {
+        if let Err(source) = run_hook(runner, "pre_snapshot", pre, dataset, Some(&name)) {
+            return Err(SnapshotError::PreSnapshot {
+                source,
+                post: post(),
+            });
+        }
+    }
+    // Downtime: only `zfs snapshot` runs here.
+    let created = snapshotter.create(&name);
+    let post_result = post();
+    match (created, post_result) {
+        (Err(source), post) => Err(SnapshotError::Zfs { source, post }),
+        (Ok(()), Some(source)) => Err(SnapshotError::PostSnapshot {
+            snapshot: name.to_string(),
+            source,
+        }),
+        (Ok(()), None) => Ok(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::stages::MockSnapshotter;
+    use crate::zfs::SnapshotInfo;
+    use std::ffi::OsString;
+    use std::path::Path;
+
+    fn ds() -> DatasetName {
+        DatasetName::parse("tank/data").unwrap()
+    }
+
+    fn at(s: &str) -> SnapTime {
+        SnapTime::parse(s).unwrap()
+    }
+
+    fn existing(names: &[&str]) -> Vec<SnapshotInfo> {
+        names
+            .iter()
+            .map(|n| SnapshotInfo {
+                name: SnapshotName::parse(&format!("tank/data@{n}")).unwrap(),
+                userrefs: 0,
+                kind: None,
+                base: None,
+            })
+            .collect()
+    }
+
+    /// A hook that appends its name to `log` and exits with `code`.
+    fn hook(log: &Path, name: &str, code: i32) -> HookCommand {
+        HookCommand {
+            argv: vec![
+                OsString::from("/bin/sh"),
+                "-c".into(),
+                format!("echo {name} >> '{}'; exit {code}", log.display()).into(),
+            ],
+        }
+    }
+
+    fn read_log(log: &Path) -> String {
+        std::fs::read_to_string(log).unwrap_or_default()
+    }
+
+    #[test]
+    fn hooks_surround_the_snapshot() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        let hooks = Hooks {
+            pre_snapshot: Some(hook(&log, "pre", 0)),
+            post_snapshot: Some(hook(&log, "post", 0)),
+            ..Hooks::default()
+        };
+        let mut mock = MockSnapshotter::new();
+        mock.expect_list()
+            .returning(|_| Ok(existing(&["20240101000000"])));
+        let log2 = log.clone();
+        mock.expect_create().times(1).returning(move |s| {
+            std::fs::write(&log2, format!("{}create {s}\n", read_log(&log2))).unwrap();
+            Ok(())
+        });
+        let name =
+            take_snapshot(&mock, &Runner::new(), &hooks, &ds(), at("20240102000000")).unwrap();
+        assert_eq!(name.to_string(), "tank/data@20240102000000");
+        assert_eq!(
+            read_log(&log),
+            "pre\ncreate tank/data@20240102000000\npost\n"
+        );
+    }
+
+    #[test]
+    fn post_runs_when_pre_fails_and_no_snapshot_is_taken() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        let hooks = Hooks {
+            pre_snapshot: Some(hook(&log, "pre", 1)),
+            post_snapshot: Some(hook(&log, "post", 0)),
+            ..Hooks::default()
+        };
+        let mut mock = MockSnapshotter::new();
+        mock.expect_list().returning(|_| Ok(vec![]));
+        mock.expect_create().times(0);
+        let err =
+            take_snapshot(&mock, &Runner::new(), &hooks, &ds(), at("20240102000000")).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::PreSnapshot { post: None, .. }),
+            "{err}"
+        );
+        assert_eq!(read_log(&log), "pre\npost\n");
+    }
+
+    #[test]
+    fn post_runs_when_zfs_snapshot_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        let hooks = Hooks {
+            pre_snapshot: Some(hook(&log, "pre", 0)),
+            post_snapshot: Some(hook(&log, "post", 0)),
+            ..Hooks::default()
+        };
+        let mut mock = MockSnapshotter::new();
+        mock.expect_list().returning(|_| Ok(vec![]));
+        mock.expect_create().returning(|_| {
+            Err(ZfsError::Process(ProcessError::Io {
+                command: "zfs snapshot".into(),
+                source: std::io::Error::other("pool suspended"),
+            }))
+        });
+        let err =
+            take_snapshot(&mock, &Runner::new(), &hooks, &ds(), at("20240102000000")).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::Zfs { post: None, .. }),
+            "{err}"
+        );
+        assert_eq!(read_log(&log), "pre\npost\n");
+    }
+
+    #[test]
+    fn an_existing_name_changes_nothing_and_runs_no_hook() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        let hooks = Hooks {
+            pre_snapshot: Some(hook(&log, "pre", 0)),
+            post_snapshot: Some(hook(&log, "post", 0)),
+            ..Hooks::default()
+        };
+        let mut mock = MockSnapshotter::new();
+        mock.expect_list()
+            .returning(|_| Ok(existing(&["20240102000000"])));
+        mock.expect_create().times(0);
+        let err =
+            take_snapshot(&mock, &Runner::new(), &hooks, &ds(), at("20240102000000")).unwrap_err();
+        assert!(matches!(err, SnapshotError::Exists(_)), "{err}");
+        let err =
+            take_snapshot(&mock, &Runner::new(), &hooks, &ds(), at("20240101000000")).unwrap_err();
+        assert!(matches!(err, SnapshotError::ClockBehind { .. }), "{err}");
+        assert_eq!(read_log(&log), "");
+    }
+
+    #[test]
+    fn foreign_snapshots_do_not_count_for_clock_checks() {
+        let mut mock = MockSnapshotter::new();
+        mock.expect_list()
+            .returning(|_| Ok(existing(&["zzzz-manual", "autosnap_2099"])));
+        mock.expect_create().times(1).returning(|_| Ok(()));
+        take_snapshot(
+            &mock,
+            &Runner::new(),
+            &Hooks::default(),
+            &ds(),
+            at("20240102000000"),
+        )
+        .unwrap();
+    }
+}

@@ -1,0 +1,158 @@
+//! The stage traits of a backup, one per external tool.
+//!
+//! The process-backed implementations are [`crate::zfs::ZfsCli`]
+//! ([`Snapshotter`], [`Exporter`]) and [`crate::gpg::GpgEncryptor`]
+//! ([`Encryptor`]). Embedders can substitute their own, and the orchestration
+//! in [`crate::snapshot`] and [`crate::export`] is tested against mocks.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::gpg::GpgError;
+use crate::names::{DatasetName, SnapshotName};
+use crate::process::{ProcessError, RunningProcess};
+use crate::zfs::{SnapshotInfo, ZfsError};
+
+/// Creates, lists, destroys, holds and releases snapshots.
+#[cfg_attr(test, mockall::automock)]
+pub trait Snapshotter {
+    /// The snapshots of `dataset` (not of its children), in no particular
+    /// order.
+    ///
+    /// # Errors
+    ///
+    /// [`ZfsError::NotFound`] if the dataset does not exist, other
+    /// [`ZfsError`]s if `zfs` fails or prints something unparseable.
+    fn list(&self, dataset: &DatasetName) -> Result<Vec<SnapshotInfo>, ZfsError>;
+
+    /// Creates `snapshot`.
+    ///
+    /// # Errors
+    ///
+    /// [`ZfsError::AlreadyExists`] if it exists, other [`ZfsError`]s on
+    /// failure.
+    fn create(&self, snapshot: &SnapshotName) -> Result<(), ZfsError>;
+
+    /// Destroys `snapshot`. Only snapshots can be passed: a [`SnapshotName`]
+    /// always contains an `@`.
+    ///
+    /// # Errors
+    ///
+    /// [`ZfsError::Busy`] if it is held, other [`ZfsError`]s on failure.
+    fn destroy(&self, snapshot: &SnapshotName) -> Result<(), ZfsError>;
+
+    /// Places a user hold `tag` on `snapshot`.
+    ///
+    /// # Errors
+    ///
+    /// [`ZfsError::TagExists`] if that hold is already there.
+    fn hold(&self, snapshot: &SnapshotName, tag: &str) -> Result<(), ZfsError>;
+
+    /// Releases the user hold `tag` from `snapshot`.
+    ///
+    /// # Errors
+    ///
+    /// [`ZfsError::NoSuchTag`] if there is no such hold.
+    fn release(&self, snapshot: &SnapshotName, tag: &str) -> Result<(), ZfsError>;
+
+    /// Sets a user property (`zfs2cloud:…`) on `snapshot`.
+    ///
+    /// # Errors
+    ///
+    /// [`ZfsError`] on failure.
+    fn set_property(
+        &self,
+        snapshot: &SnapshotName,
+        property: &str,
+        value: &str,
+    ) -> Result<(), ZfsError>;
+}
+
+/// Produces a ZFS send stream.
+#[cfg_attr(test, mockall::automock)]
+pub trait Exporter {
+    /// The command [`Exporter::send`] would run, for logs and `--dry-run`.
+    // mockall needs the named lifetime on `Option<&T>` arguments.
+    #[allow(clippy::needless_lifetimes)]
+    fn describe<'a>(&self, snapshot: &SnapshotName, base: Option<&'a SnapshotName>) -> String;
+
+    /// Starts sending `snapshot` (incrementally from `base` if given). The
+    /// stream is the returned process's stdout.
+    ///
+    /// # Errors
+    ///
+    /// [`ZfsError`] if it cannot be started.
+    #[allow(clippy::needless_lifetimes)]
+    fn send<'a>(
+        &self,
+        snapshot: &SnapshotName,
+        base: Option<&'a SnapshotName>,
+    ) -> Result<RunningProcess, ZfsError>;
+}
+
+/// Encrypts a stream.
+#[cfg_attr(test, mockall::automock)]
+pub trait Encryptor {
+    /// The command [`Encryptor::encrypt`] runs, for logs and `--dry-run`.
+    /// It never contains a secret.
+    fn describe(&self) -> String;
+
+    /// Starts encrypting `input`; the ciphertext is the returned process's
+    /// stdout.
+    ///
+    /// # Errors
+    ///
+    /// [`GpgError`] if it cannot be started.
+    fn encrypt(&self, input: Stdio) -> Result<RunningProcess, GpgError>;
+}
+
+/// Errors of an [`Uploader`].
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The upload tool failed.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+}
+
+/// Copies a finished export to the remote.
+///
+/// Declared here so the stage set is complete; the rclone implementation
+/// (ordering, verification, retries) comes with the upload work.
+pub trait Uploader {
+    /// Uploads the files of `local_dir` into `remote_dir` on the remote.
+    ///
+    /// # Errors
+    ///
+    /// [`UploadError`] if the upload fails.
+    fn upload(&self, local_dir: &Path, remote_dir: &str) -> Result<(), UploadError>;
+}
+
+/// Errors of a [`Pruner`].
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    /// A `zfs` command failed.
+    #[error(transparent)]
+    Zfs(#[from] ZfsError),
+    /// Removing a local export failed.
+    #[error("cannot remove {path}: {source}")]
+    Io {
+        /// What could not be removed.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Removes what retention no longer needs.
+///
+/// Declared here so the stage set is complete; the retention policy and its
+/// implementation come with the pruning work.
+pub trait Pruner {
+    /// Removes `snapshot` (and only it).
+    ///
+    /// # Errors
+    ///
+    /// [`PruneError`] if removal fails.
+    fn prune_snapshot(&self, snapshot: &SnapshotName) -> Result<(), PruneError>;
+}

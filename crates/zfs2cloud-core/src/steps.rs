@@ -1,0 +1,226 @@
+//! Step names of a backup sequence, including the original tool's names.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// Which kind of backup a configuration makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `zfs send | gpg | split` files uploaded with rclone.
+    #[default]
+    Intermediate,
+    /// The snapshot's files, synced with rclone.
+    File,
+}
+
+/// One step of a backup sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Take the run lock.
+    Lock,
+    /// Release the run lock.
+    Unlock,
+    /// `pre_snapshot` hook, `zfs snapshot`, `post_snapshot` hook.
+    Snapshot,
+    /// Export the newest snapshot (intermediate mode).
+    Export,
+    /// Upload an export (intermediate mode).
+    Upload,
+    /// Delete old local exports.
+    PruneIntermediates,
+    /// Destroy zfs2cloud's own old snapshots.
+    PruneSnapshots,
+    /// Mount the newest snapshot read-only (file mode).
+    MountSnapshot,
+    /// `rclone sync` the mounted snapshot (file mode).
+    UploadSnapshotFiles,
+    /// Unmount the snapshot (file mode).
+    UmountSnapshot,
+    /// Check the uploaded backups.
+    Verify,
+    /// Run a user script (a path; `./x` is relative to the config file).
+    Script(PathBuf),
+}
+
+/// Every built-in step: its canonical name and the aliases it accepts
+/// (the original Python tool's command names among them).
+const STEP_NAMES: &[(&str, &[&str])] = &[
+    ("lock", &[]),
+    ("unlock", &[]),
+    ("snapshot", &[]),
+    ("export", &["export-intermediate"]),
+    ("upload", &["upload-intermediate-to-remote"]),
+    ("prune-intermediates", &["prune-intermediate"]),
+    ("prune-snapshots", &[]),
+    ("mount-snapshot", &[]),
+    (
+        "upload-snapshot-files",
+        &["upload-snapshot-files-to-remote"],
+    ),
+    ("umount-snapshot", &["unmount-snapshot"]),
+    ("verify", &["verify-checksums"]),
+];
+
+/// An unknown step name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown step {name:?}; valid steps are {}, or a path to a script (containing '/')",
+    valid_step_list()
+)]
+pub struct UnknownStep {
+    /// The name that was given.
+    pub name: String,
+}
+
+fn valid_step_list() -> String {
+    STEP_NAMES
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Step {
+    /// Parses a step name or alias. A value containing `/` is a script path,
+    /// resolved against `base_dir` when relative.
+    ///
+    /// # Errors
+    ///
+    /// [`UnknownStep`] for anything else.
+    pub fn parse(name: &str, base_dir: &Path) -> Result<Self, UnknownStep> {
+        if name.contains('/') {
+            return Ok(Self::Script(base_dir.join(name)));
+        }
+        let canonical = STEP_NAMES
+            .iter()
+            .find(|(n, aliases)| *n == name || aliases.contains(&name))
+            .map(|(n, _)| *n)
+            .ok_or_else(|| UnknownStep {
+                name: name.to_owned(),
+            })?;
+        Ok(match canonical {
+            "lock" => Self::Lock,
+            "unlock" => Self::Unlock,
+            "snapshot" => Self::Snapshot,
+            "export" => Self::Export,
+            "upload" => Self::Upload,
+            "prune-intermediates" => Self::PruneIntermediates,
+            "prune-snapshots" => Self::PruneSnapshots,
+            "mount-snapshot" => Self::MountSnapshot,
+            "upload-snapshot-files" => Self::UploadSnapshotFiles,
+            "umount-snapshot" => Self::UmountSnapshot,
+            _ => Self::Verify,
+        })
+    }
+
+    /// The default sequence of a mode.
+    #[must_use]
+    pub fn default_sequence(mode: Mode) -> Vec<Self> {
+        match mode {
+            Mode::Intermediate => vec![
+                Self::Lock,
+                Self::Snapshot,
+                Self::Export,
+                Self::Upload,
+                Self::PruneIntermediates,
+                Self::PruneSnapshots,
+                Self::Unlock,
+            ],
+            Mode::File => vec![
+                Self::Lock,
+                Self::Snapshot,
+                Self::MountSnapshot,
+                Self::UploadSnapshotFiles,
+                Self::UmountSnapshot,
+                Self::PruneSnapshots,
+                Self::Unlock,
+            ],
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::Lock => "lock",
+            Self::Unlock => "unlock",
+            Self::Snapshot => "snapshot",
+            Self::Export => "export",
+            Self::Upload => "upload",
+            Self::PruneIntermediates => "prune-intermediates",
+            Self::PruneSnapshots => "prune-snapshots",
+            Self::MountSnapshot => "mount-snapshot",
+            Self::UploadSnapshotFiles => "upload-snapshot-files",
+            Self::UmountSnapshot => "umount-snapshot",
+            Self::Verify => "verify",
+            Self::Script(p) => return write!(f, "{}", p.display()),
+        };
+        f.write_str(name)
+    }
+}
+
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn original_names_are_aliases() {
+        let base = Path::new("/etc/zfs2cloud");
+        assert_eq!(
+            Step::parse("export-intermediate", base).unwrap(),
+            Step::Export
+        );
+        assert_eq!(
+            Step::parse("upload-intermediate-to-remote", base).unwrap(),
+            Step::Upload
+        );
+        assert_eq!(
+            Step::parse("upload-snapshot-files-to-remote", base).unwrap(),
+            Step::UploadSnapshotFiles
+        );
+        assert_eq!(
+            Step::parse("prune-intermediates", base).unwrap(),
+            Step::PruneIntermediates
+        );
+    }
+
+    #[test]
+    fn every_canonical_name_round_trips() {
+        for (name, _) in STEP_NAMES {
+            let step = Step::parse(name, Path::new("/")).unwrap();
+            assert_eq!(step.to_string(), *name);
+        }
+    }
+
+    #[test]
+    fn scripts_are_relative_to_the_config_dir() {
+        assert_eq!(
+            Step::parse("./notify.sh", Path::new("/etc/z")).unwrap(),
+            Step::Script(PathBuf::from("/etc/z/./notify.sh"))
+        );
+        assert_eq!(
+            Step::parse("/usr/local/bin/x", Path::new("/etc/z")).unwrap(),
+            Step::Script(PathBuf::from("/usr/local/bin/x"))
+        );
+    }
+
+    #[test]
+    fn unknown_steps_list_the_valid_ones() {
+        let err = Step::parse("exprot", Path::new("/")).unwrap_err();
+        assert!(
+            err.to_string().contains("export-intermediate") || err.to_string().contains("export")
+        );
+        assert!(err.to_string().contains("\"exprot\""));
+    }
+}
