@@ -1,0 +1,46 @@
+//! A minimal stderr logger for the `log` facade: the core library logs every
+//! external command with its duration at `info`, shown with `-v`.
+
+use std::io::Write as _;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+struct StderrLogger {
+    level: LevelFilter,
+}
+
+impl Log for StderrLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            Level::Error => "error",
+            Level::Warn => "warning",
+            Level::Info => "info",
+            Level::Debug => "debug",
+            Level::Trace => "trace",
+        };
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(stderr, "zfs2cloud: {level}: {}", record.args());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger: warnings by default, `-v` info, `-vv` debug.
+pub fn init(verbosity: u8) {
+    let level = match verbosity {
+        0 => LevelFilter::Warn,
+        1 => LevelFilter::Info,
+        2 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    };
+    if log::set_boxed_logger(Box::new(StderrLogger { level })).is_ok() {
+        log::set_max_level(level);
+    }
+}
