@@ -1,0 +1,1382 @@
+//! Stateful, recording, fault-injecting stand-ins for `zfs` and `rclone`.
+//!
+//! The `fake-zfs` and `fake-rclone` binaries of this crate keep their state
+//! in a directory named by an environment variable (`FAKE_ZFS_STATE` /
+//! `FAKE_RCLONE_STATE`).  [`FakeZfs`] and [`FakeRclone`] create such a
+//! directory, seed it, inject faults and read back what happened; their
+//! `env()` gives the variables to hand to the code under test
+//! (`ZFS2CLOUD_ZFS` / `ZFS2CLOUD_RCLONE` point at the fake binaries).
+//!
+//! Layout of a state directory:
+//!
+//! * `invocations.jsonl`: one [`Invocation`] per line, appended by every run
+//!   of a fake before it does anything else (so a hanging call is recorded).
+//! * `faults.json`: a JSON array of [`FaultRule`]s, consumed by the fakes.
+//! * `zfs.json` (fake-zfs only): the [`ZfsState`].
+//! * `received/<target>.bin` (fake-zfs only): bytes fed to `zfs receive`.
+//! * `remotes/<name>/...` (fake-rclone only): the contents of remote `name:`.
+//!
+//! ```no_run
+//! use zfs2cloud_testkit::fake::{FakeZfs, FaultAction};
+//!
+//! let zfs = FakeZfs::new();
+//! zfs.add_dataset("tank/data");
+//! zfs.add_snapshot("tank/data@20240101000000", &[("zfs2cloud:kind", "full")]);
+//! zfs.inject("send", FaultAction::DieAfter { bytes: 1000 }, Some(1));
+//! let out = zfs.command().args(["send", "tank/data@20240101000000"]).output().unwrap();
+//! assert_eq!(out.stdout.len(), 1000);
+//! ```
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variable naming the state directory of `fake-zfs`.
+pub const ZFS_STATE_ENV: &str = "FAKE_ZFS_STATE";
+/// Environment variable naming the state directory of `fake-rclone`.
+pub const RCLONE_STATE_ENV: &str = "FAKE_RCLONE_STATE";
+/// Environment variable through which zfs2cloud finds its `zfs` binary.
+pub const ZFS_BIN_ENV: &str = "ZFS2CLOUD_ZFS";
+/// Environment variable through which zfs2cloud finds its `rclone` binary.
+pub const RCLONE_BIN_ENV: &str = "ZFS2CLOUD_RCLONE";
+/// If set (unix seconds), `fake-zfs snapshot` uses it as the creation time.
+pub const ZFS_NOW_ENV: &str = "FAKE_ZFS_NOW";
+/// If set (bytes), `fake-zfs snapshot` uses it as the new snapshot's stream size.
+pub const ZFS_STREAM_SIZE_ENV: &str = "FAKE_ZFS_STREAM_SIZE";
+/// If set, [`fake_bin`] takes the fake binaries from this directory and
+/// does not run cargo.
+pub const FAKE_BIN_DIR_ENV: &str = "ZFS2CLOUD_FAKE_BIN_DIR";
+/// Size of a full send stream of a snapshot created without an explicit size.
+pub const DEFAULT_STREAM_SIZE: u64 = 300_000;
+/// Name of the invocation log inside a state directory.
+pub const INVOCATIONS_FILE: &str = "invocations.jsonl";
+/// Name of the fault rule file inside a state directory.
+pub const FAULTS_FILE: &str = "faults.json";
+/// Name of the fake-zfs state file inside a state directory.
+pub const ZFS_STATE_FILE: &str = "zfs.json";
+/// Name of the lock file guarding `faults.json` and `zfs.json`.
+pub const LOCK_FILE: &str = "state.lock";
+/// Bytes the `garbage` fault prints on stdout.
+pub const GARBAGE: &[u8] = b"\x00\x01garbage\tno-tabs-here\n???";
+/// Timestamp `fake-zfs holds` prints for every hold.
+pub const HOLD_TIMESTAMP: &str = "Thu Jan  1 00:00 2024";
+
+/// What a fake does instead of (or while) running a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FaultAction {
+    /// Print `stderr` (a newline is added if missing), exit with `code`, do
+    /// nothing else.
+    Exit {
+        /// Exit status.
+        code: i32,
+        /// Message for stderr.
+        #[serde(default)]
+        stderr: String,
+    },
+    /// Run the command, but stop its stdout after exactly `bytes` bytes,
+    /// print `fake: killed mid-stream` and exit 1 (also when the output was
+    /// shorter).  Applies to `zfs send` and `rclone cat`; `zfs receive` and
+    /// `rclone rcat` instead consume at most `bytes` bytes of stdin (storing
+    /// the partial input for `receive`, nothing for `rcat`) and then die.
+    /// Other commands exit 1 without doing anything.
+    DieAfter {
+        /// Bytes to let through.
+        bytes: u64,
+    },
+    /// Sleep forever without output.
+    Hang,
+    /// Print [`GARBAGE`] on stdout and exit 0.
+    Garbage,
+}
+
+/// One entry of `faults.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultRule {
+    /// Subcommand it applies to (`send`, `list`, `copy`, ...), or `*` for any.
+    pub command: String,
+    /// What to do.
+    pub action: FaultAction,
+    /// How many more times the rule applies; `None` is unlimited.
+    #[serde(default)]
+    pub times: Option<u32>,
+    /// If set, the rule applies only when some argument contains this string
+    /// (e.g. a snapshot or chunk name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg_contains: Option<String>,
+}
+
+impl FaultRule {
+    /// A rule for `command` without an argument filter.
+    pub fn new(command: &str, action: FaultAction, times: Option<u32>) -> Self {
+        Self {
+            command: command.to_owned(),
+            action,
+            times,
+            arg_contains: None,
+        }
+    }
+
+    /// Whether the rule is live and matches this subcommand and argv.
+    pub fn matches(&self, command: &str, args: &[String]) -> bool {
+        if self.times == Some(0) {
+            return false;
+        }
+        let command_ok = self.command == "*"
+            || self.command == command
+            || (is_recv(&self.command) && is_recv(command));
+        let args_ok = match &self.arg_contains {
+            Some(needle) => args.iter().any(|a| a.contains(needle.as_str())),
+            None => true,
+        };
+        command_ok && args_ok
+    }
+}
+
+fn is_recv(command: &str) -> bool {
+    command == "recv" || command == "receive"
+}
+
+/// One recorded run of a fake binary (a line of `invocations.jsonl`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invocation {
+    /// `zfs` or `rclone`.
+    pub tool: String,
+    /// Every argument after argv\[0\].
+    pub args: Vec<String>,
+    /// Process id of the fake.
+    pub pid: u32,
+}
+
+impl Invocation {
+    /// The subcommand (`send`, `copy`, ...), found as the fake finds it.
+    pub fn subcommand(&self) -> Option<String> {
+        if self.tool == "rclone" {
+            parse_rclone_args(&self.args)
+                .ok()
+                .and_then(|a| a.positionals.into_iter().next())
+        } else {
+            zfs_subcommand(&self.args).map(str::to_owned)
+        }
+    }
+}
+
+/// A fake dataset (filesystem).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetState {
+    /// Properties set on it (user properties like `zfs2cloud:x` and any
+    /// native ones given to `create -o` / `set`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Its mountpoint.
+    #[serde(default)]
+    pub mountpoint: String,
+}
+
+/// A fake snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotState {
+    /// User properties (like `zfs2cloud:kind`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Hold tags, in the order they were placed.
+    #[serde(default)]
+    pub holds: Vec<String>,
+    /// Creation time, unix seconds.
+    #[serde(default)]
+    pub creation: u64,
+    /// Size of a full send stream of it, in bytes.
+    #[serde(default)]
+    pub stream_size: u64,
+    /// Creation order (orders snapshots created in the same second).
+    #[serde(default)]
+    pub createtxg: u64,
+}
+
+/// Everything fake-zfs knows (`zfs.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZfsState {
+    /// Datasets by name (`tank/data`).
+    #[serde(default)]
+    pub datasets: BTreeMap<String, DatasetState>,
+    /// Snapshots by full name (`tank/data@snap`).
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, SnapshotState>,
+    /// Last `createtxg` handed out.
+    #[serde(default)]
+    pub next_txg: u64,
+}
+
+impl ZfsState {
+    /// Adds a dataset with mountpoint `/<name>` unless it exists, and
+    /// likewise its missing ancestors (so `tank` exists once `tank/a` does).
+    pub fn ensure_dataset(&mut self, name: &str) {
+        let mut prefix = String::new();
+        for (i, comp) in name.split('/').enumerate() {
+            if i > 0 {
+                prefix.push('/');
+            }
+            prefix.push_str(comp);
+            self.datasets
+                .entry(prefix.clone())
+                .or_insert_with(|| DatasetState {
+                    properties: BTreeMap::new(),
+                    mountpoint: format!("/{prefix}"),
+                });
+        }
+    }
+
+    /// Returns a fresh `createtxg`.
+    pub fn bump_txg(&mut self) -> u64 {
+        self.next_txg += 1;
+        self.next_txg
+    }
+
+    /// Full names of the snapshots of `dataset`, by (creation, createtxg, name).
+    pub fn snapshots_of(&self, dataset: &str) -> Vec<String> {
+        let mut names: Vec<&String> = self
+            .snapshots
+            .keys()
+            .filter(|n| n.split_once('@').map(|(d, _)| d) == Some(dataset))
+            .collect();
+        names.sort_by(|a, b| {
+            let (sa, sb) = (&self.snapshots[*a], &self.snapshots[*b]);
+            (sa.creation, sa.createtxg, *a).cmp(&(sb.creation, sb.createtxg, *b))
+        });
+        names.into_iter().cloned().collect()
+    }
+}
+
+/// A snapshot as seen by a test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeSnapshot {
+    /// Full name, `dataset@snap`.
+    pub name: String,
+    /// User properties.
+    pub properties: BTreeMap<String, String>,
+    /// Hold tags.
+    pub holds: Vec<String>,
+    /// Creation time, unix seconds.
+    pub creation: u64,
+    /// Size of a full send stream, bytes.
+    pub stream_size: u64,
+}
+
+impl FakeSnapshot {
+    /// The part after `@`.
+    pub fn short_name(&self) -> &str {
+        self.name.split_once('@').map_or("", |(_, s)| s)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// State directory plumbing, shared by the binaries and the helpers.
+
+/// Appends `{"tool":..,"args":..,"pid":..}` to `<dir>/invocations.jsonl` in a
+/// single `O_APPEND` write.
+pub fn record_invocation(dir: &Path, tool: &str, args: &[String]) -> io::Result<()> {
+    let inv = Invocation {
+        tool: tool.to_owned(),
+        args: args.to_vec(),
+        pid: std::process::id(),
+    };
+    let mut line = serde_json::to_vec(&inv).map_err(io::Error::other)?;
+    line.push(b'\n');
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(INVOCATIONS_FILE))?;
+    file.write_all(&line)
+}
+
+/// Parses `<dir>/invocations.jsonl` (missing file: no invocations).
+pub fn read_invocations(dir: &Path) -> io::Result<Vec<Invocation>> {
+    let text = match fs::read_to_string(dir.join(INVOCATIONS_FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(io::Error::other))
+        .collect()
+}
+
+/// Exclusive lock on a state directory: `<dir>/state.lock`, created with
+/// `create_new` and removed on drop.  A lock older than 30 s is considered
+/// stale (its holder was killed) and broken.
+#[derive(Debug)]
+pub struct StateLock {
+    path: PathBuf,
+}
+
+impl StateLock {
+    /// Waits (up to a minute) for the lock of `dir`.
+    pub fn acquire(dir: &Path) -> io::Result<Self> {
+        let path = dir.join(LOCK_FILE);
+        let started = SystemTime::now();
+        loop {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    // Best effort: who holds it, for debugging.
+                    let _ = writeln!(f, "{}", std::process::id());
+                    return Ok(Self { path });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let stale = fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|m| m.elapsed().ok())
+                        .is_some_and(|age| age > Duration::from_secs(30));
+                    if stale {
+                        let _ = fs::remove_file(&path);
+                        continue;
+                    }
+                    if started.elapsed().unwrap_or_default() > Duration::from_secs(60) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("timed out waiting for lock {}", path.display()),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}
+
+fn read_json_or_default<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> io::Result<T> {
+    match fs::read(path) {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(T::default()),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// Reads `<dir>/faults.json` (missing file: no rules).  Take the
+/// [`StateLock`] around read-modify-write cycles.
+pub fn read_faults(dir: &Path) -> io::Result<Vec<FaultRule>> {
+    read_json_or_default(&dir.join(FAULTS_FILE))
+}
+
+/// Replaces `<dir>/faults.json`.
+pub fn write_faults(dir: &Path, rules: &[FaultRule]) -> io::Result<()> {
+    write_json(&dir.join(FAULTS_FILE), &rules)
+}
+
+/// Finds the first live rule matching `command`/`args`, decrements its
+/// `times` in the file, and returns its action.
+pub fn take_fault(dir: &Path, command: &str, args: &[String]) -> io::Result<Option<FaultAction>> {
+    if !dir.join(FAULTS_FILE).exists() {
+        return Ok(None);
+    }
+    let _lock = StateLock::acquire(dir)?;
+    let mut rules = read_faults(dir)?;
+    let Some(rule) = rules.iter_mut().find(|r| r.matches(command, args)) else {
+        return Ok(None);
+    };
+    let action = rule.action.clone();
+    if let Some(n) = rule.times.as_mut() {
+        *n = n.saturating_sub(1);
+        write_faults(dir, &rules)?;
+    }
+    Ok(Some(action))
+}
+
+/// Appends a rule to `<dir>/faults.json` (under the lock).
+pub fn add_fault(dir: &Path, rule: FaultRule) -> io::Result<()> {
+    let _lock = StateLock::acquire(dir)?;
+    let mut rules = read_faults(dir)?;
+    rules.push(rule);
+    write_faults(dir, &rules)
+}
+
+/// Removes every rule from `<dir>/faults.json` (under the lock).
+pub fn clear_faults(dir: &Path) -> io::Result<()> {
+    let _lock = StateLock::acquire(dir)?;
+    write_faults(dir, &[])
+}
+
+/// Reads `<dir>/zfs.json` (missing file: empty state).
+pub fn load_zfs_state(dir: &Path) -> io::Result<ZfsState> {
+    read_json_or_default(&dir.join(ZFS_STATE_FILE))
+}
+
+/// Replaces `<dir>/zfs.json` atomically.
+pub fn save_zfs_state(dir: &Path, state: &ZfsState) -> io::Result<()> {
+    write_json(&dir.join(ZFS_STATE_FILE), state)
+}
+
+/// Read-modify-write of `<dir>/zfs.json` under the [`StateLock`].  The state
+/// is saved only if `f` returns `Ok` and changed it.
+pub fn with_zfs_state<R, E: From<io::Error>>(
+    dir: &Path,
+    f: impl FnOnce(&mut ZfsState) -> Result<R, E>,
+) -> Result<R, E> {
+    let _lock = StateLock::acquire(dir)?;
+    let mut state = load_zfs_state(dir)?;
+    let before = state.clone();
+    let result = f(&mut state)?;
+    if state != before {
+        save_zfs_state(dir, &state)?;
+    }
+    Ok(result)
+}
+
+/// Where `zfs receive TARGET` stores its input: `<dir>/received/<TARGET with
+/// '/' and '@' replaced by '_'>.bin`.
+pub fn received_path(dir: &Path, target: &str) -> PathBuf {
+    let name: String = target
+        .chars()
+        .map(|c| if c == '/' || c == '@' { '_' } else { c })
+        .collect();
+    dir.join("received").join(format!("{name}.bin"))
+}
+
+/// The zfs subcommand: the first argument not starting with `-`.
+pub fn zfs_subcommand(args: &[String]) -> Option<&str> {
+    args.iter()
+        .map(String::as_str)
+        .find(|a| !a.starts_with('-'))
+}
+
+// ---------------------------------------------------------------------------
+// Send streams.
+
+/// Deterministic pseudo-random bytes (xorshift64 seeded by FNV-1a of a text).
+#[derive(Debug, Clone)]
+pub struct StreamGen {
+    state: u64,
+}
+
+impl StreamGen {
+    /// A generator seeded from `seed`.
+    pub fn new(seed: &str) -> Self {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in seed.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Self {
+            state: if h == 0 { 0x9e37_79b9_7f4a_7c15 } else { h },
+        }
+    }
+
+    /// Fills `buf` with the next bytes of the stream.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let mut x = self.state;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.state = x;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+/// Seed text of the send stream of `snapshot` (full names), incremental
+/// from `base` if given.
+pub fn send_seed(snapshot: &str, base: Option<&str>) -> String {
+    match base {
+        Some(b) => format!("incremental:{b}:{snapshot}"),
+        None => format!("full:{snapshot}"),
+    }
+}
+
+/// Length of an incremental stream of a snapshot whose full stream is
+/// `stream_size` bytes.
+pub fn incremental_size(stream_size: u64) -> u64 {
+    (stream_size / 4).max(1)
+}
+
+/// The exact bytes `fake-zfs send [-i base] snapshot` writes for a stream of
+/// `len` bytes (full names; see [`incremental_size`]).
+pub fn send_stream(snapshot: &str, base: Option<&str>, len: u64) -> Vec<u8> {
+    let mut out = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+    let mut gen = StreamGen::new(&send_seed(snapshot, base));
+    // Generate in the same 64 KiB pieces as the binary (8-byte aligned, so
+    // piece boundaries do not change the bytes).
+    for piece in out.chunks_mut(64 * 1024) {
+        gen.fill(piece);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Time helpers.
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// (year, month, day) of a day count since 1970-01-01.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month as u32, day as u32)
+}
+
+/// Unix seconds of a `YYYYMMDDHHMMSS` run of exactly 14 digits in a snapshot
+/// name (the part after `@`, or a full name), read as UTC.
+pub fn parse_snapshot_time(name: &str) -> Option<u64> {
+    let short = name.rsplit_once('@').map_or(name, |(_, s)| s);
+    let bytes = short.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i - start == 14 {
+            return stamp_to_unix(&short[start..i]);
+        }
+    }
+    None
+}
+
+fn stamp_to_unix(digits: &str) -> Option<u64> {
+    let num = |r: std::ops::Range<usize>| digits.get(r)?.parse::<u32>().ok();
+    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (h, mi, s) = (num(8..10)?, num(10..12)?, num(12..14)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(i64::from(y), mo, d);
+    let secs = days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s);
+    u64::try_from(secs).ok()
+}
+
+/// Formats unix seconds like `zfs list` does without `-p`
+/// (`Mon Jan  1 00:00 2024`, UTC).
+pub fn format_ctime(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX / 2);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let wd = DAYS[usize::try_from((days + 4).rem_euclid(7)).unwrap_or(0)];
+    let mon = MONTHS[(m as usize).saturating_sub(1) % 12];
+    format!(
+        "{wd} {mon} {d:>2} {:02}:{:02} {y}",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+/// Formats unix seconds as RFC 3339 UTC (`2024-01-01T00:00:00Z`).
+pub fn format_rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Current unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+// ---------------------------------------------------------------------------
+// SHA-256 (for `rclone lsjson --hash` / `hashsum sha256`).
+
+/// Lowercase hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    const K: [u32; 64] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2,
+    ];
+    let mut h: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
+    ];
+    let mut msg = data.to_vec();
+    let bit_len = (data.len() as u64).wrapping_mul(8);
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bit_len.to_be_bytes());
+    for block in msg.chunks_exact(64) {
+        let mut w = [0u32; 64];
+        for (i, word) in block.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..64 {
+            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
+            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16]
+                .wrapping_add(s0)
+                .wrapping_add(w[i - 7])
+                .wrapping_add(s1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = h;
+        for i in 0..64 {
+            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
+            let ch = (e & f) ^ (!e & g);
+            let t1 = hh
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(K[i])
+                .wrapping_add(w[i]);
+            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
+            let maj = (a & b) ^ (a & c) ^ (b & c);
+            let t2 = s0.wrapping_add(maj);
+            hh = g;
+            g = f;
+            f = e;
+            e = d.wrapping_add(t1);
+            d = c;
+            c = b;
+            b = a;
+            a = t1.wrapping_add(t2);
+        }
+        for (slot, v) in h.iter_mut().zip([a, b, c, d, e, f, g, hh]) {
+            *slot = slot.wrapping_add(v);
+        }
+    }
+    h.iter().map(|v| format!("{v:08x}")).collect()
+}
+
+// ---------------------------------------------------------------------------
+// rclone argument parsing.
+
+/// rclone flags that take a value when written as `--flag value`.
+pub const RCLONE_VALUE_FLAGS: &[&str] = &[
+    "config",
+    "bwlimit",
+    "retries",
+    "retries-sleep",
+    "low-level-retries",
+    "transfers",
+    "checkers",
+    "contimeout",
+    "timeout",
+    "exclude",
+    "include",
+    "filter",
+    "filter-from",
+    "exclude-from",
+    "include-from",
+    "files-from",
+    "max-age",
+    "min-age",
+    "max-size",
+    "min-size",
+    "max-depth",
+    "hash-type",
+    "log-file",
+    "log-level",
+    "stats",
+    "stats-log-level",
+    "tpslimit",
+    "user-agent",
+    "backup-dir",
+    "suffix",
+    "cache-dir",
+    "temp-dir",
+    "order-by",
+    "buffer-size",
+    "multi-thread-streams",
+    "multi-thread-cutoff",
+    "max-transfer",
+    "cutoff-mode",
+    "format",
+    "separator",
+    "offset",
+    "count",
+    "head",
+    "tail",
+    "header",
+    "header-upload",
+    "header-download",
+    "s3-upload-cutoff",
+    "s3-chunk-size",
+    "b2-chunk-size",
+    "drive-chunk-size",
+];
+
+/// A parsed rclone command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RcloneArgs {
+    /// Long flags in order as (name, value); booleans get `"true"`.  Short
+    /// flags are mapped: `-v` verbose, `-q` quiet, `-R` recursive,
+    /// `-n` dry-run, `-P` progress, `-i` interactive (others: their letter).
+    pub flags: Vec<(String, String)>,
+    /// Non-flag arguments: the subcommand first.
+    pub positionals: Vec<String>,
+}
+
+impl RcloneArgs {
+    /// Whether boolean flag `name` is set (and not `=false`).
+    pub fn has(&self, name: &str) -> bool {
+        self.flags
+            .iter()
+            .any(|(n, v)| n == name && v != "false" && v != "0")
+    }
+
+    /// The last value of flag `name`.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.flags
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of flag `name`, in order.
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        self.flags
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// Parses rclone's argv (without argv\[0\]); flags may appear anywhere.
+pub fn parse_rclone_args(args: &[String]) -> Result<RcloneArgs, String> {
+    let mut out = RcloneArgs::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "--" {
+            out.positionals.extend(it.by_ref().cloned());
+            break;
+        }
+        if let Some(long) = arg.strip_prefix("--") {
+            if let Some((name, value)) = long.split_once('=') {
+                out.flags.push((name.to_owned(), value.to_owned()));
+            } else if RCLONE_VALUE_FLAGS.contains(&long) {
+                let value = it
+                    .next()
+                    .ok_or_else(|| format!("flag needs an argument: --{long}"))?;
+                out.flags.push((long.to_owned(), value.clone()));
+            } else {
+                out.flags.push((long.to_owned(), "true".to_owned()));
+            }
+        } else if arg.len() > 1 && arg.starts_with('-') {
+            for c in arg.chars().skip(1) {
+                let name = match c {
+                    'v' => "verbose".to_owned(),
+                    'q' => "quiet".to_owned(),
+                    'R' => "recursive".to_owned(),
+                    'n' => "dry-run".to_owned(),
+                    'P' => "progress".to_owned(),
+                    'i' => "interactive".to_owned(),
+                    other => other.to_string(),
+                };
+                out.flags.push((name, "true".to_owned()));
+            }
+        } else {
+            out.positionals.push(arg.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Maps an rclone path to a local path: `name:path/inside` becomes
+/// `<dir>/remotes/<name>/path/inside`; anything else (no `:`, or a `/`
+/// before the first `:`) is a local path and returned as is.
+pub fn rclone_path(dir: &Path, spec: &str) -> PathBuf {
+    match split_remote(spec) {
+        Some((name, inside)) => {
+            let mut p = dir.join("remotes").join(name);
+            for comp in inside.split('/').filter(|c| !c.is_empty() && *c != ".") {
+                p.push(comp);
+            }
+            p
+        }
+        None => PathBuf::from(spec),
+    }
+}
+
+/// Splits `name:path` into (`name`, `path`) if `spec` names a remote.
+pub fn split_remote(spec: &str) -> Option<(&str, &str)> {
+    let (name, inside) = spec.split_once(':')?;
+    let name = name.trim_start_matches(':');
+    if name.is_empty() || name.contains('/') || name.contains('\\') {
+        return None;
+    }
+    Some((name, inside))
+}
+
+// ---------------------------------------------------------------------------
+// Locating (and building) the fake binaries.
+
+/// Path of the compiled fake binary `name` (`fake-zfs` or `fake-rclone`).
+///
+/// The first call in a process runs `$CARGO build -p zfs2cloud-testkit
+/// --bins` (cargo does nothing if they are up to date) for the profile and
+/// target directory of the running test executable (found from
+/// `current_exe()`, normally `target/<profile>/deps/<test>`); panics with
+/// cargo's full output if that fails.  If `ZFS2CLOUD_FAKE_BIN_DIR` is set,
+/// the binaries are taken from there and nothing is built.
+pub fn fake_bin(name: &str) -> PathBuf {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match DIR.get_or_init(build_fake_bins) {
+        Ok(dir) => dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)),
+        Err(msg) => panic!("{msg}"),
+    }
+}
+
+fn build_fake_bins() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os(FAKE_BIN_DIR_ENV).filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("fake_bin: current_exe: {e}"))?;
+    let mut profile_dir = exe
+        .parent()
+        .ok_or_else(|| format!("fake_bin: {} has no parent", exe.display()))?;
+    if matches!(
+        profile_dir.file_name().and_then(|n| n.to_str()),
+        Some("deps" | "examples")
+    ) {
+        profile_dir = profile_dir.parent().unwrap_or(profile_dir);
+    }
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_owned();
+
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "-p",
+        "zfs2cloud-testkit",
+        "--bins",
+        "--manifest-path",
+    ])
+    .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    if let Some(parent) = profile_dir.parent() {
+        if parent.join("CACHEDIR.TAG").exists() {
+            cmd.arg("--target-dir").arg(parent);
+        } else if let (Some(root), Some(triple)) = (parent.parent(), parent.file_name()) {
+            if root.join("CACHEDIR.TAG").exists() {
+                cmd.arg("--target-dir")
+                    .arg(root)
+                    .arg("--target")
+                    .arg(triple);
+            }
+        }
+    }
+    let output = cmd
+        .output()
+        .map_err(|e| format!("fake_bin: cannot run {cmd:?}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "fake_bin: building the fake binaries failed ({}): {cmd:?}\n--- stdout\n{}\n--- stderr\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    for bin in ["fake-zfs", "fake-rclone"] {
+        let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+        if !path.exists() {
+            return Err(format!(
+                "fake_bin: {cmd:?} succeeded but {} does not exist",
+                path.display()
+            ));
+        }
+    }
+    Ok(profile_dir.to_path_buf())
+}
+
+// ---------------------------------------------------------------------------
+// Test-facing handles.
+
+fn must<T>(result: io::Result<T>, what: &str) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => panic!("fake: {what}: {e}"),
+    }
+}
+
+fn new_state_dir(prefix: &str) -> tempfile::TempDir {
+    must(
+        tempfile::Builder::new().prefix(prefix).tempdir(),
+        "creating a temporary state directory",
+    )
+}
+
+fn path_string(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// A fake `zfs`: a temporary state directory plus helpers to seed and
+/// inspect it.  The directory is deleted on drop.
+#[derive(Debug)]
+pub struct FakeZfs {
+    dir: tempfile::TempDir,
+}
+
+impl Default for FakeZfs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeZfs {
+    /// A fresh, empty state directory (no datasets).
+    pub fn new() -> Self {
+        let dir = new_state_dir("fake-zfs-");
+        must(
+            save_zfs_state(dir.path(), &ZfsState::default()),
+            "writing zfs.json",
+        );
+        Self { dir }
+    }
+
+    /// The state directory (`FAKE_ZFS_STATE`).
+    pub fn state_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A snapshot of the whole state.
+    pub fn state(&self) -> ZfsState {
+        must(load_zfs_state(self.state_dir()), "reading zfs.json")
+    }
+
+    /// Read-modify-write of the state under the lock.
+    pub fn update_state<R>(&self, f: impl FnOnce(&mut ZfsState) -> R) -> R {
+        must(
+            with_zfs_state(self.state_dir(), |s| Ok::<R, io::Error>(f(s))),
+            "updating zfs.json",
+        )
+    }
+
+    /// Adds dataset `name` with mountpoint `/<name>`, and its missing
+    /// ancestors (no-op if it exists).
+    pub fn add_dataset(&self, name: &str) {
+        self.update_state(|s| s.ensure_dataset(name));
+    }
+
+    /// Adds (or replaces) snapshot `full_name` (`ds@snap`) with user
+    /// properties `props`, creating its dataset if needed.  Its creation
+    /// time is parsed from a 14-digit `YYYYMMDDHHMMSS` run in the snapshot
+    /// name (UTC), else now; its stream size is [`DEFAULT_STREAM_SIZE`].
+    pub fn add_snapshot(&self, full_name: &str, props: &[(&str, &str)]) {
+        let Some((ds, snap)) = full_name.split_once('@') else {
+            panic!("fake: add_snapshot: {full_name:?} has no '@'");
+        };
+        let creation = parse_snapshot_time(snap).unwrap_or_else(unix_now);
+        self.update_state(|s| {
+            s.ensure_dataset(ds);
+            let createtxg = s.bump_txg();
+            s.snapshots.insert(
+                full_name.to_owned(),
+                SnapshotState {
+                    properties: props
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    holds: Vec::new(),
+                    creation,
+                    stream_size: DEFAULT_STREAM_SIZE,
+                    createtxg,
+                },
+            );
+        });
+    }
+
+    /// Sets the full-stream size of an existing snapshot (panics if missing).
+    pub fn set_stream_size(&self, full_name: &str, bytes: u64) {
+        self.update_snapshot(full_name, |s| s.stream_size = bytes);
+    }
+
+    /// Sets the creation time of an existing snapshot (panics if missing).
+    pub fn set_creation(&self, full_name: &str, unix_secs: u64) {
+        self.update_snapshot(full_name, |s| s.creation = unix_secs);
+    }
+
+    /// Places hold `tag` on an existing snapshot (panics if missing).
+    pub fn add_hold(&self, full_name: &str, tag: &str) {
+        self.update_snapshot(full_name, |s| {
+            if !s.holds.iter().any(|t| t == tag) {
+                s.holds.push(tag.to_owned());
+            }
+        });
+    }
+
+    fn update_snapshot(&self, full_name: &str, f: impl FnOnce(&mut SnapshotState)) {
+        let found = self.update_state(|s| s.snapshots.get_mut(full_name).map(f).is_some());
+        assert!(found, "fake: snapshot {full_name} does not exist");
+    }
+
+    /// Snapshots of `dataset` (not of its children), oldest first.
+    pub fn snapshots(&self, dataset: &str) -> Vec<FakeSnapshot> {
+        let state = self.state();
+        state
+            .snapshots_of(dataset)
+            .into_iter()
+            .filter_map(|name| {
+                let s = state.snapshots.get(&name)?;
+                Some(FakeSnapshot {
+                    name,
+                    properties: s.properties.clone(),
+                    holds: s.holds.clone(),
+                    creation: s.creation,
+                    stream_size: s.stream_size,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether dataset `name` exists.
+    pub fn has_dataset(&self, name: &str) -> bool {
+        self.state().datasets.contains_key(name)
+    }
+
+    /// The bytes `fake-zfs send` writes for `snapshot` (incremental from
+    /// `base` if given; both full names).  Panics if a snapshot is missing.
+    pub fn expected_stream(&self, snapshot: &str, base: Option<&str>) -> Vec<u8> {
+        let state = self.state();
+        let Some(snap) = state.snapshots.get(snapshot) else {
+            panic!("fake: snapshot {snapshot} does not exist");
+        };
+        let len = match base {
+            Some(_) => incremental_size(snap.stream_size),
+            None => snap.stream_size,
+        };
+        send_stream(snapshot, base, len)
+    }
+
+    /// Everything `zfs receive TARGET` has read so far (`None` if nothing).
+    pub fn received(&self, target: &str) -> Option<Vec<u8>> {
+        fs::read(received_path(self.state_dir(), target)).ok()
+    }
+
+    /// Adds a fault rule for subcommand `command` (`"*"`: any).
+    pub fn inject(&self, command: &str, action: FaultAction, times: Option<u32>) {
+        self.inject_rule(FaultRule::new(command, action, times));
+    }
+
+    /// Adds a fault rule (e.g. one with `arg_contains`).
+    pub fn inject_rule(&self, rule: FaultRule) {
+        must(add_fault(self.state_dir(), rule), "writing faults.json");
+    }
+
+    /// The current fault rules (with their remaining `times`).
+    pub fn faults(&self) -> Vec<FaultRule> {
+        must(read_faults(self.state_dir()), "reading faults.json")
+    }
+
+    /// Removes all fault rules.
+    pub fn clear_faults(&self) {
+        must(clear_faults(self.state_dir()), "writing faults.json");
+    }
+
+    /// Every recorded invocation, oldest first.
+    pub fn invocations(&self) -> Vec<Invocation> {
+        must(
+            read_invocations(self.state_dir()),
+            "reading invocations.jsonl",
+        )
+    }
+
+    /// Recorded invocations of subcommand `command`.
+    pub fn invocations_of(&self, command: &str) -> Vec<Invocation> {
+        self.invocations()
+            .into_iter()
+            .filter(|i| i.subcommand().as_deref() == Some(command))
+            .collect()
+    }
+
+    /// `[("ZFS2CLOUD_ZFS", <fake-zfs>), ("FAKE_ZFS_STATE", <state dir>)]`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (ZFS_BIN_ENV.to_owned(), path_string(&Self::bin_path())),
+            (ZFS_STATE_ENV.to_owned(), path_string(self.state_dir())),
+        ]
+    }
+
+    /// A `Command` running fake-zfs with this state directory.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(Self::bin_path());
+        cmd.env(ZFS_STATE_ENV, self.state_dir());
+        cmd
+    }
+
+    /// `fake_bin("fake-zfs")`.
+    pub fn bin_path() -> PathBuf {
+        fake_bin("fake-zfs")
+    }
+}
+
+/// A fake `rclone`: a temporary state directory whose `remotes/<name>/`
+/// directories hold the contents of remote `name:`.  Deleted on drop.
+#[derive(Debug)]
+pub struct FakeRclone {
+    dir: tempfile::TempDir,
+}
+
+impl Default for FakeRclone {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeRclone {
+    /// A fresh state directory with an empty `remotes/`.
+    pub fn new() -> Self {
+        let dir = new_state_dir("fake-rclone-");
+        must(
+            fs::create_dir_all(dir.path().join("remotes")),
+            "creating remotes/",
+        );
+        Self { dir }
+    }
+
+    /// The state directory (`FAKE_RCLONE_STATE`).
+    pub fn state_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Local directory holding remote `name:` (`<state>/remotes/<name>`;
+    /// not created).
+    pub fn remote_dir(&self, name: &str) -> PathBuf {
+        self.state_dir().join("remotes").join(name)
+    }
+
+    /// Local path of an rclone path like `remote:dir/file`.
+    pub fn path(&self, spec: &str) -> PathBuf {
+        rclone_path(self.state_dir(), spec)
+    }
+
+    /// Relative paths of all files under `spec` (e.g. `remote:dir`), sorted;
+    /// empty if it does not exist.
+    pub fn files(&self, spec: &str) -> Vec<String> {
+        fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(base, &path, out);
+                } else if let Ok(rel) = path.strip_prefix(base) {
+                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        let root = self.path(spec);
+        let mut out = Vec::new();
+        walk(&root, &root, &mut out);
+        out.sort();
+        out
+    }
+
+    /// Adds a fault rule for subcommand `command` (`"*"`: any).
+    pub fn inject(&self, command: &str, action: FaultAction, times: Option<u32>) {
+        self.inject_rule(FaultRule::new(command, action, times));
+    }
+
+    /// Adds a fault rule (e.g. one with `arg_contains`).
+    pub fn inject_rule(&self, rule: FaultRule) {
+        must(add_fault(self.state_dir(), rule), "writing faults.json");
+    }
+
+    /// The current fault rules (with their remaining `times`).
+    pub fn faults(&self) -> Vec<FaultRule> {
+        must(read_faults(self.state_dir()), "reading faults.json")
+    }
+
+    /// Removes all fault rules.
+    pub fn clear_faults(&self) {
+        must(clear_faults(self.state_dir()), "writing faults.json");
+    }
+
+    /// Every recorded invocation, oldest first.
+    pub fn invocations(&self) -> Vec<Invocation> {
+        must(
+            read_invocations(self.state_dir()),
+            "reading invocations.jsonl",
+        )
+    }
+
+    /// Recorded invocations of subcommand `command`.
+    pub fn invocations_of(&self, command: &str) -> Vec<Invocation> {
+        self.invocations()
+            .into_iter()
+            .filter(|i| i.subcommand().as_deref() == Some(command))
+            .collect()
+    }
+
+    /// `[("ZFS2CLOUD_RCLONE", <fake-rclone>), ("FAKE_RCLONE_STATE", <state dir>)]`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (RCLONE_BIN_ENV.to_owned(), path_string(&Self::bin_path())),
+            (RCLONE_STATE_ENV.to_owned(), path_string(self.state_dir())),
+        ]
+    }
+
+    /// A `Command` running fake-rclone with this state directory.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(Self::bin_path());
+        cmd.env(RCLONE_STATE_ENV, self.state_dir());
+        cmd
+    }
+
+    /// `fake_bin("fake-rclone")`.
+    pub fn bin_path() -> PathBuf {
+        fake_bin("fake-rclone")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_vectors() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            sha256_hex(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+    }
+
+    #[test]
+    fn time_round_trip() {
+        assert_eq!(parse_snapshot_time("20240101000000"), Some(1_704_067_200));
+        assert_eq!(
+            parse_snapshot_time("tank/x@zfs2cloud-20240229123456-full"),
+            Some(1_709_210_096)
+        );
+        assert_eq!(parse_snapshot_time("2024010100000"), None);
+        assert_eq!(parse_snapshot_time("202401010000001"), None);
+        assert_eq!(format_ctime(1_704_067_200), "Mon Jan  1 00:00 2024");
+        assert_eq!(format_rfc3339(1_709_210_096), "2024-02-29T12:34:56Z");
+        for d in [-800_000, -1, 0, 1, 19_000, 2_000_000] {
+            let (y, m, dd) = civil_from_days(d);
+            assert_eq!(days_from_civil(y, m, dd), d);
+        }
+    }
+
+    #[test]
+    fn rclone_parsing() {
+        let args: Vec<String> = [
+            "--config",
+            "/x.conf",
+            "-vv",
+            "lsjson",
+            "--hash",
+            "-R",
+            "r:a/b",
+            "--max-depth=2",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let p = parse_rclone_args(&args).unwrap();
+        assert_eq!(p.positionals, ["lsjson", "r:a/b"]);
+        assert_eq!(p.value("config"), Some("/x.conf"));
+        assert!(p.has("recursive") && p.has("hash") && p.has("verbose"));
+        assert_eq!(p.value("max-depth"), Some("2"));
+        let dir = Path::new("/s");
+        assert_eq!(rclone_path(dir, "r:a//b/"), Path::new("/s/remotes/r/a/b"));
+        assert_eq!(rclone_path(dir, "r:"), Path::new("/s/remotes/r"));
+        assert_eq!(rclone_path(dir, "/tmp/a:b"), Path::new("/tmp/a:b"));
+    }
+
+    #[test]
+    fn stream_is_piecewise_stable() {
+        let a = send_stream("t@a", None, 100_003);
+        let mut b = vec![0u8; 100_003];
+        let mut g = StreamGen::new(&send_seed("t@a", None));
+        for piece in b.chunks_mut(64 * 1024) {
+            g.fill(piece);
+        }
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,10 @@
+//! Test support for zfs2cloud.
+//!
+//! * [`fake`]: stateful, recording, fault-injecting stand-ins for `zfs` and
+//!   `rclone` (the `fake-zfs` and `fake-rclone` binaries of this crate).
+//! * [`harness`]: helpers for end-to-end tests against the real tools:
+//!   unique file-backed zfs-fuse pools, "required tool" checks that fail
+//!   under `CI=true`, and a command runner whose failures show everything.
+
+pub mod fake;
+pub mod harness;
