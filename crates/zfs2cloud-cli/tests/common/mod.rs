@@ -1,0 +1,149 @@
+//! Shared set-up for the CLI's end-to-end tests: a temp dir with a config,
+//! a passphrase file and a private GNUPGHOME, and a way to run the real
+//! `zfs2cloud` binary against it.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A passphrase with spaces and non-ASCII characters, unique per test
+/// process so that a search for it in /proc cannot hit another test.
+pub fn passphrase() -> String {
+    format!("correct horse ✓ battery {}-{}", std::process::id(), line!())
+}
+
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub passphrase_file: PathBuf,
+    pub passphrase: String,
+    pub basedir: PathBuf,
+    pub gnupghome: PathBuf,
+}
+
+impl Setup {
+    /// Writes a config for `dataset` with `extra` TOML appended.
+    pub fn new(dataset: &str, extra: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("zfs2cloud-test-")
+            .tempdir()
+            .unwrap();
+        let passphrase = passphrase();
+        let passphrase_file = dir.path().join("passphrase");
+        std::fs::write(&passphrase_file, format!("{passphrase}\n")).unwrap();
+        std::fs::set_permissions(&passphrase_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let gnupghome = dir.path().join("gnupg");
+        std::fs::create_dir(&gnupghome).unwrap();
+        std::fs::set_permissions(&gnupghome, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let basedir = dir.path().join("intermediate");
+        let config = dir.path().join("zfs2cloud.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "dataset = {dataset:?}\n\
+                 intermediate_basedir = \"intermediate\"\n\
+                 remote = \"/nonexistent/remote\"\n\
+                 passphrase_file = \"passphrase\"\n\
+                 split_size = \"64K\"\n\
+                 full_every_x_days = 30\n\
+                 oldest_snapshot_days = 45\n\
+                 {extra}"
+            ),
+        )
+        .unwrap();
+        Self {
+            dir,
+            config,
+            passphrase_file,
+            passphrase,
+            basedir,
+            gnupghome,
+        }
+    }
+
+    /// `zfs2cloud -c <config>` with the clock set to `now` (RFC 3339) and
+    /// no tool overrides from the caller's environment.
+    pub fn cmd(&self, now: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zfs2cloud"));
+        cmd.arg("-c")
+            .arg(&self.config)
+            .env("ZFS2CLOUD_NOW", now)
+            .env("GNUPGHOME", &self.gnupghome)
+            .env_remove("ZFS2CLOUD_ZFS")
+            .env_remove("ZFS2CLOUD_GPG")
+            .env_remove("ZFS2CLOUD_RCLONE")
+            .env_remove("ZFS2CLOUD_CONFIG")
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Export directories that look complete: no `.partial` suffix.
+    pub fn complete_exports(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(&self.basedir) else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".partial"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Every entry under the intermediate dir, recursively.
+    pub fn all_entries(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        collect(&self.basedir, &mut out);
+        out.sort();
+        out
+    }
+
+    pub fn export_dir(&self, name: &str) -> PathBuf {
+        self.basedir.join(name)
+    }
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            collect(&p, out);
+        }
+        out.push(p);
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        // gpg starts an agent per GNUPGHOME; stop it with the home.
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&self.gnupghome)
+            .args(["--kill", "gpg-agent"])
+            .output();
+    }
+}
+
+/// stdout + stderr of an output, for assertions on messages.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Reads an export's manifest.
+pub fn manifest(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
