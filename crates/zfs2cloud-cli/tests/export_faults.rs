@@ -9,7 +9,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use common::{text, Setup};
+use common::{marker_hooks, text, Setup};
 use zfs2cloud_testkit::fake::{FakeZfs, FaultAction};
 use zfs2cloud_testkit::harness::{require_tools, run_fail, run_ok};
 
@@ -163,13 +163,7 @@ fn a_failing_zfs_snapshot_still_runs_post_snapshot() {
         None,
     );
     let log = tempfile::NamedTempFile::new().unwrap();
-    let setup = Setup::new(
-        "tank/data",
-        &format!(
-            "[hooks]\npre_snapshot = [\"/bin/sh\", \"-c\", \"echo pre >> '{0}'\"]\npost_snapshot = [\"/bin/sh\", \"-c\", \"echo post >> '{0}'\"]\n",
-            log.path().display()
-        ),
-    );
+    let setup = Setup::new("tank/data", &marker_hooks(log.path(), "true"));
     let mut cmd = setup.cmd(DAY1);
     cmd.arg("snapshot");
     with_fake(&mut cmd, &fake);
@@ -187,10 +181,7 @@ fn a_failing_pre_snapshot_hook_takes_no_snapshot_and_still_runs_post() {
     let log = tempfile::NamedTempFile::new().unwrap();
     let setup = Setup::new(
         "tank/data",
-        &format!(
-            "[hooks]\npre_snapshot = [\"/bin/sh\", \"-c\", \"echo pre >> '{0}'; echo cannot stop app >&2; exit 3\"]\npost_snapshot = [\"/bin/sh\", \"-c\", \"echo post >> '{0}'\"]\n",
-            log.path().display()
-        ),
+        &marker_hooks(log.path(), "echo cannot stop app >&2; exit 3"),
     );
     let mut cmd = setup.cmd(DAY1);
     cmd.arg("snapshot");

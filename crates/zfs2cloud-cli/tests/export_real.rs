@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{manifest, text, Setup};
+use common::{manifest, marker_hooks, text, Setup};
 use zfs2cloud_testkit::harness::{
     run_fail, run_ok, run_pipeline, tree_digest, write_random_file, zfs_get, ZfsSession,
 };
@@ -340,13 +340,7 @@ fn an_existing_snapshot_name_is_refused_and_nothing_changes() {
     let _ = src.create_dataset("data");
     let ds = src.dataset("data");
     let hook_log = tempfile::NamedTempFile::new().unwrap();
-    let setup = Setup::new(
-        &ds,
-        &format!(
-            "[hooks]\npre_snapshot = [\"/bin/sh\", \"-c\", \"echo pre >> '{0}'\"]\npost_snapshot = [\"/bin/sh\", \"-c\", \"echo post >> '{0}'\"]\n",
-            hook_log.path().display()
-        ),
-    );
+    let setup = Setup::new(&ds, &marker_hooks(hook_log.path(), "true"));
     run_ok(setup.cmd(DAY1).arg("snapshot"));
     assert_eq!(
         std::fs::read_to_string(hook_log.path()).unwrap(),

@@ -227,15 +227,21 @@ mod tests {
         std::fs::read_to_string(log).unwrap_or_default()
     }
 
+    /// pre_snapshot exiting with `pre_code`, post_snapshot succeeding; both
+    /// log to `log`.
+    fn pre_post(log: &Path, pre_code: i32) -> Hooks {
+        Hooks {
+            pre_snapshot: Some(hook(log, "pre", pre_code)),
+            post_snapshot: Some(hook(log, "post", 0)),
+            ..Hooks::default()
+        }
+    }
+
     #[test]
     fn hooks_surround_the_snapshot() {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("log");
-        let hooks = Hooks {
-            pre_snapshot: Some(hook(&log, "pre", 0)),
-            post_snapshot: Some(hook(&log, "post", 0)),
-            ..Hooks::default()
-        };
+        let hooks = pre_post(&log, 0);
         let mut mock = MockSnapshotter::new();
         mock.expect_list()
             .returning(|_| Ok(existing(&["20240101000000"])));
@@ -257,11 +263,7 @@ mod tests {
     fn post_runs_when_pre_fails_and_no_snapshot_is_taken() {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("log");
-        let hooks = Hooks {
-            pre_snapshot: Some(hook(&log, "pre", 1)),
-            post_snapshot: Some(hook(&log, "post", 0)),
-            ..Hooks::default()
-        };
+        let hooks = pre_post(&log, 1);
         let mut mock = MockSnapshotter::new();
         mock.expect_list().returning(|_| Ok(vec![]));
         mock.expect_create().times(0);
@@ -278,11 +280,7 @@ mod tests {
     fn post_runs_when_zfs_snapshot_fails() {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("log");
-        let hooks = Hooks {
-            pre_snapshot: Some(hook(&log, "pre", 0)),
-            post_snapshot: Some(hook(&log, "post", 0)),
-            ..Hooks::default()
-        };
+        let hooks = pre_post(&log, 0);
         let mut mock = MockSnapshotter::new();
         mock.expect_list().returning(|_| Ok(vec![]));
         mock.expect_create().returning(|_| {
@@ -304,11 +302,7 @@ mod tests {
     fn an_existing_name_changes_nothing_and_runs_no_hook() {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("log");
-        let hooks = Hooks {
-            pre_snapshot: Some(hook(&log, "pre", 0)),
-            post_snapshot: Some(hook(&log, "post", 0)),
-            ..Hooks::default()
-        };
+        let hooks = pre_post(&log, 0);
         let mut mock = MockSnapshotter::new();
         mock.expect_list()
             .returning(|_| Ok(existing(&["20240102000000"])));

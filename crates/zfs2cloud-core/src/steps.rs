@@ -45,23 +45,33 @@ pub enum Step {
     Script(PathBuf),
 }
 
-/// Every built-in step: its canonical name and the aliases it accepts
-/// (the original Python tool's command names among them).
-const STEP_NAMES: &[(&str, &[&str])] = &[
-    ("lock", &[]),
-    ("unlock", &[]),
-    ("snapshot", &[]),
-    ("export", &["export-intermediate"]),
-    ("upload", &["upload-intermediate-to-remote"]),
-    ("prune-intermediates", &["prune-intermediate"]),
-    ("prune-snapshots", &[]),
-    ("mount-snapshot", &[]),
+/// Every built-in step with its canonical name and the aliases it accepts
+/// (the original Python tool's command names among them). Parsing and
+/// display both read this one table.
+const BUILTIN_STEPS: &[(Step, &str, &[&str])] = &[
+    (Step::Lock, "lock", &[]),
+    (Step::Unlock, "unlock", &[]),
+    (Step::Snapshot, "snapshot", &[]),
+    (Step::Export, "export", &["export-intermediate"]),
+    (Step::Upload, "upload", &["upload-intermediate-to-remote"]),
     (
+        Step::PruneIntermediates,
+        "prune-intermediates",
+        &["prune-intermediate"],
+    ),
+    (Step::PruneSnapshots, "prune-snapshots", &[]),
+    (Step::MountSnapshot, "mount-snapshot", &[]),
+    (
+        Step::UploadSnapshotFiles,
         "upload-snapshot-files",
         &["upload-snapshot-files-to-remote"],
     ),
-    ("umount-snapshot", &["unmount-snapshot"]),
-    ("verify", &["verify-checksums"]),
+    (
+        Step::UmountSnapshot,
+        "umount-snapshot",
+        &["unmount-snapshot"],
+    ),
+    (Step::Verify, "verify", &["verify-checksums"]),
 ];
 
 /// An unknown step name.
@@ -76,9 +86,9 @@ pub struct UnknownStep {
 }
 
 fn valid_step_list() -> String {
-    STEP_NAMES
+    BUILTIN_STEPS
         .iter()
-        .map(|(n, _)| *n)
+        .map(|(_, n, _)| *n)
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -94,26 +104,13 @@ impl Step {
         if name.contains('/') {
             return Ok(Self::Script(base_dir.join(name)));
         }
-        let canonical = STEP_NAMES
+        BUILTIN_STEPS
             .iter()
-            .find(|(n, aliases)| *n == name || aliases.contains(&name))
-            .map(|(n, _)| *n)
+            .find(|(_, n, aliases)| *n == name || aliases.contains(&name))
+            .map(|(step, _, _)| step.clone())
             .ok_or_else(|| UnknownStep {
                 name: name.to_owned(),
-            })?;
-        Ok(match canonical {
-            "lock" => Self::Lock,
-            "unlock" => Self::Unlock,
-            "snapshot" => Self::Snapshot,
-            "export" => Self::Export,
-            "upload" => Self::Upload,
-            "prune-intermediates" => Self::PruneIntermediates,
-            "prune-snapshots" => Self::PruneSnapshots,
-            "mount-snapshot" => Self::MountSnapshot,
-            "upload-snapshot-files" => Self::UploadSnapshotFiles,
-            "umount-snapshot" => Self::UmountSnapshot,
-            _ => Self::Verify,
-        })
+            })
     }
 
     /// The default sequence of a mode.
@@ -144,20 +141,13 @@ impl Step {
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            Self::Lock => "lock",
-            Self::Unlock => "unlock",
-            Self::Snapshot => "snapshot",
-            Self::Export => "export",
-            Self::Upload => "upload",
-            Self::PruneIntermediates => "prune-intermediates",
-            Self::PruneSnapshots => "prune-snapshots",
-            Self::MountSnapshot => "mount-snapshot",
-            Self::UploadSnapshotFiles => "upload-snapshot-files",
-            Self::UmountSnapshot => "umount-snapshot",
-            Self::Verify => "verify",
-            Self::Script(p) => return write!(f, "{}", p.display()),
-        };
+        if let Self::Script(p) = self {
+            return write!(f, "{}", p.display());
+        }
+        let name = BUILTIN_STEPS
+            .iter()
+            .find(|(step, _, _)| step == self)
+            .map_or("?", |(_, n, _)| n);
         f.write_str(name)
     }
 }
@@ -197,7 +187,7 @@ mod tests {
 
     #[test]
     fn every_canonical_name_round_trips() {
-        for (name, _) in STEP_NAMES {
+        for (_, name, _) in BUILTIN_STEPS {
             let step = Step::parse(name, Path::new("/")).unwrap();
             assert_eq!(step.to_string(), *name);
         }

@@ -134,6 +134,17 @@ impl Drop for Setup {
     }
 }
 
+/// A `[hooks]` table whose pre_snapshot and post_snapshot append "pre" and
+/// "post" to `log`; `pre_extra` is shell code run after pre's echo (e.g.
+/// `exit 3`).
+pub fn marker_hooks(log: &Path, pre_extra: &str) -> String {
+    let log = log.display();
+    format!(
+        "[hooks]\npre_snapshot = [\"/bin/sh\", \"-c\", \"echo pre >> '{log}'; {pre_extra}\"]\n\
+         post_snapshot = [\"/bin/sh\", \"-c\", \"echo post >> '{log}'\"]\n"
+    )
+}
+
 /// stdout + stderr of an output, for assertions on messages.
 pub fn text(out: &std::process::Output) -> String {
     format!(
