@@ -3,6 +3,9 @@
 //! This binary is thin: it parses arguments, loads the config, wires the
 //! process-backed stages from `zfs2cloud-core` and prints results. Results
 //! go to stdout; diagnostics (`-v`) and errors go to stderr.
+//!
+//! Exit codes: 0 success; 1 a step failed; 2 invalid config or usage;
+//! 75 another run holds the lock; 130 / 143 interrupted by SIGINT / SIGTERM.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -12,21 +15,35 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use clap::{ArgAction, Parser, Subcommand};
 
+use zfs2cloud_core::backup::{Backup, StepError};
 use zfs2cloud_core::clock;
-use zfs2cloud_core::config::Config;
+use zfs2cloud_core::config::{Config, ConfigError};
 use zfs2cloud_core::export::{
     export_step, ExportLayout, ExportRequest, ExportSettings, ExportStepOutcome,
 };
 use zfs2cloud_core::gpg::{GpgEncryptor, Passphrase};
+use zfs2cloud_core::lock::{LockError, RunLock};
 use zfs2cloud_core::names::SnapTime;
 use zfs2cloud_core::plan::ExportKind;
-use zfs2cloud_core::process::Runner;
+use zfs2cloud_core::process::{CancelToken, Runner};
 use zfs2cloud_core::progress::NoProgress;
+use zfs2cloud_core::prune::{prune_exports, prune_snapshots, Verdict};
+use zfs2cloud_core::rclone::{RcloneOptions, RcloneUploader};
 use zfs2cloud_core::snapshot::take_snapshot;
+use zfs2cloud_core::stages::Snapshotter as _;
 use zfs2cloud_core::steps::Mode;
+use zfs2cloud_core::upload::{upload_step, RetryPolicy, UploadSettings};
 use zfs2cloud_core::zfs::ZfsCli;
 
 mod logger;
+mod signals;
+
+/// Exit code: a step failed.
+const EXIT_FAILURE: u8 = 1;
+/// Exit code: invalid configuration or usage (clap uses 2 as well).
+const EXIT_CONFIG: u8 = 2;
+/// Exit code: another run holds the lock (EX_TEMPFAIL).
+const EXIT_LOCKED: u8 = 75;
 
 /// Back up ZFS datasets to any rclone remote through snapshots.
 #[derive(Debug, Parser)]
@@ -43,7 +60,7 @@ struct Cli {
     config: Option<PathBuf>,
 
     /// Print every command that would change state instead of running it.
-    /// Read-only queries (zfs list) still run.
+    /// Read-only queries (zfs list, rclone lsjson) still run.
     #[arg(long, global = true)]
     dry_run: bool,
 
@@ -58,6 +75,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole configured sequence (default: lock, snapshot, export,
+    /// upload, prune-intermediates, prune-snapshots, unlock).
+    #[command(alias = "perform")]
+    Backup,
+
     /// Validate the config file and print the effective configuration, with
     /// secrets masked.
     #[command(alias = "show-config")]
@@ -81,16 +103,41 @@ enum Command {
         #[arg(short, long, value_name = "NAME")]
         snapshot: Option<String>,
     },
+
+    /// Upload every local export whose upload is not confirmed yet (or only
+    /// one), chunks first and manifest.json last, and verify it.
+    #[command(alias = "upload-intermediate-to-remote")]
+    Upload {
+        /// The snapshot whose export to upload (the part after '@').
+        #[arg(short, long, value_name = "NAME")]
+        snapshot: Option<String>,
+    },
+
+    /// Delete local exports except the newest, and only uploaded ones.
+    /// Without -y, only shows what it would delete.
+    #[command(alias = "prune-intermediate")]
+    PruneIntermediates {
+        /// Really delete.
+        #[arg(short, long)]
+        yes: bool,
+    },
+
+    /// Destroy zfs2cloud's own snapshots older than oldest_snapshot_days.
+    /// Without -y, only shows what it would destroy.
+    PruneSnapshots {
+        /// Really destroy.
+        #[arg(short, long)]
+        yes: bool,
+    },
 }
 
-/// Failures that are the user's input rather than the run: exit code 2,
-/// like clap's usage errors.
+/// A failure that is the user's input rather than the run: exit code 2.
 #[derive(Debug)]
-struct UsageError;
+struct UsageError(String);
 
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("invalid configuration")
+        f.write_str(&self.0)
     }
 }
 
@@ -99,26 +146,49 @@ impl std::error::Error for UsageError {}
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logger::init(cli.verbose);
-    match run(&cli) {
+    let cancel = CancelToken::new();
+    let signals = match signals::install(&cancel) {
+        Ok(s) => s,
+        Err(e) => {
+            report_error(&anyhow::Error::new(e).context("cannot install signal handlers"));
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = run(&cli, &cancel);
+    if let Some(code) = signals.exit_code() {
+        if let Err(err) = &result {
+            report_error(err);
+        }
+        return ExitCode::from(code);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let code = if err.downcast_ref::<UsageError>().is_some()
-                || err
-                    .chain()
-                    .any(|e| e.is::<zfs2cloud_core::config::ConfigError>())
-            {
-                2
-            } else {
-                1
-            };
-            // `{:#}` prints the whole cause chain on one line.
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("zfs2cloud: error: {err:#}");
-            }
-            ExitCode::from(code)
+            report_error(&err);
+            ExitCode::from(exit_code(&err))
         }
     }
+}
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    let chain = || err.chain();
+    if chain().any(|e| e.is::<UsageError>() || e.is::<ConfigError>()) {
+        EXIT_CONFIG
+    } else if chain().any(|e| {
+        e.downcast_ref::<StepError>()
+            .is_some_and(StepError::is_lock_held)
+            || matches!(e.downcast_ref::<LockError>(), Some(LockError::Held { .. }))
+    }) {
+        EXIT_LOCKED
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+fn report_error(err: &anyhow::Error) {
+    // `{:#}` prints the whole cause chain on one line.
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "zfs2cloud: error: {err:#}");
 }
 
 fn out(line: &str) {
@@ -127,26 +197,108 @@ fn out(line: &str) {
     let _ = writeln!(stdout, "{line}");
 }
 
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let Some(path) = &cli.config else {
-        bail!(anyhow::Error::new(UsageError)
-            .context("no config file given: pass -c FILE or set ZFS2CLOUD_CONFIG"));
-    };
-    Ok(Config::load(path)?)
+/// Everything a command needs, built from the config.
+struct App {
+    config: Config,
+    runner: Runner,
+    zfs: ZfsCli,
+    now: chrono::DateTime<chrono::Utc>,
 }
 
-fn runner(cli: &Cli) -> Runner {
-    if cli.dry_run {
-        Runner::dry_run(Arc::new(|action: &str| out(&format!("[dry-run] {action}"))))
-    } else {
-        Runner::new()
+impl App {
+    fn new(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<Self> {
+        let Some(path) = &cli.config else {
+            bail!(UsageError(
+                "no config file given: pass -c FILE or set ZFS2CLOUD_CONFIG".into()
+            ));
+        };
+        let config = Config::load(path)?;
+        let now = clock::now().map_err(|e| UsageError(e.to_string()))?;
+        let runner = if cli.dry_run {
+            Runner::dry_run(Arc::new(|action: &str| out(&format!("[dry-run] {action}"))))
+        } else {
+            Runner::new()
+        }
+        .with_cancel(cancel.clone());
+        let zfs = ZfsCli::new(runner.clone(), config.tools.zfs.clone());
+        Ok(Self {
+            config,
+            runner,
+            zfs,
+            now,
+        })
+    }
+
+    fn layout(&self) -> ExportLayout {
+        ExportLayout::new(self.config.intermediate_basedir.clone())
+    }
+
+    /// The run lock for a standalone command (a dry run takes none).
+    fn lock(&self) -> anyhow::Result<Option<RunLock>> {
+        if self.runner.is_dry_run() {
+            return Ok(None);
+        }
+        Ok(Some(RunLock::acquire(
+            &self.config.intermediate_basedir,
+            self.now,
+        )?))
+    }
+
+    fn require_intermediate(&self, command: &str) -> anyhow::Result<()> {
+        if self.config.mode != Mode::Intermediate {
+            bail!(UsageError(format!(
+                "{}: {command} is for intermediate mode, but mode = \"file\"",
+                self.config.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn encryptor(&self) -> anyhow::Result<Option<GpgEncryptor>> {
+        let Some(file) = &self.config.passphrase_file else {
+            return Ok(None);
+        };
+        let passphrase = Passphrase::from_file(file)?;
+        Ok(Some(GpgEncryptor::new(
+            self.runner.clone(),
+            self.config.tools.gpg.clone(),
+            passphrase,
+        )))
+    }
+
+    fn uploader(&self) -> RcloneUploader {
+        RcloneUploader::new(
+            self.runner.clone(),
+            self.config.tools.rclone.clone(),
+            RcloneOptions {
+                config: self.config.rclone_config.clone(),
+                global_flags: self.config.rclone_global_flags.clone(),
+                args: self.config.rclone_args.clone(),
+                bwlimit: self.config.bwlimit.clone(),
+            },
+        )
+    }
+
+    fn upload_settings(&self) -> UploadSettings {
+        UploadSettings {
+            remote: self.config.remote.clone(),
+            retry: RetryPolicy {
+                retries: self.config.upload_retries,
+                delay: std::time::Duration::from_secs(self.config.upload_retry_delay_seconds),
+            },
+            cancel: self.runner.cancel_token().clone(),
+            now: self.now,
+            dry_run: self.runner.is_dry_run(),
+        }
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
+fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
+    let app = App::new(cli, cancel)?;
     match &cli.command {
-        Command::CheckConfig => check_config(cli),
-        Command::Snapshot => snapshot(cli),
+        Command::Backup => backup(&app),
+        Command::CheckConfig => check_config(&app),
+        Command::Snapshot => snapshot(&app),
         Command::Export {
             full,
             incremental,
@@ -157,13 +309,52 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 (_, true) => Some(ExportKind::Incremental),
                 _ => None,
             };
-            export(cli, force, snapshot.clone())
+            export(&app, force, snapshot.clone())
         }
+        Command::Upload { snapshot } => upload(&app, snapshot.as_deref()),
+        Command::PruneIntermediates { yes } => prune_intermediates(&app, *yes),
+        Command::PruneSnapshots { yes } => prune_snapshots_cmd(&app, *yes),
     }
 }
 
-fn check_config(cli: &Cli) -> anyhow::Result<()> {
-    let config = load_config(cli)?;
+fn backup(app: &App) -> anyhow::Result<()> {
+    let encryptor = match app.config.mode {
+        Mode::Intermediate => app.encryptor()?,
+        Mode::File => None,
+    };
+    let uploader = app.uploader();
+    let backup = Backup {
+        config: &app.config,
+        runner: &app.runner,
+        snapshotter: &app.zfs,
+        pruner: &app.zfs,
+        exporter: &app.zfs,
+        encryptor: encryptor
+            .as_ref()
+            .map(|e| e as &dyn zfs2cloud_core::stages::Encryptor),
+        uploader: &uploader,
+        now: app.now,
+        progress: &NoProgress,
+    };
+    let started = std::time::Instant::now();
+    backup.run(&mut |step| {
+        out(&format!(
+            "{:<20} {:>7.1}s  {}",
+            step.step,
+            step.duration.as_secs_f64(),
+            step.summary
+        ));
+    })?;
+    out(&format!(
+        "backup of {} finished in {:.1}s",
+        app.config.dataset,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+fn check_config(app: &App) -> anyhow::Result<()> {
+    let config = &app.config;
     out(&format!(
         "# {} is valid. Effective configuration:",
         config.path.display()
@@ -178,53 +369,47 @@ fn check_config(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn snapshot(cli: &Cli) -> anyhow::Result<()> {
-    let config = load_config(cli)?;
-    let now = clock::now()?;
-    let runner = runner(cli);
-    let zfs = ZfsCli::new(runner.clone(), config.tools.zfs.clone());
-    let at = SnapTime::from_instant(now, config.snapshot_time_zone);
-    let name = take_snapshot(&zfs, &runner, &config.hooks, &config.dataset, at)
-        .context("step snapshot")?;
-    if !runner.is_dry_run() {
+fn snapshot(app: &App) -> anyhow::Result<()> {
+    let _lock = app.lock()?;
+    let at = SnapTime::from_instant(app.now, app.config.snapshot_time_zone);
+    let name = take_snapshot(
+        &app.zfs,
+        &app.runner,
+        &app.config.hooks,
+        &app.config.dataset,
+        at,
+        app.config.hook_timeout(),
+    )
+    .context("step snapshot")?;
+    if !app.runner.is_dry_run() {
         out(&format!("created snapshot {name}"));
     }
     Ok(())
 }
 
-fn export(cli: &Cli, force: Option<ExportKind>, target: Option<String>) -> anyhow::Result<()> {
-    let config = load_config(cli)?;
-    if config.mode != Mode::Intermediate {
-        bail!(anyhow::Error::new(UsageError).context(format!(
-            "{}: export is for intermediate mode, but mode = \"file\"",
-            config.path.display()
-        )));
-    }
-    let Some(pass_file) = &config.passphrase_file else {
-        bail!("intermediate mode needs passphrase_file");
+fn export(app: &App, force: Option<ExportKind>, target: Option<String>) -> anyhow::Result<()> {
+    app.require_intermediate("export")?;
+    let Some(gpg) = app.encryptor()? else {
+        bail!(UsageError("intermediate mode needs passphrase_file".into()));
     };
-    let passphrase = Passphrase::from_file(pass_file)?;
-    let now = clock::now()?;
-    let runner = runner(cli);
-    let zfs = ZfsCli::new(runner.clone(), config.tools.zfs.clone());
-    let gpg = GpgEncryptor::new(runner.clone(), config.tools.gpg.clone(), passphrase);
-    let layout = ExportLayout::new(config.intermediate_basedir.clone());
+    let _lock = app.lock()?;
     let request = ExportRequest {
         target,
         force,
-        full_every_x_days: config.full_every_x_days,
+        full_every_x_days: app.config.full_every_x_days,
         settings: ExportSettings {
-            split_size: config.split_size.0,
-            created_at: now,
+            split_size: app.config.split_size.0,
+            created_at: app.now,
+            cancel: app.runner.cancel_token().clone(),
         },
     };
     let outcome = export_step(
-        &zfs,
-        &zfs,
+        &app.zfs,
+        &app.zfs,
         &gpg,
-        &runner,
-        &layout,
-        &config.dataset,
+        &app.runner,
+        &app.layout(),
+        &app.config.dataset,
         &request,
         &NoProgress,
     )
@@ -259,6 +444,87 @@ fn export(cli: &Cli, force: Option<ExportKind>, target: Option<String>) -> anyho
                 dir.display()
             ));
         }
+    }
+    Ok(())
+}
+
+fn upload(app: &App, only: Option<&str>) -> anyhow::Result<()> {
+    app.require_intermediate("upload")?;
+    let _lock = app.lock()?;
+    let done = upload_step(
+        &app.zfs,
+        &app.uploader(),
+        &app.layout(),
+        &app.config.dataset,
+        only,
+        &app.upload_settings(),
+    )
+    .context("step upload")?;
+    if done.is_empty() {
+        out("nothing to upload: every local export is confirmed uploaded");
+    }
+    for (snapshot, report) in done {
+        out(&format!(
+            "uploaded {snapshot}: {} file(s) sent, {} already complete on the remote",
+            report.sent.len(),
+            report.skipped.len()
+        ));
+    }
+    Ok(())
+}
+
+fn show_verdict(what: &str, verdict: &Verdict, act: bool) {
+    match verdict {
+        Verdict::Remove if act => out(&format!("removed  {what}")),
+        Verdict::Remove => out(&format!("would remove  {what}")),
+        Verdict::Keep(why) => out(&format!("keep     {what}  ({why})")),
+    }
+}
+
+fn prune_intermediates(app: &App, yes: bool) -> anyhow::Result<()> {
+    app.require_intermediate("prune-intermediates")?;
+    let act = yes && !app.runner.is_dry_run();
+    let _lock = if act { app.lock()? } else { None };
+    let layout = app.layout();
+    let snapshots = app.zfs.list(&app.config.dataset)?;
+    let exports = layout
+        .complete_exports(&app.config.dataset)
+        .with_context(|| format!("cannot read {}", layout.basedir().display()))?;
+    let uploaded = |n: &zfs2cloud_core::names::SnapshotName| {
+        snapshots
+            .iter()
+            .any(|s| &s.name == n && s.uploaded.is_some())
+    };
+    let decisions =
+        prune_exports(&layout, &exports, &uploaded, act).context("step prune-intermediates")?;
+    for d in &decisions {
+        show_verdict(&d.dir.display().to_string(), &d.verdict, act);
+    }
+    if !act {
+        out("(dry run: nothing was deleted; pass -y to delete)");
+    }
+    Ok(())
+}
+
+fn prune_snapshots_cmd(app: &App, yes: bool) -> anyhow::Result<()> {
+    let act = yes && !app.runner.is_dry_run();
+    let _lock = if act { app.lock()? } else { None };
+    let snapshots = app.zfs.list(&app.config.dataset)?;
+    let decisions = prune_snapshots(
+        &app.zfs,
+        &app.config.dataset,
+        &snapshots,
+        app.now,
+        app.config.oldest_snapshot_days,
+        app.config.snapshot_time_zone,
+        act,
+    )
+    .context("step prune-snapshots")?;
+    for d in &decisions {
+        show_verdict(&d.name.to_string(), &d.verdict, act);
+    }
+    if !act {
+        out("(dry run: nothing was destroyed; pass -y to destroy)");
     }
     Ok(())
 }

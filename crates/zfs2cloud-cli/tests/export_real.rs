@@ -319,10 +319,13 @@ fn dry_run_prints_every_command_changes_nothing_and_shows_no_secret() {
         "{shown}"
     );
     assert!(!shown.contains(&setup.passphrase), "{shown}");
-    assert!(
-        !setup.basedir.exists(),
-        "dry-run created {}",
-        setup.basedir.display()
+    // Only the lock file of the real `snapshot` run is there: no export,
+    // not even a partial one.
+    let entries: Vec<_> = setup.all_entries();
+    assert_eq!(
+        entries,
+        [setup.basedir.join("lock")],
+        "dry-run wrote {entries:?}"
     );
     assert_eq!(
         zfs_get("zfs2cloud:kind", &format!("{ds}@20240101000000")),

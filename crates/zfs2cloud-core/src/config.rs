@@ -221,6 +221,15 @@ pub struct Config {
     /// Flags placed after the rclone subcommand.
     #[serde(serialize_with = "serialize_masked_flags")]
     pub rclone_args: Vec<String>,
+    /// `--bwlimit` for uploads, in rclone's syntax (`8M`, `"08:00,512k 19:00,off"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bwlimit: Option<String>,
+    /// Retries of a failed transfer after the first attempt.
+    pub upload_retries: u32,
+    /// Seconds before the first retry; doubled for each further one.
+    pub upload_retry_delay_seconds: u64,
+    /// Seconds a hook may run before it is stopped; 0 means no limit.
+    pub hook_timeout_seconds: u64,
     /// Size of each export chunk.
     pub split_size: ByteSize,
     /// A new full export is made once the last full is this old.
@@ -296,6 +305,13 @@ struct RawConfig {
     rclone_global_flags: Vec<String>,
     #[serde(default)]
     rclone_args: Vec<String>,
+    bwlimit: Option<String>,
+    #[serde(default = "default_upload_retries")]
+    upload_retries: u32,
+    #[serde(default = "default_upload_retry_delay_seconds")]
+    upload_retry_delay_seconds: u64,
+    #[serde(default = "default_hook_timeout_seconds")]
+    hook_timeout_seconds: u64,
     #[serde(default)]
     split_size: Option<RawSize>,
     #[serde(default = "default_full_every_x_days")]
@@ -325,6 +341,18 @@ fn default_full_every_x_days() -> u32 {
 
 fn default_oldest_snapshot_days() -> u32 {
     45
+}
+
+fn default_upload_retries() -> u32 {
+    3
+}
+
+fn default_upload_retry_delay_seconds() -> u64 {
+    10
+}
+
+fn default_hook_timeout_seconds() -> u64 {
+    600
 }
 
 #[derive(Debug, Deserialize)]
@@ -465,6 +493,31 @@ impl Config {
                 format!("{} bytes is too small; the minimum is 1K", split_size.0),
             ));
         }
+        if raw
+            .bwlimit
+            .as_deref()
+            .is_some_and(|b| b.trim().is_empty() || b.starts_with('-'))
+        {
+            return Err(invalid(
+                "bwlimit",
+                "must be an rclone bandwidth such as \"8M\"".to_owned(),
+            ));
+        }
+        if raw.upload_retries > 100 {
+            return Err(invalid(
+                "upload_retries",
+                format!("{} is too many; at most 100", raw.upload_retries),
+            ));
+        }
+        if raw.upload_retry_delay_seconds > 3600 {
+            return Err(invalid(
+                "upload_retry_delay_seconds",
+                format!(
+                    "{} is more than an hour; at most 3600",
+                    raw.upload_retry_delay_seconds
+                ),
+            ));
+        }
         if raw.full_every_x_days == 0 {
             return Err(invalid(
                 "full_every_x_days",
@@ -532,6 +585,10 @@ impl Config {
             rclone_config: raw.rclone_config.as_deref().map(resolve),
             rclone_global_flags: raw.rclone_global_flags,
             rclone_args: raw.rclone_args,
+            bwlimit: raw.bwlimit,
+            upload_retries: raw.upload_retries,
+            upload_retry_delay_seconds: raw.upload_retry_delay_seconds,
+            hook_timeout_seconds: raw.hook_timeout_seconds,
             split_size,
             full_every_x_days: raw.full_every_x_days,
             oldest_snapshot_days: raw.oldest_snapshot_days,
@@ -601,6 +658,13 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The hook timeout, `None` for no limit.
+    #[must_use]
+    pub fn hook_timeout(&self) -> Option<std::time::Duration> {
+        (self.hook_timeout_seconds > 0)
+            .then(|| std::time::Duration::from_secs(self.hook_timeout_seconds))
     }
 
     /// The effective configuration as TOML, for `check-config`. Contains no

@@ -21,6 +21,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -31,7 +33,7 @@ use crate::names::DatasetName;
 use crate::names::SnapshotName;
 use crate::plan::{plan_export, ExportKind, ExportPlan, PlanError};
 use crate::process::Runner;
-use crate::process::{Finished, ProcessError};
+use crate::process::{terminate_pid, CancelToken, Finished, ProcessError};
 use crate::progress::Progress;
 use crate::stages::{Encryptor, Exporter, Snapshotter};
 use crate::zfs::{SnapshotInfo, ZfsError, HOLD_TAG, PROP_BASE, PROP_KIND};
@@ -68,6 +70,10 @@ pub enum ExportError {
         #[source]
         source: io::Error,
     },
+    /// The run was interrupted; the pipeline was stopped and the partial
+    /// export removed.
+    #[error("interrupted; the partial export was removed")]
+    Interrupted,
     /// The stream needs more than 10000 chunks.
     #[error(
         "the export needs more than {MAX_CHUNKS} chunks of {split_size} bytes; raise split_size"
@@ -194,6 +200,64 @@ impl ExportLayout {
     }
 }
 
+/// A complete export on local disk.
+#[derive(Debug, Clone)]
+pub struct LocalExport {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The directory's name, which is also its name on the remote.
+    pub dir_name: String,
+    /// The snapshot it holds.
+    pub snapshot: SnapshotName,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+impl ExportLayout {
+    /// The complete exports of `dataset` under the base directory, oldest
+    /// first: directories named like zfs2cloud's exports (`<snap>` or
+    /// `<snap>-full`, never `.partial`) holding a manifest for `dataset`.
+    /// A missing base directory holds none.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors reading the directory.
+    pub fn complete_exports(&self, dataset: &DatasetName) -> io::Result<Vec<LocalExport>> {
+        let entries = match fs::read_dir(&self.basedir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let dir_name = entry.file_name().to_string_lossy().into_owned();
+            let snap = dir_name.strip_suffix("-full").unwrap_or(&dir_name);
+            if crate::names::SnapTime::parse(snap).is_none() || !entry.file_type()?.is_dir() {
+                continue;
+            }
+            let dir = entry.path();
+            let Ok(manifest) = crate::upload::read_manifest(&dir) else {
+                continue;
+            };
+            if manifest.dataset != dataset.as_str() || manifest.snapshot != snap {
+                continue;
+            }
+            let Ok(snapshot) = SnapshotName::new(dataset.clone(), snap) else {
+                continue;
+            };
+            out.push(LocalExport {
+                dir,
+                dir_name,
+                snapshot,
+                manifest,
+            });
+        }
+        out.sort_by_key(|e| e.snapshot.own_time());
+        Ok(out)
+    }
+}
+
 /// Splits a byte stream into numbered chunk files, hashing each in the same
 /// pass that writes it.
 struct ChunkWriter {
@@ -310,14 +374,18 @@ impl ChunkWriter {
         Ok(())
     }
 
-    /// Reads `input` to EOF into chunks.
+    /// Reads `input` to EOF into chunks, giving up when `cancel` is set.
     fn copy_from(
         &mut self,
         input: &mut impl Read,
         progress: &dyn Progress,
+        cancel: &CancelToken,
     ) -> Result<(), ExportError> {
         let mut buf = vec![0u8; READ_BUFFER];
         loop {
+            if cancel.is_cancelled() {
+                return Err(ExportError::Interrupted);
+            }
             let n = match input.read(&mut buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
@@ -335,7 +403,9 @@ impl ChunkWriter {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes
         .iter()
@@ -367,6 +437,8 @@ pub struct ExportSettings {
     pub split_size: u64,
     /// Recorded as the manifest's `created_at`.
     pub created_at: DateTime<Utc>,
+    /// Stops the pipeline when set (SIGINT/SIGTERM).
+    pub cancel: CancelToken,
 }
 
 /// A finished export.
@@ -480,7 +552,26 @@ fn run_pipeline(
         settings.split_size,
     );
     progress.begin(&format!("exporting {}", plan.snapshot), None);
-    let copied = writer.copy_from(&mut gpg_out, progress);
+    // A read blocked on a stalled pipe cannot look at the cancel flag, so a
+    // watcher stops both processes on interruption; our read then sees EOF.
+    let copied = {
+        let pids = [send.id(), gpg.id()];
+        let finished = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !finished.load(AtomicOrdering::SeqCst) {
+                    if settings.cancel.is_cancelled() {
+                        pids.iter().copied().for_each(terminate_pid);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            let copied = writer.copy_from(&mut gpg_out, progress, &settings.cancel);
+            finished.store(true, AtomicOrdering::SeqCst);
+            copied
+        })
+    };
     progress.end();
     if copied.is_err() {
         // We stop reading; make sure neither side blocks forever.
@@ -490,6 +581,9 @@ fn run_pipeline(
     drop(gpg_out);
     let gpg_done = gpg.wait();
     let send_done = send.wait();
+    if settings.cancel.is_cancelled() {
+        return Err(ExportError::Interrupted);
+    }
     pipeline_error(copied, send_done, gpg_done)?;
 
     let chunks = writer.finish()?;
@@ -635,11 +729,17 @@ pub fn export_step(
     progress: &dyn Progress,
 ) -> Result<ExportStepOutcome, ExportError> {
     let snapshots = snapshotter.list(dataset).map_err(ExportError::List)?;
+    // A full may carry incrementals once its upload is confirmed, or while
+    // its complete export waits on local disk for the upload step (which
+    // sends a base before anything based on it).
+    let base_usable =
+        |s: &SnapshotInfo| s.uploaded.is_some() || layout.find_complete(&s.name).is_some();
     let plan = plan_export(
         &snapshots,
         request.target.as_deref(),
         request.full_every_x_days,
         request.force,
+        &base_usable,
     )?;
     if let Some((dir, _)) = layout.find_complete(&plan.snapshot) {
         return Ok(ExportStepOutcome::AlreadyExported {
@@ -699,6 +799,7 @@ mod tests {
             userrefs,
             kind,
             base: None,
+            uploaded: None,
         }
     }
 

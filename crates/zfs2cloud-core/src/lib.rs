@@ -8,17 +8,22 @@
 //! There is no terminal UI here: progress goes through
 //! [`progress::Progress`] and diagnostics through the `log` facade.
 
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod export;
 pub mod gpg;
+pub mod lock;
 pub mod names;
 pub mod plan;
 pub mod process;
 pub mod progress;
+pub mod prune;
+pub mod rclone;
 pub mod snapshot;
 pub mod stages;
 pub mod steps;
+pub mod upload;
 pub mod zfs;
 
 /// Renders an error and its `source()` chain as `a: b: c`.

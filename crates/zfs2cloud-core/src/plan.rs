@@ -92,13 +92,17 @@ pub fn latest_own(snapshots: &[SnapshotInfo]) -> Option<&SnapshotInfo> {
         .map(|(_, s)| s)
 }
 
-/// The last full export strictly older than `before`: the base for an
-/// incremental of a snapshot taken at `before`.
+/// The last full export strictly older than `before` that `usable` accepts:
+/// the base for an incremental of a snapshot taken at `before`.
 #[must_use]
-pub fn last_full_before(snapshots: &[SnapshotInfo], before: SnapTime) -> Option<&SnapshotInfo> {
+pub fn last_full_before<'a>(
+    snapshots: &'a [SnapshotInfo],
+    before: SnapTime,
+    usable: &dyn Fn(&SnapshotInfo) -> bool,
+) -> Option<&'a SnapshotInfo> {
     snapshots
         .iter()
-        .filter(|s| s.kind == Some(ExportKind::Full))
+        .filter(|s| s.kind == Some(ExportKind::Full) && usable(s))
         .filter_map(|s| s.own_time().map(|t| (t, s)))
         .filter(|(t, _)| *t < before)
         .max_by_key(|(t, _)| *t)
@@ -109,7 +113,13 @@ pub fn last_full_before(snapshots: &[SnapshotInfo], before: SnapTime) -> Option<
 ///
 /// * `target`: a snapshot name (`snap` part), or `None` for the newest of
 ///   zfs2cloud's own snapshots;
-/// * `force`: `--full` / `--incremental`.
+/// * `force`: `--full` / `--incremental`;
+/// * `base_usable`: whether a full may be the base of a new incremental.
+///   The caller accepts a full whose upload is confirmed, or whose complete
+///   export is still on local disk (the upload step sends a base before any
+///   incremental on it). A full that is neither never gets an incremental:
+///   the next export is full instead, so no incremental is ever uploaded
+///   whose base is missing remotely.
 ///
 /// Without `force`, the export is full if there is no earlier full, or if
 /// the last full is `full_every_x_days` days or more older than the target
@@ -125,6 +135,7 @@ pub fn plan_export(
     target: Option<&str>,
     full_every_x_days: u32,
     force: Option<ExportKind>,
+    base_usable: &dyn Fn(&SnapshotInfo) -> bool,
 ) -> Result<ExportPlan, PlanError> {
     let target = match target {
         None => latest_own(snapshots).ok_or(PlanError::NoSnapshot)?,
@@ -136,23 +147,25 @@ pub fn plan_export(
     let target_time = target
         .own_time()
         .ok_or_else(|| PlanError::NotOwn(target.name.to_string()))?;
-    let last_full = last_full_before(snapshots, target_time);
+    let last_full = last_full_before(snapshots, target_time, base_usable);
+    let unusable = last_full_before(snapshots, target_time, &|_| true)
+        .filter(|f| last_full.is_none_or(|u| u.name != f.name));
     let plan = |kind, base: Option<&SnapshotInfo>, reason: String| ExportPlan {
         snapshot: target.name.clone(),
         kind,
         base: base.map(|b| b.name.clone()),
         reason,
     };
-    match (force, last_full) {
-        (Some(ExportKind::Full), _) => Ok(plan(
+    match (force, last_full, unusable) {
+        (Some(ExportKind::Full), _, _) => Ok(plan(
             ExportKind::Full,
             None,
             "full export forced by --full".into(),
         )),
-        (Some(ExportKind::Incremental), None) => {
+        (Some(ExportKind::Incremental), None, _) => {
             Err(PlanError::NoFullBase(target.name.dataset().to_string()))
         }
-        (Some(ExportKind::Incremental), Some(base)) => Ok(plan(
+        (Some(ExportKind::Incremental), Some(base), _) => Ok(plan(
             ExportKind::Incremental,
             Some(base),
             format!(
@@ -160,12 +173,20 @@ pub fn plan_export(
                 base.name.snap()
             ),
         )),
-        (None, None) => Ok(plan(
+        (None, None, None) => Ok(plan(
             ExportKind::Full,
             None,
             "full export: there is no earlier full export".into(),
         )),
-        (None, Some(base)) => {
+        (None, _, Some(newest)) => Ok(plan(
+            ExportKind::Full,
+            None,
+            format!(
+                "full export: the last full {} was never confirmed uploaded and its local export is gone, so nothing may be based on it",
+                newest.name.snap()
+            ),
+        )),
+        (None, Some(base), None) => {
             let base_time = base.own_time().unwrap_or(target_time);
             let age = target_time.naive() - base_time.naive();
             if age >= TimeDelta::days(i64::from(full_every_x_days)) {
@@ -204,6 +225,7 @@ mod tests {
             userrefs: 0,
             kind,
             base: None,
+            uploaded: None,
         }
     }
 
@@ -212,7 +234,7 @@ mod tests {
     #[test]
     fn first_export_is_full() {
         let snaps = [snap("20240101000000", None)];
-        let p = plan_export(&snaps, None, 30, None).unwrap();
+        let p = plan_export(&snaps, None, 30, None, &|_| true).unwrap();
         assert_eq!(p.kind, Full);
         assert_eq!(p.base, None);
     }
@@ -224,7 +246,7 @@ mod tests {
             snap("20240102000000", Some(Incremental)),
             snap("20240103000000", None),
         ];
-        let p = plan_export(&snaps, None, 30, None).unwrap();
+        let p = plan_export(&snaps, None, 30, None, &|_| true).unwrap();
         assert_eq!(p.snapshot.snap(), "20240103000000");
         assert_eq!(p.kind, Incremental);
         assert_eq!(p.base.unwrap().snap(), "20240101000000");
@@ -236,9 +258,12 @@ mod tests {
             snap("20240101000000", Some(Full)),
             snap("20240205000000", None),
         ];
-        assert_eq!(plan_export(&snaps, None, 30, None).unwrap().kind, Full);
         assert_eq!(
-            plan_export(&snaps, None, 36, None).unwrap().kind,
+            plan_export(&snaps, None, 30, None, &|_| true).unwrap().kind,
+            Full
+        );
+        assert_eq!(
+            plan_export(&snaps, None, 36, None, &|_| true).unwrap().kind,
             Incremental
         );
         // Exactly full_every_x_days old: full.
@@ -246,7 +271,10 @@ mod tests {
             snap("20240101000000", Some(Full)),
             snap("20240131000000", None),
         ];
-        assert_eq!(plan_export(&snaps, None, 30, None).unwrap().kind, Full);
+        assert_eq!(
+            plan_export(&snaps, None, 30, None, &|_| true).unwrap().kind,
+            Full
+        );
     }
 
     #[test]
@@ -258,13 +286,45 @@ mod tests {
             manual,
             snap("autosnap_2024-02-01_00:00:00_daily", None),
         ];
-        let p = plan_export(&snaps, None, 30, None).unwrap();
+        let p = plan_export(&snaps, None, 30, None, &|_| true).unwrap();
         assert_eq!(p.snapshot.snap(), "20240101000000");
         assert_eq!(p.kind, Full, "a foreign snapshot marked full is no base");
         assert_eq!(
-            plan_export(&snaps, Some("zzz-manual"), 30, None).unwrap_err(),
+            plan_export(&snaps, Some("zzz-manual"), 30, None, &|_| true).unwrap_err(),
             PlanError::NotOwn("tank/data@zzz-manual".into())
         );
+    }
+
+    #[test]
+    fn a_full_that_never_reached_the_remote_is_no_base() {
+        let snaps = [
+            snap("20240101000000", Some(Full)),
+            snap("20240102000000", None),
+        ];
+        let uploaded_or_local = |_: &SnapshotInfo| false;
+        let p = plan_export(&snaps, None, 30, None, &uploaded_or_local).unwrap();
+        assert_eq!(p.kind, Full);
+        assert!(
+            p.reason.contains("never confirmed uploaded"),
+            "{}",
+            p.reason
+        );
+        // An older usable full is no base either when a newer full exists
+        // that is not usable: incrementals follow the newest full only.
+        let snaps = [
+            snap("20231201000000", Some(Full)),
+            snap("20240101000000", Some(Full)),
+            snap("20240102000000", None),
+        ];
+        let only_old = |s: &SnapshotInfo| s.name.snap() == "20231201000000";
+        assert_eq!(
+            plan_export(&snaps, None, 60, None, &only_old).unwrap().kind,
+            Full
+        );
+        assert!(matches!(
+            plan_export(&snaps, None, 60, Some(Incremental), &uploaded_or_local),
+            Err(PlanError::NoFullBase(_))
+        ));
     }
 
     #[test]
@@ -274,21 +334,23 @@ mod tests {
             snap("20240102000000", None),
         ];
         assert_eq!(
-            plan_export(&snaps, None, 30, Some(Full)).unwrap().kind,
+            plan_export(&snaps, None, 30, Some(Full), &|_| true)
+                .unwrap()
+                .kind,
             Full
         );
         let snaps = [
             snap("20240101000000", Some(Full)),
             snap("20240301000000", None),
         ];
-        let p = plan_export(&snaps, None, 30, Some(Incremental)).unwrap();
+        let p = plan_export(&snaps, None, 30, Some(Incremental), &|_| true).unwrap();
         assert_eq!(
             (p.kind, p.base.unwrap().snap().to_owned()),
             (Incremental, "20240101000000".to_owned())
         );
         let snaps = [snap("20240101000000", None)];
         assert!(matches!(
-            plan_export(&snaps, None, 30, Some(Incremental)),
+            plan_export(&snaps, None, 30, Some(Incremental), &|_| true),
             Err(PlanError::NoFullBase(_))
         ));
     }
@@ -299,14 +361,14 @@ mod tests {
             snap("20240101000000", Some(Full)),
             snap("20240102000000", None),
         ];
-        let p = plan_export(&snaps, Some("20240101000000"), 30, None).unwrap();
+        let p = plan_export(&snaps, Some("20240101000000"), 30, None, &|_| true).unwrap();
         assert_eq!(p.kind, Full, "the base of a full is never itself");
         assert_eq!(
-            plan_export(&snaps, Some("20990101000000"), 30, None).unwrap_err(),
+            plan_export(&snaps, Some("20990101000000"), 30, None, &|_| true).unwrap_err(),
             PlanError::NoSuchSnapshot("20990101000000".into())
         );
         assert_eq!(
-            plan_export(&[], None, 30, None).unwrap_err(),
+            plan_export(&[], None, 30, None, &|_| true).unwrap_err(),
             PlanError::NoSnapshot
         );
     }

@@ -20,6 +20,7 @@ use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -55,6 +56,22 @@ pub enum ProcessError {
         /// The last part of what it printed on stderr.
         stderr: String,
     },
+    /// The run was interrupted (SIGINT/SIGTERM) and the program was stopped.
+    #[error("`{command}` was stopped because zfs2cloud was interrupted")]
+    Cancelled {
+        /// The full command line, secrets redacted.
+        command: String,
+    },
+    /// The program ran longer than its timeout and was stopped.
+    #[error("`{command}` did not finish within {}s and was stopped{}", timeout.as_secs_f64(), stderr_suffix(stderr))]
+    TimedOut {
+        /// The full command line, secrets redacted.
+        command: String,
+        /// The timeout.
+        timeout: Duration,
+        /// The last part of what it printed on stderr.
+        stderr: String,
+    },
     /// Reading or writing one of the program's pipes failed.
     #[error("I/O error while talking to `{command}`: {source}")]
     Io {
@@ -71,7 +88,7 @@ impl ProcessError {
     #[must_use]
     pub fn stderr(&self) -> &str {
         match self {
-            Self::Failed { stderr, .. } => stderr,
+            Self::Failed { stderr, .. } | Self::TimedOut { stderr, .. } => stderr,
             _ => "",
         }
     }
@@ -244,12 +261,58 @@ pub type DryRunSink = Arc<dyn Fn(&str) + Send + Sync>;
 #[derive(Clone)]
 pub struct Runner {
     dry_run: Option<DryRunSink>,
+    cancel: CancelToken,
+}
+
+/// Set when the run is interrupted (the binary sets it from SIGINT and
+/// SIGTERM). Running commands are stopped and long loops give up when it is
+/// set. Clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks the run as interrupted.
+    pub fn cancel(&self) {
+        self.0.store(true, AtomicOrdering::SeqCst);
+    }
+
+    /// Whether the run was interrupted.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(AtomicOrdering::SeqCst)
+    }
+
+    /// The underlying flag, e.g. for `signal_hook::flag::register`.
+    #[must_use]
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.0)
+    }
+}
+
+/// Per-command settings beyond the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Bytes written to the child's stdin (then closed); `/dev/null` when
+    /// `None`.
+    pub stdin_data: Option<Vec<u8>>,
+    /// Stop the child (SIGTERM, then SIGKILL) if it runs longer.
+    pub timeout: Option<Duration>,
+    /// Run to completion even if the run is interrupted. For `post_snapshot`,
+    /// which must restart the application whatever happens.
+    pub ignore_cancel: bool,
 }
 
 impl fmt::Debug for Runner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runner")
             .field("dry_run", &self.dry_run.is_some())
+            .field("cancelled", &self.cancel.is_cancelled())
             .finish()
     }
 }
@@ -294,7 +357,10 @@ impl Runner {
     /// A runner that runs everything.
     #[must_use]
     pub fn new() -> Self {
-        Self { dry_run: None }
+        Self {
+            dry_run: None,
+            cancel: CancelToken::new(),
+        }
     }
 
     /// A runner that reports state-changing commands to `sink` instead of
@@ -303,7 +369,21 @@ impl Runner {
     pub fn dry_run(sink: DryRunSink) -> Self {
         Self {
             dry_run: Some(sink),
+            cancel: CancelToken::new(),
         }
+    }
+
+    /// This runner, stopping its commands when `cancel` is set.
+    #[must_use]
+    pub fn with_cancel(mut self, cancel: CancelToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The cancellation flag this runner obeys.
+    #[must_use]
+    pub fn cancel_token(&self) -> &CancelToken {
+        &self.cancel
     }
 
     /// Whether this runner is in dry-run mode.
@@ -332,7 +412,7 @@ impl Runner {
     /// [`ProcessError::Spawn`] if it cannot start, [`ProcessError::Failed`]
     /// if it exits unsuccessfully, [`ProcessError::Io`] if its pipes fail.
     pub fn query(&self, cmd: &CommandLine) -> Result<Output, ProcessError> {
-        self.run_capture(cmd)
+        self.run_capture(cmd, &RunOptions::default())
     }
 
     /// Runs a command that changes state. In dry-run mode it is reported and
@@ -342,28 +422,70 @@ impl Runner {
     ///
     /// As for [`Runner::query`].
     pub fn mutate(&self, cmd: &CommandLine) -> Result<Option<Output>, ProcessError> {
+        self.mutate_with(cmd, &RunOptions::default())
+    }
+
+    /// [`Runner::mutate`] with stdin data, a timeout, or immunity to
+    /// cancellation.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Runner::query`], plus [`ProcessError::TimedOut`] and
+    /// [`ProcessError::Cancelled`].
+    pub fn mutate_with(
+        &self,
+        cmd: &CommandLine,
+        opts: &RunOptions,
+    ) -> Result<Option<Output>, ProcessError> {
         if self.skip_in_dry_run(&cmd.to_string()) {
             return Ok(None);
         }
-        self.run_capture(cmd).map(Some)
+        self.run_capture(cmd, opts).map(Some)
     }
 
-    fn run_capture(&self, cmd: &CommandLine) -> Result<Output, ProcessError> {
+    fn run_capture(&self, cmd: &CommandLine, opts: &RunOptions) -> Result<Output, ProcessError> {
+        if !opts.ignore_cancel && self.cancel.is_cancelled() {
+            return Err(ProcessError::Cancelled {
+                command: cmd.to_string(),
+            });
+        }
         let mut proc = self.spawn(
             cmd,
             SpawnOptions {
+                stdin: opts.stdin_data.as_ref().map(|_| Stdio::piped()),
                 pipe_stdout: true,
                 ..SpawnOptions::default()
             },
         )?;
-        let mut stdout = Vec::new();
-        let read_result = match proc.take_stdout() {
-            Some(mut out) => out.read_to_end(&mut stdout).map(|_| ()),
-            None => Ok(()),
+        // Feed stdin and read stdout on threads so that waiting can watch
+        // the clock and the cancel flag, and no pipe can deadlock.
+        let writer = match (proc.take_stdin(), opts.stdin_data.clone()) {
+            (Some(mut stdin), Some(data)) => Some(std::thread::spawn(move || {
+                // A child that does not read its stdin is not an error.
+                let _ = std::io::Write::write_all(&mut stdin, &data);
+            })),
+            _ => None,
         };
-        let finished = proc.wait();
+        let reader = proc.take_stdout().map(|mut out| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                out.read_to_end(&mut buf).map(|_| buf)
+            })
+        });
+        let cancel = (!opts.ignore_cancel).then_some(&self.cancel);
+        let finished = proc.wait_until(cancel, opts.timeout);
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+        let stopped = finished.stopped.is_some();
+        let stdout = match reader.map(|r| join_bounded(r, stopped)) {
+            Some(Some(Ok(buf))) => Ok(buf),
+            Some(Some(Err(source))) => Err(source),
+            Some(None) => Err(io::Error::other("stdout reader did not finish")),
+            None => Ok(Vec::new()),
+        };
         finished.clone().into_result()?;
-        read_result.map_err(|source| ProcessError::Io {
+        let stdout = stdout.map_err(|source| ProcessError::Io {
             command: cmd.to_string(),
             source,
         })?;
@@ -396,6 +518,11 @@ impl Runner {
             Stdio::null()
         });
         command.stderr(Stdio::piped());
+        // Each child leads its own process group, so that stopping it also
+        // stops what it started (a hook's `sleep`, a shell pipeline) and a
+        // terminal's Ctrl-C reaches zfs2cloud, which then decides what to
+        // stop, and not post_snapshot.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         if !opts.extra_fds.is_empty() {
             let mappings = opts
                 .extra_fds
@@ -487,7 +614,18 @@ pub struct Finished {
     pub stderr: String,
     /// Wall-clock run time.
     pub duration: Duration,
+    /// Why zfs2cloud stopped it, if it did.
+    pub stopped: Option<StopReason>,
     wait_error: Option<String>,
+}
+
+/// Why zfs2cloud stopped a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The run was interrupted.
+    Cancelled,
+    /// The child exceeded this timeout.
+    TimedOut(Duration),
 }
 
 impl Finished {
@@ -504,6 +642,21 @@ impl Finished {
     /// [`ProcessError::Failed`] for a non-zero exit or a signal,
     /// [`ProcessError::Io`] if the status could not be collected.
     pub fn into_result(self) -> Result<(), ProcessError> {
+        match self.stopped {
+            Some(StopReason::Cancelled) => {
+                return Err(ProcessError::Cancelled {
+                    command: self.command,
+                })
+            }
+            Some(StopReason::TimedOut(timeout)) => {
+                return Err(ProcessError::TimedOut {
+                    command: self.command,
+                    timeout,
+                    stderr: self.stderr,
+                })
+            }
+            None => {}
+        }
         match self.status {
             Some(status) if status.success() => Ok(()),
             Some(status) => Err(ProcessError::Failed {
@@ -543,25 +696,72 @@ impl RunningProcess {
         &self.command
     }
 
-    /// Kills the child (SIGKILL). It must still be waited for.
+    /// Kills the child and its process group (SIGKILL). It must still be
+    /// waited for.
     pub fn kill(&mut self) {
         // The child may have exited already; that is not an error here.
+        self.kill_group();
+    }
+
+    /// Sends SIGTERM to the child's process group (a polite stop that lets
+    /// rclone or a hook clean up).
+    pub fn terminate(&self) {
+        terminate_pid(self.child.id());
+    }
+
+    fn kill_group(&mut self) {
+        signal_group(self.child.id(), nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.kill();
     }
 
     /// Waits for the child to exit and collects its stderr tail. Logs the
     /// command with its duration and status.
-    pub fn wait(mut self) -> Finished {
+    pub fn wait(self) -> Finished {
+        self.wait_until(None, None)
+    }
+
+    /// Like [`RunningProcess::wait`], but stops the child (SIGTERM, then
+    /// SIGKILL after a grace period) when `cancel` is set or `timeout`
+    /// passes.
+    pub fn wait_until(
+        mut self,
+        cancel: Option<&CancelToken>,
+        timeout: Option<Duration>,
+    ) -> Finished {
         // Close our end of its stdout first so a child blocked writing to a
         // pipe nobody reads gets EPIPE instead of hanging forever.
         drop(self.child.stdout.take());
         drop(self.child.stdin.take());
+        let mut stopped = None;
+        if cancel.is_some() || timeout.is_some() {
+            let mut terminated_at: Option<Instant> = None;
+            loop {
+                match self.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) => {}
+                }
+                if let Some(at) = terminated_at {
+                    if at.elapsed() > STOP_GRACE {
+                        self.kill_group();
+                    }
+                } else if cancel.is_some_and(CancelToken::is_cancelled) {
+                    stopped = Some(StopReason::Cancelled);
+                } else if let Some(t) = timeout.filter(|t| self.started.elapsed() > *t) {
+                    stopped = Some(StopReason::TimedOut(t));
+                }
+                if stopped.is_some() && terminated_at.is_none() {
+                    self.terminate();
+                    terminated_at = Some(Instant::now());
+                }
+                std::thread::sleep(POLL_INTERVAL);
+            }
+        }
         let waited = self.child.wait();
         self.finished = true;
         let stderr = self
             .stderr_thread
             .take()
-            .and_then(|t| t.join().ok())
+            .and_then(|t| join_bounded(t, stopped.is_some()))
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .unwrap_or_default();
         let duration = self.started.elapsed();
@@ -570,7 +770,13 @@ impl RunningProcess {
             Err(e) => (None, Some(e.to_string())),
         };
         let shown_status = status.map_or_else(|| "unknown status".to_owned(), |s| s.to_string());
-        if status.is_some_and(|s| s.success()) {
+        if let Some(reason) = stopped {
+            log::warn!(
+                "stopped `{}` after {:.3}s ({reason:?})",
+                self.command,
+                duration.as_secs_f64()
+            );
+        } else if status.is_some_and(|s| s.success()) {
             log::info!(
                 "ran `{}` in {:.3}s ({shown_status})",
                 self.command,
@@ -589,19 +795,54 @@ impl RunningProcess {
             status,
             stderr,
             duration,
+            stopped,
             wait_error,
         }
     }
+}
+
+/// How often a waiting loop looks at the clock and the cancel flag.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long a stopped child gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Sends SIGTERM to the process group led by `pid` (every child started by
+/// [`Runner::spawn`] leads one). Errors (it already exited) are ignored.
+pub fn terminate_pid(pid: u32) {
+    signal_group(pid, nix::sys::signal::Signal::SIGTERM);
+}
+
+fn signal_group(pid: u32, signal: nix::sys::signal::Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal);
+    }
+}
+
+/// Joins a pipe-reading thread. After zfs2cloud stopped a child, a
+/// grandchild that escaped its process group may still hold the pipe open;
+/// then the thread is left behind after a short wait instead of blocking
+/// the run.
+fn join_bounded<T>(thread: JoinHandle<T>, stopped: bool) -> Option<T> {
+    if stopped {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while !thread.is_finished() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+    thread.join().ok()
 }
 
 impl Drop for RunningProcess {
     fn drop(&mut self) {
         if !self.finished {
             // Never panic here: a failed kill means it already exited.
-            let _ = self.child.kill();
+            self.kill_group();
             let _ = self.child.wait();
             if let Some(t) = self.stderr_thread.take() {
-                let _ = t.join();
+                let _ = join_bounded(t, true);
             }
         }
     }
@@ -736,6 +977,70 @@ mod tests {
         // which would not be our sleeping shell).
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         assert!(!String::from_utf8_lossy(&cmdline).contains("sleep 30"));
+    }
+
+    #[test]
+    fn stdin_data_reaches_the_child() {
+        let out = Runner::new()
+            .mutate_with(
+                &sh("tr a-z A-Z"),
+                &RunOptions {
+                    stdin_data: Some(b"error text".to_vec()),
+                    ..RunOptions::default()
+                },
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.stdout_lossy(), "ERROR TEXT");
+    }
+
+    #[test]
+    fn a_timeout_stops_the_child_and_says_so() {
+        let started = Instant::now();
+        let err = Runner::new()
+            .mutate_with(
+                &sh("echo starting >&2; sleep 30"),
+                &RunOptions {
+                    timeout: Some(Duration::from_millis(200)),
+                    ..RunOptions::default()
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::TimedOut { .. }), "{err}");
+        assert!(err.to_string().contains("starting"), "{err}");
+        // Bound, not timing: SIGTERM ends `sleep` long before its 30 s.
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    #[test]
+    fn cancellation_stops_running_commands_unless_told_otherwise() {
+        let cancel = CancelToken::new();
+        let runner = Runner::new().with_cancel(cancel.clone());
+        let c2 = cancel.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            c2.cancel();
+        });
+        let err = runner.mutate(&sh("sleep 30")).unwrap_err();
+        t.join().unwrap();
+        assert!(matches!(err, ProcessError::Cancelled { .. }), "{err}");
+        // Once cancelled, new commands do not start...
+        assert!(matches!(
+            runner.mutate(&sh("true")).unwrap_err(),
+            ProcessError::Cancelled { .. }
+        ));
+        // ...except those that must run anyway (post_snapshot).
+        let out = runner
+            .mutate_with(
+                &sh("echo still"),
+                &RunOptions {
+                    ignore_cancel: true,
+                    ..RunOptions::default()
+                },
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.stdout_lossy(), "still\n");
     }
 
     #[test]

@@ -8,7 +8,10 @@
 
 use crate::config::{HookCommand, Hooks};
 use crate::names::{DatasetName, NameError, SnapTime, SnapshotName};
-use crate::process::{CommandLine, ProcessError, Runner};
+use std::time::Duration;
+
+use crate::plan::ExportKind;
+use crate::process::{CommandLine, ProcessError, RunOptions, Runner};
 use crate::stages::Snapshotter;
 use crate::zfs::ZfsError;
 
@@ -83,19 +86,45 @@ fn post_note(post: Option<&HookError>) -> String {
     }
 }
 
+/// What a hook is told about the run, through its environment.
+#[derive(Debug, Clone, Copy)]
+pub struct HookEnv<'a> {
+    /// `ZFS2CLOUD_DATASET`.
+    pub dataset: &'a DatasetName,
+    /// `ZFS2CLOUD_SNAPSHOT`: the run's snapshot, once it is known.
+    pub snapshot: Option<&'a SnapshotName>,
+    /// `ZFS2CLOUD_KIND`: `full` or `incremental`, once exported.
+    pub kind: Option<ExportKind>,
+    /// `ZFS2CLOUD_FAILED_STEP`, for `on_failure`.
+    pub failed_step: Option<&'a str>,
+}
+
+/// How a hook runs.
+#[derive(Debug, Clone, Default)]
+pub struct HookOptions {
+    /// Text on its stdin (`on_failure` gets the error).
+    pub stdin: Option<String>,
+    /// Stop it after this long.
+    pub timeout: Option<Duration>,
+    /// Run it even when the run is interrupted: `post_snapshot` restarts
+    /// the application whatever happens.
+    pub must_run: bool,
+}
+
 /// Runs one hook with the run's context in its environment
-/// (`ZFS2CLOUD_HOOK`, `ZFS2CLOUD_DATASET`, `ZFS2CLOUD_SNAPSHOT`). The hook's
-/// stdout is logged. In dry-run mode it is reported, not run.
+/// (`ZFS2CLOUD_HOOK`, `ZFS2CLOUD_DATASET`, `ZFS2CLOUD_SNAPSHOT`,
+/// `ZFS2CLOUD_KIND`, `ZFS2CLOUD_FAILED_STEP`). Its stdout is logged. In
+/// dry-run mode it is reported, not run.
 ///
 /// # Errors
 ///
-/// [`HookError`] if it cannot start or exits unsuccessfully.
+/// [`HookError`] if it cannot start, exits unsuccessfully, or times out.
 pub fn run_hook(
     runner: &Runner,
     name: &str,
     hook: &HookCommand,
-    dataset: &DatasetName,
-    snapshot: Option<&SnapshotName>,
+    env: &HookEnv<'_>,
+    options: &HookOptions,
 ) -> Result<(), HookError> {
     let Some((program, args)) = hook.argv.split_first() else {
         return Ok(());
@@ -103,15 +132,28 @@ pub fn run_hook(
     let mut cmd = CommandLine::new(program)
         .args(args)
         .env("ZFS2CLOUD_HOOK", name)
-        .env("ZFS2CLOUD_DATASET", dataset.as_str());
-    if let Some(s) = snapshot {
+        .env("ZFS2CLOUD_DATASET", env.dataset.as_str());
+    if let Some(s) = env.snapshot {
         cmd = cmd.env("ZFS2CLOUD_SNAPSHOT", s.to_string());
     }
+    if let Some(k) = env.kind {
+        cmd = cmd.env("ZFS2CLOUD_KIND", k.as_str());
+    }
+    if let Some(step) = env.failed_step {
+        cmd = cmd.env("ZFS2CLOUD_FAILED_STEP", step);
+    }
     log::info!("running {name} hook: {cmd}");
-    let out = runner.mutate(&cmd).map_err(|source| HookError {
-        name: name.to_owned(),
-        source,
-    })?;
+    let run_options = RunOptions {
+        stdin_data: options.stdin.clone().map(String::into_bytes),
+        timeout: options.timeout,
+        ignore_cancel: options.must_run,
+    };
+    let out = runner
+        .mutate_with(&cmd, &run_options)
+        .map_err(|source| HookError {
+            name: name.to_owned(),
+            source,
+        })?;
     if let Some(out) = out {
         for line in out.stdout_lossy().lines() {
             log::info!("{name}: {line}");
@@ -135,6 +177,7 @@ pub fn take_snapshot(
     hooks: &Hooks,
     dataset: &DatasetName,
     at: SnapTime,
+    hook_timeout: Option<Duration>,
 ) -> Result<SnapshotName, SnapshotError> {
     let name = SnapshotName::new(dataset.clone(), &at.to_string())?;
     let existing = snapshotter.list(dataset).map_err(SnapshotError::List)?;
@@ -153,16 +196,31 @@ pub fn take_snapshot(
         });
     }
 
+    let env = HookEnv {
+        dataset,
+        snapshot: Some(&name),
+        kind: None,
+        failed_step: None,
+    };
     let post = || {
+        let options = HookOptions {
+            timeout: hook_timeout,
+            must_run: true,
+            ..HookOptions::default()
+        };
         hooks
             .post_snapshot
             .as_ref()
-            .map(|h| run_hook(runner, "post_snapshot", h, dataset, Some(&name)))
+            .map(|h| run_hook(runner, "post_snapshot", h, &env, &options))
             .transpose()
             .err()
     };
     if let Some(pre) = &hooks.pre_snapshot {
-        if let Err(source) = run_hook(runner, "pre_snapshot", pre, dataset, Some(&name)) {
+        let options = HookOptions {
+            timeout: hook_timeout,
+            ..HookOptions::default()
+        };
+        if let Err(source) = run_hook(runner, "pre_snapshot", pre, &env, &options) {
             return Err(SnapshotError::PreSnapshot {
                 source,
                 post: post(),
@@ -208,6 +266,7 @@ mod tests {
                 userrefs: 0,
                 kind: None,
                 base: None,
+                uploaded: None,
             })
             .collect()
     }
@@ -250,8 +309,15 @@ mod tests {
             std::fs::write(&log2, format!("{}create {s}\n", read_log(&log2))).unwrap();
             Ok(())
         });
-        let name =
-            take_snapshot(&mock, &Runner::new(), &hooks, &ds(), at("20240102000000")).unwrap();
+        let name = take_snapshot(
+            &mock,
+            &Runner::new(),
+            &hooks,
+            &ds(),
+            at("20240102000000"),
+            None,
+        )
+        .unwrap();
         assert_eq!(name.to_string(), "tank/data@20240102000000");
         assert_eq!(
             read_log(&log),
@@ -267,8 +333,15 @@ mod tests {
         let mut mock = MockSnapshotter::new();
         mock.expect_list().returning(|_| Ok(vec![]));
         mock.expect_create().times(0);
-        let err =
-            take_snapshot(&mock, &Runner::new(), &hooks, &ds(), at("20240102000000")).unwrap_err();
+        let err = take_snapshot(
+            &mock,
+            &Runner::new(),
+            &hooks,
+            &ds(),
+            at("20240102000000"),
+            None,
+        )
+        .unwrap_err();
         assert!(
             matches!(err, SnapshotError::PreSnapshot { post: None, .. }),
             "{err}"
@@ -289,10 +362,53 @@ mod tests {
                 source: std::io::Error::other("pool suspended"),
             }))
         });
-        let err =
-            take_snapshot(&mock, &Runner::new(), &hooks, &ds(), at("20240102000000")).unwrap_err();
+        let err = take_snapshot(
+            &mock,
+            &Runner::new(),
+            &hooks,
+            &ds(),
+            at("20240102000000"),
+            None,
+        )
+        .unwrap_err();
         assert!(
             matches!(err, SnapshotError::Zfs { post: None, .. }),
+            "{err}"
+        );
+        assert_eq!(read_log(&log), "pre\npost\n");
+    }
+
+    #[test]
+    fn an_interruption_during_pre_snapshot_still_runs_post() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        let hooks = Hooks {
+            // pre_snapshot is stopped by the interruption...
+            pre_snapshot: Some(HookCommand {
+                argv: vec![
+                    OsString::from("/bin/sh"),
+                    "-c".into(),
+                    format!("echo pre >> '{}'; sleep 30", log.display()).into(),
+                ],
+            }),
+            // ...and post_snapshot runs all the same.
+            post_snapshot: Some(hook(&log, "post", 0)),
+            ..Hooks::default()
+        };
+        let cancel = crate::process::CancelToken::new();
+        let runner = Runner::new().with_cancel(cancel.clone());
+        let mut mock = MockSnapshotter::new();
+        mock.expect_list().returning(|_| Ok(vec![]));
+        mock.expect_create().times(0);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            cancel.cancel();
+        });
+        let err =
+            take_snapshot(&mock, &runner, &hooks, &ds(), at("20240102000000"), None).unwrap_err();
+        t.join().unwrap();
+        assert!(
+            matches!(err, SnapshotError::PreSnapshot { post: None, .. }),
             "{err}"
         );
         assert_eq!(read_log(&log), "pre\npost\n");
@@ -307,11 +423,25 @@ mod tests {
         mock.expect_list()
             .returning(|_| Ok(existing(&["20240102000000"])));
         mock.expect_create().times(0);
-        let err =
-            take_snapshot(&mock, &Runner::new(), &hooks, &ds(), at("20240102000000")).unwrap_err();
+        let err = take_snapshot(
+            &mock,
+            &Runner::new(),
+            &hooks,
+            &ds(),
+            at("20240102000000"),
+            None,
+        )
+        .unwrap_err();
         assert!(matches!(err, SnapshotError::Exists(_)), "{err}");
-        let err =
-            take_snapshot(&mock, &Runner::new(), &hooks, &ds(), at("20240101000000")).unwrap_err();
+        let err = take_snapshot(
+            &mock,
+            &Runner::new(),
+            &hooks,
+            &ds(),
+            at("20240101000000"),
+            None,
+        )
+        .unwrap_err();
         assert!(matches!(err, SnapshotError::ClockBehind { .. }), "{err}");
         assert_eq!(read_log(&log), "");
     }
@@ -328,6 +458,7 @@ mod tests {
             &Hooks::default(),
             &ds(),
             at("20240102000000"),
+            None,
         )
         .unwrap();
     }

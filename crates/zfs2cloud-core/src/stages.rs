@@ -112,19 +112,46 @@ pub enum UploadError {
     /// The upload tool failed.
     #[error(transparent)]
     Process(#[from] ProcessError),
+    /// The upload tool printed something unparseable.
+    #[error("unexpected output from `{command}`: {message}")]
+    Parse {
+        /// The command.
+        command: String,
+        /// What is wrong with the output.
+        message: String,
+    },
 }
 
-/// Copies a finished export to the remote.
-///
-/// Declared here so the stage set is complete; the rclone implementation
-/// (ordering, verification, retries) comes with the upload work.
+/// A file on the remote, as listed by an [`Uploader`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    /// File name inside the listed directory.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256, where the backend offers it.
+    pub sha256: Option<String>,
+}
+
+/// Copies files to the remote and lists what is there. Ordering,
+/// verification and retries are the caller's ([`crate::upload`]), so every
+/// uploader gets them.
+#[cfg_attr(test, mockall::automock)]
 pub trait Uploader {
-    /// Uploads the files of `local_dir` into `remote_dir` on the remote.
+    /// The files directly inside `remote_dir`; empty if it does not exist.
     ///
     /// # Errors
     ///
-    /// [`UploadError`] if the upload fails.
-    fn upload(&self, local_dir: &Path, remote_dir: &str) -> Result<(), UploadError>;
+    /// [`UploadError`] if listing fails or its output is unparseable.
+    fn list(&self, remote_dir: &str) -> Result<Vec<RemoteFile>, UploadError>;
+
+    /// Copies the local file `local` to `remote_path` (a full path,
+    /// including the file name).
+    ///
+    /// # Errors
+    ///
+    /// [`UploadError`] if the copy fails.
+    fn put(&self, local: &Path, remote_path: &str) -> Result<(), UploadError>;
 }
 
 /// Errors of a [`Pruner`].
@@ -133,6 +160,10 @@ pub enum PruneError {
     /// A `zfs` command failed.
     #[error(transparent)]
     Zfs(#[from] ZfsError),
+    /// A removal was about to touch something outside the configured
+    /// dataset; refused.
+    #[error("refusing to destroy {0}: it is not a snapshot of the configured dataset")]
+    Foreign(String),
     /// Removing a local export failed.
     #[error("cannot remove {path}: {source}")]
     Io {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use crate::names::{DatasetName, SnapTime, SnapshotName};
 use crate::plan::ExportKind;
 use crate::process::{CommandLine, ProcessError, Runner, RunningProcess, SpawnOptions};
-use crate::stages::{Exporter, Snapshotter};
+use crate::stages::{Exporter, PruneError, Pruner, Snapshotter};
 
 /// User property recording what an export of this snapshot was:
 /// `full` or `incremental`. It lives in the pool, so the identity of the
@@ -21,6 +21,9 @@ use crate::stages::{Exporter, Snapshotter};
 pub const PROP_KIND: &str = "zfs2cloud:kind";
 /// User property naming the base snapshot of an incremental export.
 pub const PROP_BASE: &str = "zfs2cloud:base";
+/// User property recording when the upload of this snapshot's export was
+/// confirmed (RFC 3339). Pruning and incremental bases depend on it.
+pub const PROP_UPLOADED: &str = "zfs2cloud:uploaded";
 /// The `zfs hold` tag that protects the current full base.
 pub const HOLD_TAG: &str = "zfs2cloud";
 
@@ -159,6 +162,8 @@ pub struct SnapshotInfo {
     pub kind: Option<ExportKind>,
     /// The base of an incremental export, from [`PROP_BASE`].
     pub base: Option<String>,
+    /// When its export's upload was confirmed, from [`PROP_UPLOADED`].
+    pub uploaded: Option<String>,
 }
 
 impl SnapshotInfo {
@@ -171,15 +176,15 @@ impl SnapshotInfo {
 }
 
 /// The columns [`ZfsCli::list`] asks for, in order.
-pub const LIST_COLUMNS: &str = "name,userrefs,zfs2cloud:kind,zfs2cloud:base";
+pub const LIST_COLUMNS: &str = "name,userrefs,zfs2cloud:kind,zfs2cloud:base,zfs2cloud:uploaded";
 
-/// Parses `zfs list -H -t snapshot -o name,userrefs,zfs2cloud:kind,zfs2cloud:base`.
+/// Parses `zfs list -H -t snapshot -o` [`LIST_COLUMNS`].
 ///
 /// Lines for other datasets are skipped. `-` means an unset property.
 ///
 /// # Errors
 ///
-/// [`ZfsError::Parse`] for a line that does not have the four columns or
+/// [`ZfsError::Parse`] for a line that does not have the five columns or
 /// whose name or hold count is malformed.
 pub fn parse_snapshot_list(
     dataset: &DatasetName,
@@ -194,8 +199,8 @@ pub fn parse_snapshot_list(
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split('\t').collect();
-        let [name, userrefs, kind, base] = fields[..] else {
-            return Err(parse_err(line, "expected 4 tab-separated columns"));
+        let [name, userrefs, kind, base, uploaded] = fields[..] else {
+            return Err(parse_err(line, "expected 5 tab-separated columns"));
         };
         let name = SnapshotName::parse(name).map_err(|e| parse_err(line, &e.to_string()))?;
         if name.dataset() != dataset {
@@ -217,12 +222,13 @@ pub fn parse_snapshot_list(
                 parsed
             }
         };
-        let base = (base != "-").then(|| base.to_owned());
+        let set = |v: &str| (v != "-").then(|| v.to_owned());
         out.push(SnapshotInfo {
             name,
             userrefs,
             kind,
-            base,
+            base: set(base),
+            uploaded: set(uploaded),
         });
     }
     Ok(out)
@@ -336,6 +342,12 @@ impl Snapshotter for ZfsCli {
     }
 }
 
+impl Pruner for ZfsCli {
+    fn prune_snapshot(&self, snapshot: &SnapshotName) -> Result<(), PruneError> {
+        Ok(self.destroy(snapshot)?)
+    }
+}
+
 impl Exporter for ZfsCli {
     fn describe(&self, snapshot: &SnapshotName, base: Option<&SnapshotName>) -> String {
         self.send_command(snapshot, base).to_string()
@@ -367,15 +379,15 @@ mod tests {
     }
 
     /// Captured from zfs-fuse 0.7 (`zfs list -H -t snapshot -o ... -d 1 zt1/data`).
-    const ZFS_FUSE_LIST: &str = "zt1/data@20240101000000\t1\tfull\t-\n\
-zt1/data@20240102000000\t0\tincremental\t20240101000000\n\
-zt1/data@manual\t0\t-\t-\n";
+    const ZFS_FUSE_LIST: &str = "zt1/data@20240101000000\t1\tfull\t-\t2024-01-01T00:10:00Z\n\
+zt1/data@20240102000000\t0\tincremental\t20240101000000\t-\n\
+zt1/data@manual\t0\t-\t-\t-\n";
 
     /// OpenZFS 2.2 prints the same format; a sanoid snapshot of a child
     /// dataset would not appear with `-d 1`, but must be skipped if it did.
-    const OPENZFS_LIST: &str = "zt1/data@autosnap_2024-01-01_00:00:00_daily\t0\t-\t-\n\
-zt1/data/child@20240101000000\t0\tfull\t-\n\
-zt1/data@20240103000000\t2\tfull\t-\n";
+    const OPENZFS_LIST: &str = "zt1/data@autosnap_2024-01-01_00:00:00_daily\t0\t-\t-\t-\n\
+zt1/data/child@20240101000000\t0\tfull\t-\t-\n\
+zt1/data@20240103000000\t2\tfull\t-\t-\n";
 
     #[test]
     fn parses_captured_list_output() {
@@ -383,6 +395,8 @@ zt1/data@20240103000000\t2\tfull\t-\n";
         assert_eq!(snaps.len(), 3);
         assert_eq!(snaps[0].userrefs, 1);
         assert_eq!(snaps[0].kind, Some(ExportKind::Full));
+        assert_eq!(snaps[0].uploaded.as_deref(), Some("2024-01-01T00:10:00Z"));
+        assert_eq!(snaps[1].uploaded, None);
         assert_eq!(snaps[1].kind, Some(ExportKind::Incremental));
         assert_eq!(snaps[1].base.as_deref(), Some("20240101000000"));
         assert_eq!(snaps[2].kind, None);
@@ -399,7 +413,8 @@ zt1/data@20240103000000\t2\tfull\t-\n";
         for garbage in [
             "\u{0}\u{1}garbage\tno-tabs-here\n???",
             "a\tb\n",
-            "zt1/data@1\tmany\t-\t-\n",
+            "zt1/data@1\tmany\t-\t-\t-\n",
+            "zt1/data@1\t0\t-\t-\n",
         ] {
             let err = parse_snapshot_list(&ds(), "zfs list", garbage).unwrap_err();
             assert!(matches!(err, ZfsError::Parse { .. }), "{err}");

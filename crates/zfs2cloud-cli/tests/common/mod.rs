@@ -84,13 +84,16 @@ impl Setup {
         cmd
     }
 
-    /// Export directories that look complete: no `.partial` suffix.
+    /// Export directories that look complete: directories without a
+    /// `.partial` suffix (the run lock file is not one).
     pub fn complete_exports(&self) -> Vec<String> {
         let Ok(rd) = std::fs::read_dir(&self.basedir) else {
             return Vec::new();
         };
         let mut v: Vec<String> = rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| !n.ends_with(".partial"))
             .collect();
         v.sort();

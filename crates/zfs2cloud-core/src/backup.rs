@@ -1,0 +1,430 @@
+//! The `backup` command: runs the configured sequence of steps.
+//!
+//! Default sequence (intermediate mode): lock, snapshot (with the
+//! `pre_snapshot` and `post_snapshot` hooks around it), export, upload,
+//! prune-intermediates, prune-snapshots, unlock. The first failing step
+//! stops the run; then `on_failure` runs with the error on its stdin, the
+//! lock is released, and the failure is returned. After the last step
+//! `on_success` runs.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::export::{
+    export_step, ExportError, ExportLayout, ExportRequest, ExportSettings, ExportStepOutcome,
+};
+use crate::lock::{LockError, RunLock};
+use crate::names::{SnapTime, SnapshotName};
+use crate::plan::ExportKind;
+use crate::process::{CommandLine, ProcessError, RunOptions, Runner};
+use crate::progress::Progress;
+use crate::prune::{prune_exports, prune_snapshots, Verdict};
+use crate::snapshot::{run_hook, take_snapshot, HookEnv, HookError, HookOptions, SnapshotError};
+use crate::stages::{Encryptor, Exporter, PruneError, Pruner, Snapshotter, Uploader};
+use crate::steps::Step;
+use crate::upload::{upload_step, RetryPolicy, UploadSettings, UploadStepError};
+use crate::zfs::ZfsError;
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The run lock is held by another run.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The snapshot step failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The export step failed.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// The upload step failed.
+    #[error(transparent)]
+    Upload(#[from] UploadStepError),
+    /// A prune step failed.
+    #[error(transparent)]
+    Prune(#[from] PruneError),
+    /// Listing snapshots failed.
+    #[error(transparent)]
+    Zfs(#[from] ZfsError),
+    /// A hook or script failed.
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    /// The step is not available in this build or mode.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The run was interrupted before the step could start.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl StepError {
+    /// Whether this is another run holding the lock (exit code 75).
+    #[must_use]
+    pub fn is_lock_held(&self) -> bool {
+        matches!(self, Self::Lock(LockError::Held { .. }))
+    }
+}
+
+/// A failed backup run.
+#[derive(Debug, thiserror::Error)]
+#[error("step {step} failed")]
+pub struct BackupFailure {
+    /// The step that failed (`on_success` if only that hook failed).
+    pub step: String,
+    /// Why.
+    #[source]
+    pub error: StepError,
+}
+
+/// The stages and settings a backup runs with.
+#[allow(missing_debug_implementations)]
+pub struct Backup<'a> {
+    /// The validated configuration.
+    pub config: &'a Config,
+    /// Runs every external command; carries dry-run and cancellation.
+    pub runner: &'a Runner,
+    /// zfs snapshot/list/hold/...
+    pub snapshotter: &'a dyn Snapshotter,
+    /// zfs destroy of old snapshots.
+    pub pruner: &'a dyn Pruner,
+    /// zfs send.
+    pub exporter: &'a dyn Exporter,
+    /// gpg; `None` when the sequence needs no encryption (file mode).
+    pub encryptor: Option<&'a dyn Encryptor>,
+    /// rclone.
+    pub uploader: &'a dyn Uploader,
+    /// The run's clock.
+    pub now: DateTime<Utc>,
+    /// Export progress.
+    pub progress: &'a dyn Progress,
+}
+
+/// One finished step, for the report.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// The step's name.
+    pub step: String,
+    /// How long it took.
+    pub duration: Duration,
+    /// What it did, in a few words.
+    pub summary: String,
+}
+
+/// What the run knows so far, for hooks.
+#[derive(Debug, Default)]
+struct RunState {
+    lock: Option<RunLock>,
+    snapshot: Option<SnapshotName>,
+    kind: Option<ExportKind>,
+}
+
+impl Backup<'_> {
+    fn layout(&self) -> ExportLayout {
+        ExportLayout::new(self.config.intermediate_basedir.clone())
+    }
+
+    fn hook_env<'s>(&'s self, state: &'s RunState, failed_step: Option<&'s str>) -> HookEnv<'s> {
+        HookEnv {
+            dataset: &self.config.dataset,
+            snapshot: state.snapshot.as_ref(),
+            kind: state.kind,
+            failed_step,
+        }
+    }
+
+    /// Runs the sequence. `on_step` is called after each finished step.
+    ///
+    /// # Errors
+    ///
+    /// [`BackupFailure`] naming the failed step. `on_failure` has run by
+    /// then (its own failure is only logged) and the lock is released.
+    pub fn run(
+        &self,
+        on_step: &mut dyn FnMut(&StepReport),
+    ) -> Result<Vec<StepReport>, BackupFailure> {
+        let mut state = RunState::default();
+        let mut reports = Vec::new();
+        for step in &self.config.steps {
+            let name = step.to_string();
+            let started = Instant::now();
+            log::info!("step {name}: started");
+            let result = if self.runner.cancel_token().is_cancelled() {
+                Err(StepError::Interrupted)
+            } else {
+                self.run_step(step, &mut state)
+            };
+            match result {
+                Ok(summary) => {
+                    let report = StepReport {
+                        step: name.clone(),
+                        duration: started.elapsed(),
+                        summary,
+                    };
+                    log::info!(
+                        "step {name}: done in {:.1}s: {}",
+                        report.duration.as_secs_f64(),
+                        report.summary
+                    );
+                    on_step(&report);
+                    reports.push(report);
+                }
+                Err(error) => {
+                    log::error!(
+                        "step {name}: failed after {:.1}s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    return Err(self.fail(state, name, error));
+                }
+            }
+        }
+        if let Some(hook) = &self.config.hooks.on_success {
+            let options = HookOptions {
+                timeout: self.config.hook_timeout(),
+                ..HookOptions::default()
+            };
+            if let Err(e) = run_hook(
+                self.runner,
+                "on_success",
+                hook,
+                &self.hook_env(&state, None),
+                &options,
+            ) {
+                return Err(self.fail(state, "on_success".into(), StepError::Hook(e)));
+            }
+        }
+        Ok(reports)
+    }
+
+    /// Runs `on_failure` with the error on stdin, then releases the lock
+    /// (by dropping `state`).
+    fn fail(&self, state: RunState, step: String, error: StepError) -> BackupFailure {
+        let failure = BackupFailure { step, error };
+        // Another run holding the lock is not this run's failure to report.
+        if failure.error.is_lock_held() {
+            return failure;
+        }
+        if let Some(hook) = &self.config.hooks.on_failure {
+            let options = HookOptions {
+                stdin: Some(format!("{}\n", crate::error_chain(&failure))),
+                timeout: self.config.hook_timeout(),
+                // It must report an interruption too.
+                must_run: true,
+            };
+            if let Err(e) = run_hook(
+                self.runner,
+                "on_failure",
+                hook,
+                &self.hook_env(&state, Some(&failure.step)),
+                &options,
+            ) {
+                log::error!("{}", crate::error_chain(&e));
+            }
+        }
+        drop(state);
+        failure
+    }
+
+    fn run_step(&self, step: &Step, state: &mut RunState) -> Result<String, StepError> {
+        let config = self.config;
+        match step {
+            Step::Lock => {
+                if self.runner.skip_in_dry_run(&format!(
+                    "lock {}",
+                    config
+                        .intermediate_basedir
+                        .join(crate::lock::LOCK_FILE)
+                        .display()
+                )) {
+                    return Ok("dry run".into());
+                }
+                let lock = RunLock::acquire(&config.intermediate_basedir, self.now)?;
+                let summary = format!("holding {}", lock.path().display());
+                state.lock = Some(lock);
+                Ok(summary)
+            }
+            Step::Unlock => {
+                state.lock = None;
+                Ok("released".into())
+            }
+            Step::Snapshot => {
+                let at = SnapTime::from_instant(self.now, config.snapshot_time_zone);
+                let name = take_snapshot(
+                    self.snapshotter,
+                    self.runner,
+                    &config.hooks,
+                    &config.dataset,
+                    at,
+                    config.hook_timeout(),
+                )?;
+                let summary = format!("created {name}");
+                state.snapshot = Some(name);
+                Ok(summary)
+            }
+            Step::Export => {
+                let Some(encryptor) = self.encryptor else {
+                    return Err(StepError::Unsupported(
+                        "export needs passphrase_file (intermediate mode)".into(),
+                    ));
+                };
+                let request = ExportRequest {
+                    target: state.snapshot.as_ref().map(|s| s.snap().to_owned()),
+                    force: None,
+                    full_every_x_days: config.full_every_x_days,
+                    settings: ExportSettings {
+                        split_size: config.split_size.0,
+                        created_at: self.now,
+                        cancel: self.runner.cancel_token().clone(),
+                    },
+                };
+                let outcome = export_step(
+                    self.snapshotter,
+                    self.exporter,
+                    encryptor,
+                    self.runner,
+                    &self.layout(),
+                    &config.dataset,
+                    &request,
+                    self.progress,
+                )?;
+                Ok(match outcome {
+                    ExportStepOutcome::Exported { plan, outcome } => {
+                        state.kind = Some(plan.kind);
+                        format!(
+                            "{} export of {} ({} chunks, {} bytes)",
+                            plan.kind,
+                            plan.snapshot,
+                            outcome.manifest.chunks.len(),
+                            outcome.manifest.total_size
+                        )
+                    }
+                    ExportStepOutcome::AlreadyExported { snapshot, dir } => {
+                        format!("{snapshot} already exported at {}", dir.display())
+                    }
+                    ExportStepOutcome::DryRun { plan, .. } => {
+                        state.kind = Some(plan.kind);
+                        format!(
+                            "dry run: would make a {} export of {}",
+                            plan.kind, plan.snapshot
+                        )
+                    }
+                })
+            }
+            Step::Upload => {
+                let settings = UploadSettings {
+                    remote: config.remote.clone(),
+                    retry: RetryPolicy {
+                        retries: config.upload_retries,
+                        delay: Duration::from_secs(config.upload_retry_delay_seconds),
+                    },
+                    cancel: self.runner.cancel_token().clone(),
+                    now: self.now,
+                    dry_run: self.runner.is_dry_run(),
+                };
+                let done = upload_step(
+                    self.snapshotter,
+                    self.uploader,
+                    &self.layout(),
+                    &config.dataset,
+                    None,
+                    &settings,
+                )?;
+                Ok(if done.is_empty() {
+                    "nothing to upload".into()
+                } else {
+                    done.iter()
+                        .map(|(s, r)| {
+                            format!(
+                                "{s} ({} sent, {} already there)",
+                                r.sent.len(),
+                                r.skipped.len()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+            }
+            Step::PruneIntermediates => {
+                let layout = self.layout();
+                let snapshots = self.snapshotter.list(&config.dataset)?;
+                let exports =
+                    layout
+                        .complete_exports(&config.dataset)
+                        .map_err(|source| PruneError::Io {
+                            path: layout.basedir().display().to_string(),
+                            source,
+                        })?;
+                let uploaded = |n: &SnapshotName| {
+                    snapshots
+                        .iter()
+                        .any(|s| &s.name == n && s.uploaded.is_some())
+                };
+                let act = !self.runner.is_dry_run();
+                let decisions = prune_exports(&layout, &exports, &uploaded, act)?;
+                let removed = decisions
+                    .iter()
+                    .filter(|d| d.verdict == Verdict::Remove)
+                    .count();
+                if !act {
+                    for d in decisions.iter().filter(|d| d.verdict == Verdict::Remove) {
+                        self.runner
+                            .skip_in_dry_run(&format!("rm -r {}", d.dir.display()));
+                    }
+                }
+                Ok(format!("{removed} removed"))
+            }
+            Step::PruneSnapshots => {
+                let snapshots = self.snapshotter.list(&config.dataset)?;
+                // Destroy goes through the runner, so a dry run only prints.
+                let decisions = prune_snapshots(
+                    self.pruner,
+                    &config.dataset,
+                    &snapshots,
+                    self.now,
+                    config.oldest_snapshot_days,
+                    config.snapshot_time_zone,
+                    true,
+                )?;
+                let removed = decisions
+                    .iter()
+                    .filter(|d| d.verdict == Verdict::Remove)
+                    .count();
+                Ok(format!("{removed} destroyed"))
+            }
+            Step::Script(path) => {
+                let cmd = CommandLine::new(path)
+                    .env("ZFS2CLOUD_DATASET", config.dataset.as_str())
+                    .env(
+                        "ZFS2CLOUD_SNAPSHOT",
+                        state
+                            .snapshot
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
+                    );
+                let options = RunOptions {
+                    timeout: config.hook_timeout(),
+                    ..RunOptions::default()
+                };
+                self.runner
+                    .mutate_with(&cmd, &options)
+                    .map_err(|source: ProcessError| {
+                        StepError::Hook(HookError {
+                            name: path.display().to_string(),
+                            source,
+                        })
+                    })?;
+                Ok("ran".into())
+            }
+            Step::MountSnapshot | Step::UploadSnapshotFiles | Step::UmountSnapshot => {
+                Err(StepError::Unsupported(format!(
+                    "step {step} (file mode) is not implemented in this version"
+                )))
+            }
+            Step::Verify => Err(StepError::Unsupported(
+                "step verify is not implemented in this version".into(),
+            )),
+        }
+    }
+}

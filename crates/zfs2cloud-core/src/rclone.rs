@@ -1,0 +1,193 @@
+//! rclone as an [`Uploader`].
+//!
+//! Every call is `rclone [--config FILE] [rclone_global_flags…] <subcommand>
+//! [rclone_args…] …`, the original tool's arrangement. Listing uses
+//! `lsjson --files-only --hash --hash-type sha256`: backends that can give
+//! SHA-256 (local, sftp, …) do, and the upload check then compares hashes as
+//! well as sizes; others (S3 gives only MD5/ETag) are checked by size.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::process::{CommandLine, ProcessError, Runner};
+use crate::stages::{RemoteFile, UploadError, Uploader};
+
+/// rclone's exit code for "directory not found".
+const EXIT_DIR_NOT_FOUND: i32 = 3;
+
+/// Settings for calling rclone, from the config.
+#[derive(Debug, Clone, Default)]
+pub struct RcloneOptions {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// Flags before the subcommand.
+    pub global_flags: Vec<String>,
+    /// Flags after the subcommand (for transfers).
+    pub args: Vec<String>,
+    /// `--bwlimit` for transfers.
+    pub bwlimit: Option<String>,
+}
+
+/// [`Uploader`] backed by the `rclone` binary.
+#[derive(Debug, Clone)]
+pub struct RcloneUploader {
+    runner: Runner,
+    rclone: PathBuf,
+    options: RcloneOptions,
+}
+
+#[derive(Debug, Deserialize)]
+struct LsJsonEntry {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "Size")]
+    size: i64,
+    #[serde(rename = "IsDir", default)]
+    is_dir: bool,
+    #[serde(rename = "Hashes", default)]
+    hashes: std::collections::BTreeMap<String, String>,
+}
+
+/// Parses `rclone lsjson` output into files (directories are skipped).
+///
+/// # Errors
+///
+/// A message if the output is not the JSON array rclone prints.
+pub fn parse_lsjson(text: &str) -> Result<Vec<RemoteFile>, String> {
+    let entries: Vec<LsJsonEntry> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    entries
+        .into_iter()
+        .filter(|e| !e.is_dir)
+        .map(|e| {
+            let size = u64::try_from(e.size)
+                .map_err(|_| format!("{}: size {} is not a byte count", e.name, e.size))?;
+            Ok(RemoteFile {
+                sha256: e
+                    .hashes
+                    .get("sha256")
+                    .map(|h| h.to_ascii_lowercase())
+                    .filter(|h| !h.is_empty()),
+                name: e.name,
+                size,
+            })
+        })
+        .collect()
+}
+
+impl RcloneUploader {
+    /// Uses the rclone binary at `rclone` with `options`.
+    #[must_use]
+    pub fn new(runner: Runner, rclone: PathBuf, options: RcloneOptions) -> Self {
+        Self {
+            runner,
+            rclone,
+            options,
+        }
+    }
+
+    /// `rclone [--config FILE] [global flags] <subcommand>`.
+    #[must_use]
+    pub fn command(&self, subcommand: &str) -> CommandLine {
+        let mut cmd = CommandLine::new(&self.rclone);
+        if let Some(config) = &self.options.config {
+            cmd = cmd.arg("--config").arg(config);
+        }
+        cmd.args(&self.options.global_flags).arg(subcommand)
+    }
+
+    /// A transfer command: the subcommand followed by `--bwlimit` and the
+    /// configured `rclone_args`.
+    #[must_use]
+    pub fn transfer_command(&self, subcommand: &str) -> CommandLine {
+        let mut cmd = self.command(subcommand);
+        if let Some(limit) = &self.options.bwlimit {
+            cmd = cmd.arg("--bwlimit").arg(limit);
+        }
+        cmd.args(&self.options.args)
+    }
+}
+
+impl Uploader for RcloneUploader {
+    fn list(&self, remote_dir: &str) -> Result<Vec<RemoteFile>, UploadError> {
+        let cmd = self
+            .command("lsjson")
+            .args(["--files-only", "--hash", "--hash-type", "sha256"])
+            .arg(remote_dir);
+        match self.runner.query(&cmd) {
+            Ok(out) => parse_lsjson(&out.stdout_lossy()).map_err(|message| UploadError::Parse {
+                command: cmd.to_string(),
+                message,
+            }),
+            Err(e @ ProcessError::Failed { .. })
+                if e.status().and_then(|s| s.code()) == Some(EXIT_DIR_NOT_FOUND) =>
+            {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn put(&self, local: &Path, remote_path: &str) -> Result<(), UploadError> {
+        let cmd = self.transfer_command("copyto").arg(local).arg(remote_path);
+        self.runner.mutate(&cmd)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Captured from rclone 1.60.1, local backend.
+    const LOCAL: &str = r#"[
+{"Path":"a","Name":"a","Size":3,"MimeType":"application/octet-stream","ModTime":"2026-11-26T23:46:16.232296859Z","IsDir":false,"Hashes":{"sha256":"98ea6e4f216f2fb4b69fff9b3a44842c38686ca685f3f55dc48c5d3fb1107be4"}}
+]"#;
+
+    /// S3 reports no sha256 (only MD5 / ETag).
+    const S3: &str = r#"[{"Path":"x.0000","Name":"x.0000","Size":6291456,"MimeType":"application/octet-stream","ModTime":"2026-11-26T23:46:16Z","IsDir":false,"Hashes":{}},{"Path":"d","Name":"d","Size":-1,"IsDir":true}]"#;
+
+    #[test]
+    fn parses_captured_lsjson() {
+        let files = parse_lsjson(LOCAL).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].size, 3);
+        assert_eq!(
+            files[0].sha256.as_deref(),
+            Some("98ea6e4f216f2fb4b69fff9b3a44842c38686ca685f3f55dc48c5d3fb1107be4")
+        );
+        let files = parse_lsjson(S3).unwrap();
+        assert_eq!(files.len(), 1, "directories are skipped");
+        assert_eq!(files[0].sha256, None);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(parse_lsjson("\u{0}garbage").is_err());
+        assert!(parse_lsjson("[").is_err());
+        assert!(parse_lsjson(r#"[{"Name":"a","Size":-5}]"#).is_err());
+    }
+
+    #[test]
+    fn flags_go_where_the_original_put_them() {
+        let up = RcloneUploader::new(
+            Runner::new(),
+            "rclone".into(),
+            RcloneOptions {
+                config: Some("/etc/r.conf".into()),
+                global_flags: vec!["--fast-list".into()],
+                args: vec!["--transfers".into(), "8".into()],
+                bwlimit: Some("8M".into()),
+            },
+        );
+        assert_eq!(
+            up.transfer_command("copyto")
+                .arg("a")
+                .arg("r:b/a")
+                .to_string(),
+            "rclone --config /etc/r.conf --fast-list copyto --bwlimit 8M --transfers 8 a r:b/a"
+        );
+    }
+}

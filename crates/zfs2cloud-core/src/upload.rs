@@ -1,0 +1,396 @@
+//! Uploading exports: ordering, resumption, verification, retries, and the
+//! record that makes pruning safe.
+//!
+//! One export goes to `<remote>/<snap>[-full]/`: the chunks first, then
+//! `SHA256SUMS`, then `manifest.json` last, so that on the remote a present
+//! manifest means a complete backup. Before the manifest is sent, the remote
+//! listing is checked: every chunk must be there with its size, and with its
+//! SHA-256 where the backend reports one. A chunk that is already complete
+//! on the remote is not sent again, so a re-run after a failed upload only
+//! sends what is missing. Only after the manifest is confirmed is the upload
+//! recorded on the snapshot ([`PROP_UPLOADED`]); pruning depends on that
+//! record.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::export::{ExportLayout, LocalExport, Manifest, MANIFEST_FILE, SHA256SUMS_FILE};
+use crate::names::{DatasetName, SnapshotName};
+use crate::plan::ExportKind;
+use crate::process::{CancelToken, ProcessError};
+use crate::stages::{RemoteFile, Snapshotter, UploadError, Uploader};
+use crate::zfs::{ZfsError, PROP_UPLOADED};
+
+/// How failed transfers are retried.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// Delay before the first retry; doubled for each further one, capped
+    /// at five minutes.
+    pub delay: Duration,
+}
+
+impl RetryPolicy {
+    fn delay_before(&self, retry: u32) -> Duration {
+        self.delay
+            .saturating_mul(1u32 << retry.min(16))
+            .min(Duration::from_secs(300))
+    }
+}
+
+/// Errors of the upload step.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadStepError {
+    /// Listing the dataset's snapshots or recording the upload failed.
+    #[error(transparent)]
+    Zfs(#[from] ZfsError),
+    /// Reading the local export failed.
+    #[error("cannot read the local export {}: {source}", path.display())]
+    Local {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The transfer failed (after retries).
+    #[error("uploading {snapshot} failed")]
+    Transfer {
+        /// The snapshot whose export failed.
+        snapshot: String,
+        /// Why.
+        #[source]
+        source: UploadError,
+    },
+    /// The remote does not hold what was sent.
+    #[error("the upload of {snapshot} could not be confirmed: {reason}")]
+    NotConfirmed {
+        /// The snapshot.
+        snapshot: String,
+        /// What is missing or wrong on the remote.
+        reason: String,
+    },
+    /// An incremental whose base is not on the remote.
+    #[error(
+        "{snapshot} is an incremental based on {base}, whose upload is not confirmed and whose \
+         export is no longer local; it is not uploaded, since it could never be restored. The \
+         next export will be full"
+    )]
+    BaseNotUploaded {
+        /// The incremental.
+        snapshot: String,
+        /// Its base.
+        base: String,
+    },
+    /// `--snapshot` names a snapshot with no local export.
+    #[error("there is no complete local export of {0}")]
+    NoSuchExport(String),
+    /// The run was interrupted.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// `<remote>/<name>`, for remotes written `name:`, `name:path`, `/path`.
+#[must_use]
+pub fn remote_join(remote: &str, name: &str) -> String {
+    if remote.ends_with(':') || remote.ends_with('/') {
+        format!("{remote}{name}")
+    } else {
+        format!("{remote}/{name}")
+    }
+}
+
+fn retryable(e: &UploadError) -> bool {
+    match e {
+        UploadError::Process(p) => !matches!(
+            p,
+            ProcessError::Spawn { .. } | ProcessError::Cancelled { .. }
+        ),
+        UploadError::Parse { .. } => true,
+    }
+}
+
+/// Runs `f`, retrying retryable failures per `policy`.
+fn with_retry<T>(
+    policy: &RetryPolicy,
+    cancel: &CancelToken,
+    what: &str,
+    mut f: impl FnMut() -> Result<T, UploadError>,
+) -> Result<T, UploadStepError>
+where
+{
+    let mut retry = 0;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(UploadStepError::Interrupted);
+        }
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if retry < policy.retries && retryable(&e) => {
+                let delay = policy.delay_before(retry);
+                log::warn!(
+                    "{what} failed (attempt {} of {}), retrying in {:.1}s: {}",
+                    retry + 1,
+                    policy.retries + 1,
+                    delay.as_secs_f64(),
+                    crate::error_chain(&e)
+                );
+                sleep_unless_cancelled(delay, cancel);
+                retry += 1;
+            }
+            Err(e) => {
+                return Err(UploadStepError::Transfer {
+                    snapshot: what.to_owned(),
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
+fn sleep_unless_cancelled(total: Duration, cancel: &CancelToken) {
+    let step = Duration::from_millis(50);
+    let mut slept = Duration::ZERO;
+    while slept < total && !cancel.is_cancelled() {
+        std::thread::sleep(step.min(total - slept));
+        slept += step;
+    }
+}
+
+fn file_sha256(path: &Path) -> std::io::Result<(u64, String)> {
+    let bytes = std::fs::read(path)?;
+    Ok((
+        bytes.len() as u64,
+        crate::export::hex(&Sha256::digest(&bytes)),
+    ))
+}
+
+/// Whether the remote already holds this exact file.
+fn complete_on_remote(
+    remote: &BTreeMap<String, RemoteFile>,
+    name: &str,
+    size: u64,
+    sha256: &str,
+) -> bool {
+    remote
+        .get(name)
+        .is_some_and(|r| r.size == size && r.sha256.as_deref().is_none_or(|h| h == sha256))
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadReport {
+    /// Files sent.
+    pub sent: Vec<String>,
+    /// Files already complete on the remote, not sent again.
+    pub skipped: Vec<String>,
+}
+
+/// Uploads one export directory to `remote_dir` in order, verifies it and
+/// sends the manifest last. In dry-run mode (`verify == false`) the copies
+/// are only reported and nothing is verified.
+///
+/// # Errors
+///
+/// [`UploadStepError`] if a transfer fails after retries or the remote does
+/// not hold what was sent.
+pub fn upload_export(
+    uploader: &dyn Uploader,
+    export: &LocalExport,
+    remote_dir: &str,
+    policy: &RetryPolicy,
+    cancel: &CancelToken,
+    verify: bool,
+) -> Result<UploadReport, UploadStepError> {
+    let what = export.snapshot.to_string();
+    let local_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| UploadStepError::Local { path, source }
+    };
+    let listed =
+        |uploader: &dyn Uploader| -> Result<BTreeMap<String, RemoteFile>, UploadStepError> {
+            let files = with_retry(policy, cancel, &what, || uploader.list(remote_dir))?;
+            Ok(files.into_iter().map(|f| (f.name.clone(), f)).collect())
+        };
+    let mut report = UploadReport::default();
+    let remote = listed(uploader)?;
+
+    let sums_path = export.dir.join(SHA256SUMS_FILE);
+    let (sums_size, sums_hash) = file_sha256(&sums_path).map_err(local_err(&sums_path))?;
+    let mut files: Vec<(String, u64, String)> = export
+        .manifest
+        .chunks
+        .iter()
+        .map(|c| (c.name.clone(), c.size, c.sha256.clone()))
+        .collect();
+    files.push((SHA256SUMS_FILE.to_owned(), sums_size, sums_hash));
+    for (name, size, sha256) in &files {
+        if complete_on_remote(&remote, name, *size, sha256) {
+            report.skipped.push(name.clone());
+            continue;
+        }
+        let local = export.dir.join(name);
+        let target = remote_join(remote_dir, name);
+        with_retry(policy, cancel, &what, || uploader.put(&local, &target))?;
+        report.sent.push(name.clone());
+    }
+    if verify {
+        let remote = listed(uploader)?;
+        for (name, size, sha256) in &files {
+            if !complete_on_remote(&remote, name, *size, sha256) {
+                let reason = match remote.get(name) {
+                    None => format!("{name} is missing"),
+                    Some(r) if r.size != *size => {
+                        format!("{name} has {} bytes, expected {size}", r.size)
+                    }
+                    Some(_) => format!("{name} has a different sha256 than the manifest"),
+                };
+                return Err(UploadStepError::NotConfirmed {
+                    snapshot: what.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    let manifest_path = export.dir.join(MANIFEST_FILE);
+    let (m_size, m_hash) = file_sha256(&manifest_path).map_err(local_err(&manifest_path))?;
+    if complete_on_remote(&remote, MANIFEST_FILE, m_size, &m_hash) && report.sent.is_empty() {
+        report.skipped.push(MANIFEST_FILE.to_owned());
+    } else {
+        let target = remote_join(remote_dir, MANIFEST_FILE);
+        with_retry(policy, cancel, &what, || {
+            uploader.put(&manifest_path, &target)
+        })?;
+        report.sent.push(MANIFEST_FILE.to_owned());
+    }
+    if verify && !complete_on_remote(&listed(uploader)?, MANIFEST_FILE, m_size, &m_hash) {
+        return Err(UploadStepError::NotConfirmed {
+            snapshot: what,
+            reason: format!("{MANIFEST_FILE} is missing or wrong after upload"),
+        });
+    }
+    Ok(report)
+}
+
+/// Everything the upload step needs.
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    /// The rclone destination from the config.
+    pub remote: String,
+    /// Retry policy for transfers.
+    pub retry: RetryPolicy,
+    /// Stops the step when set.
+    pub cancel: CancelToken,
+    /// Recorded as the confirmation time.
+    pub now: DateTime<Utc>,
+    /// Dry run: report, do not verify or record.
+    pub dry_run: bool,
+}
+
+/// The upload step: uploads every complete local export whose upload is not
+/// yet confirmed, oldest first (or only `only`, with its base first if
+/// that is pending too), and records each confirmed upload on its snapshot.
+///
+/// Oldest first means a full is always sent before the incrementals based
+/// on it. An incremental whose base is neither confirmed uploaded nor about
+/// to be is refused ([`UploadStepError::BaseNotUploaded`]).
+///
+/// # Errors
+///
+/// [`UploadStepError`] for the first export that fails; the ones before it
+/// stay recorded.
+pub fn upload_step(
+    snapshotter: &dyn Snapshotter,
+    uploader: &dyn Uploader,
+    layout: &ExportLayout,
+    dataset: &DatasetName,
+    only: Option<&str>,
+    settings: &UploadSettings,
+) -> Result<Vec<(SnapshotName, UploadReport)>, UploadStepError> {
+    let snapshots = snapshotter.list(dataset)?;
+    let uploaded = |name: &SnapshotName| {
+        snapshots
+            .iter()
+            .any(|s| &s.name == name && s.uploaded.is_some())
+    };
+    let exports = layout
+        .complete_exports(dataset)
+        .map_err(|source| UploadStepError::Local {
+            path: layout.basedir().to_owned(),
+            source,
+        })?;
+    let mut pending: Vec<&LocalExport> = exports
+        .iter()
+        .filter(|e| {
+            let exists = snapshots.iter().any(|s| s.name == e.snapshot);
+            if !exists {
+                log::warn!(
+                    "{} has a local export but the snapshot is gone; not uploading it",
+                    e.snapshot
+                );
+            }
+            exists && !uploaded(&e.snapshot)
+        })
+        .collect();
+    if let Some(only) = only {
+        let wanted = exports
+            .iter()
+            .find(|e| e.snapshot.snap() == only || e.snapshot.to_string() == only)
+            .ok_or_else(|| UploadStepError::NoSuchExport(only.to_owned()))?;
+        let base = wanted.manifest.base.clone();
+        pending.retain(|e| {
+            e.snapshot == wanted.snapshot || base.as_deref() == Some(e.snapshot.snap())
+        });
+        if !pending.iter().any(|e| e.snapshot == wanted.snapshot) {
+            // Already confirmed: upload again (it is idempotent) so a user
+            // can repair a remote by hand.
+            pending.push(wanted);
+        }
+    }
+    pending.sort_by_key(|e| e.snapshot.own_time());
+
+    let mut done: Vec<(SnapshotName, UploadReport)> = Vec::new();
+    for export in pending {
+        if export.manifest.kind == ExportKind::Incremental {
+            let base_ok = export.manifest.base.as_deref().is_some_and(|b| {
+                let base = SnapshotName::new(dataset.clone(), b).ok();
+                base.as_ref()
+                    .is_some_and(|b| uploaded(b) || done.iter().any(|(d, _)| d == b))
+            });
+            if !base_ok {
+                return Err(UploadStepError::BaseNotUploaded {
+                    snapshot: export.snapshot.to_string(),
+                    base: export.manifest.base.clone().unwrap_or_default(),
+                });
+            }
+        }
+        let remote_dir = remote_join(&settings.remote, &export.dir_name);
+        log::info!("uploading {} to {remote_dir}", export.dir.display());
+        let report = upload_export(
+            uploader,
+            export,
+            &remote_dir,
+            &settings.retry,
+            &settings.cancel,
+            !settings.dry_run,
+        )?;
+        snapshotter.set_property(
+            &export.snapshot,
+            PROP_UPLOADED,
+            &settings.now.to_rfc3339_opts(SecondsFormat::Secs, true),
+        )?;
+        done.push((export.snapshot.clone(), report));
+    }
+    Ok(done)
+}
+
+/// Reads and checks a local export's manifest.
+pub(crate) fn read_manifest(dir: &Path) -> std::io::Result<Manifest> {
+    let bytes = std::fs::read(dir.join(MANIFEST_FILE))?;
+    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}
