@@ -3,7 +3,8 @@
 //! The `fake-zfs` and `fake-rclone` binaries of this crate keep their state
 //! in a directory named by an environment variable (`FAKE_ZFS_STATE` /
 //! `FAKE_RCLONE_STATE`).  [`FakeZfs`] and [`FakeRclone`] create such a
-//! directory, seed it, inject faults and read back what happened; their
+//! directory, seed it, inject faults and read back what happened (the
+//! helpers they share are those of [`FakeDir`], which both deref to); their
 //! `env()` gives the variables to hand to the code under test
 //! (`ZFS2CLOUD_ZFS` / `ZFS2CLOUD_RCLONE` point at the fake binaries).
 //!
@@ -31,6 +32,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -473,6 +475,103 @@ pub fn zfs_subcommand(args: &[String]) -> Option<&str> {
     args.iter()
         .map(String::as_str)
         .find(|a| !a.starts_with('-'))
+}
+
+// ---------------------------------------------------------------------------
+// What both fake binaries do before their subcommand.
+
+/// The start of `fake-<tool>` (`tool`: `zfs` or `rclone`): collects argv
+/// after argv\[0\] (lossily), takes the state directory from the environment
+/// variable `state_env` and records the invocation there
+/// ([`record_invocation`]).  Returns (state directory, arguments); if the
+/// variable is unset or empty, or recording fails, prints why on stderr and
+/// returns `Err(2)`, the exit status.
+#[allow(clippy::print_stderr)]
+pub fn start_fake(tool: &str, state_env: &str) -> Result<(PathBuf, Vec<String>), i32> {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let dir = match std::env::var_os(state_env) {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => {
+            eprintln!("fake-{tool}: {state_env} is not set");
+            return Err(2);
+        }
+    };
+    if let Err(e) = record_invocation(&dir, tool, &args) {
+        eprintln!(
+            "fake-{tool}: cannot record invocation in {}: {e}",
+            dir.display()
+        );
+        return Err(2);
+    }
+    Ok((dir, args))
+}
+
+/// Takes the fault rule for subcommand `sub` of `fake-<tool>` ([`take_fault`])
+/// and carries out the part of it that comes before the command:
+///
+/// * none: `Ok(None)`, run the command normally;
+/// * `Exit`: prints its message ([`eprint_message`]), `Err(code)`;
+/// * `Hang`: never returns;
+/// * `Garbage`: prints [`GARBAGE`] on stdout, `Err(0)`;
+/// * `DieAfter`: if `sub` is one of `streaming`, `Ok(Some(bytes))` (the
+///   command has to stop after them), else prints `fake: killed mid-stream`
+///   and `Err(1)`;
+/// * unreadable faults: a message on stderr and `Err(2)`.
+///
+/// `Err(code)` is the exit status.
+#[allow(clippy::print_stderr)]
+pub fn apply_fault(
+    dir: &Path,
+    tool: &str,
+    sub: &str,
+    args: &[String],
+    streaming: &[&str],
+) -> Result<Option<u64>, i32> {
+    match take_fault(dir, sub, args) {
+        Ok(None) => Ok(None),
+        Ok(Some(FaultAction::Exit { code, stderr })) => {
+            eprint_message(&stderr);
+            Err(code)
+        }
+        Ok(Some(FaultAction::Hang)) => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        Ok(Some(FaultAction::Garbage)) => {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(GARBAGE);
+            let _ = out.flush();
+            Err(0)
+        }
+        Ok(Some(FaultAction::DieAfter { bytes })) => {
+            if streaming.contains(&sub) {
+                Ok(Some(bytes))
+            } else {
+                eprintln!("fake: killed mid-stream");
+                Err(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("fake-{tool}: cannot read faults: {e}");
+            Err(2)
+        }
+    }
+}
+
+/// Prints `msg` on stderr, adding a newline if it lacks one; prints nothing
+/// if it is empty.
+#[allow(clippy::print_stderr)]
+pub fn eprint_message(msg: &str) {
+    if msg.is_empty() {
+        return;
+    }
+    if msg.ends_with('\n') {
+        eprint!("{msg}");
+    } else {
+        eprintln!("{msg}");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -985,11 +1084,95 @@ fn path_string(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// What [`FakeZfs`] and [`FakeRclone`] have in common: the temporary state
+/// directory of one fake binary (deleted on drop), with helpers to inject
+/// faults, read back invocations and run the fake.  Both handles deref to
+/// it, so these are methods of theirs too.
+#[derive(Debug)]
+pub struct FakeDir {
+    dir: tempfile::TempDir,
+    /// `fake-zfs` or `fake-rclone`.
+    bin: &'static str,
+    /// Variable through which zfs2cloud finds the binary.
+    bin_env: &'static str,
+    /// Variable naming the state directory for the binary.
+    state_env: &'static str,
+}
+
+impl FakeDir {
+    fn new(bin: &'static str, bin_env: &'static str, state_env: &'static str) -> Self {
+        Self {
+            dir: new_state_dir(&format!("{bin}-")),
+            bin,
+            bin_env,
+            state_env,
+        }
+    }
+
+    /// The state directory (`FAKE_ZFS_STATE` / `FAKE_RCLONE_STATE`).
+    pub fn state_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Adds a fault rule for subcommand `command` (`"*"`: any).
+    pub fn inject(&self, command: &str, action: FaultAction, times: Option<u32>) {
+        self.inject_rule(FaultRule::new(command, action, times));
+    }
+
+    /// Adds a fault rule (e.g. one with `arg_contains`).
+    pub fn inject_rule(&self, rule: FaultRule) {
+        must(add_fault(self.state_dir(), rule), "writing faults.json");
+    }
+
+    /// The current fault rules (with their remaining `times`).
+    pub fn faults(&self) -> Vec<FaultRule> {
+        must(read_faults(self.state_dir()), "reading faults.json")
+    }
+
+    /// Removes all fault rules.
+    pub fn clear_faults(&self) {
+        must(clear_faults(self.state_dir()), "writing faults.json");
+    }
+
+    /// Every recorded invocation, oldest first.
+    pub fn invocations(&self) -> Vec<Invocation> {
+        must(
+            read_invocations(self.state_dir()),
+            "reading invocations.jsonl",
+        )
+    }
+
+    /// Recorded invocations of subcommand `command`.
+    pub fn invocations_of(&self, command: &str) -> Vec<Invocation> {
+        self.invocations()
+            .into_iter()
+            .filter(|i| i.subcommand().as_deref() == Some(command))
+            .collect()
+    }
+
+    /// The variables to hand to the code under test:
+    /// `[("ZFS2CLOUD_ZFS", <fake-zfs>), ("FAKE_ZFS_STATE", <state dir>)]`,
+    /// likewise `ZFS2CLOUD_RCLONE` and `FAKE_RCLONE_STATE` for rclone.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (self.bin_env.to_owned(), path_string(&fake_bin(self.bin))),
+            (self.state_env.to_owned(), path_string(self.state_dir())),
+        ]
+    }
+
+    /// A `Command` running the fake with this state directory.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(fake_bin(self.bin));
+        cmd.env(self.state_env, self.state_dir());
+        cmd
+    }
+}
+
 /// A fake `zfs`: a temporary state directory plus helpers to seed and
-/// inspect it.  The directory is deleted on drop.
+/// inspect it (and those of [`FakeDir`]).  The directory is deleted on drop.
 #[derive(Debug)]
 pub struct FakeZfs {
-    dir: tempfile::TempDir,
+    dir: FakeDir,
 }
 
 impl Default for FakeZfs {
@@ -998,20 +1181,23 @@ impl Default for FakeZfs {
     }
 }
 
+impl Deref for FakeZfs {
+    type Target = FakeDir;
+
+    fn deref(&self) -> &FakeDir {
+        &self.dir
+    }
+}
+
 impl FakeZfs {
     /// A fresh, empty state directory (no datasets).
     pub fn new() -> Self {
-        let dir = new_state_dir("fake-zfs-");
+        let dir = FakeDir::new("fake-zfs", ZFS_BIN_ENV, ZFS_STATE_ENV);
         must(
-            save_zfs_state(dir.path(), &ZfsState::default()),
+            save_zfs_state(dir.state_dir(), &ZfsState::default()),
             "writing zfs.json",
         );
         Self { dir }
-    }
-
-    /// The state directory (`FAKE_ZFS_STATE`).
-    pub fn state_dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// A snapshot of the whole state.
@@ -1128,57 +1314,6 @@ impl FakeZfs {
         fs::read(received_path(self.state_dir(), target)).ok()
     }
 
-    /// Adds a fault rule for subcommand `command` (`"*"`: any).
-    pub fn inject(&self, command: &str, action: FaultAction, times: Option<u32>) {
-        self.inject_rule(FaultRule::new(command, action, times));
-    }
-
-    /// Adds a fault rule (e.g. one with `arg_contains`).
-    pub fn inject_rule(&self, rule: FaultRule) {
-        must(add_fault(self.state_dir(), rule), "writing faults.json");
-    }
-
-    /// The current fault rules (with their remaining `times`).
-    pub fn faults(&self) -> Vec<FaultRule> {
-        must(read_faults(self.state_dir()), "reading faults.json")
-    }
-
-    /// Removes all fault rules.
-    pub fn clear_faults(&self) {
-        must(clear_faults(self.state_dir()), "writing faults.json");
-    }
-
-    /// Every recorded invocation, oldest first.
-    pub fn invocations(&self) -> Vec<Invocation> {
-        must(
-            read_invocations(self.state_dir()),
-            "reading invocations.jsonl",
-        )
-    }
-
-    /// Recorded invocations of subcommand `command`.
-    pub fn invocations_of(&self, command: &str) -> Vec<Invocation> {
-        self.invocations()
-            .into_iter()
-            .filter(|i| i.subcommand().as_deref() == Some(command))
-            .collect()
-    }
-
-    /// `[("ZFS2CLOUD_ZFS", <fake-zfs>), ("FAKE_ZFS_STATE", <state dir>)]`.
-    pub fn env(&self) -> Vec<(String, String)> {
-        vec![
-            (ZFS_BIN_ENV.to_owned(), path_string(&Self::bin_path())),
-            (ZFS_STATE_ENV.to_owned(), path_string(self.state_dir())),
-        ]
-    }
-
-    /// A `Command` running fake-zfs with this state directory.
-    pub fn command(&self) -> Command {
-        let mut cmd = Command::new(Self::bin_path());
-        cmd.env(ZFS_STATE_ENV, self.state_dir());
-        cmd
-    }
-
     /// `fake_bin("fake-zfs")`.
     pub fn bin_path() -> PathBuf {
         fake_bin("fake-zfs")
@@ -1186,10 +1321,11 @@ impl FakeZfs {
 }
 
 /// A fake `rclone`: a temporary state directory whose `remotes/<name>/`
-/// directories hold the contents of remote `name:`.  Deleted on drop.
+/// directories hold the contents of remote `name:` (plus the helpers of
+/// [`FakeDir`]).  Deleted on drop.
 #[derive(Debug)]
 pub struct FakeRclone {
-    dir: tempfile::TempDir,
+    dir: FakeDir,
 }
 
 impl Default for FakeRclone {
@@ -1198,20 +1334,23 @@ impl Default for FakeRclone {
     }
 }
 
+impl Deref for FakeRclone {
+    type Target = FakeDir;
+
+    fn deref(&self) -> &FakeDir {
+        &self.dir
+    }
+}
+
 impl FakeRclone {
     /// A fresh state directory with an empty `remotes/`.
     pub fn new() -> Self {
-        let dir = new_state_dir("fake-rclone-");
+        let dir = FakeDir::new("fake-rclone", RCLONE_BIN_ENV, RCLONE_STATE_ENV);
         must(
-            fs::create_dir_all(dir.path().join("remotes")),
+            fs::create_dir_all(dir.state_dir().join("remotes")),
             "creating remotes/",
         );
         Self { dir }
-    }
-
-    /// The state directory (`FAKE_RCLONE_STATE`).
-    pub fn state_dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Local directory holding remote `name:` (`<state>/remotes/<name>`;
@@ -1246,57 +1385,6 @@ impl FakeRclone {
         walk(&root, &root, &mut out);
         out.sort();
         out
-    }
-
-    /// Adds a fault rule for subcommand `command` (`"*"`: any).
-    pub fn inject(&self, command: &str, action: FaultAction, times: Option<u32>) {
-        self.inject_rule(FaultRule::new(command, action, times));
-    }
-
-    /// Adds a fault rule (e.g. one with `arg_contains`).
-    pub fn inject_rule(&self, rule: FaultRule) {
-        must(add_fault(self.state_dir(), rule), "writing faults.json");
-    }
-
-    /// The current fault rules (with their remaining `times`).
-    pub fn faults(&self) -> Vec<FaultRule> {
-        must(read_faults(self.state_dir()), "reading faults.json")
-    }
-
-    /// Removes all fault rules.
-    pub fn clear_faults(&self) {
-        must(clear_faults(self.state_dir()), "writing faults.json");
-    }
-
-    /// Every recorded invocation, oldest first.
-    pub fn invocations(&self) -> Vec<Invocation> {
-        must(
-            read_invocations(self.state_dir()),
-            "reading invocations.jsonl",
-        )
-    }
-
-    /// Recorded invocations of subcommand `command`.
-    pub fn invocations_of(&self, command: &str) -> Vec<Invocation> {
-        self.invocations()
-            .into_iter()
-            .filter(|i| i.subcommand().as_deref() == Some(command))
-            .collect()
-    }
-
-    /// `[("ZFS2CLOUD_RCLONE", <fake-rclone>), ("FAKE_RCLONE_STATE", <state dir>)]`.
-    pub fn env(&self) -> Vec<(String, String)> {
-        vec![
-            (RCLONE_BIN_ENV.to_owned(), path_string(&Self::bin_path())),
-            (RCLONE_STATE_ENV.to_owned(), path_string(self.state_dir())),
-        ]
-    }
-
-    /// A `Command` running fake-rclone with this state directory.
-    pub fn command(&self) -> Command {
-        let mut cmd = Command::new(Self::bin_path());
-        cmd.env(RCLONE_STATE_ENV, self.state_dir());
-        cmd
     }
 
     /// `fake_bin("fake-rclone")`.

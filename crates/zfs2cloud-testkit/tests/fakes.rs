@@ -11,23 +11,41 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use zfs2cloud_testkit::fake::{
-    fake_bin, sha256_hex, FakeRclone, FakeZfs, FaultAction, FaultRule, GARBAGE,
+    fake_bin, sha256_hex, FakeDir, FakeRclone, FakeZfs, FaultAction, FaultRule, GARBAGE,
 };
 
 fn run(mut cmd: Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("running a fake")
 }
 
-fn zfs(fake: &FakeZfs, args: &[&str]) -> Output {
+/// Runs the fake of `fake` (a [`FakeZfs`] or [`FakeRclone`]) with `args`.
+fn call(fake: &FakeDir, args: &[&str]) -> Output {
     let mut cmd = fake.command();
     cmd.args(args);
     run(cmd)
 }
 
-fn rclone(fake: &FakeRclone, args: &[&str]) -> Output {
-    let mut cmd = fake.command();
-    cmd.args(args);
-    run(cmd)
+/// A fake zfs with dataset `tank/data`.
+fn zfs_with_dataset() -> FakeZfs {
+    let z = FakeZfs::new();
+    z.add_dataset("tank/data");
+    z
+}
+
+/// A fake zfs with snapshot `full_name` (and its dataset).
+fn zfs_with_snapshot(full_name: &str) -> FakeZfs {
+    let z = FakeZfs::new();
+    z.add_snapshot(full_name, &[]);
+    z
+}
+
+/// A temporary directory holding `files` (name, contents).
+fn source_dir(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, contents) in files {
+        std::fs::write(dir.path().join(name), contents).unwrap();
+    }
+    dir
 }
 
 fn stdout(o: &Output) -> String {
@@ -40,6 +58,13 @@ fn stderr(o: &Output) -> String {
 
 fn code(o: &Output) -> i32 {
     o.status.code().expect("exited normally")
+}
+
+/// Asserts that `o` exited with `status` and printed exactly `err` on stderr.
+#[track_caller]
+fn assert_fails(o: &Output, status: i32, err: &str) {
+    assert_eq!(code(o), status, "stderr: {}", stderr(o));
+    assert_eq!(stderr(o), err);
 }
 
 #[track_caller]
@@ -90,19 +115,18 @@ fn missing_state_env_exits_2() {
 #[test]
 fn version() {
     let z = FakeZfs::new();
-    let o = zfs(&z, &["version"]);
+    let o = call(&z, &["version"]);
     assert_ok(&o);
     assert_eq!(stdout(&o), "zfs-2.2.2-fake\nzfs-kmod-2.2.2-fake\n");
     let r = FakeRclone::new();
-    let o = rclone(&r, &["version"]);
+    let o = call(&r, &["version"]);
     assert_ok(&o);
     assert!(stdout(&o).starts_with("rclone v1.60.1-fake"));
 }
 
 #[test]
 fn snapshot_and_list_round_trip() {
-    let z = FakeZfs::new();
-    z.add_dataset("tank/data");
+    let z = zfs_with_dataset();
     z.add_snapshot(
         "tank/data@zfs2cloud-20240101000000",
         &[("zfs2cloud:kind", "full")],
@@ -121,7 +145,7 @@ fn snapshot_and_list_round_trip() {
     // A child dataset's snapshot must not show up with -d 1.
     z.add_snapshot("tank/data/child@20240101000000", &[]);
 
-    let o = zfs(
+    let o = call(
         &z,
         &[
             "list",
@@ -146,7 +170,7 @@ fn snapshot_and_list_round_trip() {
     );
 
     // Flags bundled and in another order; -r includes the child.
-    let o = zfs(
+    let o = call(
         &z,
         &["list", "-Hpr", "-o", "name", "-t", "snapshot", "tank/data"],
     );
@@ -158,7 +182,7 @@ fn snapshot_and_list_round_trip() {
     );
 
     // Without -p, creation is human readable.
-    let o = zfs(
+    let o = call(
         &z,
         &[
             "list",
@@ -178,10 +202,10 @@ fn snapshot_and_list_round_trip() {
     );
 
     // Filesystem listing and get.
-    let o = zfs(&z, &["list", "-H", "-o", "name", "tank/data"]);
+    let o = call(&z, &["list", "-H", "-o", "name", "tank/data"]);
     assert_ok(&o);
     assert_eq!(stdout(&o), "tank/data\n");
-    let o = zfs(
+    let o = call(
         &z,
         &[
             "get",
@@ -194,7 +218,7 @@ fn snapshot_and_list_round_trip() {
     );
     assert_ok(&o);
     assert_eq!(stdout(&o), "incr\n");
-    let o = zfs(
+    let o = call(
         &z,
         &[
             "get",
@@ -216,7 +240,7 @@ fn snapshot_and_list_round_trip() {
     assert_eq!(snaps[1].stream_size, 300_000);
 
     // set / inherit.
-    assert_ok(&zfs(
+    assert_ok(&call(
         &z,
         &[
             "set",
@@ -224,7 +248,7 @@ fn snapshot_and_list_round_trip() {
             "tank/data@zfs2cloud-20240102000000",
         ],
     ));
-    assert_ok(&zfs(
+    assert_ok(&call(
         &z,
         &[
             "inherit",
@@ -242,9 +266,8 @@ fn snapshot_and_list_round_trip() {
 
 #[test]
 fn list_errors() {
-    let z = FakeZfs::new();
-    z.add_dataset("tank/data");
-    let o = zfs(
+    let z = zfs_with_dataset();
+    let o = call(
         &z,
         &[
             "list",
@@ -259,25 +282,21 @@ fn list_errors() {
             "tank/nope",
         ],
     );
-    assert_eq!(code(&o), 1);
-    assert_eq!(
-        stderr(&o),
-        "cannot open 'tank/nope': dataset does not exist\n"
-    );
+    assert_fails(&o, 1, "cannot open 'tank/nope': dataset does not exist\n");
     assert_eq!(stdout(&o), "");
-    let o = zfs(&z, &["list", "-H", "-o", "name", "tank/nope"]);
+    let o = call(&z, &["list", "-H", "-o", "name", "tank/nope"]);
     assert_eq!(code(&o), 1);
-    let o = zfs(
+    let o = call(
         &z,
         &["get", "-H", "-o", "value", "zfs2cloud:x", "tank/data@nope"],
     );
-    assert_eq!(code(&o), 1);
-    assert_eq!(
-        stderr(&o),
-        "cannot open 'tank/data@nope': dataset does not exist\n"
+    assert_fails(
+        &o,
+        1,
+        "cannot open 'tank/data@nope': dataset does not exist\n",
     );
     // A dataset without snapshots lists nothing, successfully.
-    let o = zfs(
+    let o = call(
         &z,
         &[
             "list",
@@ -293,97 +312,90 @@ fn list_errors() {
     );
     assert_ok(&o);
     assert_eq!(stdout(&o), "");
-    let o = zfs(&z, &["frobnicate"]);
+    let o = call(&z, &["frobnicate"]);
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).starts_with("unrecognized command 'frobnicate'"));
 }
 
 #[test]
 fn snapshot_errors() {
-    let z = FakeZfs::new();
-    z.add_dataset("tank/data");
-    assert_ok(&zfs(&z, &["snapshot", "tank/data@a"]));
-    let o = zfs(&z, &["snapshot", "tank/data@a"]);
-    assert_eq!(code(&o), 1);
-    assert_eq!(
-        stderr(&o),
-        "cannot create snapshot 'tank/data@a': dataset already exists\n"
+    let z = zfs_with_dataset();
+    assert_ok(&call(&z, &["snapshot", "tank/data@a"]));
+    let o = call(&z, &["snapshot", "tank/data@a"]);
+    assert_fails(
+        &o,
+        1,
+        "cannot create snapshot 'tank/data@a': dataset already exists\n",
     );
-    let o = zfs(&z, &["snapshot", "tank/nope@a"]);
-    assert_eq!(code(&o), 1);
-    assert_eq!(
-        stderr(&o),
-        "cannot open 'tank/nope': dataset does not exist\n"
-    );
+    let o = call(&z, &["snapshot", "tank/nope@a"]);
+    assert_fails(&o, 1, "cannot open 'tank/nope': dataset does not exist\n");
     assert_eq!(z.snapshots("tank/data").len(), 1);
 }
 
 #[test]
 fn hold_destroy_release() {
-    let z = FakeZfs::new();
-    z.add_snapshot("tank/data@s1", &[]);
-    assert_ok(&zfs(&z, &["hold", "zfs2cloud", "tank/data@s1"]));
-    let o = zfs(&z, &["hold", "zfs2cloud", "tank/data@s1"]);
-    assert_eq!(code(&o), 1);
-    assert_eq!(
-        stderr(&o),
-        "cannot hold snapshot 'tank/data@s1': tag already exists on this dataset\n"
+    let z = zfs_with_snapshot("tank/data@s1");
+    assert_ok(&call(&z, &["hold", "zfs2cloud", "tank/data@s1"]));
+    let o = call(&z, &["hold", "zfs2cloud", "tank/data@s1"]);
+    assert_fails(
+        &o,
+        1,
+        "cannot hold snapshot 'tank/data@s1': tag already exists on this dataset\n",
     );
-    let o = zfs(&z, &["holds", "-H", "tank/data@s1"]);
+    let o = call(&z, &["holds", "-H", "tank/data@s1"]);
     assert_ok(&o);
     assert_eq!(
         stdout(&o),
         "tank/data@s1\tzfs2cloud\tThu Jan  1 00:00 2024\n"
     );
-    let o = zfs(&z, &["list", "-H", "-o", "name,userrefs", "tank/data@s1"]);
+    let o = call(&z, &["list", "-H", "-o", "name,userrefs", "tank/data@s1"]);
     assert_eq!(stdout(&o), "tank/data@s1\t1\n");
 
-    let o = zfs(&z, &["destroy", "tank/data@s1"]);
-    assert_eq!(code(&o), 1);
-    assert_eq!(
-        stderr(&o),
-        "cannot destroy snapshot tank/data@s1: dataset is busy\n"
+    let o = call(&z, &["destroy", "tank/data@s1"]);
+    assert_fails(
+        &o,
+        1,
+        "cannot destroy snapshot tank/data@s1: dataset is busy\n",
     );
     assert_eq!(z.snapshots("tank/data")[0].holds, ["zfs2cloud"]);
 
-    assert_ok(&zfs(&z, &["release", "zfs2cloud", "tank/data@s1"]));
-    let o = zfs(&z, &["release", "zfs2cloud", "tank/data@s1"]);
-    assert_eq!(code(&o), 1);
-    assert_eq!(
-        stderr(&o),
-        "cannot release hold from snapshot 'tank/data@s1': no such tag on this dataset\n"
+    assert_ok(&call(&z, &["release", "zfs2cloud", "tank/data@s1"]));
+    let o = call(&z, &["release", "zfs2cloud", "tank/data@s1"]);
+    assert_fails(
+        &o,
+        1,
+        "cannot release hold from snapshot 'tank/data@s1': no such tag on this dataset\n",
     );
-    assert_ok(&zfs(&z, &["destroy", "tank/data@s1"]));
+    assert_ok(&call(&z, &["destroy", "tank/data@s1"]));
     assert!(z.snapshots("tank/data").is_empty());
-    let o = zfs(&z, &["destroy", "tank/data@s1"]);
-    assert_eq!(code(&o), 1);
-    assert_eq!(
-        stderr(&o),
-        "could not find any snapshots to destroy; check snapshot names.\n"
+    let o = call(&z, &["destroy", "tank/data@s1"]);
+    assert_fails(
+        &o,
+        1,
+        "could not find any snapshots to destroy; check snapshot names.\n",
     );
 }
 
 #[test]
 fn send_is_deterministic() {
-    let z = FakeZfs::new();
-    z.add_snapshot("tank/data@a", &[]);
+    let z = zfs_with_snapshot("tank/data@a");
     z.add_snapshot("tank/data@b", &[]);
     z.set_stream_size("tank/data@a", 200_001);
     z.set_stream_size("tank/data@b", 100_000);
 
-    let first = zfs(&z, &["send", "tank/data@a"]);
+    let first = call(&z, &["send", "tank/data@a"]);
     assert_ok(&first);
     assert_eq!(first.stdout.len(), 200_001);
-    let second = zfs(&z, &["send", "-w", "tank/data@a"]);
+    let second = call(&z, &["send", "-w", "tank/data@a"]);
     assert_eq!(first.stdout, second.stdout);
     assert_eq!(first.stdout, z.expected_stream("tank/data@a", None));
 
-    let other = zfs(&z, &["send", "tank/data@b"]);
+    let other = call(&z, &["send", "tank/data@b"]);
     assert_eq!(other.stdout.len(), 100_000);
     assert_ne!(other.stdout[..1000], first.stdout[..1000]);
 
     for base in ["tank/data@a", "@a", "a"] {
-        let o = zfs(&z, &["send", "-i", base, "tank/data@b"]);
+        let o = call(&z, &["send", "-i", base, "tank/data@b"]);
         assert_ok(&o);
         assert_eq!(o.stdout.len(), 25_000, "base {base}");
         assert_eq!(
@@ -391,28 +403,27 @@ fn send_is_deterministic() {
             z.expected_stream("tank/data@b", Some("tank/data@a"))
         );
     }
-    let o = zfs(&z, &["send", "-I", "@a", "tank/data@b"]);
+    let o = call(&z, &["send", "-I", "@a", "tank/data@b"]);
     assert_eq!(o.stdout.len(), 25_000);
 
-    let o = zfs(&z, &["send", "tank/data@nope"]);
-    assert_eq!(code(&o), 1);
-    assert_eq!(
-        stderr(&o),
-        "WARNING: could not send tank/data@nope: does not exist\n"
+    let o = call(&z, &["send", "tank/data@nope"]);
+    assert_fails(
+        &o,
+        1,
+        "WARNING: could not send tank/data@nope: does not exist\n",
     );
-    let o = zfs(&z, &["send", "-i", "@nope", "tank/data@b"]);
-    assert_eq!(code(&o), 1);
-    assert_eq!(
-        stderr(&o),
-        "cannot send 'tank/data@b': incremental source (tank/data@nope) does not exist\n"
+    let o = call(&z, &["send", "-i", "@nope", "tank/data@b"]);
+    assert_fails(
+        &o,
+        1,
+        "cannot send 'tank/data@b': incremental source (tank/data@nope) does not exist\n",
     );
     assert!(o.stdout.is_empty());
 }
 
 #[test]
 fn send_receive_pipe() {
-    let z = FakeZfs::new();
-    z.add_snapshot("tank/data@a", &[]);
+    let z = zfs_with_snapshot("tank/data@a");
     let mut send = z.command();
     send.args(["send", "tank/data@a"]).stdout(Stdio::piped());
     let mut send = send.spawn().unwrap();
@@ -432,10 +443,9 @@ fn send_receive_pipe() {
 
 #[test]
 fn die_after_cuts_the_stream() {
-    let z = FakeZfs::new();
-    z.add_snapshot("tank/data@a", &[]);
+    let z = zfs_with_snapshot("tank/data@a");
     z.inject("send", FaultAction::DieAfter { bytes: 70_000 }, None);
-    let o = zfs(&z, &["send", "tank/data@a"]);
+    let o = call(&z, &["send", "tank/data@a"]);
     assert_eq!(code(&o), 1);
     assert_eq!(o.stdout.len(), 70_000);
     assert_eq!(
@@ -446,15 +456,14 @@ fn die_after_cuts_the_stream() {
 
     // Commands without a stream just fail.
     z.inject("list", FaultAction::DieAfter { bytes: 5 }, None);
-    let o = zfs(&z, &["list", "-H", "-o", "name"]);
+    let o = call(&z, &["list", "-H", "-o", "name"]);
     assert_eq!(code(&o), 1);
     assert!(o.stdout.is_empty());
 }
 
 #[test]
 fn exit_fault() {
-    let z = FakeZfs::new();
-    z.add_dataset("tank/data");
+    let z = zfs_with_dataset();
     z.inject(
         "snapshot",
         FaultAction::Exit {
@@ -463,22 +472,20 @@ fn exit_fault() {
         },
         None,
     );
-    let o = zfs(&z, &["snapshot", "tank/data@a"]);
-    assert_eq!(code(&o), 42);
-    assert_eq!(stderr(&o), "cannot create snapshot: out of space\n");
+    let o = call(&z, &["snapshot", "tank/data@a"]);
+    assert_fails(&o, 42, "cannot create snapshot: out of space\n");
     assert!(o.stdout.is_empty());
     assert!(
         z.snapshots("tank/data").is_empty(),
         "exit fault did the work"
     );
     // Other subcommands are unaffected.
-    assert_ok(&zfs(&z, &["list", "-H", "tank/data"]));
+    assert_ok(&call(&z, &["list", "-H", "tank/data"]));
 }
 
 #[test]
 fn times_limited_fault_is_used_up() {
-    let z = FakeZfs::new();
-    z.add_dataset("tank/data");
+    let z = zfs_with_dataset();
     z.inject(
         "list",
         FaultAction::Exit {
@@ -487,11 +494,10 @@ fn times_limited_fault_is_used_up() {
         },
         Some(1),
     );
-    let o = zfs(&z, &["list", "-H", "-o", "name", "tank/data"]);
-    assert_eq!(code(&o), 1);
-    assert_eq!(stderr(&o), "transient\n");
+    let o = call(&z, &["list", "-H", "-o", "name", "tank/data"]);
+    assert_fails(&o, 1, "transient\n");
     assert_eq!(z.faults()[0].times, Some(0));
-    let o = zfs(&z, &["list", "-H", "-o", "name", "tank/data"]);
+    let o = call(&z, &["list", "-H", "-o", "name", "tank/data"]);
     assert_ok(&o);
     assert_eq!(stdout(&o), "tank/data\n");
 
@@ -502,8 +508,7 @@ fn times_limited_fault_is_used_up() {
 #[test]
 fn arg_filtered_fault() {
     let r = FakeRclone::new();
-    let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("c1"), b"one").unwrap();
+    let src = source_dir(&[("c1", b"one")]);
     r.inject_rule(FaultRule {
         arg_contains: Some("chunk-2".to_owned()),
         ..FaultRule::new(
@@ -517,9 +522,9 @@ fn arg_filtered_fault() {
     });
     let file = src.path().join("c1");
     let file = file.to_str().unwrap();
-    assert_ok(&rclone(&r, &["copyto", file, "r:b/chunk-1"]));
-    assert_eq!(code(&rclone(&r, &["copyto", file, "r:b/chunk-2"])), 5);
-    assert_ok(&rclone(&r, &["copyto", file, "r:b/chunk-2"]));
+    assert_ok(&call(&r, &["copyto", file, "r:b/chunk-1"]));
+    assert_eq!(code(&call(&r, &["copyto", file, "r:b/chunk-2"])), 5);
+    assert_ok(&call(&r, &["copyto", file, "r:b/chunk-2"]));
     assert_eq!(r.files("r:b"), ["chunk-1", "chunk-2"]);
 }
 
@@ -547,10 +552,9 @@ fn hang_fault_hangs() {
 
 #[test]
 fn garbage_fault() {
-    let z = FakeZfs::new();
-    z.add_snapshot("tank/data@a", &[]);
+    let z = zfs_with_snapshot("tank/data@a");
     z.inject("list", FaultAction::Garbage, None);
-    let o = zfs(
+    let o = call(
         &z,
         &["list", "-H", "-t", "snapshot", "-o", "name", "tank/data"],
     );
@@ -559,7 +563,7 @@ fn garbage_fault() {
 
     let r = FakeRclone::new();
     r.inject("lsjson", FaultAction::Garbage, None);
-    let o = rclone(&r, &["lsjson", "r:x"]);
+    let o = call(&r, &["lsjson", "r:x"]);
     assert_ok(&o);
     assert_eq!(o.stdout, GARBAGE);
     assert!(serde_json::from_slice::<serde_json::Value>(&o.stdout).is_err());
@@ -567,15 +571,14 @@ fn garbage_fault() {
 
 #[test]
 fn invocations_are_recorded() {
-    let z = FakeZfs::new();
-    z.add_dataset("tank/data");
+    let z = zfs_with_dataset();
     let mut child = z.command();
     child.args(["snapshot", "tank/data@x"]).stdin(Stdio::null());
     let child = child.spawn().unwrap();
     let pid = child.id();
     assert!(child.wait_with_output().unwrap().status.success());
-    zfs(&z, &["-?"]);
-    zfs(&z, &["list", "-H", "-o", "name", "tank/data"]);
+    call(&z, &["-?"]);
+    call(&z, &["list", "-H", "-o", "name", "tank/data"]);
     let inv = z.invocations();
     assert_eq!(inv.len(), 3);
     assert_eq!(inv[0].tool, "zfs");
@@ -586,7 +589,7 @@ fn invocations_are_recorded() {
     assert_eq!(z.invocations_of("list").len(), 1);
 
     let r = FakeRclone::new();
-    rclone(&r, &["--config", "/dev/null", "-v", "lsf", "r:"]);
+    call(&r, &["--config", "/dev/null", "-v", "lsf", "r:"]);
     let inv = r.invocations();
     assert_eq!(inv.len(), 1);
     assert_eq!(inv[0].tool, "rclone");
@@ -597,15 +600,13 @@ fn invocations_are_recorded() {
 #[test]
 fn rclone_copy_lsjson_cat_round_trip() {
     let r = FakeRclone::new();
-    let src = tempfile::tempdir().unwrap();
     let chunk = (0..100_000u32)
         .map(|i| (i % 251) as u8)
         .collect::<Vec<u8>>();
-    std::fs::write(src.path().join("chunk-0000"), &chunk).unwrap();
-    std::fs::write(src.path().join("manifest.json"), b"{}").unwrap();
+    let src = source_dir(&[("chunk-0000", &chunk), ("manifest.json", b"{}")]);
     let src_str = src.path().to_str().unwrap();
 
-    let o = rclone(
+    let o = call(
         &r,
         &[
             "--config",
@@ -625,7 +626,7 @@ fn rclone_copy_lsjson_cat_round_trip() {
         chunk
     );
 
-    let o = rclone(&r, &["lsjson", "--hash", "-R", "remote:backups/tank"]);
+    let o = call(&r, &["lsjson", "--hash", "-R", "remote:backups/tank"]);
     assert_ok(&o);
     let items: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     let paths: Vec<&str> = items.iter().map(|i| i["Path"].as_str().unwrap()).collect();
@@ -637,34 +638,34 @@ fn rclone_copy_lsjson_cat_round_trip() {
     assert_eq!(items[1]["Hashes"]["sha256"], sha256_hex(&chunk));
     assert!(items[1]["ModTime"].as_str().unwrap().ends_with('Z'));
 
-    let o = rclone(&r, &["lsf", "remote:backups/tank"]);
+    let o = call(&r, &["lsf", "remote:backups/tank"]);
     assert_eq!(stdout(&o), "data/\n");
 
-    let o = rclone(&r, &["cat", "remote:backups/tank/data/chunk-0000"]);
+    let o = call(&r, &["cat", "remote:backups/tank/data/chunk-0000"]);
     assert_ok(&o);
     assert_eq!(o.stdout, chunk);
 
-    let o = rclone(&r, &["size", "--json", "remote:backups"]);
+    let o = call(&r, &["size", "--json", "remote:backups"]);
     assert_eq!(stdout(&o).trim(), "{\"count\":2,\"bytes\":100002}");
 
-    let o = rclone(&r, &["lsjson", "remote:nope"]);
+    let o = call(&r, &["lsjson", "remote:nope"]);
     assert_eq!(code(&o), 3);
     assert!(stderr(&o).contains("ERROR : : error listing: directory not found"));
 
     r.inject("cat", FaultAction::DieAfter { bytes: 1234 }, Some(1));
-    let o = rclone(&r, &["cat", "remote:backups/tank/data/chunk-0000"]);
+    let o = call(&r, &["cat", "remote:backups/tank/data/chunk-0000"]);
     assert_eq!(code(&o), 1);
     assert_eq!(o.stdout, chunk[..1234]);
 
-    assert_ok(&rclone(
+    assert_ok(&call(
         &r,
         &["deletefile", "remote:backups/tank/data/chunk-0000"],
     ));
-    let o = rclone(&r, &["deletefile", "remote:backups/tank/data/chunk-0000"]);
+    let o = call(&r, &["deletefile", "remote:backups/tank/data/chunk-0000"]);
     assert_eq!(code(&o), 4);
-    assert_ok(&rclone(&r, &["purge", "remote:backups"]));
+    assert_ok(&call(&r, &["purge", "remote:backups"]));
     assert!(r.files("remote:").is_empty());
-    assert_eq!(code(&rclone(&r, &["frob"])), 1);
+    assert_eq!(code(&call(&r, &["frob"])), 1);
 }
 
 #[test]
@@ -677,9 +678,8 @@ fn rclone_rcat_and_sync() {
     assert!(child.wait().unwrap().success());
     assert_eq!(std::fs::read(r.path("r:dir/file")).unwrap(), b"payload");
 
-    let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("new"), b"n").unwrap();
-    let o = rclone(&r, &["sync", src.path().to_str().unwrap(), "r:dir"]);
+    let src = source_dir(&[("new", b"n")]);
+    let o = call(&r, &["sync", src.path().to_str().unwrap(), "r:dir"]);
     assert_ok(&o);
     assert_eq!(r.files("r:dir"), ["new"]);
 }

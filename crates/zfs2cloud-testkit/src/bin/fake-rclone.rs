@@ -12,12 +12,12 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
 use zfs2cloud_testkit::fake::{
-    format_rfc3339, parse_rclone_args, rclone_path, record_invocation, sha256_hex, take_fault,
-    FaultAction, RcloneArgs, GARBAGE, RCLONE_STATE_ENV,
+    apply_fault, format_rfc3339, parse_rclone_args, rclone_path, sha256_hex, start_fake,
+    RcloneArgs, RCLONE_STATE_ENV,
 };
 
 /// rclone exit status for a usage error.
@@ -100,24 +100,10 @@ impl Ctx {
 }
 
 fn run() -> i32 {
-    let raw: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let state = match std::env::var_os(RCLONE_STATE_ENV) {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => {
-            eprintln!("fake-rclone: {RCLONE_STATE_ENV} is not set");
-            return 2;
-        }
+    let (state, raw) = match start_fake("rclone", RCLONE_STATE_ENV) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    if let Err(e) = record_invocation(&state, "rclone", &raw) {
-        eprintln!(
-            "fake-rclone: cannot record invocation in {}: {e}",
-            state.display()
-        );
-        return 2;
-    }
     let args = match parse_rclone_args(&raw) {
         Ok(a) => a,
         Err(msg) => {
@@ -126,40 +112,10 @@ fn run() -> i32 {
         }
     };
     let sub = args.positionals.first().cloned().unwrap_or_default();
-    let mut die_after = None;
-    match take_fault(&state, &sub, &raw) {
-        Ok(None) => {}
-        Ok(Some(FaultAction::Exit { code, stderr })) => {
-            if !stderr.is_empty() {
-                if stderr.ends_with('\n') {
-                    eprint!("{stderr}");
-                } else {
-                    eprintln!("{stderr}");
-                }
-            }
-            return code;
-        }
-        Ok(Some(FaultAction::Hang)) => loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        },
-        Ok(Some(FaultAction::Garbage)) => {
-            let mut out = io::stdout().lock();
-            let _ = out.write_all(GARBAGE);
-            let _ = out.flush();
-            return 0;
-        }
-        Ok(Some(FaultAction::DieAfter { bytes })) => {
-            if !matches!(sub.as_str(), "cat" | "rcat") {
-                eprintln!("fake: killed mid-stream");
-                return 1;
-            }
-            die_after = Some(bytes);
-        }
-        Err(e) => {
-            eprintln!("fake-rclone: cannot read faults: {e}");
-            return 2;
-        }
-    }
+    let die_after = match apply_fault(&state, "rclone", &sub, &raw, &["cat", "rcat"]) {
+        Ok(die_after) => die_after,
+        Err(code) => return code,
+    };
     let filters = match build_filters(&args) {
         Ok(f) => f,
         Err(f) => {
@@ -211,74 +167,52 @@ fn nargs(cmd: &str, pos: &[String], min: usize, max: usize) -> Res {
     Ok(())
 }
 
+/// How many arguments (min, max) subcommand `sub` takes after its name,
+/// for those whose count is checked.
+fn arity(sub: &str) -> Option<(usize, usize)> {
+    match sub {
+        "copy" | "sync" | "move" | "copyto" | "moveto" | "hashsum" => Some((2, 2)),
+        "lsjson" | "lsf" | "ls" | "lsd" | "cat" | "rcat" | "deletefile" | "delete" | "purge"
+        | "mkdir" | "rmdir" | "rmdirs" | "size" | "touch" | "sha256sum" => Some((1, 1)),
+        _ => None,
+    }
+}
+
 fn dispatch(ctx: &Ctx, sub: &str, pos: &[String]) -> Res {
+    if let Some((min, max)) = arity(sub) {
+        nargs(sub, pos, min, max)?;
+    }
     match sub {
         "version" => {
             println!("rclone v1.60.1-fake");
             Ok(())
         }
-        "copy" | "sync" | "move" => {
-            nargs(sub, pos, 2, 2)?;
-            cmd_copy(ctx, &pos[0], &pos[1], sub == "sync", sub == "move")
-        }
-        "copyto" | "moveto" => {
-            nargs(sub, pos, 2, 2)?;
-            cmd_copyto(ctx, &pos[0], &pos[1], sub == "moveto")
-        }
-        "lsjson" => {
-            nargs(sub, pos, 1, 1)?;
-            cmd_lsjson(ctx, &pos[0])
-        }
-        "lsf" | "ls" | "lsd" => {
-            nargs(sub, pos, 1, 1)?;
-            cmd_ls(ctx, sub, &pos[0])
-        }
-        "cat" => {
-            nargs(sub, pos, 1, 1)?;
-            cmd_cat(ctx, &pos[0])
-        }
-        "rcat" => {
-            nargs(sub, pos, 1, 1)?;
-            cmd_rcat(ctx, &pos[0])
-        }
-        "deletefile" => {
-            nargs(sub, pos, 1, 1)?;
-            cmd_deletefile(ctx, &pos[0])
-        }
-        "delete" => {
-            nargs(sub, pos, 1, 1)?;
-            cmd_delete(ctx, &pos[0])
-        }
-        "purge" => {
-            nargs(sub, pos, 1, 1)?;
-            cmd_purge(ctx, &pos[0])
-        }
+        "copy" | "sync" | "move" => cmd_copy(ctx, &pos[0], &pos[1], sub == "sync", sub == "move"),
+        "copyto" | "moveto" => cmd_copyto(ctx, &pos[0], &pos[1], sub == "moveto"),
+        "lsjson" => cmd_lsjson(ctx, &pos[0]),
+        "lsf" | "ls" | "lsd" => cmd_ls(ctx, sub, &pos[0]),
+        "cat" => cmd_cat(ctx, &pos[0]),
+        "rcat" => cmd_rcat(ctx, &pos[0]),
+        "deletefile" => cmd_deletefile(ctx, &pos[0]),
+        "delete" => cmd_delete(ctx, &pos[0]),
+        "purge" => cmd_purge(ctx, &pos[0]),
         "mkdir" => {
-            nargs(sub, pos, 1, 1)?;
             if ctx.skip_dry(&pos[0]) {
                 return Ok(());
             }
             fs::create_dir_all(ctx.path(&pos[0]))?;
             Ok(())
         }
-        "rmdir" => {
-            nargs(sub, pos, 1, 1)?;
-            cmd_rmdir(ctx, &pos[0])
-        }
+        "rmdir" => cmd_rmdir(ctx, &pos[0]),
         "rmdirs" => {
-            nargs(sub, pos, 1, 1)?;
             let root = existing_dir(ctx, &pos[0])?;
             if !ctx.skip_dry(&pos[0]) {
                 remove_empty_dirs(&root, !ctx.args.has("leave-root"))?;
             }
             Ok(())
         }
-        "size" => {
-            nargs(sub, pos, 1, 1)?;
-            cmd_size(ctx, &pos[0])
-        }
+        "size" => cmd_size(ctx, &pos[0]),
         "touch" => {
-            nargs(sub, pos, 1, 1)?;
             let path = ctx.path(&pos[0]);
             if ctx.skip_dry(&pos[0]) {
                 return Ok(());
@@ -293,14 +227,8 @@ fn dispatch(ctx: &Ctx, sub: &str, pos: &[String]) -> Res {
             f.set_modified(std::time::SystemTime::now())?;
             Ok(())
         }
-        "hashsum" => {
-            nargs(sub, pos, 2, 2)?;
-            cmd_hashsum(ctx, &pos[0], &pos[1])
-        }
-        "sha256sum" => {
-            nargs(sub, pos, 1, 1)?;
-            cmd_hashsum(ctx, "sha256", &pos[0])
-        }
+        "hashsum" => cmd_hashsum(ctx, &pos[0], &pos[1]),
+        "sha256sum" => cmd_hashsum(ctx, "sha256", &pos[0]),
         "listremotes" => {
             let mut names: Vec<String> = fs::read_dir(ctx.state.join("remotes"))
                 .map(|rd| {
@@ -873,15 +801,23 @@ fn cmd_deletefile(ctx: &Ctx, spec: &str) -> Res {
     Ok(())
 }
 
-fn cmd_delete(ctx: &Ctx, spec: &str) -> Res {
+/// For `delete` and `purge`: if `spec` is a file, removes it (unless
+/// --dry-run) and returns `None`; else returns the existing directory.
+fn remove_file_or_dir(ctx: &Ctx, spec: &str) -> Result<Option<PathBuf>, Fail> {
     let path = ctx.path(spec);
     if path.is_file() {
         if !ctx.skip_dry(spec) {
             fs::remove_file(&path)?;
         }
-        return Ok(());
+        return Ok(None);
     }
-    let root = existing_dir(ctx, spec)?;
+    existing_dir(ctx, spec).map(Some)
+}
+
+fn cmd_delete(ctx: &Ctx, spec: &str) -> Res {
+    let Some(root) = remove_file_or_dir(ctx, spec)? else {
+        return Ok(());
+    };
     for f in walk_files(&root)? {
         if ctx.included(&f) && !ctx.skip_dry(&f) {
             fs::remove_file(root.join(&f))?;
@@ -895,14 +831,9 @@ fn cmd_delete(ctx: &Ctx, spec: &str) -> Res {
 }
 
 fn cmd_purge(ctx: &Ctx, spec: &str) -> Res {
-    let path = ctx.path(spec);
-    if path.is_file() {
-        if !ctx.skip_dry(spec) {
-            fs::remove_file(&path)?;
-        }
+    let Some(root) = remove_file_or_dir(ctx, spec)? else {
         return Ok(());
-    }
-    let root = existing_dir(ctx, spec)?;
+    };
     if !ctx.skip_dry(spec) {
         fs::remove_dir_all(&root)?;
     }

@@ -12,13 +12,11 @@ use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use zfs2cloud_testkit::fake::{
-    format_ctime, incremental_size, load_zfs_state, received_path, record_invocation, send_seed,
-    take_fault, unix_now, with_zfs_state, zfs_subcommand, FaultAction, SnapshotState, StreamGen,
-    ZfsState, DEFAULT_STREAM_SIZE, GARBAGE, HOLD_TIMESTAMP, ZFS_NOW_ENV, ZFS_STATE_ENV,
-    ZFS_STREAM_SIZE_ENV,
+    apply_fault, eprint_message, format_ctime, incremental_size, load_zfs_state, received_path,
+    send_seed, start_fake, unix_now, with_zfs_state, zfs_subcommand, SnapshotState, StreamGen,
+    ZfsState, DEFAULT_STREAM_SIZE, HOLD_TIMESTAMP, ZFS_NOW_ENV, ZFS_STATE_ENV, ZFS_STREAM_SIZE_ENV,
 };
 
 fn main() {
@@ -80,57 +78,17 @@ struct Ctx {
 }
 
 fn run() -> i32 {
-    let args: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let dir = match std::env::var_os(ZFS_STATE_ENV) {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => {
-            eprintln!("fake-zfs: {ZFS_STATE_ENV} is not set");
-            return 2;
-        }
+    let (dir, args) = match start_fake("zfs", ZFS_STATE_ENV) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    if let Err(e) = record_invocation(&dir, "zfs", &args) {
-        eprintln!(
-            "fake-zfs: cannot record invocation in {}: {e}",
-            dir.display()
-        );
-        return 2;
-    }
     let sub_index = args.iter().position(|a| !a.starts_with('-'));
     let sub = zfs_subcommand(&args).unwrap_or("").to_owned();
-    let mut ctx = Ctx {
-        dir,
-        die_after: None,
+    let die_after = match apply_fault(&dir, "zfs", &sub, &args, &["send", "recv", "receive"]) {
+        Ok(die_after) => die_after,
+        Err(code) => return code,
     };
-    match take_fault(&ctx.dir, &sub, &args) {
-        Ok(None) => {}
-        Ok(Some(action)) => match action {
-            FaultAction::Exit { code, stderr } => {
-                print_stderr_msg(&stderr);
-                return code;
-            }
-            FaultAction::Hang => hang(),
-            FaultAction::Garbage => {
-                let mut out = io::stdout().lock();
-                let _ = out.write_all(GARBAGE);
-                let _ = out.flush();
-                return 0;
-            }
-            FaultAction::DieAfter { bytes } => {
-                if !matches!(sub.as_str(), "send" | "recv" | "receive") {
-                    eprintln!("fake: killed mid-stream");
-                    return 1;
-                }
-                ctx.die_after = Some(bytes);
-            }
-        },
-        Err(e) => {
-            eprintln!("fake-zfs: cannot read faults: {e}");
-            return 2;
-        }
-    }
+    let ctx = Ctx { dir, die_after };
     let rest: &[String] = match sub_index {
         Some(i) => &args[i + 1..],
         None => &[],
@@ -168,23 +126,6 @@ fn run() -> i32 {
     eprint!("{}", out.stderr);
     let _ = io::stdout().flush();
     out.code
-}
-
-fn print_stderr_msg(msg: &str) {
-    if msg.is_empty() {
-        return;
-    }
-    if msg.ends_with('\n') {
-        eprint!("{msg}");
-    } else {
-        eprintln!("{msg}");
-    }
-}
-
-fn hang() -> ! {
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
 }
 
 fn usage_all() -> &'static str {
@@ -1346,7 +1287,7 @@ fn cmd_create(ctx: &Ctx, args: &[String]) -> Result<(), Fail> {
 
 /// Prints a failure and returns its status (for the streaming commands).
 fn report(f: Fail) -> i32 {
-    print_stderr_msg(&f.msg);
+    eprint_message(&f.msg);
     f.code
 }
 
