@@ -258,7 +258,11 @@ impl Backup<'_> {
                     at,
                     config.hook_timeout(),
                 )?;
-                let summary = format!("created {name}");
+                let summary = if self.runner.is_dry_run() {
+                    format!("dry run: would create {name}")
+                } else {
+                    format!("created {name}")
+                };
                 state.snapshot = Some(name);
                 Ok(summary)
             }
@@ -268,6 +272,17 @@ impl Backup<'_> {
                         "export needs passphrase_file (intermediate mode)".into(),
                     ));
                 };
+                if self.runner.is_dry_run() {
+                    if let Some(snap) = &state.snapshot {
+                        // The dry run took no snapshot, so there is nothing
+                        // to plan from; say what would happen instead.
+                        self.runner.skip_in_dry_run(&format!(
+                            "export {snap}: zfs send [-i <last full>] {snap} | gpg ... | split into {}",
+                            config.intermediate_basedir.display()
+                        ));
+                        return Ok("dry run".into());
+                    }
+                }
                 let request = ExportRequest {
                     target: state.snapshot.as_ref().map(|s| s.snap().to_owned()),
                     force: None,

@@ -29,8 +29,15 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Writes a config for `dataset` with `extra` TOML appended.
+    /// Writes a config for `dataset` with `extra` TOML appended and a remote
+    /// that must never be used.
     pub fn new(dataset: &str, extra: &str) -> Self {
+        Self::with_remote(dataset, "/nonexistent/remote", extra)
+    }
+
+    /// Writes a config for `dataset` uploading to `remote`, with `extra`
+    /// TOML appended. Retries have no delay.
+    pub fn with_remote(dataset: &str, remote: &str, extra: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("zfs2cloud-test-")
             .tempdir()
@@ -49,11 +56,11 @@ impl Setup {
             format!(
                 "dataset = {dataset:?}\n\
                  intermediate_basedir = \"intermediate\"\n\
-                 remote = \"/nonexistent/remote\"\n\
+                 remote = {remote:?}\n\
                  passphrase_file = \"passphrase\"\n\
                  split_size = \"64K\"\n\
                  full_every_x_days = 30\n\
-                 oldest_snapshot_days = 45\n\
+                 upload_retry_delay_seconds = 0\n\
                  {extra}"
             ),
         )
@@ -81,6 +88,7 @@ impl Setup {
             .env_remove("ZFS2CLOUD_RCLONE")
             .env_remove("ZFS2CLOUD_CONFIG")
             .current_dir(self.dir.path());
+        zfs2cloud_testkit::remote::sanitize_env(&mut cmd);
         cmd
     }
 
