@@ -783,7 +783,9 @@ impl RunningProcess {
                 duration.as_secs_f64()
             );
         } else {
-            log::warn!(
+            // Callers decide whether a failure matters (rclone's "directory
+            // not found" is an answer); the error carries it if it does.
+            log::info!(
                 "`{}` failed after {:.3}s ({shown_status})",
                 self.command,
                 duration.as_secs_f64()
