@@ -104,9 +104,22 @@ fn a_transient_rclone_failure_is_retried_and_the_upload_succeeds() {
         },
         Some(2),
     );
-    let setup = Setup::with_remote("tank/data", REMOTE, "upload_retries = 3\n");
+    let success = tempfile::NamedTempFile::new().unwrap();
+    let setup = Setup::with_remote(
+        "tank/data",
+        REMOTE,
+        &format!(
+            "upload_retries = 3\n[hooks]\non_success = [\"/bin/sh\", \"-c\", \"echo $ZFS2CLOUD_KIND $ZFS2CLOUD_SNAPSHOT > '{}'\"]\n",
+            success.path().display()
+        ),
+    );
     let out = run_ok(&mut backup(&setup, DAY1, &zfs, &rclone));
     assert!(text(&out).contains("finished"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(success.path()).unwrap(),
+        "full tank/data@20240101000000\n",
+        "on_success ran with the run's kind and snapshot"
+    );
     let files = rclone.files(&format!("{REMOTE}/20240101000000-full"));
     assert!(files.contains(&"manifest.json".to_owned()), "{files:?}");
     assert!(files.contains(&"SHA256SUMS".to_owned()), "{files:?}");
@@ -307,5 +320,69 @@ fn backup_dry_run_changes_nothing() {
         !setup.basedir.exists(),
         "dry-run created {}",
         setup.basedir.display()
+    );
+}
+
+#[test]
+fn standalone_prune_intermediates_is_dry_without_y_and_keeps_unuploaded_exports() {
+    if !require_tools(&["gpg"]) {
+        return;
+    }
+    let (zfs, rclone) = fakes();
+    let setup = Setup::with_remote("tank/data", REMOTE, "");
+    for day in [DAY1, DAY2] {
+        let mut snap = setup.cmd(day);
+        snap.arg("snapshot");
+        with_fakes(&mut snap, &zfs, &rclone);
+        run_ok(&mut snap);
+        let mut export = setup.cmd(day);
+        export.arg("export");
+        with_fakes(&mut export, &zfs, &rclone);
+        run_ok(&mut export);
+    }
+    let prune = |yes: bool| {
+        let mut cmd = setup.cmd(DAY2);
+        cmd.arg("prune-intermediates");
+        if yes {
+            cmd.arg("-y");
+        }
+        with_fakes(&mut cmd, &zfs, &rclone);
+        text(&run_ok(&mut cmd))
+    };
+    // Nothing is uploaded: nothing may go, with or without -y.
+    let shown = prune(true);
+    assert!(shown.contains("NOT UPLOADED"), "{shown}");
+    assert_eq!(
+        setup.complete_exports(),
+        ["20240101000000-full", "20240102000000"]
+    );
+
+    let mut upload = setup.cmd(DAY2);
+    upload.arg("upload");
+    with_fakes(&mut upload, &zfs, &rclone);
+    let shown = text(&run_ok(&mut upload));
+    assert!(
+        shown.contains("uploaded tank/data@20240101000000"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("uploaded tank/data@20240102000000"),
+        "{shown}"
+    );
+
+    let shown = prune(false);
+    assert!(shown.contains("would remove"), "{shown}");
+    assert!(shown.contains("dry run"), "{shown}");
+    assert_eq!(
+        setup.complete_exports().len(),
+        2,
+        "without -y nothing is deleted"
+    );
+    let shown = prune(true);
+    assert!(shown.contains("removed"), "{shown}");
+    assert_eq!(
+        setup.complete_exports(),
+        ["20240102000000"],
+        "the newest export stays"
     );
 }
