@@ -296,11 +296,7 @@ fn slow_send_zfs(dir: &Path, secs: u32) -> std::path::PathBuf {
 fn wait_for_partial(setup: &Setup) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let partial = setup
-            .all_entries()
-            .iter()
-            .any(|e| e.to_string_lossy().ends_with(".partial"));
-        if partial {
+        if !setup.partials().is_empty() {
             return;
         }
         assert!(Instant::now() < deadline, "the export never started");
@@ -347,11 +343,7 @@ fn after_a_kill_9_mid_export_the_next_run_succeeds() {
     let out = run_ok(setup.cmd(DAY2).arg("backup"));
     assert!(text(&out).contains("finished"), "{}", text(&out));
     assert_eq!(setup.complete_exports(), ["20240102000000-full"]);
-    let leftovers: Vec<_> = setup
-        .all_entries()
-        .into_iter()
-        .filter(|e| e.to_string_lossy().ends_with(".partial"))
-        .collect();
+    let leftovers = setup.partials();
     assert!(
         leftovers.is_empty(),
         "stale partial export not cleaned: {leftovers:?}"
@@ -391,10 +383,11 @@ fn sigterm_mid_export_cleans_up_runs_on_failure_and_frees_the_lock() {
     run_ok(Command::new("kill").args(["-TERM", &child.id().to_string()]));
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "{}", text(&out));
-    assert!(setup
-        .all_entries()
-        .iter()
-        .all(|e| !e.to_string_lossy().ends_with(".partial")));
+    assert!(
+        setup.partials().is_empty(),
+        "partial export left: {:?}",
+        setup.partials()
+    );
     assert!(setup.complete_exports().is_empty());
     let reported = std::fs::read_to_string(report.path()).unwrap();
     assert!(reported.contains("step export failed"), "{reported}");

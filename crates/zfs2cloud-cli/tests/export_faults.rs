@@ -40,11 +40,7 @@ fn assert_nothing_complete(setup: &Setup) {
             e.display()
         );
     }
-    let partials: Vec<_> = setup
-        .all_entries()
-        .into_iter()
-        .filter(|e| e.to_string_lossy().ends_with(".partial"))
-        .collect();
+    let partials = setup.partials();
     assert!(
         partials.is_empty(),
         "partial export not cleaned up: {partials:?}"

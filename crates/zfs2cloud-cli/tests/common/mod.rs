@@ -116,6 +116,14 @@ impl Setup {
         out
     }
 
+    /// `.partial` export directories (left by an export that did not finish).
+    pub fn partials(&self) -> Vec<PathBuf> {
+        self.all_entries()
+            .into_iter()
+            .filter(|e| e.to_string_lossy().ends_with(".partial"))
+            .collect()
+    }
+
     pub fn export_dir(&self, name: &str) -> PathBuf {
         self.basedir.join(name)
     }
