@@ -144,7 +144,19 @@ impl Backup<'_> {
         &self,
         on_step: &mut dyn FnMut(&StepReport),
     ) -> Result<Vec<StepReport>, BackupFailure> {
-        let mut state = RunState::default();
+        let state = RunState::default();
+        // Refuse a sequence with a step this version cannot run before
+        // anything runs, rather than after a snapshot (and downtime) that
+        // could not be used.
+        if let Some((step, why)) = self
+            .config
+            .steps
+            .iter()
+            .find_map(|s| Self::unsupported(s).map(|why| (s, why)))
+        {
+            return Err(self.fail(state, step.to_string(), StepError::Unsupported(why)));
+        }
+        let mut state = state;
         let mut reports = Vec::new();
         for step in &self.config.steps {
             let name = step.to_string();
@@ -224,6 +236,21 @@ impl Backup<'_> {
         }
         drop(state);
         failure
+    }
+
+    /// Why this version cannot run `step`, if it cannot.
+    fn unsupported(step: &Step) -> Option<String> {
+        match step {
+            Step::MountSnapshot | Step::UploadSnapshotFiles | Step::UmountSnapshot => {
+                Some(format!(
+                    "step {step} (file mode) is not implemented in this version; nothing was run"
+                ))
+            }
+            Step::Verify => {
+                Some("step verify is not implemented in this version; nothing was run".into())
+            }
+            _ => None,
+        }
     }
 
     fn run_step(&self, step: &Step, state: &mut RunState) -> Result<String, StepError> {
@@ -432,13 +459,11 @@ impl Backup<'_> {
                     })?;
                 Ok("ran".into())
             }
-            Step::MountSnapshot | Step::UploadSnapshotFiles | Step::UmountSnapshot => {
-                Err(StepError::Unsupported(format!(
-                    "step {step} (file mode) is not implemented in this version"
-                )))
-            }
-            Step::Verify => Err(StepError::Unsupported(
-                "step verify is not implemented in this version".into(),
+            Step::MountSnapshot
+            | Step::UploadSnapshotFiles
+            | Step::UmountSnapshot
+            | Step::Verify => Err(StepError::Unsupported(
+                Self::unsupported(step).unwrap_or_default(),
             )),
         }
     }
