@@ -21,6 +21,7 @@ use zfs2cloud_core::config::{Config, ConfigError};
 use zfs2cloud_core::export::{
     export_step, ExportLayout, ExportRequest, ExportSettings, ExportStepOutcome,
 };
+use zfs2cloud_core::filemode::Mounter;
 use zfs2cloud_core::gpg::{GpgEncryptor, Passphrase};
 use zfs2cloud_core::lock::{LockError, RunLock};
 use zfs2cloud_core::names::SnapTime;
@@ -31,7 +32,7 @@ use zfs2cloud_core::prune::{prune_exports, prune_snapshots, Verdict};
 use zfs2cloud_core::rclone::{RcloneOptions, RcloneUploader};
 use zfs2cloud_core::snapshot::take_snapshot;
 use zfs2cloud_core::stages::Snapshotter as _;
-use zfs2cloud_core::steps::Mode;
+use zfs2cloud_core::steps::{Mode, Step};
 use zfs2cloud_core::upload::{upload_step, RetryPolicy, UploadSettings};
 use zfs2cloud_core::zfs::ZfsCli;
 
@@ -121,6 +122,20 @@ enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+
+    /// File mode: expose the newest zfs2cloud snapshot read-only at
+    /// <intermediate_basedir>/<snap>-full/ (cleaning up leftovers first).
+    MountSnapshot,
+
+    /// File mode: rclone sync the mounted snapshot to the remote and write
+    /// the heartbeat object.
+    #[command(alias = "upload-snapshot-files-to-remote")]
+    UploadSnapshotFiles,
+
+    /// File mode: unmount the snapshot (destroying a temporary clone) and
+    /// remove its directory.
+    #[command(alias = "unmount-snapshot")]
+    UmountSnapshot,
 
     /// Destroy zfs2cloud's own snapshots older than oldest_snapshot_days.
     /// Without -y, only shows what it would destroy.
@@ -314,28 +329,61 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
         Command::Upload { snapshot } => upload(&app, snapshot.as_deref()),
         Command::PruneIntermediates { yes } => prune_intermediates(&app, *yes),
         Command::PruneSnapshots { yes } => prune_snapshots_cmd(&app, *yes),
+        Command::MountSnapshot => single_step(&app, &Step::MountSnapshot),
+        Command::UploadSnapshotFiles => single_step(&app, &Step::UploadSnapshotFiles),
+        Command::UmountSnapshot => single_step(&app, &Step::UmountSnapshot),
     }
 }
 
+/// The stages a [`Backup`] runs with, owned.
+struct Stages {
+    encryptor: Option<GpgEncryptor>,
+    uploader: RcloneUploader,
+    mounter: Mounter,
+}
+
+impl App {
+    fn stages(&self) -> anyhow::Result<Stages> {
+        Ok(Stages {
+            encryptor: match self.config.mode {
+                Mode::Intermediate => self.encryptor()?,
+                Mode::File => None,
+            },
+            uploader: self.uploader(),
+            mounter: Mounter::new(self.runner.clone(), self.config.tools.zfs.clone()),
+        })
+    }
+
+    fn backup<'a>(&'a self, stages: &'a Stages) -> Backup<'a> {
+        Backup {
+            config: &self.config,
+            runner: &self.runner,
+            snapshotter: &self.zfs,
+            pruner: &self.zfs,
+            exporter: &self.zfs,
+            encryptor: stages
+                .encryptor
+                .as_ref()
+                .map(|e| e as &dyn zfs2cloud_core::stages::Encryptor),
+            uploader: &stages.uploader,
+            mounter: &stages.mounter,
+            now: self.now,
+            progress: &NoProgress,
+        }
+    }
+}
+
+fn single_step(app: &App, step: &Step) -> anyhow::Result<()> {
+    let _lock = app.lock()?;
+    let stages = app.stages()?;
+    let summary = app.backup(&stages).run_single(step)?;
+    out(&format!("{step}: {summary}"));
+    Ok(())
+}
+
 fn backup(app: &App) -> anyhow::Result<()> {
-    let encryptor = match app.config.mode {
-        Mode::Intermediate => app.encryptor()?,
-        Mode::File => None,
-    };
-    let uploader = app.uploader();
-    let backup = Backup {
-        config: &app.config,
-        runner: &app.runner,
-        snapshotter: &app.zfs,
-        pruner: &app.zfs,
-        exporter: &app.zfs,
-        encryptor: encryptor
-            .as_ref()
-            .map(|e| e as &dyn zfs2cloud_core::stages::Encryptor),
-        uploader: &uploader,
-        now: app.now,
-        progress: &NoProgress,
-    };
+    let stages = app.stages()?;
+    let backup = app.backup(&stages);
     let started = std::time::Instant::now();
     backup.run(&mut |step| {
         out(&format!(

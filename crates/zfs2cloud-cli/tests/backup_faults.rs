@@ -403,5 +403,9 @@ fn a_sequence_with_a_step_this_version_cannot_run_fails_before_any_downtime() {
     assert!(text(&out).contains("step verify failed"), "{}", text(&out));
     assert!(text(&out).contains("nothing was run"), "{}", text(&out));
     assert!(zfs.invocations_of("snapshot").is_empty());
-    assert_eq!(std::fs::read_to_string(log.path()).unwrap(), "", "no hook ran");
+    assert_eq!(
+        std::fs::read_to_string(log.path()).unwrap(),
+        "",
+        "no hook ran"
+    );
 }

@@ -15,9 +15,10 @@ use crate::config::Config;
 use crate::export::{
     export_step, ExportError, ExportLayout, ExportRequest, ExportSettings, ExportStepOutcome,
 };
+use crate::filemode::{sync_snapshot, MountError, Mounter, SnapshotMount};
 use crate::lock::{LockError, RunLock};
 use crate::names::{SnapTime, SnapshotName};
-use crate::plan::ExportKind;
+use crate::plan::{latest_own, ExportKind, PlanError};
 use crate::process::{CommandLine, ProcessError, RunOptions, Runner};
 use crate::progress::Progress;
 use crate::prune::{prune_exports, prune_snapshots, Verdict};
@@ -51,6 +52,12 @@ pub enum StepError {
     /// A hook or script failed.
     #[error(transparent)]
     Hook(#[from] HookError),
+    /// Mounting or unmounting the snapshot failed.
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    /// There is no snapshot to work on.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     /// The step is not available in this build or mode.
     #[error("{0}")]
     Unsupported(String),
@@ -95,6 +102,8 @@ pub struct Backup<'a> {
     pub encryptor: Option<&'a dyn Encryptor>,
     /// rclone.
     pub uploader: &'a dyn Uploader,
+    /// Exposes snapshots as files (file mode).
+    pub mounter: &'a Mounter,
     /// The run's clock.
     pub now: DateTime<Utc>,
     /// Export progress.
@@ -118,9 +127,17 @@ struct RunState {
     lock: Option<RunLock>,
     snapshot: Option<SnapshotName>,
     kind: Option<ExportKind>,
+    mount: Option<SnapshotMount>,
 }
 
 impl Backup<'_> {
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            retries: self.config.upload_retries,
+            delay: Duration::from_secs(self.config.upload_retry_delay_seconds),
+        }
+    }
+
     fn layout(&self) -> ExportLayout {
         ExportLayout::new(self.config.intermediate_basedir.clone())
     }
@@ -191,6 +208,8 @@ impl Backup<'_> {
                 }
             }
         }
+        // "Then it is unmounted, always", also when `steps` forgot to.
+        self.unmount_if_mounted(&mut state);
         if let Some(hook) = &self.config.hooks.on_success {
             let options = HookOptions {
                 timeout: self.config.hook_timeout(),
@@ -209,6 +228,31 @@ impl Backup<'_> {
         Ok(reports)
     }
 
+    /// Runs one step on its own, as the standalone commands do: no hooks
+    /// but those inside the step, and a snapshot mounted by
+    /// `mount-snapshot` stays mounted (that is what the command is for).
+    ///
+    /// # Errors
+    ///
+    /// [`BackupFailure`] naming the step.
+    pub fn run_single(&self, step: &Step) -> Result<String, BackupFailure> {
+        let mut state = RunState::default();
+        if let Some(why) = Self::unsupported(step) {
+            return Err(BackupFailure {
+                step: step.to_string(),
+                error: StepError::Unsupported(why),
+            });
+        }
+        // A mount made here is left in place on purpose (dropping the state
+        // does not unmount); `umount-snapshot` takes it down, or the next
+        // run cleans it up.
+        self.run_step(step, &mut state)
+            .map_err(|error| BackupFailure {
+                step: step.to_string(),
+                error,
+            })
+    }
+
     /// Runs `on_failure` with the error on stdin, then releases the lock
     /// (by dropping `state`).
     fn fail(&self, state: RunState, step: String, error: StepError) -> BackupFailure {
@@ -217,6 +261,8 @@ impl Backup<'_> {
         if failure.error.is_lock_held() {
             return failure;
         }
+        let mut state = state;
+        self.unmount_if_mounted(&mut state);
         if let Some(hook) = &self.config.hooks.on_failure {
             let options = HookOptions {
                 stdin: Some(format!("{}\n", crate::error_chain(&failure))),
@@ -238,14 +284,36 @@ impl Backup<'_> {
         failure
     }
 
+    /// Takes down a snapshot exposure this run made, whatever happened;
+    /// a failure to do so is logged loudly (the next run cleans it up).
+    fn unmount_if_mounted(&self, state: &mut RunState) {
+        if let Some(m) = state.mount.take() {
+            if let Err(e) = self.mounter.unmount(&m) {
+                log::error!(
+                    "could not take down {} at {} (the next run will retry): {}",
+                    m.snapshot,
+                    m.dir.display(),
+                    crate::error_chain(&e)
+                );
+            }
+        }
+    }
+
+    /// The run's snapshot, or the newest of zfs2cloud's.
+    fn target_snapshot(&self, state: &RunState) -> Result<SnapshotName, StepError> {
+        if let Some(s) = &state.snapshot {
+            return Ok(s.clone());
+        }
+        let snapshots = self.snapshotter.list(&self.config.dataset)?;
+        Ok(latest_own(&snapshots)
+            .ok_or(PlanError::NoSnapshot)?
+            .name
+            .clone())
+    }
+
     /// Why this version cannot run `step`, if it cannot.
     fn unsupported(step: &Step) -> Option<String> {
         match step {
-            Step::MountSnapshot | Step::UploadSnapshotFiles | Step::UmountSnapshot => {
-                Some(format!(
-                    "step {step} (file mode) is not implemented in this version; nothing was run"
-                ))
-            }
             Step::Verify => {
                 Some("step verify is not implemented in this version; nothing was run".into())
             }
@@ -356,10 +424,7 @@ impl Backup<'_> {
             Step::Upload => {
                 let settings = UploadSettings {
                     remote: config.remote.clone(),
-                    retry: RetryPolicy {
-                        retries: config.upload_retries,
-                        delay: Duration::from_secs(config.upload_retry_delay_seconds),
-                    },
+                    retry: self.retry_policy(),
                     cancel: self.runner.cancel_token().clone(),
                     now: self.now,
                     dry_run: self.runner.is_dry_run(),
@@ -459,10 +524,57 @@ impl Backup<'_> {
                     })?;
                 Ok("ran".into())
             }
-            Step::MountSnapshot
-            | Step::UploadSnapshotFiles
-            | Step::UmountSnapshot
-            | Step::Verify => Err(StepError::Unsupported(
+            Step::MountSnapshot => {
+                let basedir = &config.intermediate_basedir;
+                let cleaned = self.mounter.clean_leftovers(&config.dataset, basedir)?;
+                if !cleaned.is_empty() {
+                    log::warn!("cleaned up after an earlier run: {}", cleaned.join(", "));
+                }
+                let snapshot = self.target_snapshot(state)?;
+                let m = self
+                    .mounter
+                    .mount(&snapshot, basedir, config.mount_strategy)?;
+                let summary = format!("{snapshot} at {}", m.dir.display());
+                state.mount = Some(m);
+                Ok(summary)
+            }
+            Step::UploadSnapshotFiles => {
+                let m = match &state.mount {
+                    Some(m) => m.clone(),
+                    None => {
+                        let snapshot = self.target_snapshot(state)?;
+                        self.mounter
+                            .find(&snapshot, &config.intermediate_basedir)?
+                            .ok_or_else(|| {
+                                StepError::Unsupported(format!(
+                                    "{snapshot} is not mounted; run mount-snapshot first"
+                                ))
+                            })?
+                    }
+                };
+                sync_snapshot(
+                    self.uploader,
+                    &m,
+                    &config.remote,
+                    &self.retry_policy(),
+                    self.runner.cancel_token(),
+                    self.now,
+                )?;
+                Ok(format!("synced {} to {}", m.snapshot, config.remote))
+            }
+            Step::UmountSnapshot => match state.mount.take() {
+                Some(m) => {
+                    self.mounter.unmount(&m)?;
+                    Ok(format!("{} unmounted", m.snapshot))
+                }
+                None => {
+                    let cleaned = self
+                        .mounter
+                        .clean_leftovers(&config.dataset, &config.intermediate_basedir)?;
+                    Ok(format!("{} taken down", cleaned.len()))
+                }
+            },
+            Step::Verify => Err(StepError::Unsupported(
                 Self::unsupported(step).unwrap_or_default(),
             )),
         }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::filemode::MountStrategy;
 use crate::gpg::Passphrase;
 use crate::names::{DatasetName, SnapshotTimeZone};
 use crate::steps::{Mode, Step};
@@ -249,6 +250,8 @@ pub struct Config {
     pub hooks: Hooks,
     /// UTC (default) or local time in snapshot names.
     pub snapshot_time_zone: SnapshotTimeZone,
+    /// How file mode exposes a snapshot.
+    pub mount_strategy: MountStrategy,
     /// How incrementals are based.
     pub incremental_strategy: IncrementalStrategy,
     /// The external programs, after environment overrides.
@@ -328,6 +331,8 @@ struct RawConfig {
     hooks: RawHooks,
     #[serde(default)]
     snapshot_time_zone: SnapshotTimeZone,
+    #[serde(default)]
+    mount_strategy: MountStrategy,
     #[serde(default)]
     incremental_strategy: IncrementalStrategy,
     zfs_path: Option<PathBuf>,
@@ -597,6 +602,7 @@ impl Config {
             steps_overridden,
             hooks,
             snapshot_time_zone: raw.snapshot_time_zone,
+            mount_strategy: raw.mount_strategy,
             incremental_strategy: raw.incremental_strategy,
             tools: ToolPaths {
                 zfs: tool(ENV_ZFS, raw.zfs_path, "zfs"),

@@ -12,6 +12,7 @@ pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod export;
+pub mod filemode;
 pub mod gpg;
 pub mod lock;
 pub mod names;

@@ -133,6 +133,34 @@ impl Uploader for RcloneUploader {
         self.runner.mutate(&cmd)?;
         Ok(())
     }
+
+    fn sync_dir(
+        &self,
+        local_dir: &Path,
+        remote_dir: &str,
+        keep: &[&str],
+    ) -> Result<(), UploadError> {
+        // --links stores symlinks as `<name>.rclonelink` files holding the
+        // target, so `rclone copy --links` restores them as symlinks.
+        let mut cmd = self.transfer_command("sync").arg("--links");
+        for pattern in keep {
+            cmd = cmd.arg("--exclude").arg(pattern);
+        }
+        let mut source = local_dir.as_os_str().to_owned();
+        source.push("/");
+        self.runner.mutate(&cmd.arg(source).arg(remote_dir))?;
+        Ok(())
+    }
+
+    fn put_bytes(&self, bytes: &[u8], remote_path: &str) -> Result<(), UploadError> {
+        let cmd = self.command("rcat").arg(remote_path);
+        let options = crate::process::RunOptions {
+            stdin_data: Some(bytes.to_vec()),
+            ..crate::process::RunOptions::default()
+        };
+        self.runner.mutate_with(&cmd, &options)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

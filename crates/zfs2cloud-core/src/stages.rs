@@ -152,6 +152,28 @@ pub trait Uploader {
     ///
     /// [`UploadError`] if the copy fails.
     fn put(&self, local: &Path, remote_path: &str) -> Result<(), UploadError>;
+
+    /// Makes `remote_dir` an exact copy of the local directory `local_dir`
+    /// (deleting what is not in it), leaving alone remote paths matching
+    /// `keep` (rclone filter patterns, e.g. `/__zfs2cloud_last_updated__`).
+    ///
+    /// # Errors
+    ///
+    /// [`UploadError`] if the sync fails.
+    #[allow(clippy::needless_lifetimes)]
+    fn sync_dir<'a>(
+        &self,
+        local_dir: &Path,
+        remote_dir: &str,
+        keep: &[&'a str],
+    ) -> Result<(), UploadError>;
+
+    /// Writes `bytes` to `remote_path`.
+    ///
+    /// # Errors
+    ///
+    /// [`UploadError`] if the write fails.
+    fn put_bytes(&self, bytes: &[u8], remote_path: &str) -> Result<(), UploadError>;
 }
 
 /// Errors of a [`Pruner`].

@@ -116,7 +116,7 @@ fn retryable(e: &UploadError) -> bool {
 }
 
 /// Runs `f`, retrying retryable failures per `policy`.
-fn with_retry<T>(
+pub(crate) fn with_retry<T>(
     policy: &RetryPolicy,
     cancel: &CancelToken,
     what: &str,

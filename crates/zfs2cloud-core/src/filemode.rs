@@ -1,0 +1,554 @@
+//! File mode: expose a snapshot read-only, `rclone sync` its files, and
+//! always take the exposure down again.
+//!
+//! There are several ways to expose a snapshot, and which work depends on
+//! the platform, so the method is a [`MountStrategy`]:
+//!
+//! * `mount`: `mount -t zfs -o ro <ds>@<snap> <dir>` (OpenZFS on Linux);
+//! * `bind`: a read-only bind mount of `<mountpoint>/.zfs/snapshot/<snap>`;
+//! * `clone`: `zfs clone -o readonly=on -o mountpoint=<dir>` to a temporary
+//!   dataset, destroyed afterwards (the only one zfs-fuse supports);
+//! * `auto`: the first of these that works.
+//!
+//! The mount directory is `<intermediate_basedir>/<snap>-full/`, the original
+//! tool's path, created 0700. A temporary clone is named
+//! `<parent>/<leaf>.zfs2cloud-<snap>` and carries the user property
+//! [`PROP_CLONE_OF`]; leftovers of a killed run are found by both the name
+//! pattern and the property, so nothing zfs2cloud did not create is ever
+//! destroyed.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::names::{DatasetName, SnapTime, SnapshotName};
+use crate::process::{CancelToken, CommandLine, ProcessError, Runner};
+use crate::stages::Uploader;
+use crate::upload::{remote_join, with_retry, RetryPolicy, UploadStepError};
+
+/// User property on a temporary clone: the snapshot it exposes.
+pub const PROP_CLONE_OF: &str = "zfs2cloud:clone-of";
+/// The infix of temporary clone names.
+const CLONE_INFIX: &str = ".zfs2cloud-";
+
+/// How a snapshot is exposed as files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountStrategy {
+    /// Try `mount`, then `bind`, then `clone`.
+    #[default]
+    Auto,
+    /// `mount -t zfs -o ro ds@snap dir`.
+    Mount,
+    /// Read-only bind mount of `.zfs/snapshot/<snap>`.
+    Bind,
+    /// A read-only temporary clone.
+    Clone,
+}
+
+/// How a snapshot was exposed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exposure {
+    /// A mount at the directory (strategies `mount` and `bind`).
+    Mounted,
+    /// A temporary clone, mounted at the directory.
+    Clone(DatasetName),
+}
+
+/// A snapshot exposed read-only at `dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotMount {
+    /// The snapshot.
+    pub snapshot: SnapshotName,
+    /// Where its files are.
+    pub dir: PathBuf,
+    /// How.
+    pub exposure: Exposure,
+}
+
+/// Errors of mounting and unmounting.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// No strategy could expose the snapshot.
+    #[error("cannot expose {snapshot} read-only: {}", attempts.join("; "))]
+    NoStrategy {
+        /// The snapshot.
+        snapshot: String,
+        /// What each strategy said.
+        attempts: Vec<String>,
+    },
+    /// A command failed.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// A directory could not be created or removed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A strategy claimed success but the directory is writable.
+    #[error("{} was mounted but is not read-only; it was unmounted again", dir.display())]
+    NotReadOnly {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+/// The mount directory of `snapshot` under `basedir`: `<snap>-full`.
+#[must_use]
+pub fn mount_dir(basedir: &Path, snapshot: &SnapshotName) -> PathBuf {
+    basedir.join(format!("{}-full", snapshot.snap()))
+}
+
+/// The temporary clone's name for `snapshot`.
+#[must_use]
+pub fn clone_name(snapshot: &SnapshotName) -> Option<DatasetName> {
+    let ds = snapshot.dataset().as_str();
+    let name = match ds.rsplit_once('/') {
+        Some((parent, leaf)) => format!("{parent}/{leaf}{CLONE_INFIX}{}", snapshot.snap()),
+        None => format!("{ds}/{ds}{CLONE_INFIX}{}", snapshot.snap()),
+    };
+    DatasetName::parse(&name).ok()
+}
+
+/// Mount points in `/proc/mounts` text, unescaped (`\040` is a space).
+#[must_use]
+pub fn parse_mount_points(proc_mounts: &str) -> Vec<PathBuf> {
+    proc_mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .map(|p| {
+            PathBuf::from(
+                p.replace("\\040", " ")
+                    .replace("\\011", "\t")
+                    .replace("\\012", "\n")
+                    .replace("\\134", "\\"),
+            )
+        })
+        .collect()
+}
+
+fn read_proc_mounts() -> String {
+    std::fs::read_to_string("/proc/mounts").unwrap_or_default()
+}
+
+/// Exposes and hides snapshots; see the module documentation.
+#[derive(Debug, Clone)]
+pub struct Mounter {
+    runner: Runner,
+    zfs: PathBuf,
+}
+
+impl Mounter {
+    /// Uses `zfs` for clones and properties, `mount`/`umount` from `PATH`.
+    #[must_use]
+    pub fn new(runner: Runner, zfs: PathBuf) -> Self {
+        Self { runner, zfs }
+    }
+
+    fn zfs(&self) -> CommandLine {
+        CommandLine::new(&self.zfs)
+    }
+
+    /// Exposes `snapshot` read-only at [`mount_dir`], with `strategy`.
+    ///
+    /// # Errors
+    ///
+    /// [`MountError`] if the directory cannot be created or no strategy
+    /// works; the directory is removed again then.
+    pub fn mount(
+        &self,
+        snapshot: &SnapshotName,
+        basedir: &Path,
+        strategy: MountStrategy,
+    ) -> Result<SnapshotMount, MountError> {
+        let dir = mount_dir(basedir, snapshot);
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| MountError::Io { path, source }
+        };
+        if !self
+            .runner
+            .skip_in_dry_run(&format!("mkdir -m 700 {}", dir.display()))
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io(&dir))?;
+        }
+        let order: &[MountStrategy] = match strategy {
+            MountStrategy::Auto => &[
+                MountStrategy::Mount,
+                MountStrategy::Bind,
+                MountStrategy::Clone,
+            ],
+            MountStrategy::Mount => &[MountStrategy::Mount],
+            MountStrategy::Bind => &[MountStrategy::Bind],
+            MountStrategy::Clone => &[MountStrategy::Clone],
+        };
+        let mut attempts = Vec::new();
+        for s in order {
+            match self.try_mount(*s, snapshot, &dir) {
+                Ok(exposure) => {
+                    let m = SnapshotMount {
+                        snapshot: snapshot.clone(),
+                        dir: dir.clone(),
+                        exposure,
+                    };
+                    if !self.runner.is_dry_run() && !Self::is_read_only(&m) {
+                        self.unmount(&m)?;
+                        return Err(MountError::NotReadOnly { dir });
+                    }
+                    log::info!(
+                        "exposed {snapshot} at {} with strategy {s:?}",
+                        dir.display()
+                    );
+                    return Ok(m);
+                }
+                Err(e) => {
+                    log::info!("strategy {s:?} did not work: {}", crate::error_chain(&e));
+                    attempts.push(format!("{s:?}: {}", crate::error_chain(&e)));
+                }
+            }
+        }
+        if !self.runner.is_dry_run() {
+            let _ = std::fs::remove_dir(&dir);
+        }
+        Err(MountError::NoStrategy {
+            snapshot: snapshot.to_string(),
+            attempts,
+        })
+    }
+
+    fn try_mount(
+        &self,
+        strategy: MountStrategy,
+        snapshot: &SnapshotName,
+        dir: &Path,
+    ) -> Result<Exposure, MountError> {
+        match strategy {
+            MountStrategy::Mount => {
+                let cmd = CommandLine::new("mount")
+                    .args(["-t", "zfs", "-o", "ro"])
+                    .arg(snapshot.to_string())
+                    .arg(dir);
+                self.runner.mutate(&cmd)?;
+                Ok(Exposure::Mounted)
+            }
+            MountStrategy::Bind => {
+                let out = self.runner.query(
+                    &self
+                        .zfs()
+                        .args(["get", "-H", "-o", "value", "mountpoint"])
+                        .arg(snapshot.dataset().as_str()),
+                )?;
+                let mountpoint = out.stdout_lossy().trim().to_owned();
+                let source = Path::new(&mountpoint)
+                    .join(".zfs/snapshot")
+                    .join(snapshot.snap());
+                if !mountpoint.starts_with('/') || !source.is_dir() {
+                    return Err(MountError::Io {
+                        path: source,
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "no .zfs/snapshot directory",
+                        ),
+                    });
+                }
+                // util-linux >= 2.27 turns `--bind -o ro` into bind + remount ro.
+                let cmd = CommandLine::new("mount")
+                    .args(["--bind", "-o", "ro"])
+                    .arg(&source)
+                    .arg(dir);
+                self.runner.mutate(&cmd)?;
+                Ok(Exposure::Mounted)
+            }
+            MountStrategy::Clone | MountStrategy::Auto => {
+                let Some(clone) = clone_name(snapshot) else {
+                    return Err(MountError::NoStrategy {
+                        snapshot: snapshot.to_string(),
+                        attempts: vec!["no valid clone name".into()],
+                    });
+                };
+                let cmd = self
+                    .zfs()
+                    .arg("clone")
+                    .args(["-o", "readonly=on", "-o"])
+                    .arg(format!("{PROP_CLONE_OF}={snapshot}"))
+                    .arg("-o")
+                    .arg(format!("mountpoint={}", dir.display()))
+                    .arg(snapshot.to_string())
+                    .arg(clone.as_str());
+                self.runner.mutate(&cmd)?;
+                Ok(Exposure::Clone(clone))
+            }
+        }
+    }
+
+    /// Whether the exposure is really read-only: creating a file in it
+    /// must fail with EROFS. (A property or a mount flag is not proof:
+    /// zfs-fuse reports `readonly=off` and `rw` for a clone it enforces as
+    /// read-only.)
+    fn is_read_only(m: &SnapshotMount) -> bool {
+        let probe = m.dir.join(".zfs2cloud-read-only-probe");
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                false
+            }
+            Err(e) => e.raw_os_error() == Some(nix::libc::EROFS),
+        }
+    }
+
+    /// `zfs destroy` of a temporary clone. zfs-fuse reports a freshly
+    /// mounted clone busy for a moment, so "busy" is retried briefly.
+    fn destroy_clone(&self, clone: &str) -> Result<(), MountError> {
+        let must = crate::process::RunOptions {
+            ignore_cancel: true,
+            ..crate::process::RunOptions::default()
+        };
+        let cmd = self.zfs().arg("destroy").arg(clone);
+        let mut attempt = 0;
+        loop {
+            match self.runner.mutate_with(&cmd, &must) {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 40 && e.stderr().contains("busy") => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Takes the exposure down: unmounts, or destroys the temporary clone
+    /// (which unmounts it), then removes the directory. Runs even when the
+    /// run is interrupted.
+    ///
+    /// # Errors
+    ///
+    /// [`MountError`] if the unmount or the destroy fails.
+    pub fn unmount(&self, m: &SnapshotMount) -> Result<(), MountError> {
+        let must = crate::process::RunOptions {
+            ignore_cancel: true,
+            ..crate::process::RunOptions::default()
+        };
+        match &m.exposure {
+            Exposure::Mounted => {
+                self.runner
+                    .mutate_with(&CommandLine::new("umount").arg(&m.dir), &must)?;
+            }
+            // This run created it; destroying it also unmounts it.
+            Exposure::Clone(clone) => self.destroy_clone(clone.as_str())?,
+        }
+        self.remove_dir(&m.dir)
+    }
+
+    fn remove_dir(&self, dir: &Path) -> Result<(), MountError> {
+        if self
+            .runner
+            .skip_in_dry_run(&format!("rmdir {}", dir.display()))
+        {
+            return Ok(());
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(MountError::Io {
+                path: dir.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// The current exposure of `snapshot` made by an earlier
+    /// `mount-snapshot`, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// [`MountError`] if `zfs` cannot be asked.
+    pub fn find(
+        &self,
+        snapshot: &SnapshotName,
+        basedir: &Path,
+    ) -> Result<Option<SnapshotMount>, MountError> {
+        let dir = mount_dir(basedir, snapshot);
+        if let Some(clone) = clone_name(snapshot) {
+            let out = self.runner.query(
+                &self
+                    .zfs()
+                    .args(["list", "-H", "-o"])
+                    .arg(PROP_CLONE_OF)
+                    .arg(clone.as_str()),
+            );
+            if out.is_ok_and(|o| o.stdout_lossy().trim() == snapshot.to_string()) {
+                return Ok(Some(SnapshotMount {
+                    snapshot: snapshot.clone(),
+                    dir,
+                    exposure: Exposure::Clone(clone),
+                }));
+            }
+        }
+        if parse_mount_points(&read_proc_mounts()).contains(&dir) {
+            return Ok(Some(SnapshotMount {
+                snapshot: snapshot.clone(),
+                dir,
+                exposure: Exposure::Mounted,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Finds and takes down what a killed run left: mounts under `basedir`
+    /// named `<snap>-full`, temporary clones of `dataset`'s snapshots, and
+    /// their empty directories. Returns what was cleaned.
+    ///
+    /// # Errors
+    ///
+    /// [`MountError`] if something found cannot be taken down.
+    pub fn clean_leftovers(
+        &self,
+        dataset: &DatasetName,
+        basedir: &Path,
+    ) -> Result<Vec<String>, MountError> {
+        let mut cleaned = Vec::new();
+        let is_ours = |p: &Path| {
+            p.parent() == Some(basedir)
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix("-full"))
+                    .is_some_and(|s| SnapTime::parse(s).is_some())
+        };
+        // Clones first: destroying one also unmounts it.
+        let pool = dataset.as_str().split('/').next().unwrap_or_default();
+        let out = self.runner.query(
+            &self
+                .zfs()
+                .args(["list", "-H", "-t", "filesystem", "-o"])
+                .arg(format!("name,{PROP_CLONE_OF}"))
+                .args(["-r", pool]),
+        )?;
+        for line in out.stdout_lossy().lines() {
+            let Some((name, origin)) = line.split_once('\t') else {
+                continue;
+            };
+            let Ok(origin) = SnapshotName::parse(origin) else {
+                continue;
+            };
+            if origin.dataset() != dataset || clone_name(&origin).is_none_or(|c| c.as_str() != name)
+            {
+                continue;
+            }
+            log::warn!("destroying the temporary clone {name} left by an earlier run");
+            self.destroy_clone(name)?;
+            cleaned.push(name.to_owned());
+        }
+        for point in parse_mount_points(&read_proc_mounts()) {
+            if is_ours(&point) {
+                log::warn!("unmounting {} left by an earlier run", point.display());
+                self.runner
+                    .mutate(&CommandLine::new("umount").arg(&point))?;
+                cleaned.push(point.display().to_string());
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(basedir) {
+            for entry in entries.flatten() {
+                let p = entry.path();
+                if is_ours(&p)
+                    && p.is_dir()
+                    && std::fs::read_dir(&p).is_ok_and(|mut d| d.next().is_none())
+                {
+                    self.remove_dir(&p)?;
+                }
+            }
+        }
+        Ok(cleaned)
+    }
+}
+
+/// The heartbeat object written after a sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// `dataset@snap` that was synced.
+    pub snapshot: String,
+    /// When the sync finished (RFC 3339).
+    pub synced_at: String,
+    /// The version of zfs2cloud.
+    pub tool_version: String,
+}
+
+/// The heartbeat object's name on the remote.
+pub const HEARTBEAT_FILE: &str = "__zfs2cloud_last_updated__";
+
+/// Syncs the exposed snapshot to `remote` (retrying per `retry`), then
+/// writes the [`Heartbeat`] object naming it. The heartbeat is excluded from
+/// the sync, so the next sync does not delete it.
+///
+/// # Errors
+///
+/// [`UploadStepError`] if the sync or the heartbeat fails after retries.
+pub fn sync_snapshot(
+    uploader: &dyn Uploader,
+    mount: &SnapshotMount,
+    remote: &str,
+    retry: &RetryPolicy,
+    cancel: &CancelToken,
+    now: DateTime<Utc>,
+) -> Result<(), UploadStepError> {
+    let what = mount.snapshot.to_string();
+    let keep = format!("/{HEARTBEAT_FILE}");
+    with_retry(retry, cancel, &what, || {
+        uploader.sync_dir(&mount.dir, remote, &[&keep])
+    })?;
+    let heartbeat = Heartbeat {
+        snapshot: mount.snapshot.to_string(),
+        synced_at: now.to_rfc3339_opts(SecondsFormat::Secs, true),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&heartbeat).unwrap_or_default();
+    bytes.push(b'\n');
+    let target = remote_join(remote, HEARTBEAT_FILE);
+    with_retry(retry, cancel, &what, || uploader.put_bytes(&bytes, &target))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn clone_names_are_siblings_with_a_recognisable_infix() {
+        let s = SnapshotName::parse("tank/photos@20240101000000").unwrap();
+        assert_eq!(
+            clone_name(&s).unwrap().as_str(),
+            "tank/photos.zfs2cloud-20240101000000"
+        );
+        let s = SnapshotName::parse("tank@20240101000000").unwrap();
+        assert_eq!(
+            clone_name(&s).unwrap().as_str(),
+            "tank/tank.zfs2cloud-20240101000000"
+        );
+    }
+
+    #[test]
+    fn proc_mounts_parsing_unescapes() {
+        let text = "z1/p.zfs2cloud-20240101000000 /var/lib/z\\040b/20240101000000-full fuse.zfs ro,relatime 0 0\n\
+                    tank /tank zfs rw,xattr 0 0\n";
+        let points = parse_mount_points(text);
+        assert_eq!(points[0], PathBuf::from("/var/lib/z b/20240101000000-full"));
+        assert_eq!(points[1], PathBuf::from("/tank"));
+    }
+}
