@@ -168,6 +168,71 @@ fn a_failing_rclone_leaves_no_mount_and_no_clone() {
     assert_nothing_exposed(pool.name(), &setup.basedir);
 }
 
+/// An rclone whose `sync` first waits 60 s (killable), recording its pid.
+fn slow_sync_rclone(dir: &Path) -> (PathBuf, PathBuf) {
+    let pidfile = dir.join("rclone.pid");
+    let wrapper = dir.join("rclone-slow");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" sync \"*) echo $$ > '{}'; sleep 60;; esac\nexec rclone \"$@\"\n",
+            pidfile.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (wrapper, pidfile)
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_while_syncing_unmounts_and_exits_143() {
+    let Some(zfs) = ZfsSession::start(&["rclone"]) else {
+        return;
+    };
+    let pool = zfs.pool("fmterm");
+    let data = pool.create_dataset("data");
+    let ds = pool.dataset("data");
+    std::fs::write(data.join("f"), b"x").unwrap();
+    let rclone = RcloneConfig::new();
+    let root = rclone.add_local("cloud");
+    let setup = Setup::with_remote(
+        &ds,
+        &format!("cloud:{}", root.display()),
+        &file_mode(&rclone, ""),
+    );
+    let (wrapper, pidfile) = slow_sync_rclone(setup.dir.path());
+    let child = setup
+        .cmd(DAY1)
+        .arg("backup")
+        .env("ZFS2CLOUD_RCLONE", &wrapper)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&pidfile);
+    run_ok(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out));
+    assert!(
+        text(&out).contains("upload-snapshot-files"),
+        "{}",
+        text(&out)
+    );
+    assert_nothing_exposed(pool.name(), &setup.basedir);
+}
+
 #[test]
 fn after_a_kill_9_while_mounted_the_next_run_cleans_up_and_succeeds() {
     let Some(zfs) = ZfsSession::start(&["rclone"]) else {
@@ -184,19 +249,7 @@ fn after_a_kill_9_while_mounted_the_next_run_cleans_up_and_succeeds() {
         &format!("cloud:{}", root.display()),
         &file_mode(&rclone, ""),
     );
-    // An rclone whose `sync` waits (killable) before doing anything, and
-    // records its pid so the test can stop it.
-    let pidfile = setup.dir.path().join("rclone.pid");
-    let wrapper = setup.dir.path().join("rclone-slow");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\ncase \" $* \" in *\" sync \"*) echo $$ > '{}'; sleep 60;; esac\nexec rclone \"$@\"\n",
-            pidfile.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (wrapper, pidfile) = slow_sync_rclone(setup.dir.path());
     let mut child = setup
         .cmd(DAY1)
         .arg("backup")
@@ -205,11 +258,7 @@ fn after_a_kill_9_while_mounted_the_next_run_cleans_up_and_succeeds() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !pidfile.exists() {
-        assert!(Instant::now() < deadline, "sync never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(&pidfile);
     child.kill().unwrap(); // SIGKILL: nothing can clean up now
     child.wait().unwrap();
     let wrapper_pid = std::fs::read_to_string(&pidfile).unwrap();
