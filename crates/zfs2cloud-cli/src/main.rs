@@ -5,7 +5,8 @@
 //! go to stdout; diagnostics (`-v`) and errors go to stderr.
 //!
 //! Exit codes: 0 success; 1 a step failed; 2 invalid config or usage;
-//! 75 another run holds the lock; 130 / 143 interrupted by SIGINT / SIGTERM.
+//! 75 another run holds the lock; 128 + n interrupted by signal n (SIGHUP,
+//! SIGINT, SIGQUIT, SIGTERM).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -33,7 +34,7 @@ use zfs2cloud_core::rclone::{RcloneOptions, RcloneUploader};
 use zfs2cloud_core::snapshot::take_snapshot;
 use zfs2cloud_core::stages::Snapshotter as _;
 use zfs2cloud_core::steps::{Mode, Step};
-use zfs2cloud_core::upload::{upload_step, RetryPolicy, UploadSettings};
+use zfs2cloud_core::upload::{export_confirmed, upload_step, RetryPolicy, UploadSettings};
 use zfs2cloud_core::zfs::ZfsCli;
 
 mod logger;
@@ -445,6 +446,7 @@ fn export(app: &App, force: Option<ExportKind>, target: Option<String>) -> anyho
         target,
         force,
         full_every_x_days: app.config.full_every_x_days,
+        remote: app.config.remote.clone(),
         settings: ExportSettings {
             split_size: app.config.split_size.0,
             created_at: app.now,
@@ -538,10 +540,8 @@ fn prune_intermediates(app: &App, yes: bool) -> anyhow::Result<()> {
     let exports = layout
         .complete_exports(&app.config.dataset)
         .with_context(|| format!("cannot read {}", layout.basedir().display()))?;
-    let uploaded = |n: &zfs2cloud_core::names::SnapshotName| {
-        snapshots
-            .iter()
-            .any(|s| &s.name == n && s.uploaded.is_some())
+    let uploaded = |e: &zfs2cloud_core::export::LocalExport| {
+        export_confirmed(&snapshots, e, &app.config.remote)
     };
     let decisions =
         prune_exports(&layout, &exports, &uploaded, act).context("step prune-intermediates")?;
@@ -562,9 +562,7 @@ fn prune_snapshots_cmd(app: &App, yes: bool) -> anyhow::Result<()> {
         &app.zfs,
         &app.config.dataset,
         &snapshots,
-        app.now,
-        app.config.oldest_snapshot_days,
-        app.config.snapshot_time_zone,
+        &app.config.snapshot_retention(app.now),
         act,
     )
     .context("step prune-snapshots")?;

@@ -1,49 +1,54 @@
-//! SIGINT and SIGTERM: stop children, clean up, report, exit non-zero.
+//! SIGINT, SIGTERM, SIGHUP and SIGQUIT: stop children, clean up, report,
+//! exit non-zero.
 //!
 //! The handlers only set flags (async-signal-safe). The core library sees
 //! the cancel flag: running commands are stopped, the export removes its
 //! partial directory, `post_snapshot` still runs if `pre_snapshot` did,
 //! `on_failure` runs, and the run lock is released as the stack unwinds.
+//! SIGHUP matters: an SSH session that drops mid-run must not kill
+//! zfs2cloud between `pre_snapshot` and `post_snapshot`, which would leave
+//! the application stopped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use zfs2cloud_core::process::CancelToken;
+
+/// The signals that interrupt a run, in order of precedence for the exit
+/// code.
+const HANDLED: [i32; 4] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT];
 
 /// Which signals arrived.
 #[derive(Debug)]
 pub struct Signals {
-    int: Arc<AtomicBool>,
-    term: Arc<AtomicBool>,
+    arrived: Vec<(i32, Arc<AtomicBool>)>,
 }
 
 impl Signals {
-    /// 130 after SIGINT, 143 after SIGTERM (128 + signal number, as shells
-    /// report), `None` if neither arrived.
+    /// 128 + the signal's number (as shells report it: 143 for SIGTERM, 130
+    /// for SIGINT, 129 for SIGHUP, 131 for SIGQUIT), `None` if none arrived.
     pub fn exit_code(&self) -> Option<u8> {
-        if self.term.load(Ordering::SeqCst) {
-            Some(143)
-        } else if self.int.load(Ordering::SeqCst) {
-            Some(130)
-        } else {
-            None
-        }
+        self.arrived
+            .iter()
+            .find(|(_, flag)| flag.load(Ordering::SeqCst))
+            .and_then(|(signal, _)| u8::try_from(128 + signal).ok())
     }
 }
 
-/// Makes SIGINT and SIGTERM set `cancel` (and remember which arrived)
+/// Makes the handled signals set `cancel` (and remember which arrived)
 /// instead of killing the process.
 ///
 /// # Errors
 ///
 /// If a handler cannot be registered.
 pub fn install(cancel: &CancelToken) -> std::io::Result<Signals> {
-    let int = Arc::new(AtomicBool::new(false));
-    let term = Arc::new(AtomicBool::new(false));
-    for (signal, which) in [(SIGINT, &int), (SIGTERM, &term)] {
-        signal_hook::flag::register(signal, Arc::clone(which))?;
+    let mut arrived = Vec::new();
+    for signal in HANDLED {
+        let flag = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal, Arc::clone(&flag))?;
         signal_hook::flag::register(signal, cancel.flag())?;
+        arrived.push((signal, flag));
     }
-    Ok(Signals { int, term })
+    Ok(Signals { arrived })
 }

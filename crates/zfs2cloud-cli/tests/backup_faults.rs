@@ -409,3 +409,84 @@ fn a_sequence_with_a_step_this_version_cannot_run_fails_before_any_downtime() {
         "no hook ran"
     );
 }
+
+#[test]
+fn a_new_remote_gets_the_full_before_any_incremental() {
+    if !require_tools(&["gpg"]) {
+        return;
+    }
+    let (zfs, rclone) = fakes();
+    let setup = Setup::with_remote("tank/data", REMOTE, "");
+    run_ok(&mut backup(&setup, DAY1, &zfs, &rclone));
+    // The admin moves the backups to another bucket.
+    let text_before = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text_before.replace(REMOTE, "cloud:moved/data"),
+    )
+    .unwrap();
+    run_ok(&mut backup(&setup, DAY2, &zfs, &rclone));
+    let moved = rclone.files("cloud:moved/data");
+    assert!(
+        moved.contains(&"20240101000000-full/manifest.json".to_owned()),
+        "the confirmation for the old remote must not count for the new one: {moved:?}"
+    );
+    assert!(
+        moved.contains(&"20240102000000/manifest.json".to_owned()),
+        "{moved:?}"
+    );
+}
+
+#[test]
+fn an_orphaned_incremental_does_not_stop_later_backups_from_reaching_the_cloud() {
+    if !require_tools(&["gpg"]) {
+        return;
+    }
+    let (zfs, rclone) = fakes();
+    let setup = Setup::with_remote("tank/data", REMOTE, "upload_retries = 0\n");
+    let down = FaultAction::Exit {
+        code: 1,
+        stderr: "network unreachable".into(),
+    };
+    rclone.inject("*", down, None);
+    run_fail(&mut backup(&setup, DAY1, &zfs, &rclone));
+    run_fail(&mut backup(&setup, DAY2, &zfs, &rclone));
+    // The disk fills up; the admin deletes the full's export.
+    std::fs::remove_dir_all(setup.basedir.join("20240101000000-full")).unwrap();
+    rclone.clear_faults();
+    let out = run_ok(&mut backup(&setup, "2024-01-03T00:00:00Z", &zfs, &rclone));
+    assert!(text(&out).contains("full export"), "{}", text(&out));
+    let files = rclone.files(REMOTE);
+    assert!(
+        files.contains(&"20240103000000-full/manifest.json".to_owned()),
+        "{files:?}"
+    );
+    assert!(
+        !files.iter().any(|f| f.starts_with("20240102000000/")),
+        "the orphaned incremental was uploaded: {files:?}"
+    );
+}
+
+#[test]
+fn stray_chunks_on_the_remote_block_the_confirmation() {
+    if !require_tools(&["gpg"]) {
+        return;
+    }
+    let (zfs, rclone) = fakes();
+    // Left by an earlier export of the same snapshot with another split size.
+    let stray = rclone.path(&format!(
+        "{REMOTE}/20240101000000-full/tank-data@20240101000000.zfs.gpg.0099"
+    ));
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::write(&stray, b"old").unwrap();
+    let setup = Setup::with_remote("tank/data", REMOTE, "");
+    let out = run_fail(&mut backup(&setup, DAY1, &zfs, &rclone));
+    assert!(
+        text(&out).contains("chunks that are not in the manifest"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains(".zfs.gpg.0099"), "{}", text(&out));
+    let files = rclone.files(&format!("{REMOTE}/20240101000000-full"));
+    assert!(!files.contains(&"manifest.json".to_owned()), "{files:?}");
+}

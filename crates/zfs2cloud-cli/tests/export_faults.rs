@@ -226,3 +226,34 @@ fn fake_zfs_export_records_state_and_hold() {
     }
     assert!(fake.invocations_of("destroy").is_empty());
 }
+
+#[test]
+fn an_export_that_was_never_recorded_is_recorded_on_the_next_run() {
+    if !require_tools(&["gpg"]) {
+        return;
+    }
+    let fake = fake_with_snapshot();
+    let setup = Setup::new("tank/data", "");
+    let export = || {
+        let mut cmd = setup.cmd(DAY1);
+        cmd.arg("export");
+        with_fake(&mut cmd, &fake);
+        run_ok(&mut cmd)
+    };
+    export();
+    // As if the run died between the rename and `zfs set` / `zfs hold`.
+    fake.update_state(|s| {
+        let snap = s.snapshots.get_mut("tank/data@20240101000000").unwrap();
+        snap.properties.clear();
+        snap.holds.clear();
+    });
+    let out = export();
+    assert!(text(&out).contains("already exported"), "{}", text(&out));
+    let snap = &fake.snapshots("tank/data")[0];
+    assert_eq!(
+        snap.properties.get("zfs2cloud:kind").map(String::as_str),
+        Some("full"),
+        "{snap:?}"
+    );
+    assert_eq!(snap.holds, ["zfs2cloud"]);
+}

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::export::{
     export_step, ExportError, ExportLayout, ExportRequest, ExportSettings, ExportStepOutcome,
+    LocalExport,
 };
 use crate::filemode::{sync_snapshot, MountError, Mounter, SnapshotMount};
 use crate::lock::{LockError, RunLock};
@@ -25,7 +26,7 @@ use crate::prune::{prune_exports, prune_snapshots, Verdict};
 use crate::snapshot::{run_hook, take_snapshot, HookEnv, HookError, HookOptions, SnapshotError};
 use crate::stages::{Encryptor, Exporter, PruneError, Pruner, Snapshotter, Uploader};
 use crate::steps::Step;
-use crate::upload::{upload_step, RetryPolicy, UploadSettings, UploadStepError};
+use crate::upload::{export_confirmed, upload_step, RetryPolicy, UploadSettings, UploadStepError};
 use crate::zfs::ZfsError;
 
 /// Why a step failed.
@@ -382,6 +383,7 @@ impl Backup<'_> {
                     target: state.snapshot.as_ref().map(|s| s.snap().to_owned()),
                     force: None,
                     full_every_x_days: config.full_every_x_days,
+                    remote: config.remote.clone(),
                     settings: ExportSettings {
                         split_size: config.split_size.0,
                         created_at: self.now,
@@ -462,11 +464,7 @@ impl Backup<'_> {
                             path: layout.basedir().display().to_string(),
                             source,
                         })?;
-                let uploaded = |n: &SnapshotName| {
-                    snapshots
-                        .iter()
-                        .any(|s| &s.name == n && s.uploaded.is_some())
-                };
+                let uploaded = |e: &LocalExport| export_confirmed(&snapshots, e, &config.remote);
                 let act = !self.runner.is_dry_run();
                 let decisions = prune_exports(&layout, &exports, &uploaded, act)?;
                 let removed = decisions
@@ -488,9 +486,7 @@ impl Backup<'_> {
                     self.pruner,
                     &config.dataset,
                     &snapshots,
-                    self.now,
-                    config.oldest_snapshot_days,
-                    config.snapshot_time_zone,
+                    &config.snapshot_retention(self.now),
                     true,
                 )?;
                 let removed = decisions

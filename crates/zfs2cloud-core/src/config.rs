@@ -666,6 +666,20 @@ impl Config {
         Ok(())
     }
 
+    /// The retention inputs of `prune-snapshots` for a run at `now`.
+    #[must_use]
+    pub fn snapshot_retention(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> crate::prune::SnapshotRetention<'_> {
+        crate::prune::SnapshotRetention {
+            now,
+            oldest_snapshot_days: self.oldest_snapshot_days,
+            zone: self.snapshot_time_zone,
+            remote: &self.remote,
+        }
+    }
+
     /// The hook timeout, `None` for no limit.
     #[must_use]
     pub fn hook_timeout(&self) -> Option<std::time::Duration> {

@@ -36,7 +36,7 @@ use crate::process::Runner;
 use crate::process::{terminate_pid, CancelToken, Finished, ProcessError};
 use crate::progress::Progress;
 use crate::stages::{Encryptor, Exporter, Snapshotter};
-use crate::zfs::{SnapshotInfo, ZfsError, HOLD_TAG, PROP_BASE, PROP_KIND};
+use crate::zfs::{SnapshotInfo, ZfsError, HOLD_TAG, PROP_BASE, PROP_KIND, PROP_UPLOADED};
 
 /// File name of the manifest inside an export directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -639,21 +639,37 @@ pub fn record_export(
     snapshots: &[SnapshotInfo],
     plan: &ExportPlan,
 ) -> Result<(), ZfsError> {
+    let target = snapshots.iter().find(|s| s.name == plan.snapshot);
+    // A new export of this snapshot is not uploaded, whatever an earlier
+    // one was: drop any old confirmation first.
+    if target.is_some_and(|s| s.uploaded.is_some()) {
+        snapshotter.clear_property(&plan.snapshot, PROP_UPLOADED)?;
+    }
     snapshotter.set_property(&plan.snapshot, PROP_KIND, plan.kind.as_str())?;
     if let Some(base) = &plan.base {
         snapshotter.set_property(&plan.snapshot, PROP_BASE, base.snap())?;
     }
     if plan.kind != ExportKind::Full {
+        // Re-exported as an incremental: it is no base any more.
+        if target.is_some_and(|s| s.userrefs > 0) {
+            match snapshotter.release(&plan.snapshot, HOLD_TAG) {
+                Ok(()) | Err(ZfsError::NoSuchTag { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         return Ok(());
     }
     match snapshotter.hold(&plan.snapshot, HOLD_TAG) {
         Ok(()) | Err(ZfsError::TagExists { .. }) => {}
         Err(e) => return Err(e),
     }
+    // Only fulls older than this one: exporting an old snapshot as a full
+    // (`export --full --snapshot`) must not unprotect the current base.
     let older_fulls = snapshots.iter().filter(|s| {
         s.name != plan.snapshot
             && s.kind == Some(ExportKind::Full)
-            && s.own_time().is_some()
+            && s.own_time()
+                .is_some_and(|t| Some(t) < plan.snapshot.own_time())
             && s.userrefs > 0
     });
     for old in older_fulls {
@@ -679,6 +695,9 @@ pub struct ExportRequest {
     pub force: Option<ExportKind>,
     /// From the config.
     pub full_every_x_days: u32,
+    /// The configured remote: a full is a base for incrementals only if its
+    /// upload to this remote is confirmed (or its export is still local).
+    pub remote: String,
     /// Chunk size and timestamp.
     pub settings: ExportSettings,
 }
@@ -732,8 +751,9 @@ pub fn export_step(
     // A full may carry incrementals once its upload is confirmed, or while
     // its complete export waits on local disk for the upload step (which
     // sends a base before anything based on it).
-    let base_usable =
-        |s: &SnapshotInfo| s.uploaded.is_some() || layout.find_complete(&s.name).is_some();
+    let base_usable = |s: &SnapshotInfo| {
+        s.uploaded_to(&request.remote) || layout.find_complete(&s.name).is_some()
+    };
     let plan = plan_export(
         &snapshots,
         request.target.as_deref(),
@@ -741,7 +761,33 @@ pub fn export_step(
         request.force,
         &base_usable,
     )?;
-    if let Some((dir, _)) = layout.find_complete(&plan.snapshot) {
+    if let Some((dir, kind)) = layout.find_complete(&plan.snapshot) {
+        // A run that died between the rename and recording it left the
+        // export unrecorded; record it now (idempotent), from what the
+        // export actually is.
+        let target = snapshots.iter().find(|s| s.name == plan.snapshot);
+        if target.is_some_and(|s| s.kind != Some(kind)) {
+            let manifest =
+                crate::upload::read_manifest(&dir).map_err(|source| ExportError::Write {
+                    path: dir.clone(),
+                    source,
+                })?;
+            let recorded = ExportPlan {
+                snapshot: plan.snapshot.clone(),
+                kind,
+                base: manifest
+                    .base
+                    .as_deref()
+                    .and_then(|b| SnapshotName::new(dataset.clone(), b).ok()),
+                reason: "recording an export found complete on disk".into(),
+            };
+            log::warn!(
+                "{}: recording the complete export found at {}",
+                plan.snapshot,
+                dir.display()
+            );
+            record_export(snapshotter, &snapshots, &recorded).map_err(ExportError::Record)?;
+        }
         return Ok(ExportStepOutcome::AlreadyExported {
             snapshot: plan.snapshot,
             dir,
@@ -908,6 +954,32 @@ mod tests {
             .in_sequence(&mut seq)
             .returning(|_, _| Ok(()));
         record_export(&mock, &snaps, &plan).unwrap();
+    }
+
+    #[test]
+    fn re_recording_drops_an_old_upload_confirmation_first() {
+        let plan = ExportPlan {
+            snapshot: sn("20240103000000"),
+            kind: ExportKind::Full,
+            base: None,
+            reason: String::new(),
+        };
+        let mut target = info("20240103000000", Some(ExportKind::Incremental), 0);
+        target.uploaded = Some("2024-01-03T00:00:00Z 20240103000000 r:x".into());
+        let mut mock = MockSnapshotter::new();
+        let mut seq = Sequence::new();
+        mock.expect_clear_property()
+            .with(eq(sn("20240103000000")), eq(PROP_UPLOADED))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(()));
+        mock.expect_set_property()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(()));
+        mock.expect_hold().times(1).returning(|_, _| Ok(()));
+        mock.expect_release().times(0);
+        record_export(&mock, &[target], &plan).unwrap();
     }
 
     #[test]

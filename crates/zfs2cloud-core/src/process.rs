@@ -121,7 +121,8 @@ fn stderr_suffix(stderr: &str) -> String {
 #[derive(Clone, PartialEq, Eq)]
 pub struct CommandLine {
     program: PathBuf,
-    args: Vec<(OsString, bool)>,
+    /// Each argument, with what to show instead of it when it is secret.
+    args: Vec<(OsString, Option<String>)>,
     env: Vec<(OsString, OsString)>,
     env_remove: Vec<OsString>,
     current_dir: Option<PathBuf>,
@@ -142,7 +143,7 @@ impl CommandLine {
     /// Appends one argument that may be shown in logs.
     #[must_use]
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
-        self.args.push((arg.as_ref().to_owned(), false));
+        self.args.push((arg.as_ref().to_owned(), None));
         self
     }
 
@@ -162,7 +163,21 @@ impl CommandLine {
     /// Appends one argument that is shown as `***` everywhere.
     #[must_use]
     pub fn secret_arg(mut self, arg: impl AsRef<OsStr>) -> Self {
-        self.args.push((arg.as_ref().to_owned(), true));
+        self.args
+            .push((arg.as_ref().to_owned(), Some("***".to_owned())));
+        self
+    }
+
+    /// Appends user-supplied flags, showing the values of secret-looking
+    /// ones (`--s3-secret-access-key=…`, `--password …`) as `***`, the same
+    /// masking as `check-config` ([`crate::config::mask_secret_flags`]).
+    #[must_use]
+    pub fn user_flags(mut self, flags: &[String]) -> Self {
+        let shown = crate::config::mask_secret_flags(flags);
+        for (flag, shown) in flags.iter().zip(shown) {
+            let display = (shown != *flag).then_some(shown);
+            self.args.push((OsString::from(flag), display));
+        }
         self
     }
 
@@ -219,12 +234,11 @@ impl CommandLine {
 impl fmt::Display for CommandLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&shell_quote(self.program.as_os_str()))?;
-        for (arg, secret) in &self.args {
+        for (arg, shown) in &self.args {
             f.write_str(" ")?;
-            if *secret {
-                f.write_str("***")?;
-            } else {
-                f.write_str(&shell_quote(arg))?;
+            match shown {
+                Some(masked) => f.write_str(masked)?,
+                None => f.write_str(&shell_quote(arg))?,
             }
         }
         Ok(())
@@ -475,13 +489,14 @@ impl Runner {
         let cancel = (!opts.ignore_cancel).then_some(&self.cancel);
         let finished = proc.wait_until(cancel, opts.timeout);
         if let Some(w) = writer {
-            let _ = w.join();
+            let _ = join_bounded(w, &finished.command);
         }
-        let stopped = finished.stopped.is_some();
-        let stdout = match reader.map(|r| join_bounded(r, stopped)) {
+        let stdout = match reader.map(|r| join_bounded(r, &finished.command)) {
             Some(Some(Ok(buf))) => Ok(buf),
             Some(Some(Err(source))) => Err(source),
-            Some(None) => Err(io::Error::other("stdout reader did not finish")),
+            // Left behind by join_bounded, which warned: whatever the child
+            // printed is lost, but the run goes on.
+            Some(None) => Ok(Vec::new()),
             None => Ok(Vec::new()),
         };
         finished.clone().into_result()?;
@@ -761,7 +776,7 @@ impl RunningProcess {
         let stderr = self
             .stderr_thread
             .take()
-            .and_then(|t| join_bounded(t, stopped.is_some()))
+            .and_then(|t| join_bounded(t, &self.command))
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .unwrap_or_default();
         let duration = self.started.elapsed();
@@ -820,19 +835,28 @@ fn signal_group(pid: u32, signal: nix::sys::signal::Signal) {
     }
 }
 
-/// Joins a pipe-reading thread. After zfs2cloud stopped a child, a
-/// grandchild that escaped its process group may still hold the pipe open;
-/// then the thread is left behind after a short wait instead of blocking
-/// the run.
-fn join_bounded<T>(thread: JoinHandle<T>, stopped: bool) -> Option<T> {
-    if stopped {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while !thread.is_finished() {
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(POLL_INTERVAL);
+/// How long a pipe may stay open after its child exited: long enough for
+/// the last output to drain.
+const PIPE_GRACE: Duration = Duration::from_secs(3);
+
+/// Joins a pipe thread, but only waits [`PIPE_GRACE`] once the child is
+/// gone. A background process started by a hook (`nohup app &` in
+/// post_snapshot) inherits the hook's stdout/stderr and keeps them open for
+/// as long as it runs; waiting for EOF would hang the backup, and with it
+/// the lock, forever. Such a thread is left behind instead (it ends when
+/// the pipe closes) and `None` is returned.
+fn join_bounded<T>(thread: JoinHandle<T>, command: &str) -> Option<T> {
+    let deadline = Instant::now() + PIPE_GRACE;
+    while !thread.is_finished() {
+        if Instant::now() > deadline {
+            log::warn!(
+                "`{command}` exited, but something it started still holds its output open (a \
+                 background process?); not waiting for it. Redirect the output of background \
+                 processes in hooks, e.g. `app >/dev/null 2>&1 &`"
+            );
+            return None;
         }
+        std::thread::sleep(POLL_INTERVAL);
     }
     thread.join().ok()
 }
@@ -844,7 +868,7 @@ impl Drop for RunningProcess {
             self.kill_group();
             let _ = self.child.wait();
             if let Some(t) = self.stderr_thread.take() {
-                let _ = join_bounded(t, true);
+                let _ = join_bounded(t, &self.command);
             }
         }
     }
@@ -1043,6 +1067,23 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(out.stdout_lossy(), "still\n");
+    }
+
+    #[test]
+    fn a_background_process_holding_the_output_does_not_hang_the_run() {
+        // `nohup app &` in a hook: the hook exits, the app keeps the pipes.
+        let started = Instant::now();
+        let out = Runner::new()
+            .mutate(&sh("sleep 30 & echo started"))
+            .unwrap()
+            .unwrap();
+        // A bound, not a timing: far less than the background `sleep 30`.
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(out.stderr.is_empty());
     }
 
     #[test]

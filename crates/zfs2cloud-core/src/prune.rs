@@ -33,6 +33,20 @@ pub struct SnapshotDecision {
     pub verdict: Verdict,
 }
 
+/// The inputs of snapshot retention.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotRetention<'a> {
+    /// The time of the run.
+    pub now: DateTime<Utc>,
+    /// Snapshots older than this many days may go.
+    pub oldest_snapshot_days: u32,
+    /// How snapshot names are read as times.
+    pub zone: SnapshotTimeZone,
+    /// The configured remote: an export counts as uploaded only if it was
+    /// confirmed on this remote.
+    pub remote: &'a str,
+}
+
 /// Decides which snapshots `prune-snapshots` destroys: zfs2cloud's own
 /// snapshots older than `oldest_snapshot_days`, except
 ///
@@ -46,10 +60,14 @@ pub struct SnapshotDecision {
 #[must_use]
 pub fn plan_snapshot_prune(
     snapshots: &[SnapshotInfo],
-    now: DateTime<Utc>,
-    oldest_snapshot_days: u32,
-    zone: SnapshotTimeZone,
+    policy: &SnapshotRetention<'_>,
 ) -> Vec<SnapshotDecision> {
+    let SnapshotRetention {
+        now,
+        oldest_snapshot_days,
+        zone,
+        remote,
+    } = *policy;
     fn own(s: &SnapshotInfo) -> Option<(SnapTime, &SnapshotInfo)> {
         s.own_time().map(|t| (t, s))
     }
@@ -78,7 +96,7 @@ pub fn plan_snapshot_prune(
                 Some(_) if Some(&s.name) == current_base => {
                     keep("the full base of the current chain")
                 }
-                Some(_) if s.kind.is_some() && s.uploaded.is_none() => {
+                Some(_) if s.kind.is_some() && !s.uploaded_to(remote) => {
                     keep("its export is not confirmed uploaded")
                 }
                 Some(t) => {
@@ -114,12 +132,10 @@ pub fn prune_snapshots(
     pruner: &dyn Pruner,
     dataset: &DatasetName,
     snapshots: &[SnapshotInfo],
-    now: DateTime<Utc>,
-    oldest_snapshot_days: u32,
-    zone: SnapshotTimeZone,
+    policy: &SnapshotRetention<'_>,
     act: bool,
 ) -> Result<Vec<SnapshotDecision>, PruneError> {
-    let mut decisions = plan_snapshot_prune(snapshots, now, oldest_snapshot_days, zone);
+    let mut decisions = plan_snapshot_prune(snapshots, policy);
     if !act {
         return Ok(decisions);
     }
@@ -157,7 +173,7 @@ pub struct ExportDecision {
 #[must_use]
 pub fn plan_export_prune(
     exports: &[LocalExport],
-    uploaded: &dyn Fn(&SnapshotName) -> bool,
+    uploaded: &dyn Fn(&LocalExport) -> bool,
 ) -> Vec<ExportDecision> {
     let newest = exports.iter().filter_map(|e| e.snapshot.own_time()).max();
     exports
@@ -165,7 +181,7 @@ pub fn plan_export_prune(
         .map(|e| {
             let verdict = if e.snapshot.own_time() == newest {
                 Verdict::Keep("the newest export".into())
-            } else if uploaded(&e.snapshot) {
+            } else if uploaded(e) {
                 Verdict::Remove
             } else {
                 Verdict::Keep("NOT UPLOADED: its upload was never confirmed".into())
@@ -216,7 +232,7 @@ pub fn stale_partials(layout: &ExportLayout) -> std::io::Result<Vec<PathBuf>> {
 pub fn prune_exports(
     layout: &ExportLayout,
     exports: &[LocalExport],
-    uploaded: &dyn Fn(&SnapshotName) -> bool,
+    uploaded: &dyn Fn(&LocalExport) -> bool,
     act: bool,
 ) -> Result<Vec<ExportDecision>, PruneError> {
     let mut decisions = plan_export_prune(exports, uploaded);
@@ -259,7 +275,24 @@ mod tests {
             userrefs,
             kind,
             base: None,
-            uploaded: uploaded.then(|| "2024-01-01T00:00:00Z".to_owned()),
+            uploaded: uploaded.then(|| {
+                let dir = crate::export::ExportLayout::dir_name(
+                    &SnapshotName::parse(&format!("tank/data@{name}")).unwrap(),
+                    kind.unwrap_or(ExportKind::Full),
+                );
+                crate::zfs::upload_record("2024-01-01T00:00:00Z", &dir, REMOTE)
+            }),
+        }
+    }
+
+    const REMOTE: &str = "b2:bucket/data";
+
+    fn policy(now: &str, days: u32) -> SnapshotRetention<'static> {
+        SnapshotRetention {
+            now: at(now),
+            oldest_snapshot_days: days,
+            zone: SnapshotTimeZone::Utc,
+            remote: REMOTE,
         }
     }
 
@@ -288,12 +321,7 @@ mod tests {
             info("autosnap_2023-01-01_00:00:00_daily", None, 0, false),
             info("20240310000000", Some(Incremental), 0, true), // newest
         ];
-        let d = plan_snapshot_prune(
-            &snaps,
-            at("2024-03-15T00:00:00Z"),
-            30,
-            SnapshotTimeZone::Utc,
-        );
+        let d = plan_snapshot_prune(&snaps, &policy("2024-03-15T00:00:00Z", 30));
         let removed: Vec<String> = verdicts(&d)
             .into_iter()
             .filter(|(_, r)| *r)
@@ -315,24 +343,32 @@ mod tests {
     }
 
     #[test]
+    fn an_upload_to_another_remote_does_not_count() {
+        let mut old = info("20240101000000", Some(Incremental), 0, true);
+        old.uploaded = Some(crate::zfs::upload_record(
+            "t",
+            "20240101000000",
+            "other:remote",
+        ));
+        let snaps = [old, info("20240301000000", None, 0, false)];
+        let d = plan_snapshot_prune(&snaps, &policy("2024-03-15T00:00:00Z", 30));
+        assert!(verdicts(&d).iter().all(|(_, removed)| !removed), "{d:?}");
+    }
+
+    #[test]
     fn the_newest_full_is_kept_even_without_its_hold() {
         let snaps = [
             info("20240101000000", Some(Full), 0, true),
             info("20240102000000", Some(Incremental), 0, true),
         ];
-        let d = plan_snapshot_prune(
-            &snaps,
-            at("2025-01-01T00:00:00Z"),
-            30,
-            SnapshotTimeZone::Utc,
-        );
+        let d = plan_snapshot_prune(&snaps, &policy("2025-01-01T00:00:00Z", 30));
         assert!(verdicts(&d).iter().all(|(_, removed)| !removed), "{d:?}");
     }
 
     #[test]
     fn the_newest_snapshot_is_kept_however_old() {
         let snaps = [info("20200101000000", None, 0, false)];
-        let d = plan_snapshot_prune(&snaps, at("2025-01-01T00:00:00Z"), 1, SnapshotTimeZone::Utc);
+        let d = plan_snapshot_prune(&snaps, &policy("2025-01-01T00:00:00Z", 1));
         assert_eq!(verdicts(&d), [("20200101000000".to_owned(), false)]);
     }
 
@@ -367,7 +403,7 @@ mod tests {
             export("20240102000000"),
             export("20240103000000"),
         ];
-        let uploaded = |s: &SnapshotName| s.snap() != "20240102000000";
+        let uploaded = |e: &LocalExport| e.snapshot.snap() != "20240102000000";
         let d = plan_export_prune(&exports, &uploaded);
         let v: Vec<(&str, bool)> = d
             .iter()

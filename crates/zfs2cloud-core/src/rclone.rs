@@ -93,7 +93,7 @@ impl RcloneUploader {
         if let Some(config) = &self.options.config {
             cmd = cmd.arg("--config").arg(config);
         }
-        cmd.args(&self.options.global_flags).arg(subcommand)
+        cmd.user_flags(&self.options.global_flags).arg(subcommand)
     }
 
     /// A transfer command: the subcommand followed by `--bwlimit` and the
@@ -104,7 +104,7 @@ impl RcloneUploader {
         if let Some(limit) = &self.options.bwlimit {
             cmd = cmd.arg("--bwlimit").arg(limit);
         }
-        cmd.args(&self.options.args)
+        cmd.user_flags(&self.options.args)
     }
 }
 
@@ -189,6 +189,35 @@ mod tests {
         let files = parse_lsjson(S3).unwrap();
         assert_eq!(files.len(), 1, "directories are skipped");
         assert_eq!(files[0].sha256, None);
+    }
+
+    #[test]
+    fn secret_flags_are_passed_but_never_shown() {
+        let up = RcloneUploader::new(
+            Runner::new(),
+            "rclone".into(),
+            RcloneOptions {
+                global_flags: vec!["--s3-secret-access-key=AKIA123".into()],
+                args: vec!["--password".into(), "hunter2".into()],
+                ..RcloneOptions::default()
+            },
+        );
+        let cmd = up.transfer_command("copyto");
+        let shown = cmd.to_string();
+        assert!(
+            !shown.contains("AKIA123") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("--s3-secret-access-key=*** copyto --password ***"),
+            "{shown}"
+        );
+        let raw: Vec<_> = cmd
+            .raw_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(raw.contains(&"--s3-secret-access-key=AKIA123".to_owned()));
+        assert!(raw.contains(&"hunter2".to_owned()));
     }
 
     #[test]

@@ -55,6 +55,13 @@ pub trait Snapshotter {
     /// [`ZfsError::NoSuchTag`] if there is no such hold.
     fn release(&self, snapshot: &SnapshotName, tag: &str) -> Result<(), ZfsError>;
 
+    /// Removes a user property (`zfs inherit`) from `snapshot`.
+    ///
+    /// # Errors
+    ///
+    /// [`ZfsError`] on failure.
+    fn clear_property(&self, snapshot: &SnapshotName, property: &str) -> Result<(), ZfsError>;
+
     /// Sets a user property (`zfs2cloud:…`) on `snapshot`.
     ///
     /// # Errors

@@ -23,7 +23,7 @@ use crate::names::{DatasetName, SnapshotName};
 use crate::plan::ExportKind;
 use crate::process::{CancelToken, ProcessError};
 use crate::stages::{RemoteFile, Snapshotter, UploadError, Uploader};
-use crate::zfs::{ZfsError, PROP_UPLOADED};
+use crate::zfs::{upload_record, SnapshotInfo, ZfsError, PROP_UPLOADED};
 
 /// How failed transfers are retried.
 #[derive(Debug, Clone)]
@@ -77,15 +77,23 @@ pub enum UploadStepError {
     },
     /// An incremental whose base is not on the remote.
     #[error(
-        "{snapshot} is an incremental based on {base}, whose upload is not confirmed and whose \
-         export is no longer local; it is not uploaded, since it could never be restored. The \
-         next export will be full"
+        "{snapshot} is an incremental based on {base}, which is not on the remote; it is not \
+         uploaded, since it could never be restored"
     )]
     BaseNotUploaded {
         /// The incremental.
         snapshot: String,
         /// Its base.
         base: String,
+    },
+    /// The remote holds chunk files the manifest does not list (left by an
+    /// earlier export of the same snapshot, or another split size).
+    #[error("{dir} on the remote holds chunks that are not in the manifest: {}; remove them (e.g. rclone purge) and upload again", names.join(", "))]
+    StrayChunks {
+        /// The remote directory.
+        dir: String,
+        /// The unexpected files.
+        names: Vec<String>,
     },
     /// `--snapshot` names a snapshot with no local export.
     #[error("there is no complete local export of {0}")]
@@ -182,6 +190,21 @@ fn complete_on_remote(
         .is_some_and(|r| r.size == size && r.sha256.as_deref().is_none_or(|h| h == sha256))
 }
 
+/// Whether the remote copy is provably identical: same size and the same
+/// SHA-256. Without a remote hash (S3, crypt) a same-size file may be a
+/// chunk of an earlier export of the same snapshot, so it is sent again;
+/// rclone itself skips a file whose size and modification time match.
+fn provably_on_remote(
+    remote: &BTreeMap<String, RemoteFile>,
+    name: &str,
+    size: u64,
+    sha256: &str,
+) -> bool {
+    remote
+        .get(name)
+        .is_some_and(|r| r.size == size && r.sha256.as_deref() == Some(sha256))
+}
+
 /// What an upload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UploadReport {
@@ -230,7 +253,7 @@ pub fn upload_export(
         .collect();
     files.push((SHA256SUMS_FILE.to_owned(), sums_size, sums_hash));
     for (name, size, sha256) in &files {
-        if complete_on_remote(&remote, name, *size, sha256) {
+        if provably_on_remote(&remote, name, *size, sha256) {
             report.skipped.push(name.clone());
             continue;
         }
@@ -241,6 +264,17 @@ pub fn upload_export(
     }
     if verify {
         let remote = listed(uploader)?;
+        let stray: Vec<String> = remote
+            .keys()
+            .filter(|n| n.contains(".zfs.gpg.") && !files.iter().any(|(f, _, _)| f == *n))
+            .cloned()
+            .collect();
+        if !stray.is_empty() {
+            return Err(UploadStepError::StrayChunks {
+                dir: remote_dir.to_owned(),
+                names: stray,
+            });
+        }
         for (name, size, sha256) in &files {
             if !complete_on_remote(&remote, name, *size, sha256) {
                 let reason = match remote.get(name) {
@@ -259,7 +293,7 @@ pub fn upload_export(
     }
     let manifest_path = export.dir.join(MANIFEST_FILE);
     let (m_size, m_hash) = file_sha256(&manifest_path).map_err(local_err(&manifest_path))?;
-    if complete_on_remote(&remote, MANIFEST_FILE, m_size, &m_hash) && report.sent.is_empty() {
+    if provably_on_remote(&remote, MANIFEST_FILE, m_size, &m_hash) && report.sent.is_empty() {
         report.skipped.push(MANIFEST_FILE.to_owned());
     } else {
         let target = remote_join(remote_dir, MANIFEST_FILE);
@@ -316,8 +350,9 @@ pub fn upload_step(
     let uploaded = |name: &SnapshotName| {
         snapshots
             .iter()
-            .any(|s| &s.name == name && s.uploaded.is_some())
+            .any(|s| &s.name == name && s.uploaded_to(&settings.remote))
     };
+    let confirmed = |e: &LocalExport| export_confirmed(&snapshots, e, &settings.remote);
     let exports = layout
         .complete_exports(dataset)
         .map_err(|source| UploadStepError::Local {
@@ -334,7 +369,7 @@ pub fn upload_step(
                     e.snapshot
                 );
             }
-            exists && !uploaded(&e.snapshot)
+            exists && !confirmed(e)
         })
         .collect();
     if let Some(only) = only {
@@ -357,16 +392,41 @@ pub fn upload_step(
     let mut done: Vec<(SnapshotName, UploadReport)> = Vec::new();
     for export in pending {
         if export.manifest.kind == ExportKind::Incremental {
-            let base_ok = export.manifest.base.as_deref().is_some_and(|b| {
-                let base = SnapshotName::new(dataset.clone(), b).ok();
-                base.as_ref()
-                    .is_some_and(|b| uploaded(b) || done.iter().any(|(d, _)| d == b))
-            });
+            let base = export
+                .manifest
+                .base
+                .as_deref()
+                .and_then(|b| SnapshotName::new(dataset.clone(), b).ok());
+            let base_ok = match &base {
+                None => false,
+                Some(b) if done.iter().any(|(d, _)| d == b) => true,
+                Some(b) if uploaded(b) => {
+                    // Recorded as uploaded; make sure it still is (lifecycle
+                    // rules may have expired it) before anything depends on it.
+                    let present = base_on_remote(uploader, &settings.remote, b, settings)?;
+                    if !present && !settings.dry_run {
+                        log::error!(
+                            "the full {b} is recorded as uploaded but its manifest is gone from \
+                             the remote; forgetting that record, so the next export is full"
+                        );
+                        snapshotter.clear_property(b, PROP_UPLOADED)?;
+                    }
+                    present
+                }
+                Some(_) => false,
+            };
             if !base_ok {
-                return Err(UploadStepError::BaseNotUploaded {
+                // Skip this one and go on: a later full must still reach the
+                // cloud. It stays local (never uploaded, never pruned).
+                let e = UploadStepError::BaseNotUploaded {
                     snapshot: export.snapshot.to_string(),
                     base: export.manifest.base.clone().unwrap_or_default(),
-                });
+                };
+                log::error!(
+                    "{e}; it is kept at {} (delete it to reclaim the space)",
+                    export.dir.display()
+                );
+                continue;
             }
         }
         let remote_dir = remote_join(&settings.remote, &export.dir_name);
@@ -379,14 +439,39 @@ pub fn upload_step(
             &settings.cancel,
             !settings.dry_run,
         )?;
-        snapshotter.set_property(
-            &export.snapshot,
-            PROP_UPLOADED,
+        let record = upload_record(
             &settings.now.to_rfc3339_opts(SecondsFormat::Secs, true),
-        )?;
+            &export.dir_name,
+            &settings.remote,
+        );
+        snapshotter.set_property(&export.snapshot, PROP_UPLOADED, &record)?;
         done.push((export.snapshot.clone(), report));
     }
     Ok(done)
+}
+
+/// Whether the upload of this local export to `remote` is confirmed: its
+/// snapshot records this export's kind and a confirmation for this export
+/// directory on this remote.
+#[must_use]
+pub fn export_confirmed(snapshots: &[SnapshotInfo], export: &LocalExport, remote: &str) -> bool {
+    snapshots.iter().any(|s| {
+        s.name == export.snapshot && s.kind == Some(export.manifest.kind) && s.uploaded_to(remote)
+    })
+}
+
+/// Whether the full `base`'s manifest is on the remote.
+fn base_on_remote(
+    uploader: &dyn Uploader,
+    remote: &str,
+    base: &SnapshotName,
+    settings: &UploadSettings,
+) -> Result<bool, UploadStepError> {
+    let dir = remote_join(remote, &ExportLayout::dir_name(base, ExportKind::Full));
+    let files = with_retry(&settings.retry, &settings.cancel, &base.to_string(), || {
+        uploader.list(&dir)
+    })?;
+    Ok(files.iter().any(|f| f.name == MANIFEST_FILE))
 }
 
 /// Reads and checks a local export's manifest.

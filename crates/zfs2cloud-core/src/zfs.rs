@@ -21,9 +21,19 @@ use crate::stages::{Exporter, PruneError, Pruner, Snapshotter};
 pub const PROP_KIND: &str = "zfs2cloud:kind";
 /// User property naming the base snapshot of an incremental export.
 pub const PROP_BASE: &str = "zfs2cloud:base";
-/// User property recording when the upload of this snapshot's export was
-/// confirmed (RFC 3339). Pruning and incremental bases depend on it.
+/// User property recording a confirmed upload: `<time> <export dir> <remote>`
+/// (see [`upload_record`]). A confirmation counts only for the same export
+/// directory and the same remote, so changing `remote`, a second config for
+/// the dataset, or re-exporting the snapshot never inherits one. Pruning and
+/// incremental bases depend on it.
 pub const PROP_UPLOADED: &str = "zfs2cloud:uploaded";
+
+/// The [`PROP_UPLOADED`] value for `dir_name` confirmed on `remote` at `at`.
+/// The remote goes last: it may contain spaces.
+#[must_use]
+pub fn upload_record(at: &str, dir_name: &str, remote: &str) -> String {
+    format!("{at} {dir_name} {remote}")
+}
 /// The `zfs hold` tag that protects the current full base.
 pub const HOLD_TAG: &str = "zfs2cloud";
 
@@ -102,7 +112,9 @@ pub enum KnownZfsFailure {
     AlreadyExists,
     /// "does not exist"
     NotFound,
-    /// "dataset is busy"
+    /// "dataset is busy", or "snapshot has dependent clones" (a restore
+    /// test clone of an old snapshot): it cannot go now, and that is no
+    /// reason to stop pruning the others.
     Busy,
     /// "no such tag on this dataset"
     NoSuchTag,
@@ -121,7 +133,7 @@ pub fn classify_stderr(stderr: &str) -> Option<KnownZfsFailure> {
         Some(KnownZfsFailure::TagExists)
     } else if s.contains("dataset already exists") {
         Some(KnownZfsFailure::AlreadyExists)
-    } else if s.contains("dataset is busy") {
+    } else if s.contains("dataset is busy") || s.contains("has dependent clones") {
         Some(KnownZfsFailure::Busy)
     } else if s.contains("does not exist") || s.contains("could not find any snapshots") {
         Some(KnownZfsFailure::NotFound)
@@ -162,7 +174,7 @@ pub struct SnapshotInfo {
     pub kind: Option<ExportKind>,
     /// The base of an incremental export, from [`PROP_BASE`].
     pub base: Option<String>,
-    /// When its export's upload was confirmed, from [`PROP_UPLOADED`].
+    /// The raw [`PROP_UPLOADED`] record; use [`SnapshotInfo::uploaded_to`].
     pub uploaded: Option<String>,
 }
 
@@ -172,6 +184,19 @@ impl SnapshotInfo {
     #[must_use]
     pub fn own_time(&self) -> Option<SnapTime> {
         self.name.own_time()
+    }
+
+    /// Whether the snapshot's current export (the directory its
+    /// [`PROP_KIND`] names) is confirmed complete on `remote`.
+    #[must_use]
+    pub fn uploaded_to(&self, remote: &str) -> bool {
+        let (Some(kind), Some(record)) = (self.kind, self.uploaded.as_deref()) else {
+            return false;
+        };
+        let dir = crate::export::ExportLayout::dir_name(&self.name, kind);
+        let mut parts = record.splitn(3, ' ');
+        let _at = parts.next();
+        parts.next() == Some(dir.as_str()) && parts.next() == Some(remote)
     }
 }
 
@@ -326,6 +351,15 @@ impl Snapshotter for ZfsCli {
         )
     }
 
+    fn clear_property(&self, snapshot: &SnapshotName, property: &str) -> Result<(), ZfsError> {
+        let name = snapshot.to_string();
+        self.mutate(
+            &self.cmd().arg("inherit").arg(property).arg(&name),
+            &name,
+            None,
+        )
+    }
+
     fn set_property(
         &self,
         snapshot: &SnapshotName,
@@ -448,6 +482,10 @@ zt1/data@20240103000000\t2\tfull\t-\t-\n";
             (
                 "cannot hold snapshot 'zt1/data@x': tag already exists on this dataset",
                 Some(KnownZfsFailure::TagExists),
+            ),
+            (
+                "cannot destroy 'tank/data@20240101000000': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\ntank/test",
+                Some(KnownZfsFailure::Busy),
             ),
             ("internal error: out of memory", None),
         ];
