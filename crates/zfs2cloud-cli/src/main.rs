@@ -17,6 +17,7 @@ use anyhow::{bail, Context as _};
 use clap::{ArgAction, Parser, Subcommand};
 
 use zfs2cloud_core::backup::{Backup, StepError};
+use zfs2cloud_core::catalog::{list_remote_backups, Health};
 use zfs2cloud_core::clock;
 use zfs2cloud_core::config::{Config, ConfigError};
 use zfs2cloud_core::export::{
@@ -25,16 +26,19 @@ use zfs2cloud_core::export::{
 use zfs2cloud_core::filemode::Mounter;
 use zfs2cloud_core::gpg::{GpgEncryptor, Passphrase};
 use zfs2cloud_core::lock::{LockError, RunLock};
+use zfs2cloud_core::names::DatasetName;
 use zfs2cloud_core::names::SnapTime;
 use zfs2cloud_core::plan::ExportKind;
 use zfs2cloud_core::process::{CancelToken, Runner};
 use zfs2cloud_core::progress::NoProgress;
 use zfs2cloud_core::prune::{prune_exports, prune_snapshots, Verdict};
 use zfs2cloud_core::rclone::{RcloneOptions, RcloneUploader};
+use zfs2cloud_core::restore::{plan_restore, restore_chain, RestorePoint, RestoreSettings};
 use zfs2cloud_core::snapshot::take_snapshot;
 use zfs2cloud_core::stages::Snapshotter as _;
 use zfs2cloud_core::steps::{Mode, Step};
 use zfs2cloud_core::upload::{export_confirmed, upload_step, RetryPolicy, UploadSettings};
+use zfs2cloud_core::verify::{verify_deep, verify_listing};
 use zfs2cloud_core::zfs::ZfsCli;
 
 mod logger;
@@ -122,6 +126,61 @@ enum Command {
         /// Really delete.
         #[arg(short, long)]
         yes: bool,
+    },
+
+    /// Restore a backup from the remote into a dataset: the full and at most
+    /// one incremental, streamed (nothing staged locally), every chunk
+    /// checked against its manifest. Works without a config file, from
+    /// --from and a passphrase alone.
+    Restore {
+        /// The dataset to create (e.g. pool2/data).
+        #[arg(long, value_name = "DATASET")]
+        to: String,
+        /// The backup to restore: a snapshot name (YYYYMMDDHHMMSS) or
+        /// "latest".
+        #[arg(long, value_name = "SNAPSHOT", default_value = "latest")]
+        at: String,
+        /// Where the backups are (an rclone remote or a directory); default:
+        /// the config's remote.
+        #[arg(long, value_name = "REMOTE")]
+        from: Option<String>,
+        /// File whose first line is the passphrase; default: the config's,
+        /// else a prompt on the terminal.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// rclone's config file; default: the config's.
+        #[arg(long, value_name = "FILE")]
+        rclone_config: Option<PathBuf>,
+        /// Overwrite the target if it exists (zfs recv -F).
+        #[arg(long)]
+        force: bool,
+    },
+
+    /// Check the backups on the remote: OK, DAMAGED or INCOMPLETE, with the
+    /// reason. Exits non-zero unless everything checked is OK.
+    Verify {
+        /// Only this backup (snapshot name); default: all.
+        #[arg(short, long, value_name = "NAME")]
+        snapshot: Option<String>,
+        /// All backups (the default).
+        #[arg(long, conflicts_with = "snapshot")]
+        all: bool,
+        /// Download everything, check every sha256, decrypt, and receive the
+        /// stream into a temporary dataset (destroyed afterwards).
+        #[arg(long)]
+        deep: bool,
+    },
+
+    /// Show zfs2cloud's snapshots, the full base, local exports, the lock
+    /// and the last successful backup (and with --remote, the backups on
+    /// the remote and their chains).
+    Status {
+        /// Machine-readable output (schema: docs/status.schema.json).
+        #[arg(long)]
+        json: bool,
+        /// Also list the remote's backups (complete or not) and chains.
+        #[arg(long)]
+        remote: bool,
     },
 
     /// File mode: expose the newest zfs2cloud snapshot read-only at
@@ -310,6 +369,28 @@ impl App {
 }
 
 fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
+    if let Command::Restore {
+        to,
+        at,
+        from,
+        passphrase_file,
+        rclone_config,
+        force,
+    } = &cli.command
+    {
+        return restore(
+            cli,
+            cancel,
+            &RestoreArgs {
+                to,
+                at,
+                from: from.as_deref(),
+                passphrase_file: passphrase_file.as_deref(),
+                rclone_config: rclone_config.as_deref(),
+                force: *force,
+            },
+        );
+    }
     let app = App::new(cli, cancel)?;
     match &cli.command {
         Command::Backup => backup(&app),
@@ -330,6 +411,9 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
         Command::Upload { snapshot } => upload(&app, snapshot.as_deref()),
         Command::PruneIntermediates { yes } => prune_intermediates(&app, *yes),
         Command::PruneSnapshots { yes } => prune_snapshots_cmd(&app, *yes),
+        Command::Restore { .. } => Ok(()),
+        Command::Status { json, remote } => status(&app, *json, *remote),
+        Command::Verify { snapshot, deep, .. } => verify(&app, snapshot.as_deref(), *deep),
         Command::MountSnapshot => single_step(&app, &Step::MountSnapshot),
         Command::UploadSnapshotFiles => single_step(&app, &Step::UploadSnapshotFiles),
         Command::UmountSnapshot => single_step(&app, &Step::UmountSnapshot),
@@ -519,6 +603,178 @@ fn upload(app: &App, only: Option<&str>) -> anyhow::Result<()> {
             report.sent.len(),
             report.skipped.len()
         ));
+    }
+    Ok(())
+}
+
+struct RestoreArgs<'a> {
+    to: &'a str,
+    at: &'a str,
+    from: Option<&'a str>,
+    passphrase_file: Option<&'a std::path::Path>,
+    rclone_config: Option<&'a std::path::Path>,
+    force: bool,
+}
+
+/// `restore`, with or without a config file: disaster recovery needs only
+/// the remote and the passphrase.
+fn restore(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::Result<()> {
+    let config = cli.config.as_deref().map(Config::load).transpose()?;
+    let remote = match (args.from, &config) {
+        (Some(from), _) => from.to_owned(),
+        (None, Some(c)) => c.remote.clone(),
+        (None, None) => bail!(UsageError(
+            "restore needs --from <remote> or a config file (-c) naming the remote".into()
+        )),
+    };
+    let target = DatasetName::parse(args.to).map_err(|e| UsageError(e.to_string()))?;
+    let tool = |env: &str, configured: Option<PathBuf>, default: &str| {
+        std::env::var_os(env)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or(configured)
+            .unwrap_or_else(|| PathBuf::from(default))
+    };
+    let (zfs_bin, gpg_bin, rclone_bin) = match &config {
+        Some(c) => (
+            c.tools.zfs.clone(),
+            c.tools.gpg.clone(),
+            c.tools.rclone.clone(),
+        ),
+        None => (
+            tool(zfs2cloud_core::config::ENV_ZFS, None, "zfs"),
+            tool(zfs2cloud_core::config::ENV_GPG, None, "gpg"),
+            tool(zfs2cloud_core::config::ENV_RCLONE, None, "rclone"),
+        ),
+    };
+    let runner = if cli.dry_run {
+        Runner::dry_run(Arc::new(|action: &str| out(&format!("[dry-run] {action}"))))
+    } else {
+        Runner::new()
+    }
+    .with_cancel(cancel.clone());
+    let passphrase = match (
+        args.passphrase_file,
+        config.as_ref().and_then(|c| c.passphrase_file.as_deref()),
+    ) {
+        (Some(file), _) | (None, Some(file)) => Passphrase::from_file(file)?,
+        (None, None) => Passphrase::prompt("zfs2cloud: passphrase of the backups: ")
+            .context("no --passphrase-file and no terminal to ask on")?,
+    };
+    let store = RcloneUploader::new(
+        runner.clone(),
+        rclone_bin,
+        RcloneOptions {
+            config: args
+                .rclone_config
+                .map(PathBuf::from)
+                .or_else(|| config.as_ref().and_then(|c| c.rclone_config.clone())),
+            global_flags: config
+                .as_ref()
+                .map(|c| c.rclone_global_flags.clone())
+                .unwrap_or_default(),
+            ..RcloneOptions::default()
+        },
+    );
+    let gpg = GpgEncryptor::new(runner.clone(), gpg_bin, passphrase);
+    let backups = list_remote_backups(&store, &remote).context("cannot list the remote")?;
+    let point = if args.at == "latest" {
+        RestorePoint::Latest
+    } else {
+        RestorePoint::Snapshot(args.at.to_owned())
+    };
+    let chain = plan_restore(&backups, &point)?;
+    out(&format!(
+        "restoring {} into {target} from {remote}: {}",
+        args.at,
+        chain
+            .iter()
+            .map(|b| b.dir_name.as_str())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    ));
+    let settings = RestoreSettings {
+        target: target.clone(),
+        force: args.force,
+        zfs: zfs_bin,
+        remote: remote.clone(),
+        cancel: cancel.clone(),
+    };
+    restore_chain(&store, &gpg, &runner, &chain, &settings).context("restore")?;
+    if !runner.is_dry_run() {
+        out(&format!("restored {target}"));
+    }
+    Ok(())
+}
+
+fn status(app: &App, json: bool, with_remote: bool) -> anyhow::Result<()> {
+    let store = app.uploader();
+    let remote: Option<&dyn zfs2cloud_core::stages::Uploader> =
+        if with_remote { Some(&store) } else { None };
+    let report = zfs2cloud_core::status::collect_status(&app.zfs, &app.config, app.now, remote)?;
+    if json {
+        out(&serde_json::to_string_pretty(&report)?);
+    } else {
+        out(zfs2cloud_core::status::render_table(&report).trim_end());
+    }
+    Ok(())
+}
+
+fn verify(app: &App, only: Option<&str>, deep: bool) -> anyhow::Result<()> {
+    let store = app.uploader();
+    let backups =
+        list_remote_backups(&store, &app.config.remote).context("cannot list the remote")?;
+    let only: Option<Vec<String>> = only.map(|o| vec![o.to_owned()]);
+    let verdicts = if deep {
+        let Some(gpg) = app.encryptor()? else {
+            bail!(UsageError("verify --deep needs passphrase_file".into()));
+        };
+        let pool = app
+            .config
+            .dataset
+            .as_str()
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let scratch = zfs2cloud_core::verify::scratch_dataset(pool)
+            .ok_or_else(|| anyhow::anyhow!("no valid scratch dataset name in pool {pool}"))?;
+        let settings = RestoreSettings {
+            target: scratch,
+            force: false,
+            zfs: app.config.tools.zfs.clone(),
+            remote: app.config.remote.clone(),
+            cancel: app.runner.cancel_token().clone(),
+        };
+        verify_deep(
+            &store,
+            &gpg,
+            &app.runner,
+            &backups,
+            only.as_deref(),
+            &settings,
+        )?
+    } else {
+        verify_listing(&backups, only.as_deref())
+    };
+    if verdicts.is_empty() {
+        bail!("no backup to verify on {}", app.config.remote);
+    }
+    let mut bad = 0;
+    for v in &verdicts {
+        match &v.health {
+            Health::Ok => out(&format!("OK          {}", v.backup)),
+            Health::Damaged(why) => {
+                bad += 1;
+                out(&format!("DAMAGED     {}: {why}", v.backup));
+            }
+            Health::Incomplete(why) => {
+                bad += 1;
+                out(&format!("INCOMPLETE  {}: {why}", v.backup));
+            }
+        }
+    }
+    if bad > 0 {
+        bail!("{bad} of {} backup(s) are not OK", verdicts.len());
     }
     Ok(())
 }

@@ -388,29 +388,6 @@ fn standalone_prune_intermediates_is_dry_without_y_and_keeps_unuploaded_exports(
 }
 
 #[test]
-fn a_sequence_with_a_step_this_version_cannot_run_fails_before_any_downtime() {
-    let (zfs, rclone) = fakes();
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let setup = Setup::with_remote(
-        "tank/data",
-        REMOTE,
-        &format!(
-            "steps = [\"lock\", \"snapshot\", \"verify\", \"unlock\"]\n{}",
-            marker_hooks(log.path(), "true")
-        ),
-    );
-    let out = run_fail(&mut backup(&setup, DAY1, &zfs, &rclone));
-    assert!(text(&out).contains("step verify failed"), "{}", text(&out));
-    assert!(text(&out).contains("nothing was run"), "{}", text(&out));
-    assert!(zfs.invocations_of("snapshot").is_empty());
-    assert_eq!(
-        std::fs::read_to_string(log.path()).unwrap(),
-        "",
-        "no hook ran"
-    );
-}
-
-#[test]
 fn a_new_remote_gets_the_full_before_any_incremental() {
     if !require_tools(&["gpg"]) {
         return;

@@ -59,6 +59,12 @@ pub enum StepError {
     /// There is no snapshot to work on.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// `verify` found backups that are not OK.
+    #[error("verify: {0}")]
+    Verify(String),
+    /// Listing the remote failed.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
     /// The step is not available in this build or mode.
     #[error("{0}")]
     Unsupported(String),
@@ -162,19 +168,7 @@ impl Backup<'_> {
         &self,
         on_step: &mut dyn FnMut(&StepReport),
     ) -> Result<Vec<StepReport>, BackupFailure> {
-        let state = RunState::default();
-        // Refuse a sequence with a step this version cannot run before
-        // anything runs, rather than after a snapshot (and downtime) that
-        // could not be used.
-        if let Some((step, why)) = self
-            .config
-            .steps
-            .iter()
-            .find_map(|s| Self::unsupported(s).map(|why| (s, why)))
-        {
-            return Err(self.fail(state, step.to_string(), StepError::Unsupported(why)));
-        }
-        let mut state = state;
+        let mut state = RunState::default();
         let mut reports = Vec::new();
         for step in &self.config.steps {
             let name = step.to_string();
@@ -226,6 +220,20 @@ impl Backup<'_> {
                 return Err(self.fail(state, "on_success".into(), StepError::Hook(e)));
             }
         }
+        if !self.runner.is_dry_run() {
+            let kind = match self.config.mode {
+                crate::steps::Mode::File => Some(crate::status::LAST_BACKUP_KIND_FILE),
+                crate::steps::Mode::Intermediate => state.kind.map(ExportKind::as_str),
+            };
+            let record = crate::status::LastBackup::new(self.now, state.snapshot.as_ref(), kind);
+            // The backup itself succeeded; a status file that cannot be
+            // written must not turn that into a failure.
+            if let Err(e) =
+                crate::status::record_last_backup(&self.config.intermediate_basedir, &record)
+            {
+                log::warn!("could not record the last backup for `status`: {e}");
+            }
+        }
         Ok(reports)
     }
 
@@ -238,12 +246,6 @@ impl Backup<'_> {
     /// [`BackupFailure`] naming the step.
     pub fn run_single(&self, step: &Step) -> Result<String, BackupFailure> {
         let mut state = RunState::default();
-        if let Some(why) = Self::unsupported(step) {
-            return Err(BackupFailure {
-                step: step.to_string(),
-                error: StepError::Unsupported(why),
-            });
-        }
         // A mount made here is left in place on purpose (dropping the state
         // does not unmount); `umount-snapshot` takes it down, or the next
         // run cleans it up.
@@ -310,16 +312,6 @@ impl Backup<'_> {
             .ok_or(PlanError::NoSnapshot)?
             .name
             .clone())
-    }
-
-    /// Why this version cannot run `step`, if it cannot.
-    fn unsupported(step: &Step) -> Option<String> {
-        match step {
-            Step::Verify => {
-                Some("step verify is not implemented in this version; nothing was run".into())
-            }
-            _ => None,
-        }
     }
 
     fn run_step(&self, step: &Step, state: &mut RunState) -> Result<String, StepError> {
@@ -570,9 +562,20 @@ impl Backup<'_> {
                     Ok(format!("{} taken down", cleaned.len()))
                 }
             },
-            Step::Verify => Err(StepError::Unsupported(
-                Self::unsupported(step).unwrap_or_default(),
-            )),
+            Step::Verify => {
+                let backups = crate::catalog::list_remote_backups(self.uploader, &config.remote)?;
+                let only = state.snapshot.as_ref().map(|s| vec![s.snap().to_owned()]);
+                let verdicts = crate::verify::verify_listing(&backups, only.as_deref());
+                let bad: Vec<String> = verdicts
+                    .iter()
+                    .filter(|v| v.health != crate::catalog::Health::Ok)
+                    .map(|v| format!("{} {:?}", v.backup, v.health))
+                    .collect();
+                if !bad.is_empty() {
+                    return Err(StepError::Verify(bad.join("; ")));
+                }
+                Ok(format!("{} backup(s) OK", verdicts.len()))
+            }
         }
     }
 }

@@ -311,25 +311,14 @@ impl Mounter {
         }
     }
 
-    /// `zfs destroy` of a temporary clone. zfs-fuse reports a freshly
-    /// mounted clone busy for a moment, so "busy" is retried briefly.
+    /// `zfs destroy` of a temporary clone (retrying zfs-fuse's "busy").
     fn destroy_clone(&self, clone: &str) -> Result<(), MountError> {
-        let must = crate::process::RunOptions {
-            ignore_cancel: true,
-            ..crate::process::RunOptions::default()
-        };
-        let cmd = self.zfs().arg("destroy").arg(clone);
-        let mut attempt = 0;
-        loop {
-            match self.runner.mutate_with(&cmd, &must) {
-                Ok(_) => return Ok(()),
-                Err(e) if attempt < 40 && e.stderr().contains("busy") => {
-                    attempt += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(250));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        Ok(crate::zfs::destroy_own_dataset(
+            &self.runner,
+            &self.zfs,
+            clone,
+            false,
+        )?)
     }
 
     /// Takes the exposure down: unmounts, or destroys the temporary clone

@@ -195,6 +195,82 @@ impl GpgEncryptor {
     }
 }
 
+impl GpgEncryptor {
+    /// `gpg --decrypt` reading ciphertext from its stdin pipe and writing the
+    /// plaintext to its stdout pipe, with the passphrase on fd 3.
+    #[must_use]
+    pub fn decrypt_command(&self) -> CommandLine {
+        CommandLine::new(&self.gpg).args([
+            "--batch",
+            "--no-tty",
+            "--quiet",
+            "--pinentry-mode",
+            "loopback",
+            "--no-symkey-cache",
+            "--passphrase-fd",
+            "3",
+            "--decrypt",
+            "--output",
+            "-",
+        ])
+    }
+
+    /// Starts decrypting: write the ciphertext to the process's stdin; the
+    /// plaintext is its stdout.
+    ///
+    /// # Errors
+    ///
+    /// [`GpgError`] if gpg cannot be started.
+    pub fn decrypt(&self) -> Result<RunningProcess, GpgError> {
+        let pipe = self.passphrase.to_pipe().map_err(GpgError::Pipe)?;
+        Ok(self.runner.spawn(
+            &self.decrypt_command(),
+            SpawnOptions {
+                stdin: Some(Stdio::piped()),
+                pipe_stdout: true,
+                extra_fds: vec![(pipe.into(), PASSPHRASE_FD)],
+            },
+        )?)
+    }
+}
+
+impl Passphrase {
+    /// Asks for the passphrase on the terminal (`/dev/tty`), without echo.
+    ///
+    /// # Errors
+    ///
+    /// If there is no terminal, or it cannot be read.
+    pub fn prompt(prompt: &str) -> std::io::Result<Self> {
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        use std::io::{BufRead, BufReader};
+        let tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")?;
+        let mut out = tty.try_clone()?;
+        out.write_all(prompt.as_bytes())?;
+        out.flush()?;
+        let saved = tcgetattr(&tty).map_err(std::io::Error::from)?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        tcsetattr(&tty, SetArg::TCSANOW, &quiet).map_err(std::io::Error::from)?;
+        let mut line = String::new();
+        let read = BufReader::new(&tty).read_line(&mut line);
+        let _ = tcsetattr(&tty, SetArg::TCSANOW, &saved);
+        let _ = out.write_all(b"\n");
+        read?;
+        let bytes = line.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
+        line.clear();
+        if bytes.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "empty passphrase",
+            ));
+        }
+        Ok(Self(bytes))
+    }
+}
+
 impl Encryptor for GpgEncryptor {
     fn describe(&self) -> String {
         self.command().to_string()

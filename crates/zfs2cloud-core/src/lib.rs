@@ -9,6 +9,7 @@
 //! [`progress::Progress`] and diagnostics through the `log` facade.
 
 pub mod backup;
+pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod export;
@@ -21,10 +22,13 @@ pub mod process;
 pub mod progress;
 pub mod prune;
 pub mod rclone;
+pub mod restore;
 pub mod snapshot;
 pub mod stages;
+pub mod status;
 pub mod steps;
 pub mod upload;
+pub mod verify;
 pub mod zfs;
 
 /// Renders an error and its `source()` chain as `a: b: c`.

@@ -152,6 +152,41 @@ impl Uploader for RcloneUploader {
         Ok(())
     }
 
+    fn list_dirs(&self, remote_dir: &str) -> Result<Vec<String>, UploadError> {
+        let cmd = self.command("lsjson").arg("--dirs-only").arg(remote_dir);
+        match self.runner.query(&cmd) {
+            Ok(out) => {
+                let entries: Vec<LsJsonEntry> =
+                    serde_json::from_str(&out.stdout_lossy()).map_err(|e| UploadError::Parse {
+                        command: cmd.to_string(),
+                        message: e.to_string(),
+                    })?;
+                Ok(entries
+                    .into_iter()
+                    .filter(|e| e.is_dir)
+                    .map(|e| e.name)
+                    .collect())
+            }
+            Err(e @ ProcessError::Failed { .. })
+                if e.status().and_then(|s| s.code()) == Some(EXIT_DIR_NOT_FOUND) =>
+            {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn cat(&self, remote_path: &str) -> Result<crate::process::RunningProcess, UploadError> {
+        let cmd = self.command("cat").arg(remote_path);
+        Ok(self.runner.spawn(
+            &cmd,
+            crate::process::SpawnOptions {
+                pipe_stdout: true,
+                ..crate::process::SpawnOptions::default()
+            },
+        )?)
+    }
+
     fn put_bytes(&self, bytes: &[u8], remote_path: &str) -> Result<(), UploadError> {
         let cmd = self.command("rcat").arg(remote_path);
         let options = crate::process::RunOptions {

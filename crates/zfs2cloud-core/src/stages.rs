@@ -175,6 +175,22 @@ pub trait Uploader {
         keep: &[&'a str],
     ) -> Result<(), UploadError>;
 
+    /// The subdirectories directly inside `remote_dir`; empty if it does
+    /// not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`UploadError`] if listing fails or its output is unparseable.
+    fn list_dirs(&self, remote_dir: &str) -> Result<Vec<String>, UploadError>;
+
+    /// Starts streaming the remote file `remote_path`; its bytes are the
+    /// returned process's stdout (no local staging).
+    ///
+    /// # Errors
+    ///
+    /// [`UploadError`] if it cannot be started.
+    fn cat(&self, remote_path: &str) -> Result<RunningProcess, UploadError>;
+
     /// Writes `bytes` to `remote_path`.
     ///
     /// # Errors

@@ -259,6 +259,45 @@ pub fn parse_snapshot_list(
     Ok(out)
 }
 
+/// `zfs destroy [-r] <dataset>` of a dataset zfs2cloud created itself (a
+/// temporary clone, a verification scratch dataset, a partly restored
+/// target). Runs even when the run is interrupted. zfs-fuse reports a
+/// dataset busy for a moment after it was mounted or received into, so
+/// "busy" is retried for up to ten seconds.
+///
+/// # Errors
+///
+/// [`ProcessError`] if it still fails.
+pub fn destroy_own_dataset(
+    runner: &Runner,
+    zfs: &std::path::Path,
+    dataset: &str,
+    recursive: bool,
+) -> Result<(), ProcessError> {
+    let mut cmd = CommandLine::new(zfs).arg("destroy");
+    if recursive {
+        cmd = cmd.arg("-r");
+    }
+    let cmd = cmd.arg(dataset);
+    let must = crate::process::RunOptions {
+        ignore_cancel: true,
+        ..crate::process::RunOptions::default()
+    };
+    let mut attempt = 0;
+    loop {
+        match runner.mutate_with(&cmd, &must) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if attempt < 40 && classify_stderr(e.stderr()) == Some(KnownZfsFailure::Busy) =>
+            {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// [`Snapshotter`] and [`Exporter`] backed by the `zfs` binary.
 #[derive(Debug, Clone)]
 pub struct ZfsCli {

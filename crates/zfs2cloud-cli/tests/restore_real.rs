@@ -1,0 +1,289 @@
+//! Restore and verify on real zfs-fuse, gpg and rclone: backups that can be
+//! proved and got back with one command.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{text, Setup};
+use zfs2cloud_testkit::harness::{
+    run_fail, run_ok, run_pipeline, tree_digest, write_random_file, zfs_get, Pool, ZfsSession,
+};
+use zfs2cloud_testkit::remote::{sanitize_env, RcloneConfig};
+
+const DAYS: [&str; 3] = [
+    "2024-01-01T00:00:00Z",
+    "2024-01-02T00:00:00Z",
+    "2024-01-03T00:00:00Z",
+];
+
+struct Backed {
+    setup: Setup,
+    rclone: RcloneConfig,
+    remote_dir: PathBuf,
+    remote: String,
+    at_day3: BTreeMap<String, String>,
+}
+
+/// Three daily backups of `<pool>/data` to a local rclone remote.
+fn three_backups(src: &Pool<'_>) -> Backed {
+    let data = src.create_dataset("data");
+    let ds = src.dataset("data");
+    let rclone = RcloneConfig::new();
+    let root = rclone.add_local("cloud");
+    let remote_dir = root.join("data");
+    let remote = format!("cloud:{}", remote_dir.display());
+    let setup = Setup::with_remote(
+        &ds,
+        &remote,
+        &format!(
+            "rclone_config = {:?}\n",
+            rclone.path().display().to_string()
+        ),
+    );
+    write_random_file(&data.join("base.bin"), 200_000, 1);
+    for (i, day) in DAYS.iter().enumerate() {
+        std::fs::write(data.join("day.txt"), format!("day {i}\n")).unwrap();
+        write_random_file(&data.join(format!("d{i}.bin")), 30_000, 10 + i as u64);
+        run_ok(setup.cmd(day).arg("backup"));
+    }
+    let at_day3 = tree_digest(&data);
+    Backed {
+        setup,
+        rclone,
+        remote_dir,
+        remote,
+        at_day3,
+    }
+}
+
+fn release(ds: &str, snap: &str) {
+    let _ = Command::new("zfs")
+        .args(["release", "zfs2cloud", &format!("{ds}@{snap}")])
+        .output();
+}
+
+fn exists(dataset: &str) -> bool {
+    Command::new("zfs")
+        .args(["list", "-H", "-o", "name", dataset])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn first_chunk(dir: &Path) -> PathBuf {
+    let mut chunks: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".zfs.gpg."))
+        .collect();
+    chunks.sort();
+    chunks.remove(0)
+}
+
+#[test]
+fn restore_at_a_point_and_at_latest_and_without_any_config() {
+    let Some(zfs) = ZfsSession::start(&["gpg", "rclone"]) else {
+        return;
+    };
+    let src = zfs.pool("rs");
+    let dst = zfs.pool("rd");
+    let b = three_backups(&src);
+
+    for (at, name) in [("20240103000000", "at3"), ("latest", "latest")] {
+        let target = dst.dataset(name);
+        let out = run_ok(
+            b.setup
+                .cmd(DAYS[2])
+                .args(["restore", "--to", &target, "--at", at]),
+        );
+        assert!(
+            text(&out).contains("20240101000000-full + 20240103000000"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(
+            tree_digest(&dst.mountpoint(&target)),
+            b.at_day3,
+            "--at {at}"
+        );
+    }
+
+    // Disaster recovery: no config file, only the remote and the passphrase.
+    let target = dst.dataset("dr");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zfs2cloud"));
+    cmd.args(["restore", "--to", &target, "--from", &b.remote])
+        .arg("--passphrase-file")
+        .arg(&b.setup.passphrase_file)
+        .arg("--rclone-config")
+        .arg(b.rclone.path())
+        .env("GNUPGHOME", &b.setup.gnupghome)
+        .env_remove("ZFS2CLOUD_CONFIG")
+        .current_dir("/");
+    sanitize_env(&mut cmd);
+    run_ok(&mut cmd);
+    assert_eq!(tree_digest(&dst.mountpoint(&target)), b.at_day3);
+
+    // `status --json --remote` of this real state validates against the
+    // documented schema.
+    let out = run_ok(b.setup.cmd(DAYS[2]).args(["status", "--json", "--remote"]));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/status.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(schema_path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&report)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{report:#}");
+    assert_eq!(
+        report["remote_backups"]["chains"][0]["incrementals"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(report["full_base"], "20240101000000");
+    assert_eq!(report["last_backup"]["kind"], "incremental");
+    let table = text(&run_ok(b.setup.cmd(DAYS[2]).args(["status", "--remote"])));
+    assert!(
+        table.contains("chain 20240101000000-full: 20240102000000, 20240103000000"),
+        "{table}"
+    );
+
+    // An existing target is refused without --force.
+    let out = run_fail(b.setup.cmd(DAYS[2]).args(["restore", "--to", &target]));
+    assert!(text(&out).contains("already exists"), "{}", text(&out));
+    // --dry-run prints the chain and the commands and receives nothing.
+    let out =
+        run_ok(
+            b.setup
+                .cmd(DAYS[2])
+                .args(["--dry-run", "restore", "--to", &dst.dataset("dry")]),
+        );
+    assert!(
+        text(&out).contains("[dry-run] rclone cat"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("zfs recv"), "{}", text(&out));
+    assert!(!exists(&dst.dataset("dry")));
+    release(&src.dataset("data"), "20240101000000");
+}
+
+#[test]
+fn a_flipped_byte_is_found_by_verify_and_stops_restore_and_a_missing_chunk_is_incomplete() {
+    let Some(zfs) = ZfsSession::start(&["gpg", "rclone"]) else {
+        return;
+    };
+    let src = zfs.pool("vs");
+    let dst = zfs.pool("vd");
+    let b = three_backups(&src);
+
+    let out = run_ok(b.setup.cmd(DAYS[2]).arg("verify"));
+    assert_eq!(text(&out).matches("OK ").count(), 3, "{}", text(&out));
+    let out = run_ok(b.setup.cmd(DAYS[2]).args(["verify", "--deep"]));
+    assert_eq!(text(&out).matches("OK ").count(), 3, "{}", text(&out));
+    let leftovers =
+        run_ok(Command::new("zfs").args(["list", "-H", "-o", "name", "-r", src.name()]));
+    assert!(!String::from_utf8_lossy(&leftovers.stdout).contains("zfs2cloud-verify"));
+
+    // Flip one byte in the first chunk of the day-3 incremental.
+    let chunk = first_chunk(&b.remote_dir.join("20240103000000"));
+    let chunk_name = chunk.file_name().unwrap().to_string_lossy().into_owned();
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::write(&chunk, &bytes).unwrap();
+
+    let out = run_fail(b.setup.cmd(DAYS[2]).arg("verify"));
+    let shown = text(&out);
+    assert!(shown.contains("DAMAGED     20240103000000"), "{shown}");
+    assert!(shown.contains(&chunk_name), "the chunk is named: {shown}");
+    let out =
+        run_fail(
+            b.setup
+                .cmd(DAYS[2])
+                .args(["verify", "--deep", "--snapshot", "20240103000000"]),
+        );
+    assert!(text(&out).contains(&chunk_name), "{}", text(&out));
+
+    let target = dst.dataset("damaged");
+    let out =
+        run_fail(
+            b.setup
+                .cmd(DAYS[2])
+                .args(["restore", "--to", &target, "--at", "20240103000000"]),
+        );
+    let shown = text(&out);
+    assert!(shown.contains(&format!("chunk {chunk_name}")), "{shown}");
+    assert!(!exists(&target), "a half-received target was left behind");
+
+    // A deleted chunk, and a deleted manifest: INCOMPLETE.
+    std::fs::remove_file(first_chunk(&b.remote_dir.join("20240102000000"))).unwrap();
+    std::fs::remove_file(b.remote_dir.join("20240101000000-full/manifest.json")).unwrap();
+    let out = run_fail(b.setup.cmd(DAYS[2]).arg("verify"));
+    let shown = text(&out);
+    assert!(
+        shown.contains("INCOMPLETE  20240102000000: missing chunk"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("INCOMPLETE  20240101000000-full: manifest.json is missing"),
+        "{shown}"
+    );
+    release(&src.dataset("data"), "20240101000000");
+}
+
+#[test]
+fn a_backup_made_by_the_original_tool_is_restored() {
+    let Some(zfs) = ZfsSession::start(&["gpg", "rclone"]) else {
+        return;
+    };
+    let src = zfs.pool("ls");
+    let dst = zfs.pool("ld");
+    let data = src.create_dataset("app");
+    let ds = src.dataset("app");
+    write_random_file(&data.join("db.bin"), 300_000, 3);
+    std::fs::write(data.join("conf"), "x=1\n").unwrap();
+    run_ok(Command::new("zfs").args(["snapshot", &format!("{ds}@20240101000000")]));
+    let rclone = RcloneConfig::new();
+    let root = rclone.add_local("cloud");
+    let setup = Setup::new(&ds, "");
+    // The original's pipeline, with split(1) and no manifest.
+    let dir = root.join("20240101000000-full");
+    std::fs::create_dir_all(&dir).unwrap();
+    run_pipeline(&format!(
+        "zfs send {ds}@20240101000000 | GNUPGHOME='{}' gpg -c --batch --cipher-algo AES256 --passphrase-file '{}' \
+         | split -b 64K --numeric-suffixes --suffix-length=4 - '{}/{}@20240101000000.zfs.gpg.'",
+        setup.gnupghome.display(),
+        setup.passphrase_file.display(),
+        dir.display(),
+        ds.replace('/', "-"),
+    ));
+    let target = dst.dataset("restored");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zfs2cloud"));
+    cmd.args(["restore", "--to", &target, "--from"])
+        .arg(format!("cloud:{}", root.display()))
+        .arg("--passphrase-file")
+        .arg(&setup.passphrase_file)
+        .arg("--rclone-config")
+        .arg(rclone.path())
+        .env("GNUPGHOME", &setup.gnupghome)
+        .env_remove("ZFS2CLOUD_CONFIG");
+    sanitize_env(&mut cmd);
+    let out = run_ok(&mut cmd);
+    assert!(
+        text(&out).contains("no manifest"),
+        "the missing checks are said: {}",
+        text(&out)
+    );
+    assert_eq!(tree_digest(&dst.mountpoint(&target)), tree_digest(&data));
+    assert_eq!(
+        zfs_get("type", &format!("{target}@20240101000000")),
+        "snapshot"
+    );
+}

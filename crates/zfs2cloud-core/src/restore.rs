@@ -1,0 +1,552 @@
+//! Restore: pick the chain that reaches a backup, stream it from the remote,
+//! check every chunk, decrypt, and `zfs recv`.
+//!
+//! Nothing is staged locally: each chunk is read with `rclone cat`, hashed
+//! as it passes, and written to `gpg --decrypt`, whose output goes straight
+//! into `zfs recv`. A chunk whose SHA-256 differs from the manifest aborts
+//! the receive before the stream ends (gpg's stdin is never closed
+//! normally), so `zfs recv` never commits a damaged backup: the target is
+//! left as it was (or absent).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use sha2::{Digest, Sha256};
+
+use crate::catalog::RemoteBackup;
+use crate::export::hex;
+use crate::gpg::{GpgEncryptor, GpgError};
+use crate::names::DatasetName;
+use crate::plan::ExportKind;
+use crate::process::{
+    CancelToken, CommandLine, ProcessError, Runner, RunningProcess, SpawnOptions,
+};
+use crate::stages::{UploadError, Uploader};
+use crate::upload::remote_join;
+
+/// Errors of restore.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// No backup matches `--at`.
+    #[error("no backup {0} on the remote")]
+    NoSuchBackup(String),
+    /// There are no (complete) backups at all.
+    #[error("the remote holds no backup")]
+    NoBackups,
+    /// The full an incremental is based on is not on the remote.
+    #[error("{snapshot} is based on the full {base}, which is not on the remote")]
+    MissingBase {
+        /// The incremental.
+        snapshot: String,
+        /// Its base.
+        base: String,
+    },
+    /// The target exists and `--force` was not given.
+    #[error("{0} already exists; restore into a new dataset, or pass --force to overwrite it")]
+    TargetExists(String),
+    /// A chunk differs from its manifest entry.
+    #[error("chunk {chunk} of {backup} is damaged: {reason}; the receive was aborted before it could commit")]
+    DamagedChunk {
+        /// The backup directory.
+        backup: String,
+        /// The chunk.
+        chunk: String,
+        /// What differs.
+        reason: String,
+    },
+    /// Reading from the remote failed.
+    #[error("reading {path} from the remote failed")]
+    Remote {
+        /// The remote path.
+        path: String,
+        /// Why.
+        #[source]
+        source: UploadError,
+    },
+    /// gpg failed (a wrong passphrase, a damaged message).
+    #[error("gpg --decrypt of {backup} failed")]
+    Decrypt {
+        /// The backup directory.
+        backup: String,
+        /// Why.
+        #[source]
+        source: GpgError,
+    },
+    /// `zfs recv` failed.
+    #[error("zfs recv of {backup} failed")]
+    Receive {
+        /// The backup directory.
+        backup: String,
+        /// Why.
+        #[source]
+        source: ProcessError,
+    },
+    /// The run was interrupted; the receive was aborted.
+    #[error("interrupted; the receive was aborted")]
+    Interrupted,
+}
+
+/// Which backup to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestorePoint {
+    /// The newest complete backup.
+    Latest,
+    /// The backup of this snapshot (part after `@`).
+    Snapshot(String),
+}
+
+/// The backups to receive, full first. Backups with a manifest are
+/// preferred; backups without one (the original tool's) are used only when
+/// named explicitly or when the remote has no manifest at all. An
+/// incremental without manifest is based on the newest full before it (the
+/// original tool's `since_last_full`).
+///
+/// # Errors
+///
+/// [`RestoreError`] if the point or its base is not on the remote.
+pub fn plan_restore<'a>(
+    backups: &'a [RemoteBackup],
+    at: &RestorePoint,
+) -> Result<Vec<&'a RemoteBackup>, RestoreError> {
+    let usable = |b: &&RemoteBackup| !b.chunk_names().is_empty();
+    let target = match at {
+        RestorePoint::Snapshot(name) => backups
+            .iter()
+            .filter(usable)
+            .find(|b| &b.snapshot == name || &b.dir_name == name)
+            .ok_or_else(|| RestoreError::NoSuchBackup(name.clone()))?,
+        RestorePoint::Latest => {
+            let any_manifest = backups.iter().any(RemoteBackup::has_manifest);
+            backups
+                .iter()
+                .filter(usable)
+                .filter(|b| b.has_manifest() || !any_manifest)
+                .max_by(|a, b| a.snapshot.cmp(&b.snapshot))
+                .ok_or(RestoreError::NoBackups)?
+        }
+    };
+    if target.kind == ExportKind::Full {
+        return Ok(vec![target]);
+    }
+    let base = match target.base() {
+        Some(base) => backups
+            .iter()
+            .find(|b| b.kind == ExportKind::Full && b.snapshot == base),
+        None => backups
+            .iter()
+            .filter(|b| b.kind == ExportKind::Full && b.snapshot < target.snapshot)
+            .max_by(|a, b| a.snapshot.cmp(&b.snapshot)),
+    };
+    match base.filter(usable) {
+        Some(full) => Ok(vec![full, target]),
+        None => Err(RestoreError::MissingBase {
+            snapshot: target.snapshot.clone(),
+            base: target.base().unwrap_or("(the full before it)").to_owned(),
+        }),
+    }
+}
+
+/// Everything a restore needs besides the chain.
+#[derive(Debug, Clone)]
+pub struct RestoreSettings {
+    /// The dataset to receive into.
+    pub target: DatasetName,
+    /// Overwrite an existing target (`zfs recv -F`).
+    pub force: bool,
+    /// The `zfs` binary.
+    pub zfs: PathBuf,
+    /// The rclone remote the backups are under.
+    pub remote: String,
+    /// Stops the restore when set.
+    pub cancel: CancelToken,
+}
+
+/// Whether `dataset` exists.
+///
+/// # Errors
+///
+/// [`ProcessError`] if `zfs list` fails for another reason than absence.
+pub fn dataset_exists(
+    runner: &Runner,
+    zfs: &std::path::Path,
+    dataset: &DatasetName,
+) -> Result<bool, ProcessError> {
+    match runner.query(
+        &CommandLine::new(zfs)
+            .args(["list", "-H", "-o", "name"])
+            .arg(dataset.as_str()),
+    ) {
+        Ok(_) => Ok(true),
+        Err(e) if e.stderr().contains("does not exist") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Receives `chain` (full first) into `settings.target`.
+///
+/// # Errors
+///
+/// [`RestoreError`]; a damaged chunk or any failure aborts the receive of
+/// that backup before `zfs recv` can commit it.
+pub fn restore_chain(
+    store: &dyn Uploader,
+    gpg: &GpgEncryptor,
+    runner: &Runner,
+    chain: &[&RemoteBackup],
+    settings: &RestoreSettings,
+) -> Result<(), RestoreError> {
+    let exists = dataset_exists(runner, &settings.zfs, &settings.target).map_err(|source| {
+        RestoreError::Receive {
+            backup: String::new(),
+            source,
+        }
+    })?;
+    if exists && !settings.force {
+        return Err(RestoreError::TargetExists(settings.target.to_string()));
+    }
+    for (i, backup) in chain.iter().enumerate() {
+        if backup.manifest.is_none() {
+            log::warn!(
+                "{} has no manifest (made by the original tool?): its chunks are taken in suffix order and no hash is checked",
+                backup.dir_name
+            );
+        }
+        // -F: overwrite an existing target (--force), and roll the freshly
+        // received full back to its snapshot before the incremental.
+        let force = i > 0 || settings.force;
+        let mut recv = CommandLine::new(&settings.zfs).arg("recv");
+        if force {
+            recv = recv.arg("-F");
+        }
+        let recv = recv.arg(settings.target.as_str());
+        let dir = remote_join(&settings.remote, &backup.dir_name);
+        let chunks = backup.chunk_names();
+        if runner.skip_in_dry_run(&format!(
+            "rclone cat {dir}/{{{}}} (checked against the manifest) | {} | {recv}",
+            chunks.join(","),
+            gpg.decrypt_command()
+        )) {
+            continue;
+        }
+        if let Err(e) = receive_one(
+            store,
+            gpg,
+            runner,
+            backup,
+            &dir,
+            &chunks,
+            &recv,
+            &settings.cancel,
+        ) {
+            // The full went in but a later backup of the chain failed: the
+            // dataset this restore created would hold another point than
+            // asked for. Take it away again (this restore created it).
+            if i > 0 && !exists {
+                match crate::zfs::destroy_own_dataset(
+                    runner,
+                    &settings.zfs,
+                    settings.target.as_str(),
+                    true,
+                ) {
+                    Ok(_) => log::warn!("destroyed the partly restored {}", settings.target),
+                    Err(d) => log::error!(
+                        "could not destroy the partly restored {}: {}",
+                        settings.target,
+                        crate::error_chain(&d)
+                    ),
+                }
+            }
+            return Err(e);
+        }
+        log::info!("received {} into {}", backup.dir_name, settings.target);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn receive_one(
+    store: &dyn Uploader,
+    gpg: &GpgEncryptor,
+    runner: &Runner,
+    backup: &RemoteBackup,
+    dir: &str,
+    chunks: &[String],
+    recv_cmd: &CommandLine,
+    cancel: &CancelToken,
+) -> Result<(), RestoreError> {
+    let decrypt_err = |source| RestoreError::Decrypt {
+        backup: backup.dir_name.clone(),
+        source,
+    };
+    let mut decrypt = gpg.decrypt().map_err(decrypt_err)?;
+    let Some(plain) = decrypt.take_stdout() else {
+        return Err(decrypt_err(GpgError::Pipe(std::io::Error::other(
+            "gpg has no stdout",
+        ))));
+    };
+    let mut recv = runner
+        .spawn(
+            recv_cmd,
+            SpawnOptions {
+                stdin: Some(Stdio::from(plain)),
+                ..SpawnOptions::default()
+            },
+        )
+        .map_err(|source| RestoreError::Receive {
+            backup: backup.dir_name.clone(),
+            source,
+        })?;
+    let Some(mut cipher_in) = decrypt.take_stdin() else {
+        return Err(decrypt_err(GpgError::Pipe(std::io::Error::other(
+            "gpg has no stdin",
+        ))));
+    };
+    let fed = feed_chunks(store, backup, dir, chunks, &mut cipher_in, cancel);
+    if let Err(e) = fed {
+        // Kill before gpg ever sees the end of its input: zfs recv gets a
+        // truncated stream and never commits it.
+        abort(&mut decrypt, &mut recv);
+        let (_, recv_done) = (decrypt.wait(), recv.wait());
+        // A broken pipe while feeding means a consumer died first; its
+        // error is the real one.
+        if let FeedError::Write(_) = e {
+            if !recv_done.success() {
+                return Err(RestoreError::Receive {
+                    backup: backup.dir_name.clone(),
+                    source: recv_done
+                        .into_result()
+                        .err()
+                        .unwrap_or_else(|| ProcessError::Io {
+                            command: recv_cmd.to_string(),
+                            source: std::io::Error::other("failed"),
+                        }),
+                });
+            }
+        }
+        return Err(e.into_restore_error(backup));
+    }
+    drop(cipher_in);
+    let decrypt_done = decrypt.wait();
+    let recv_done = recv.wait();
+    let recv_result = recv_done.into_result();
+    decrypt_done
+        .into_result()
+        .map_err(|e| decrypt_err(GpgError::Process(e)))?;
+    recv_result.map_err(|source| RestoreError::Receive {
+        backup: backup.dir_name.clone(),
+        source,
+    })
+}
+
+fn abort(decrypt: &mut RunningProcess, recv: &mut RunningProcess) {
+    recv.kill();
+    decrypt.kill();
+}
+
+enum FeedError {
+    Damaged { chunk: String, reason: String },
+    Remote { path: String, source: UploadError },
+    Write(std::io::Error),
+    Interrupted,
+}
+
+impl FeedError {
+    fn into_restore_error(self, backup: &RemoteBackup) -> RestoreError {
+        match self {
+            Self::Damaged { chunk, reason } => RestoreError::DamagedChunk {
+                backup: backup.dir_name.clone(),
+                chunk,
+                reason,
+            },
+            Self::Remote { path, source } => RestoreError::Remote { path, source },
+            Self::Write(e) => RestoreError::Decrypt {
+                backup: backup.dir_name.clone(),
+                source: GpgError::Pipe(e),
+            },
+            Self::Interrupted => RestoreError::Interrupted,
+        }
+    }
+}
+
+/// Streams each chunk from the remote into `sink`, checking it against the
+/// manifest as it passes.
+fn feed_chunks(
+    store: &dyn Uploader,
+    backup: &RemoteBackup,
+    dir: &str,
+    chunks: &[String],
+    sink: &mut impl Write,
+    cancel: &CancelToken,
+) -> Result<(), FeedError> {
+    let mut buf = vec![0u8; 1 << 20];
+    for name in chunks {
+        let path = remote_join(dir, name);
+        let remote_err = |source| FeedError::Remote {
+            path: path.clone(),
+            source,
+        };
+        let mut cat = store.cat(&path).map_err(remote_err)?;
+        let mut stream = cat
+            .take_stdout()
+            .ok_or_else(|| FeedError::Write(std::io::Error::other("no stdout")))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        loop {
+            if cancel.is_cancelled() {
+                cat.kill();
+                let _ = cat.wait();
+                return Err(FeedError::Interrupted);
+            }
+            let n = match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    cat.kill();
+                    let _ = cat.wait();
+                    return Err(FeedError::Remote {
+                        path: path.clone(),
+                        source: UploadError::Parse {
+                            command: format!("cat {path}"),
+                            message: e.to_string(),
+                        },
+                    });
+                }
+            };
+            hasher.update(&buf[..n]);
+            size += n as u64;
+            if let Err(e) = sink.write_all(&buf[..n]) {
+                cat.kill();
+                let _ = cat.wait();
+                return Err(FeedError::Write(e));
+            }
+        }
+        drop(stream);
+        cat.wait().into_result().map_err(|e| remote_err(e.into()))?;
+        if let Some(entry) = backup
+            .manifest
+            .as_ref()
+            .and_then(|m| m.chunks.iter().find(|c| &c.name == name))
+        {
+            let digest = hex(&hasher.finalize());
+            if entry.size != size {
+                return Err(FeedError::Damaged {
+                    chunk: name.clone(),
+                    reason: format!("{size} bytes, the manifest says {}", entry.size),
+                });
+            }
+            if entry.sha256 != digest {
+                return Err(FeedError::Damaged {
+                    chunk: name.clone(),
+                    reason: "its sha256 differs from the manifest".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::stages::RemoteFile;
+
+    fn backup(dir: &str, base: Option<&str>, manifest: bool) -> RemoteBackup {
+        let snapshot = dir.trim_end_matches("-full").to_owned();
+        let kind = if dir.ends_with("-full") {
+            ExportKind::Full
+        } else {
+            ExportKind::Incremental
+        };
+        RemoteBackup {
+            dir_name: dir.into(),
+            snapshot: snapshot.clone(),
+            kind,
+            manifest: manifest.then(|| crate::export::Manifest {
+                format: 1,
+                tool: String::new(),
+                tool_version: String::new(),
+                dataset: "tank/data".into(),
+                snapshot: snapshot.clone(),
+                kind,
+                base: base.map(Into::into),
+                created_at: String::new(),
+                encryption: String::new(),
+                compression: String::new(),
+                split_size: 0,
+                total_size: 0,
+                chunks: vec![crate::export::ChunkEntry {
+                    name: format!("x@{snapshot}.zfs.gpg.0000"),
+                    size: 1,
+                    sha256: String::new(),
+                }],
+            }),
+            files: vec![RemoteFile {
+                name: format!("x@{snapshot}.zfs.gpg.0000"),
+                size: 1,
+                sha256: None,
+            }],
+        }
+    }
+
+    fn dirs(chain: &[&RemoteBackup]) -> Vec<String> {
+        chain.iter().map(|b| b.dir_name.clone()).collect()
+    }
+
+    #[test]
+    fn the_chain_is_the_full_plus_at_most_one_incremental() {
+        let b = vec![
+            backup("20240101000000-full", None, true),
+            backup("20240102000000", Some("20240101000000"), true),
+            backup("20240103000000", Some("20240101000000"), true),
+        ];
+        let at = RestorePoint::Snapshot("20240103000000".into());
+        assert_eq!(
+            dirs(&plan_restore(&b, &at).unwrap()),
+            ["20240101000000-full", "20240103000000"]
+        );
+        assert_eq!(
+            dirs(&plan_restore(&b, &RestorePoint::Latest).unwrap()),
+            ["20240101000000-full", "20240103000000"]
+        );
+        let at = RestorePoint::Snapshot("20240101000000".into());
+        assert_eq!(
+            dirs(&plan_restore(&b, &at).unwrap()),
+            ["20240101000000-full"]
+        );
+    }
+
+    #[test]
+    fn latest_skips_incomplete_backups_and_a_missing_base_is_an_error() {
+        let b = vec![
+            backup("20240101000000-full", None, true),
+            backup("20240102000000", Some("20240101000000"), true),
+            backup("20240103000000", None, false), // interrupted upload
+        ];
+        assert_eq!(
+            dirs(&plan_restore(&b, &RestorePoint::Latest).unwrap()),
+            ["20240101000000-full", "20240102000000"]
+        );
+        let orphan = vec![backup("20240102000000", Some("20240101000000"), true)];
+        assert!(matches!(
+            plan_restore(&orphan, &RestorePoint::Latest),
+            Err(RestoreError::MissingBase { .. })
+        ));
+    }
+
+    #[test]
+    fn original_tool_backups_chain_to_the_last_full_before_them() {
+        let b = vec![
+            backup("20231201000000-full", None, false),
+            backup("20240101000000-full", None, false),
+            backup("20240103000000", None, false),
+        ];
+        assert_eq!(
+            dirs(&plan_restore(&b, &RestorePoint::Latest).unwrap()),
+            ["20240101000000-full", "20240103000000"]
+        );
+    }
+}
