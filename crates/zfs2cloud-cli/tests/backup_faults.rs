@@ -467,3 +467,30 @@ fn stray_chunks_on_the_remote_block_the_confirmation() {
     let files = rclone.files(&format!("{REMOTE}/20240101000000-full"));
     assert!(!files.contains(&"manifest.json".to_owned()), "{files:?}");
 }
+
+#[test]
+fn verify_as_a_step_checks_the_runs_backup() {
+    if !require_tools(&["gpg"]) {
+        return;
+    }
+    let (zfs, rclone) = fakes();
+    let setup = Setup::with_remote(
+        "tank/data",
+        REMOTE,
+        "steps = [\"lock\", \"snapshot\", \"export\", \"upload\", \"verify\", \"unlock\"]\n",
+    );
+    let out = run_ok(&mut backup(&setup, DAY1, &zfs, &rclone));
+    assert!(text(&out).contains("1 backup(s) OK"), "{}", text(&out));
+    // Damage the uploaded chunk (same size, other bytes): the next run's
+    // verify step fails, naming the chunk.
+    let chunk = rclone.path(&format!(
+        "{REMOTE}/20240101000000-full/tank-data@20240101000000.zfs.gpg.0000"
+    ));
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&chunk, bytes).unwrap();
+    let setup2 = Setup::with_remote("tank/data", REMOTE, "steps = [\"verify\"]\n");
+    let out = run_fail(&mut backup(&setup2, DAY2, &zfs, &rclone));
+    assert!(text(&out).contains("step verify failed"), "{}", text(&out));
+    assert!(text(&out).contains("zfs.gpg.0000"), "{}", text(&out));
+}
