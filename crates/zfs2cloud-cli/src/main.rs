@@ -628,25 +628,11 @@ fn restore(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
         )),
     };
     let target = DatasetName::parse(args.to).map_err(|e| UsageError(e.to_string()))?;
-    let tool = |env: &str, configured: Option<PathBuf>, default: &str| {
-        std::env::var_os(env)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or(configured)
-            .unwrap_or_else(|| PathBuf::from(default))
-    };
-    let (zfs_bin, gpg_bin, rclone_bin) = match &config {
-        Some(c) => (
-            c.tools.zfs.clone(),
-            c.tools.gpg.clone(),
-            c.tools.rclone.clone(),
-        ),
-        None => (
-            tool(zfs2cloud_core::config::ENV_ZFS, None, "zfs"),
-            tool(zfs2cloud_core::config::ENV_GPG, None, "gpg"),
-            tool(zfs2cloud_core::config::ENV_RCLONE, None, "rclone"),
-        ),
-    };
+    let tools = config
+        .as_ref()
+        .map_or_else(zfs2cloud_core::config::ToolPaths::from_env, |c| {
+            c.tools.clone()
+        });
     let runner = if cli.dry_run {
         Runner::dry_run(Arc::new(|action: &str| out(&format!("[dry-run] {action}"))))
     } else {
@@ -663,7 +649,7 @@ fn restore(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
     };
     let store = RcloneUploader::new(
         runner.clone(),
-        rclone_bin,
+        tools.rclone.clone(),
         RcloneOptions {
             config: args
                 .rclone_config
@@ -676,7 +662,7 @@ fn restore(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
             ..RcloneOptions::default()
         },
     );
-    let gpg = GpgEncryptor::new(runner.clone(), gpg_bin, passphrase);
+    let gpg = GpgEncryptor::new(runner.clone(), tools.gpg.clone(), passphrase);
     let backups = list_remote_backups(&store, &remote).context("cannot list the remote")?;
     let point = if args.at == "latest" {
         RestorePoint::Latest
@@ -696,7 +682,7 @@ fn restore(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
     let settings = RestoreSettings {
         target: target.clone(),
         force: args.force,
-        zfs: zfs_bin,
+        zfs: tools.zfs.clone(),
         remote: remote.clone(),
         cancel: cancel.clone(),
     };

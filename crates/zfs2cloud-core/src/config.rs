@@ -188,6 +188,29 @@ pub struct ToolPaths {
     pub rclone: PathBuf,
 }
 
+impl ToolPaths {
+    /// One tool's path: the environment variable `env` if set and not empty,
+    /// else the configured path, else `default` (looked up in `PATH`).
+    #[must_use]
+    pub fn resolve(env: &str, configured: Option<PathBuf>, default: &str) -> PathBuf {
+        std::env::var_os(env)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or(configured)
+            .unwrap_or_else(|| PathBuf::from(default))
+    }
+
+    /// The paths without a config file: environment overrides, else `PATH`.
+    #[must_use]
+    pub fn from_env() -> Self {
+        Self {
+            zfs: Self::resolve(ENV_ZFS, None, "zfs"),
+            gpg: Self::resolve(ENV_GPG, None, "gpg"),
+            rclone: Self::resolve(ENV_RCLONE, None, "rclone"),
+        }
+    }
+}
+
 /// How incrementals are based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -574,13 +597,6 @@ impl Config {
             on_failure: hook("on_failure", raw.hooks.on_failure)?,
             on_success: hook("on_success", raw.hooks.on_success)?,
         };
-        let tool = |env: &str, configured: Option<PathBuf>, default: &str| {
-            std::env::var_os(env)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .or(configured)
-                .unwrap_or_else(|| PathBuf::from(default))
-        };
         Ok(Self {
             path: path.to_owned(),
             dataset,
@@ -605,9 +621,9 @@ impl Config {
             mount_strategy: raw.mount_strategy,
             incremental_strategy: raw.incremental_strategy,
             tools: ToolPaths {
-                zfs: tool(ENV_ZFS, raw.zfs_path, "zfs"),
-                gpg: tool(ENV_GPG, raw.gpg_path, "gpg"),
-                rclone: tool(ENV_RCLONE, raw.rclone_path, "rclone"),
+                zfs: ToolPaths::resolve(ENV_ZFS, raw.zfs_path, "zfs"),
+                gpg: ToolPaths::resolve(ENV_GPG, raw.gpg_path, "gpg"),
+                rclone: ToolPaths::resolve(ENV_RCLONE, raw.rclone_path, "rclone"),
             },
         })
     }
