@@ -222,6 +222,30 @@ fn a_flipped_byte_is_found_by_verify_and_stops_restore_and_a_missing_chunk_is_in
     assert!(shown.contains(&format!("chunk {chunk_name}")), "{shown}");
     assert!(!exists(&target), "a half-received target was left behind");
 
+    // The same for a damaged full: nothing is left of the target.
+    let full_chunk = first_chunk(&b.remote_dir.join("20240101000000-full"));
+    let full_chunk_name = full_chunk
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mut bytes = std::fs::read(&full_chunk).unwrap();
+    bytes[200] ^= 0x80;
+    std::fs::write(&full_chunk, &bytes).unwrap();
+    let target = dst.dataset("damagedfull");
+    let out =
+        run_fail(
+            b.setup
+                .cmd(DAYS[2])
+                .args(["restore", "--to", &target, "--at", "20240101000000"]),
+        );
+    assert!(
+        text(&out).contains(&format!("chunk {full_chunk_name}")),
+        "{}",
+        text(&out)
+    );
+    assert!(!exists(&target), "a half-received target was left behind");
+
     // A deleted chunk, and a deleted manifest: INCOMPLETE.
     std::fs::remove_file(first_chunk(&b.remote_dir.join("20240102000000"))).unwrap();
     std::fs::remove_file(b.remote_dir.join("20240101000000-full/manifest.json")).unwrap();

@@ -239,10 +239,15 @@ pub fn restore_chain(
             &recv,
             &settings.cancel,
         ) {
-            // The full went in but a later backup of the chain failed: the
-            // dataset this restore created would hold another point than
-            // asked for. Take it away again (this restore created it).
-            if i > 0 && !exists {
+            // A target this restore created must not stay behind half
+            // done: after a failed incremental it would hold another point
+            // than asked for, and an aborted full receive may leave an
+            // empty dataset on some ZFS versions. It did not exist before,
+            // so it is ours to remove.
+            let created = !exists
+                && (i > 0
+                    || dataset_exists(runner, &settings.zfs, &settings.target).unwrap_or(false));
+            if created {
                 match crate::zfs::destroy_own_dataset(
                     runner,
                     &settings.zfs,
