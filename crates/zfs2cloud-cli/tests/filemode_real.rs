@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::{text, Setup};
 use zfs2cloud_testkit::fake::{FakeRclone, FaultAction};
-use zfs2cloud_testkit::harness::{run_fail, run_ok, tree_digest, write_random_file, ZfsSession};
+use zfs2cloud_testkit::harness::{
+    run_fail, run_ok, tree_digest, write_random_file, Pool, ZfsSession,
+};
 use zfs2cloud_testkit::remote::RcloneConfig;
 
 const DAY1: &str = "2024-01-01T00:00:00Z";
@@ -168,6 +170,23 @@ fn a_failing_rclone_leaves_no_mount_and_no_clone() {
     assert_nothing_exposed(pool.name(), &setup.basedir);
 }
 
+/// `<pool>/data` holding one file, configured for file mode to a local
+/// remote; returns the dataset, the rclone config (keep it alive), the
+/// remote's root and the set-up.
+fn one_file_to_a_local_remote(pool: &Pool<'_>) -> (String, RcloneConfig, PathBuf, Setup) {
+    let data = pool.create_dataset("data");
+    let ds = pool.dataset("data");
+    std::fs::write(data.join("f"), b"x").unwrap();
+    let rclone = RcloneConfig::new();
+    let root = rclone.add_local("cloud");
+    let setup = Setup::with_remote(
+        &ds,
+        &format!("cloud:{}", root.display()),
+        &file_mode(&rclone, ""),
+    );
+    (ds, rclone, root, setup)
+}
+
 /// An rclone whose `sync` first waits 60 s (killable), recording its pid.
 fn slow_sync_rclone(dir: &Path) -> (PathBuf, PathBuf) {
     let pidfile = dir.join("rclone.pid");
@@ -202,16 +221,7 @@ fn sigterm_while_syncing_unmounts_and_exits_143() {
         return;
     };
     let pool = zfs.pool("fmterm");
-    let data = pool.create_dataset("data");
-    let ds = pool.dataset("data");
-    std::fs::write(data.join("f"), b"x").unwrap();
-    let rclone = RcloneConfig::new();
-    let root = rclone.add_local("cloud");
-    let setup = Setup::with_remote(
-        &ds,
-        &format!("cloud:{}", root.display()),
-        &file_mode(&rclone, ""),
-    );
+    let (_ds, _rclone, _root, setup) = one_file_to_a_local_remote(&pool);
     let (wrapper, pidfile) = slow_sync_rclone(setup.dir.path());
     let child = setup
         .cmd(DAY1)
@@ -239,16 +249,7 @@ fn after_a_kill_9_while_mounted_the_next_run_cleans_up_and_succeeds() {
         return;
     };
     let pool = zfs.pool("fmkill");
-    let data = pool.create_dataset("data");
-    let ds = pool.dataset("data");
-    std::fs::write(data.join("f"), b"x").unwrap();
-    let rclone = RcloneConfig::new();
-    let root = rclone.add_local("cloud");
-    let setup = Setup::with_remote(
-        &ds,
-        &format!("cloud:{}", root.display()),
-        &file_mode(&rclone, ""),
-    );
+    let (ds, _rclone, root, setup) = one_file_to_a_local_remote(&pool);
     let (wrapper, pidfile) = slow_sync_rclone(setup.dir.path());
     let mut child = setup
         .cmd(DAY1)
