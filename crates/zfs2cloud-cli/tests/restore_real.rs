@@ -155,6 +155,25 @@ fn restore_at_a_point_and_at_latest_and_without_any_config() {
         "{table}"
     );
 
+    // A wrong passphrase is reported as gpg's failure, and no target stays.
+    let wrong = b.setup.dir.path().join("wrong-passphrase");
+    std::fs::write(&wrong, "not the passphrase\n").unwrap();
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let target = dst.dataset("wrongpass");
+    let out = run_fail(
+        b.setup
+            .cmd(DAYS[2])
+            .args(["restore", "--to", &target, "--passphrase-file"])
+            .arg(&wrong),
+    );
+    assert!(
+        text(&out).contains("gpg --decrypt of 20240101000000-full failed"),
+        "{}",
+        text(&out)
+    );
+    assert!(!exists(&target));
+    let target = dst.dataset("dr");
+
     // An existing target is refused without --force.
     let out = run_fail(b.setup.cmd(DAYS[2]).args(["restore", "--to", &target]));
     assert!(text(&out).contains("already exists"), "{}", text(&out));

@@ -312,20 +312,25 @@ fn receive_one(
         // Kill before gpg ever sees the end of its input: zfs recv gets a
         // truncated stream and never commits it.
         abort(&mut decrypt, &mut recv);
-        let (_, recv_done) = (decrypt.wait(), recv.wait());
-        // A broken pipe while feeding means a consumer died first; its
-        // error is the real one.
+        let (decrypt_done, recv_done) = (decrypt.wait(), recv.wait());
+        // A broken pipe while feeding means a consumer died first, and its
+        // error is the real one: gpg's when it refused the input (a wrong
+        // passphrase), else zfs recv's (which makes gpg's write fail too).
         if let FeedError::Write(_) = e {
-            if !recv_done.success() {
+            // Exited by itself with an error (we killed a running one with
+            // a signal, which says nothing about the cause).
+            let gpg_cause = decrypt_done
+                .status
+                .is_some_and(|st| st.code().is_some_and(|c| c != 0))
+                && !decrypt_done.stderr.contains("Broken pipe");
+            if gpg_cause {
+                if let Err(source) = decrypt_done.into_result() {
+                    return Err(decrypt_err(GpgError::Process(source)));
+                }
+            } else if let Err(source) = recv_done.into_result() {
                 return Err(RestoreError::Receive {
                     backup: backup.dir_name.clone(),
-                    source: recv_done
-                        .into_result()
-                        .err()
-                        .unwrap_or_else(|| ProcessError::Io {
-                            command: recv_cmd.to_string(),
-                            source: std::io::Error::other("failed"),
-                        }),
+                    source,
                 });
             }
         }
