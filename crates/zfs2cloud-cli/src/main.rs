@@ -682,6 +682,7 @@ fn restore(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
     let settings = RestoreSettings {
         target: target.clone(),
         force: args.force,
+        mount: true,
         zfs: tools.zfs.clone(),
         remote: remote.clone(),
         cancel: cancel.clone(),
@@ -711,6 +712,14 @@ fn verify(app: &App, only: Option<&str>, deep: bool) -> anyhow::Result<()> {
     let backups =
         list_remote_backups(&store, &app.config.remote).context("cannot list the remote")?;
     let only: Option<Vec<String>> = only.map(|o| vec![o.to_owned()]);
+    if deep && app.runner.is_dry_run() {
+        // A dry run receives nothing, so it could prove nothing; saying OK
+        // would be a lie.
+        bail!(UsageError(
+            "verify --deep cannot be a dry run: it must download and receive to prove anything"
+                .into()
+        ));
+    }
     let verdicts = if deep {
         let Some(gpg) = app.encryptor()? else {
             bail!(UsageError("verify --deep needs passphrase_file".into()));
@@ -727,6 +736,7 @@ fn verify(app: &App, only: Option<&str>, deep: bool) -> anyhow::Result<()> {
         let settings = RestoreSettings {
             target: scratch,
             force: false,
+            mount: false,
             zfs: app.config.tools.zfs.clone(),
             remote: app.config.remote.clone(),
             cancel: app.runner.cancel_token().clone(),

@@ -74,6 +74,16 @@ fn exists(dataset: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+fn last_chunk(dir: &Path) -> PathBuf {
+    let mut chunks: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".zfs.gpg."))
+        .collect();
+    chunks.sort();
+    chunks.pop().unwrap()
+}
+
 fn first_chunk(dir: &Path) -> PathBuf {
     let mut chunks: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -241,6 +251,32 @@ fn a_flipped_byte_is_found_by_verify_and_stops_restore_and_a_missing_chunk_is_in
     assert!(shown.contains(&format!("chunk {chunk_name}")), "{shown}");
     assert!(!exists(&target), "a half-received target was left behind");
 
+    // A dry run cannot prove anything deep, so it refuses instead of saying OK.
+    let out = run_fail(b.setup.cmd(DAYS[2]).args(["--dry-run", "verify", "--deep"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // Damage in the LAST chunk of a backup: its final bytes are held back
+    // until the chunk is proven, so zfs recv never sees the stream's end.
+    let last = last_chunk(&b.remote_dir.join("20240102000000"));
+    let last_name = last.file_name().unwrap().to_string_lossy().into_owned();
+    let mut bytes = std::fs::read(&last).unwrap();
+    let end = bytes.len() - 1;
+    bytes[end] ^= 0x01;
+    std::fs::write(&last, &bytes).unwrap();
+    let target = dst.dataset("damagedlast");
+    let out =
+        run_fail(
+            b.setup
+                .cmd(DAYS[2])
+                .args(["restore", "--to", &target, "--at", "20240102000000"]),
+        );
+    assert!(
+        text(&out).contains(&format!("chunk {last_name}")),
+        "{}",
+        text(&out)
+    );
+    assert!(!exists(&target), "a half-received target was left behind");
+
     // The same for a damaged full: nothing is left of the target.
     let full_chunk = first_chunk(&b.remote_dir.join("20240101000000-full"));
     let full_chunk_name = full_chunk
@@ -268,8 +304,18 @@ fn a_flipped_byte_is_found_by_verify_and_stops_restore_and_a_missing_chunk_is_in
     // A deleted chunk, and a deleted manifest: INCOMPLETE.
     std::fs::remove_file(first_chunk(&b.remote_dir.join("20240102000000"))).unwrap();
     std::fs::remove_file(b.remote_dir.join("20240101000000-full/manifest.json")).unwrap();
+    // A corrupt manifest is DAMAGED, never treated as a manifest-less backup.
+    std::fs::write(
+        b.remote_dir.join("20240103000000/manifest.json"),
+        b"{ not json",
+    )
+    .unwrap();
     let out = run_fail(b.setup.cmd(DAYS[2]).arg("verify"));
     let shown = text(&out);
+    assert!(
+        shown.contains("DAMAGED     20240103000000: manifest.json is unreadable"),
+        "{shown}"
+    );
     assert!(
         shown.contains("INCOMPLETE  20240102000000: missing chunk"),
         "{shown}"

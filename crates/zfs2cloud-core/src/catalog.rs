@@ -28,6 +28,9 @@ pub struct RemoteBackup {
     pub kind: ExportKind,
     /// Its manifest, if present and readable.
     pub manifest: Option<Manifest>,
+    /// Why a `manifest.json` that is present could not be read. Such a
+    /// backup is DAMAGED, never restored as if it had no manifest.
+    pub manifest_error: Option<String>,
     /// The files in the directory.
     pub files: Vec<RemoteFile>,
 }
@@ -50,6 +53,9 @@ impl RemoteBackup {
     /// sorted by their numeric suffix.
     #[must_use]
     pub fn chunk_names(&self) -> Vec<String> {
+        if self.manifest_error.is_some() {
+            return Vec::new();
+        }
         if let Some(m) = &self.manifest {
             return m.chunks.iter().map(|c| c.name.clone()).collect();
         }
@@ -114,23 +120,24 @@ pub fn list_remote_backups(
         }
         let dir = remote_join(remote, &dir_name);
         let files = store.list(&dir)?;
-        let manifest = if files.iter().any(|f| f.name == MANIFEST_FILE) {
+        let (manifest, manifest_error) = if files.iter().any(|f| f.name == MANIFEST_FILE) {
             let bytes = read_remote(store, &remote_join(&dir, MANIFEST_FILE))?;
             match serde_json::from_slice::<Manifest>(&bytes) {
-                Ok(m) => Some(m),
+                Ok(m) => (Some(m), None),
                 Err(e) => {
                     log::warn!("{dir}/{MANIFEST_FILE} is unreadable: {e}");
-                    None
+                    (None, Some(e.to_string()))
                 }
             }
         } else {
-            None
+            (None, None)
         };
         out.push(RemoteBackup {
             dir_name,
             snapshot,
             kind,
             manifest,
+            manifest_error,
             files,
         });
     }
@@ -156,6 +163,9 @@ pub enum Health {
 /// are compared (`verify --deep` reads everything).
 #[must_use]
 pub fn check_listing(backup: &RemoteBackup) -> Health {
+    if let Some(e) = &backup.manifest_error {
+        return Health::Damaged(format!("{MANIFEST_FILE} is unreadable: {e}"));
+    }
     let Some(manifest) = &backup.manifest else {
         return Health::Incomplete(format!(
             "{MANIFEST_FILE} is missing (an interrupted upload, or a backup made by the original tool)"
@@ -245,6 +255,7 @@ mod tests {
             dir_name: dir.into(),
             snapshot: snapshot.clone(),
             kind,
+            manifest_error: None,
             manifest: manifest.then(|| Manifest {
                 format: 1,
                 tool: "zfs2cloud".into(),
@@ -303,6 +314,13 @@ mod tests {
         assert!(matches!(check_listing(&short), Health::Damaged(r) if r.contains("c.0000")));
         let gone = backup("20240101000000-full", &[("c.0000", 3, "aa")], &[], true);
         assert!(matches!(check_listing(&gone), Health::Incomplete(r) if r.contains("c.0000")));
+        let mut corrupt = backup("20240101000000-full", &[], &[("c.0000", 3, None)], false);
+        corrupt.manifest_error = Some("EOF while parsing".into());
+        assert!(matches!(check_listing(&corrupt), Health::Damaged(r) if r.contains("unreadable")));
+        assert!(
+            corrupt.chunk_names().is_empty(),
+            "never restored as manifest-less"
+        );
         let no_manifest = backup("20240101000000-full", &[], &[("c.0000", 3, None)], false);
         assert!(
             matches!(check_listing(&no_manifest), Health::Incomplete(r) if r.contains("manifest.json"))

@@ -429,6 +429,16 @@ impl Runner {
         self.run_capture(cmd, &RunOptions::default())
     }
 
+    /// [`Runner::query`] with [`RunOptions`] (e.g. a query made while
+    /// cleaning up after an interruption).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Runner::query`].
+    pub fn query_with(&self, cmd: &CommandLine, opts: &RunOptions) -> Result<Output, ProcessError> {
+        self.run_capture(cmd, opts)
+    }
+
     /// Runs a command that changes state. In dry-run mode it is reported and
     /// `Ok(None)` is returned.
     ///

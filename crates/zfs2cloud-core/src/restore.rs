@@ -82,6 +82,16 @@ pub enum RestoreError {
         #[source]
         source: ProcessError,
     },
+    /// Everything was received, but mounting the result failed. The data
+    /// is kept; mount it by hand once the cause is fixed.
+    #[error("{target} was restored completely, but mounting it failed; the data is kept, mount it with `zfs mount {target}` once the cause is fixed")]
+    Mount {
+        /// The restored dataset.
+        target: String,
+        /// Why.
+        #[source]
+        source: ProcessError,
+    },
     /// The run was interrupted; the receive was aborted.
     #[error("interrupted; the receive was aborted")]
     Interrupted,
@@ -154,6 +164,9 @@ pub struct RestoreSettings {
     pub target: DatasetName,
     /// Overwrite an existing target (`zfs recv -F`).
     pub force: bool,
+    /// Mount the target once everything is received (not for the
+    /// scratch dataset of `verify --deep`).
+    pub mount: bool,
     /// The `zfs` binary.
     pub zfs: PathBuf,
     /// The rclone remote the backups are under.
@@ -172,10 +185,17 @@ pub fn dataset_exists(
     zfs: &std::path::Path,
     dataset: &DatasetName,
 ) -> Result<bool, ProcessError> {
-    match runner.query(
+    // Also asked while cleaning up after an interruption, so it must run
+    // even then.
+    let options = crate::process::RunOptions {
+        ignore_cancel: true,
+        ..crate::process::RunOptions::default()
+    };
+    match runner.query_with(
         &CommandLine::new(zfs)
             .args(["list", "-H", "-o", "name"])
             .arg(dataset.as_str()),
+        &options,
     ) {
         Ok(_) => Ok(true),
         Err(e) if e.stderr().contains("does not exist") => Ok(false),
@@ -215,7 +235,10 @@ pub fn restore_chain(
         // -F: overwrite an existing target (--force), and roll the freshly
         // received full back to its snapshot before the incremental.
         let force = i > 0 || settings.force;
-        let mut recv = CommandLine::new(&settings.zfs).arg("recv");
+        // -u: receive without mounting. A mount that fails (a non-empty
+        // mountpoint) would fail the receive of data that arrived whole;
+        // the dataset is mounted once the whole chain is in.
+        let mut recv = CommandLine::new(&settings.zfs).args(["recv", "-u"]);
         if force {
             recv = recv.arg("-F");
         }
@@ -265,6 +288,15 @@ pub fn restore_chain(
             return Err(e);
         }
         log::info!("received {} into {}", backup.dir_name, settings.target);
+    }
+    if settings.mount {
+        let cmd = CommandLine::new(&settings.zfs)
+            .arg("mount")
+            .arg(settings.target.as_str());
+        runner.mutate(&cmd).map_err(|source| RestoreError::Mount {
+            target: settings.target.to_string(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -402,6 +434,13 @@ fn feed_chunks(
             .ok_or_else(|| FeedError::Write(std::io::Error::other("no stdout")))?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
+        // The last block read is held back until the next one arrives, and
+        // the chunk's final block until its size and SHA-256 are proven:
+        // `zfs recv` commits when it reads the stream's END record, which
+        // is in the final bytes, so a damaged final chunk must never reach
+        // it, even for a moment.
+        let mut held = vec![0u8; buf.len()];
+        let mut held_len = 0;
         loop {
             if cancel.is_cancelled() {
                 cat.kill();
@@ -426,11 +465,13 @@ fn feed_chunks(
             };
             hasher.update(&buf[..n]);
             size += n as u64;
-            if let Err(e) = sink.write_all(&buf[..n]) {
+            if let Err(e) = sink.write_all(&held[..held_len]) {
                 cat.kill();
                 let _ = cat.wait();
                 return Err(FeedError::Write(e));
             }
+            std::mem::swap(&mut buf, &mut held);
+            held_len = n;
         }
         drop(stream);
         cat.wait().into_result().map_err(|e| remote_err(e.into()))?;
@@ -453,6 +494,8 @@ fn feed_chunks(
                 });
             }
         }
+        sink.write_all(&held[..held_len])
+            .map_err(FeedError::Write)?;
     }
     Ok(())
 }
@@ -475,6 +518,7 @@ mod tests {
             dir_name: dir.into(),
             snapshot: snapshot.clone(),
             kind,
+            manifest_error: None,
             manifest: manifest.then(|| crate::export::Manifest {
                 format: 1,
                 tool: String::new(),

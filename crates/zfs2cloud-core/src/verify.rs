@@ -40,30 +40,64 @@ pub fn verify_listing(backups: &[RemoteBackup], only: Option<&[String]>) -> Vec<
         .collect()
 }
 
-fn verdict_from(backup: &RemoteBackup, result: Result<(), RestoreError>) -> Verdict {
+/// Errors that stop `verify --deep` as a whole, rather than being a verdict
+/// on one backup.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// A local `zfs` command (scratch dataset, rollback) failed.
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
+    /// A problem of this run, not of the backups: interrupted, a wrong
+    /// passphrase, a local ZFS failure.
+    #[error("verify --deep stopped")]
+    Aborted(#[source] RestoreError),
+}
+
+/// Whether a restore error says something about this run rather than the
+/// backup: those must not mark good backups DAMAGED.
+fn is_run_problem(e: &RestoreError) -> bool {
+    match e {
+        RestoreError::Interrupted | RestoreError::Mount { .. } => true,
+        RestoreError::Decrypt { .. } => {
+            let text = crate::error_chain(e).to_ascii_lowercase();
+            text.contains("session key") || text.contains("passphrase")
+        }
+        // A receive error not tied to a backup is a local `zfs` failure.
+        RestoreError::Receive { backup, .. } => backup.is_empty(),
+        _ => false,
+    }
+}
+
+fn verdict_from(
+    backup: &RemoteBackup,
+    result: Result<(), RestoreError>,
+) -> Result<Verdict, RestoreError> {
     let health = match result {
         Ok(()) => Health::Ok,
+        Err(e) if is_run_problem(&e) => return Err(e),
         Err(e @ RestoreError::DamagedChunk { .. }) => Health::Damaged(e.to_string()),
         Err(e @ (RestoreError::Decrypt { .. } | RestoreError::Receive { .. })) => {
             Health::Damaged(crate::error_chain(&e))
         }
         Err(e) => Health::Incomplete(crate::error_chain(&e)),
     };
-    Verdict {
+    Ok(Verdict {
         backup: backup.dir_name.clone(),
         health,
-    }
+    })
 }
 
 /// Deep verification: each chain's full is received into `scratch`, then
 /// each of its incrementals on top (rolled back to the full in between);
-/// `scratch` is destroyed at the end. Backups whose listing is already
-/// not OK are reported as such without download.
+/// `scratch` is destroyed after each chain, also when the run stops early.
+/// Backups whose listing is already not OK are reported as such without
+/// download.
 ///
 /// # Errors
 ///
-/// Never for a bad backup (that is a verdict); only `Err` if the scratch
-/// dataset cannot be cleaned up, which is reported so it is not forgotten.
+/// Never for a bad backup (that is a verdict). [`VerifyError`] for
+/// problems of the run itself: interrupted, a wrong passphrase, local ZFS
+/// failures, or a scratch dataset that cannot be cleaned up.
 pub fn verify_deep(
     store: &dyn Uploader,
     gpg: &GpgEncryptor,
@@ -71,7 +105,7 @@ pub fn verify_deep(
     backups: &[RemoteBackup],
     only: Option<&[String]>,
     settings: &RestoreSettings,
-) -> Result<Vec<Verdict>, crate::process::ProcessError> {
+) -> Result<Vec<Verdict>, VerifyError> {
     let scratch = &settings.target;
     let wanted = |b: &RemoteBackup| {
         only.is_none_or(|o| o.iter().any(|n| *n == b.snapshot || *n == b.dir_name))
@@ -112,46 +146,67 @@ pub fn verify_deep(
             continue;
         }
         destroy_scratch(runner, settings, scratch)?;
-        let full_result = restore_chain(store, gpg, runner, &[chain.full], settings);
-        let full_ok = full_result.is_ok();
-        if wanted(chain.full) || !full_ok {
-            verdicts.push(verdict_from(chain.full, full_result));
-        }
-        for incr in chain.incrementals.iter().filter(|b| wanted(b)) {
-            if !full_ok {
-                verdicts.push(Verdict {
-                    backup: incr.dir_name.clone(),
-                    health: Health::Incomplete(format!(
-                        "its full {} is not OK",
-                        chain.full.dir_name
-                    )),
-                });
-                continue;
-            }
-            let listing = check_listing(incr);
-            if listing != Health::Ok {
-                verdicts.push(Verdict {
-                    backup: incr.dir_name.clone(),
-                    health: listing,
-                });
-                continue;
-            }
-            // Back to the full, so every incremental lands on its base.
-            if let Ok(base) = SnapshotName::new(scratch.clone(), &chain.full.snapshot) {
-                runner.mutate(
-                    &CommandLine::new(&settings.zfs)
-                        .args(["rollback", "-r"])
-                        .arg(base.to_string()),
-                )?;
-            }
-            let mut incr_settings = settings.clone();
-            incr_settings.force = true;
-            let result = restore_chain(store, gpg, runner, &[*incr], &incr_settings);
-            verdicts.push(verdict_from(incr, result));
-        }
-        destroy_scratch(runner, settings, scratch)?;
+        let checked =
+            deep_check_chain(store, gpg, runner, &chain, &wanted, settings, &mut verdicts);
+        // Clean up whatever happened, then report the first problem.
+        let cleaned = destroy_scratch(runner, settings, scratch);
+        checked?;
+        cleaned?;
     }
     Ok(verdicts)
+}
+
+fn deep_check_chain(
+    store: &dyn Uploader,
+    gpg: &GpgEncryptor,
+    runner: &Runner,
+    chain: &crate::catalog::Chain<'_>,
+    wanted: &dyn Fn(&RemoteBackup) -> bool,
+    settings: &RestoreSettings,
+    verdicts: &mut Vec<Verdict>,
+) -> Result<(), VerifyError> {
+    let scratch = &settings.target;
+    let full_result = restore_chain(store, gpg, runner, &[chain.full], settings);
+    let full_ok = full_result.is_ok();
+    let full_verdict = verdict_from(chain.full, full_result).map_err(VerifyError::Aborted)?;
+    if wanted(chain.full) || !full_ok {
+        verdicts.push(full_verdict);
+    }
+    for incr in chain.incrementals.iter().filter(|b| wanted(b)) {
+        if !full_ok {
+            verdicts.push(Verdict {
+                backup: incr.dir_name.clone(),
+                health: Health::Incomplete(format!("its full {} is not OK", chain.full.dir_name)),
+            });
+            continue;
+        }
+        let listing = check_listing(incr);
+        if listing != Health::Ok {
+            verdicts.push(Verdict {
+                backup: incr.dir_name.clone(),
+                health: listing,
+            });
+            continue;
+        }
+        // Back to the full, so every incremental lands on its base.
+        if let Ok(base) = SnapshotName::new(scratch.clone(), &chain.full.snapshot) {
+            let must = crate::process::RunOptions {
+                ignore_cancel: true,
+                ..crate::process::RunOptions::default()
+            };
+            runner.mutate_with(
+                &CommandLine::new(&settings.zfs)
+                    .args(["rollback", "-r"])
+                    .arg(base.to_string()),
+                &must,
+            )?;
+        }
+        let mut incr_settings = settings.clone();
+        incr_settings.force = true;
+        let result = restore_chain(store, gpg, runner, &[*incr], &incr_settings);
+        verdicts.push(verdict_from(incr, result).map_err(VerifyError::Aborted)?);
+    }
+    Ok(())
 }
 
 /// Destroys the scratch dataset if it exists. Only names of the form
