@@ -28,6 +28,7 @@ use zfs2cloud_core::gpg::{GpgEncryptor, Passphrase};
 use zfs2cloud_core::lock::{LockError, RunLock};
 use zfs2cloud_core::names::DatasetName;
 use zfs2cloud_core::names::SnapTime;
+use zfs2cloud_core::pipelined::StreamUpload;
 use zfs2cloud_core::plan::ExportKind;
 use zfs2cloud_core::process::{CancelToken, Runner};
 use zfs2cloud_core::progress::NoProgress;
@@ -37,7 +38,7 @@ use zfs2cloud_core::restore::{plan_restore, restore_chain, RestorePoint, Restore
 use zfs2cloud_core::snapshot::take_snapshot;
 use zfs2cloud_core::stages::Snapshotter as _;
 use zfs2cloud_core::steps::{Mode, Step};
-use zfs2cloud_core::upload::{export_confirmed, upload_step, RetryPolicy, UploadSettings};
+use zfs2cloud_core::upload::{export_confirmed, upload_step, UploadSettings};
 use zfs2cloud_core::verify::{verify_deep, verify_listing};
 use zfs2cloud_core::zfs::ZfsCli;
 
@@ -357,10 +358,7 @@ impl App {
     fn upload_settings(&self) -> UploadSettings {
         UploadSettings {
             remote: self.config.remote.clone(),
-            retry: RetryPolicy {
-                retries: self.config.upload_retries,
-                delay: std::time::Duration::from_secs(self.config.upload_retry_delay_seconds),
-            },
+            retry: self.config.retry_policy(),
             cancel: self.runner.cancel_token().clone(),
             now: self.now,
             dry_run: self.runner.is_dry_run(),
@@ -535,8 +533,11 @@ fn export(app: &App, force: Option<ExportKind>, target: Option<String>) -> anyho
             split_size: app.config.split_size.0,
             created_at: app.now,
             cancel: app.runner.cancel_token().clone(),
+            compression: app.config.compression_settings(),
         },
     };
+    let uploader = app.uploader();
+    let stream = StreamUpload::from_config(&app.config, &uploader, app.now);
     let outcome = export_step(
         &app.zfs,
         &app.zfs,
@@ -545,20 +546,32 @@ fn export(app: &App, force: Option<ExportKind>, target: Option<String>) -> anyho
         &app.layout(),
         &app.config.dataset,
         &request,
+        stream.as_ref(),
         &NoProgress,
     )
     .context("step export")?;
     match outcome {
         ExportStepOutcome::Exported { plan, outcome } => {
             let m = &outcome.manifest;
+            let place = match &outcome.streamed {
+                None => outcome.dir.display().to_string(),
+                Some(report) => format!(
+                    "{} and uploaded it while exporting (at most {} chunk(s) on local disk at once)",
+                    if app.config.keep_local_export {
+                        outcome.dir.display().to_string()
+                    } else {
+                        "local disk".to_owned()
+                    },
+                    report.peak_chunks_on_disk
+                ),
+            };
             out(&format!(
-                "exported {} ({}{}) to {}: {} chunk(s), {} bytes",
+                "exported {} ({}{}) to {place}: {} chunk(s), {} bytes",
                 plan.snapshot,
                 plan.kind,
                 plan.base
                     .map(|b| format!(" from {}", b.snap()))
                     .unwrap_or_default(),
-                outcome.dir.display(),
                 m.chunks.len(),
                 m.total_size
             ));

@@ -19,6 +19,7 @@ use crate::export::{
 use crate::filemode::{sync_snapshot, MountError, Mounter, SnapshotMount};
 use crate::lock::{LockError, RunLock};
 use crate::names::{SnapTime, SnapshotName};
+use crate::pipelined::StreamUpload;
 use crate::plan::{latest_own, ExportKind, PlanError};
 use crate::process::{CommandLine, ProcessError, RunOptions, Runner};
 use crate::progress::Progress;
@@ -139,10 +140,7 @@ struct RunState {
 
 impl Backup<'_> {
     fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            retries: self.config.upload_retries,
-            delay: Duration::from_secs(self.config.upload_retry_delay_seconds),
-        }
+        self.config.retry_policy()
     }
 
     fn layout(&self) -> ExportLayout {
@@ -380,8 +378,10 @@ impl Backup<'_> {
                         split_size: config.split_size.0,
                         created_at: self.now,
                         cancel: self.runner.cancel_token().clone(),
+                        compression: config.compression_settings(),
                     },
                 };
+                let stream = StreamUpload::from_config(config, self.uploader, self.now);
                 let outcome = export_step(
                     self.snapshotter,
                     self.exporter,
@@ -390,13 +390,20 @@ impl Backup<'_> {
                     &self.layout(),
                     &config.dataset,
                     &request,
+                    stream.as_ref(),
                     self.progress,
                 )?;
                 Ok(match outcome {
                     ExportStepOutcome::Exported { plan, outcome } => {
                         state.kind = Some(plan.kind);
+                        let streamed = outcome.streamed.as_ref().map_or(String::new(), |r| {
+                            format!(
+                                ", uploaded while exporting with at most {} chunk(s) on local disk",
+                                r.peak_chunks_on_disk
+                            )
+                        });
                         format!(
-                            "{} export of {} ({} chunks, {} bytes)",
+                            "{} export of {} ({} chunks, {} bytes{streamed})",
                             plan.kind,
                             plan.snapshot,
                             outcome.manifest.chunks.len(),

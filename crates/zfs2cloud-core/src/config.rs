@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::compress::Compression;
 use crate::filemode::MountStrategy;
 use crate::gpg::Passphrase;
 use crate::names::{DatasetName, SnapshotTimeZone};
@@ -277,6 +278,20 @@ pub struct Config {
     pub mount_strategy: MountStrategy,
     /// How incrementals are based.
     pub incremental_strategy: IncrementalStrategy,
+    /// The export step uploads each chunk as soon as it is sealed, while
+    /// the export goes on, instead of leaving the upload to the upload step.
+    pub upload_while_exporting: bool,
+    /// Chunks uploaded at once by a pipelined export.
+    pub upload_concurrency: u32,
+    /// Keep the newest export on local disk (the original's behaviour).
+    /// `false` (only with `upload_while_exporting`) deletes each chunk once
+    /// its upload is confirmed, so at most `upload_concurrency + 1` chunks
+    /// are ever on local disk.
+    pub keep_local_export: bool,
+    /// How the stream is compressed before encryption.
+    pub compression: Compression,
+    /// zstd level (1–19).
+    pub compression_level: i32,
     /// The external programs, after environment overrides.
     pub tools: ToolPaths,
 }
@@ -358,9 +373,31 @@ struct RawConfig {
     mount_strategy: MountStrategy,
     #[serde(default)]
     incremental_strategy: IncrementalStrategy,
+    #[serde(default)]
+    upload_while_exporting: bool,
+    #[serde(default = "default_upload_concurrency")]
+    upload_concurrency: u32,
+    #[serde(default = "default_keep_local_export")]
+    keep_local_export: bool,
+    #[serde(default)]
+    compression: Compression,
+    #[serde(default = "default_compression_level")]
+    compression_level: i32,
     zfs_path: Option<PathBuf>,
     gpg_path: Option<PathBuf>,
     rclone_path: Option<PathBuf>,
+}
+
+fn default_upload_concurrency() -> u32 {
+    2
+}
+
+fn default_keep_local_export() -> bool {
+    true
+}
+
+fn default_compression_level() -> i32 {
+    crate::compress::DEFAULT_ZSTD_LEVEL
 }
 
 fn default_full_every_x_days() -> u32 {
@@ -432,6 +469,8 @@ impl<'de> Deserialize<'de> for RawHook {
     }
 }
 
+/// More parallel uploads than this only add local disk and remote load.
+const MAX_UPLOAD_CONCURRENCY: u32 = 16;
 /// Default chunk size: the original tool's.
 const DEFAULT_SPLIT_SIZE: ByteSize = ByteSize(1 << 30);
 /// Smallest accepted chunk size; smaller only makes millions of files.
@@ -562,6 +601,34 @@ impl Config {
                 ),
             ));
         }
+        if !(1..=MAX_UPLOAD_CONCURRENCY).contains(&raw.upload_concurrency) {
+            return Err(invalid(
+                "upload_concurrency",
+                format!(
+                    "{} is out of range; give 1 to {MAX_UPLOAD_CONCURRENCY}",
+                    raw.upload_concurrency
+                ),
+            ));
+        }
+        if !raw.keep_local_export && !raw.upload_while_exporting {
+            return Err(invalid(
+                "keep_local_export",
+                "= false needs upload_while_exporting = true: without it the upload step reads \
+                 the whole export from local disk, so it must be kept"
+                    .to_owned(),
+            ));
+        }
+        if !crate::compress::ZSTD_LEVELS.contains(&raw.compression_level) {
+            return Err(invalid(
+                "compression_level",
+                format!(
+                    "{} is out of range; zstd levels are {} to {}",
+                    raw.compression_level,
+                    crate::compress::ZSTD_LEVELS.start(),
+                    crate::compress::ZSTD_LEVELS.end()
+                ),
+            ));
+        }
         if raw.mode == Mode::Intermediate && raw.passphrase_file.is_none() {
             return Err(invalid(
                 "passphrase_file",
@@ -620,6 +687,11 @@ impl Config {
             snapshot_time_zone: raw.snapshot_time_zone,
             mount_strategy: raw.mount_strategy,
             incremental_strategy: raw.incremental_strategy,
+            upload_while_exporting: raw.upload_while_exporting,
+            upload_concurrency: raw.upload_concurrency,
+            keep_local_export: raw.keep_local_export,
+            compression: raw.compression,
+            compression_level: raw.compression_level,
             tools: ToolPaths {
                 zfs: ToolPaths::resolve(ENV_ZFS, raw.zfs_path, "zfs"),
                 gpg: ToolPaths::resolve(ENV_GPG, raw.gpg_path, "gpg"),
@@ -696,7 +768,26 @@ impl Config {
         }
     }
 
-    /// The hook timeout, `None` for no limit.
+    /// How failed transfers are retried (`upload_retries`,
+    /// `upload_retry_delay_seconds`).
+    #[must_use]
+    pub fn retry_policy(&self) -> crate::upload::RetryPolicy {
+        crate::upload::RetryPolicy {
+            retries: self.upload_retries,
+            delay: std::time::Duration::from_secs(self.upload_retry_delay_seconds),
+        }
+    }
+
+    /// The export's compression.
+    #[must_use]
+    pub fn compression_settings(&self) -> crate::compress::CompressionSettings {
+        crate::compress::CompressionSettings {
+            compression: self.compression,
+            level: self.compression_level,
+        }
+    }
+
+    /// `hook_timeout_seconds` as a limit; `None` for 0 (no limit).
     #[must_use]
     pub fn hook_timeout(&self) -> Option<std::time::Duration> {
         (self.hook_timeout_seconds > 0)
@@ -783,6 +874,69 @@ passphrase_file = "/etc/zfs2cloud/passphrase"
         assert_eq!(c.snapshot_time_zone, SnapshotTimeZone::Utc);
         assert_eq!(c.steps, Step::default_sequence(Mode::Intermediate));
         assert!(!c.steps_overridden);
+        // The original's behaviour: export to disk, keep it, upload after.
+        assert!(!c.upload_while_exporting);
+        assert!(c.keep_local_export);
+        assert_eq!(c.upload_concurrency, 2);
+        assert_eq!(c.compression, Compression::None);
+        assert_eq!(c.compression_level, 3);
+    }
+
+    #[test]
+    fn pipelining_and_compression_keys() {
+        let c = parse(&format!(
+            "{MINIMAL}upload_while_exporting = true
+keep_local_export = false
+             upload_concurrency = 4
+compression = \"zstd\"
+compression_level = 19
+"
+        ))
+        .unwrap();
+        assert!(c.upload_while_exporting && !c.keep_local_export);
+        assert_eq!(c.upload_concurrency, 4);
+        assert_eq!(c.compression, Compression::Zstd);
+        assert_eq!(c.compression_level, 19);
+        let with = |extra: &str| format!("{MINIMAL}{extra}");
+        // Without pipelining, the upload step reads the export from disk.
+        assert_eq!(
+            invalid_key(&with(
+                "keep_local_export = false
+"
+            )),
+            "keep_local_export"
+        );
+        for n in ["0", "17"] {
+            assert_eq!(
+                invalid_key(&with(&format!(
+                    "upload_concurrency = {n}
+"
+                ))),
+                "upload_concurrency"
+            );
+        }
+        for level in ["0", "20", "-5"] {
+            assert_eq!(
+                invalid_key(&with(&format!(
+                    "compression_level = {level}
+"
+                ))),
+                "compression_level"
+            );
+        }
+        for bad in [
+            "compression = \"lz4\"
+",
+            "upload_concurrency = -1
+",
+            "upload_while_exporting = \"yes\"
+",
+        ] {
+            assert!(
+                matches!(parse(&with(bad)), Err(ConfigError::Parse { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ChildStdin, ChildStdout, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::Duration;
 
@@ -28,15 +28,20 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::compress::{zstd_compress, Compression, CompressionSettings};
 use crate::gpg::GpgError;
 use crate::names::DatasetName;
 use crate::names::SnapshotName;
+use crate::pipelined::{ChunkQueue, SealedChunk, Stopped, StreamReport, StreamUpload};
 use crate::plan::{plan_export, ExportKind, ExportPlan, PlanError};
 use crate::process::Runner;
-use crate::process::{terminate_pid, CancelToken, Finished, ProcessError};
+use crate::process::{terminate_pid, CancelToken, Finished, ProcessError, RunningProcess};
 use crate::progress::Progress;
 use crate::stages::{Encryptor, Exporter, Snapshotter};
-use crate::zfs::{SnapshotInfo, ZfsError, HOLD_TAG, PROP_BASE, PROP_KIND, PROP_UPLOADED};
+use crate::upload::{remote_join, upload_export, UploadStepError};
+use crate::zfs::{
+    upload_record, SnapshotInfo, ZfsError, HOLD_TAG, PROP_BASE, PROP_KIND, PROP_UPLOADED,
+};
 
 /// File name of the manifest inside an export directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -91,6 +96,17 @@ pub enum ExportError {
     /// Recording the export in the pool (properties, hold) failed.
     #[error("the export was written, but recording it on the snapshot failed")]
     Record(#[source] ZfsError),
+    /// zstd failed (not because gpg went away: that is gpg's error).
+    #[error("zstd compression failed")]
+    Compress(#[source] io::Error),
+    /// Uploading while exporting failed for good, so the export stopped.
+    /// The remote copy has no manifest: it counts as incomplete, and the
+    /// next run starts a fresh backup.
+    #[error(
+        "uploading while exporting failed; the remote copy of this backup is not confirmed (it \
+         has no manifest unless every chunk was confirmed), and the next run starts afresh"
+    )]
+    Upload(#[source] UploadStepError),
 }
 
 /// One chunk in the manifest.
@@ -259,13 +275,17 @@ impl ExportLayout {
 }
 
 /// Splits a byte stream into numbered chunk files, hashing each in the same
-/// pass that writes it.
-struct ChunkWriter {
+/// pass that writes it. With a [`ChunkQueue`], each sealed chunk is handed
+/// to the upload workers, and a new chunk file is only created once the
+/// queue has room for it on disk.
+struct ChunkWriter<'q> {
     dir: PathBuf,
     prefix: String,
     split_size: u64,
     current: Option<OpenChunk>,
     done: Vec<ChunkEntry>,
+    queue: Option<&'q ChunkQueue>,
+    cancel: CancelToken,
 }
 
 struct OpenChunk {
@@ -273,6 +293,12 @@ struct OpenChunk {
     name: String,
     hasher: Sha256,
     written: u64,
+}
+
+/// The writer's error when the upload workers gave up; replaced by their
+/// error once they have stopped.
+fn upload_stopped() -> ExportError {
+    ExportError::Upload(UploadStepError::Interrupted)
 }
 
 fn create_private_file(path: &Path) -> io::Result<File> {
@@ -294,14 +320,22 @@ fn fsync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
 
-impl ChunkWriter {
-    fn new(dir: PathBuf, prefix: String, split_size: u64) -> Self {
+impl<'q> ChunkWriter<'q> {
+    fn new(
+        dir: PathBuf,
+        prefix: String,
+        split_size: u64,
+        queue: Option<&'q ChunkQueue>,
+        cancel: CancelToken,
+    ) -> Self {
         Self {
             dir,
             prefix,
             split_size,
             current: None,
             done: Vec::new(),
+            queue,
+            cancel,
         }
     }
 
@@ -319,11 +353,20 @@ impl ChunkWriter {
                 .file
                 .sync_all()
                 .map_err(|e| self.write_err(&chunk.name, e))?;
-            self.done.push(ChunkEntry {
+            let entry = ChunkEntry {
                 name: chunk.name,
                 size: chunk.written,
                 sha256: hex(&chunk.hasher.finalize()),
-            });
+            };
+            if let Some(queue) = self.queue {
+                queue.push(SealedChunk {
+                    path: self.dir.join(&entry.name),
+                    name: entry.name.clone(),
+                    size: entry.size,
+                    sha256: entry.sha256.clone(),
+                });
+            }
+            self.done.push(entry);
         }
         Ok(())
     }
@@ -333,6 +376,15 @@ impl ChunkWriter {
             return Err(ExportError::TooManyChunks {
                 split_size: self.split_size,
             });
+        }
+        if let Some(queue) = self.queue {
+            // Blocks while the disk bound is reached: the backpressure.
+            queue
+                .reserve_file(&self.cancel)
+                .map_err(|stopped| match stopped {
+                    Stopped::UploadFailed => upload_stopped(),
+                    Stopped::Interrupted => ExportError::Interrupted,
+                })?;
         }
         let name = format!("{}{:04}", self.prefix, self.done.len());
         let file =
@@ -385,6 +437,9 @@ impl ChunkWriter {
         loop {
             if cancel.is_cancelled() {
                 return Err(ExportError::Interrupted);
+            }
+            if self.queue.is_some_and(ChunkQueue::is_aborted) {
+                return Err(upload_stopped());
             }
             let n = match input.read(&mut buf) {
                 Ok(0) => return Ok(()),
@@ -439,23 +494,31 @@ pub struct ExportSettings {
     pub created_at: DateTime<Utc>,
     /// Stops the pipeline when set (SIGINT/SIGTERM).
     pub cancel: CancelToken,
+    /// Compression before encryption.
+    pub compression: CompressionSettings,
 }
 
 /// A finished export.
 #[derive(Debug, Clone)]
 pub struct ExportOutcome {
-    /// The complete export directory.
+    /// The export directory: the complete one, or, when the chunks were
+    /// uploaded and deleted while exporting, the partial one that holds
+    /// only the manifest and `SHA256SUMS` until the upload is confirmed.
     pub dir: PathBuf,
     /// Its manifest.
     pub manifest: Manifest,
+    /// What the upload workers did, for a pipelined export.
+    pub streamed: Option<StreamReport>,
 }
 
 /// Picks the error that explains a failed pipeline: our own I/O error
-/// first, then the most downstream failed process. When gpg dies, `zfs send`
-/// also fails (broken pipe), but gpg is the cause; when `zfs send` dies
-/// mid-stream, gpg sees a clean EOF and exits 0, so only `zfs send` failed.
+/// first, then the most downstream failed part. When gpg dies, zstd and
+/// `zfs send` also fail (broken pipe), but gpg is the cause; when `zfs send`
+/// dies mid-stream, the parts after it see a clean end of input and exit 0,
+/// so only `zfs send` failed.
 fn pipeline_error(
     copy: Result<(), ExportError>,
+    compress: Option<io::Result<u64>>,
     send: Finished,
     gpg: Finished,
 ) -> Result<(), ExportError> {
@@ -463,10 +526,19 @@ fn pipeline_error(
     let send_result = send.into_result();
     gpg.into_result()
         .map_err(|e| ExportError::Encrypt(GpgError::Process(e)))?;
+    if let Some(Err(e)) = compress {
+        return Err(ExportError::Compress(e));
+    }
     send_result.map_err(|e| ExportError::Send(ZfsError::Process(e)))
 }
 
 /// Runs the export pipeline for `plan` and renames the result into place.
+///
+/// With `stream`, chunks are uploaded as they are sealed (to
+/// `<remote>/<dir name>/`). If `stream.keep_local` is false they are
+/// deleted once confirmed, and the directory is left as `.partial` with
+/// only the manifest and `SHA256SUMS`: the caller uploads those, then
+/// removes it. Nothing without its chunks ever looks complete.
 ///
 /// # Errors
 ///
@@ -478,6 +550,7 @@ pub fn write_export(
     layout: &ExportLayout,
     plan: &ExportPlan,
     settings: &ExportSettings,
+    stream: Option<&StreamUpload<'_>>,
     progress: &dyn Progress,
 ) -> Result<ExportOutcome, ExportError> {
     let final_dir = layout.final_dir(&plan.snapshot, plan.kind);
@@ -493,39 +566,61 @@ pub fn write_export(
         fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
     }
     create_private_dir(&partial, false).map_err(io_err(&partial))?;
+    let remote_dir =
+        stream.map(|s| remote_join(s.remote, &ExportLayout::dir_name(&plan.snapshot, plan.kind)));
+    let streaming = stream.zip(remote_dir.as_deref());
+    let keep_local = stream.is_none_or(|s| s.keep_local);
 
-    let result = run_pipeline(exporter, encryptor, &partial, plan, settings, progress).and_then(
-        |manifest| {
-            fsync_dir(&partial).map_err(io_err(&partial))?;
-            fs::rename(&partial, &final_dir).map_err(io_err(&final_dir))?;
-            fsync_dir(layout.basedir()).map_err(io_err(layout.basedir()))?;
-            Ok(manifest)
-        },
-    );
+    let result = run_pipeline(
+        exporter, encryptor, &partial, plan, settings, streaming, progress,
+    )
+    .and_then(|(manifest, streamed)| {
+        fsync_dir(&partial).map_err(io_err(&partial))?;
+        if !keep_local {
+            return Ok((partial.clone(), manifest, streamed));
+        }
+        fs::rename(&partial, &final_dir).map_err(io_err(&final_dir))?;
+        fsync_dir(layout.basedir()).map_err(io_err(layout.basedir()))?;
+        Ok((final_dir.clone(), manifest, streamed))
+    });
     match result {
-        Ok(manifest) => Ok(ExportOutcome {
-            dir: final_dir,
+        Ok((dir, manifest, streamed)) => Ok(ExportOutcome {
+            dir,
             manifest,
+            streamed,
         }),
         Err(e) => {
-            if let Err(rm) = fs::remove_dir_all(&partial) {
-                if rm.kind() != io::ErrorKind::NotFound {
-                    log::warn!("could not remove {}: {rm}", partial.display());
-                }
-            }
+            remove_partial(&partial);
             Err(e)
         }
     }
 }
 
-fn run_pipeline(
+fn remove_partial(partial: &Path) {
+    if let Err(rm) = fs::remove_dir_all(partial) {
+        if rm.kind() != io::ErrorKind::NotFound {
+            log::warn!("could not remove {}: {rm}", partial.display());
+        }
+    }
+}
+
+/// Starts `zfs send`, and gpg reading either its stdout directly or, with
+/// compression, a pipe that the caller feeds through zstd. Returns the two
+/// processes, the send stream for zstd, and gpg's stdin for zstd.
+fn start_processes(
     exporter: &dyn Exporter,
     encryptor: &dyn Encryptor,
-    dir: &Path,
     plan: &ExportPlan,
-    settings: &ExportSettings,
-    progress: &dyn Progress,
-) -> Result<Manifest, ExportError> {
+    compression: Compression,
+) -> Result<
+    (
+        RunningProcess,
+        RunningProcess,
+        Option<ChildStdout>,
+        Option<ChildStdin>,
+    ),
+    ExportError,
+> {
     let mut send = exporter
         .send(&plan.snapshot, plan.base.as_ref())
         .map_err(ExportError::Send)?;
@@ -535,10 +630,43 @@ fn run_pipeline(
             source: io::Error::other("zfs send has no stdout pipe"),
         }))
     })?;
+    let gpg_pipe_err = |gpg: &RunningProcess, what: &str| {
+        ExportError::Encrypt(GpgError::Process(ProcessError::Io {
+            command: gpg.command().to_owned(),
+            source: io::Error::other(format!("gpg has no {what} pipe")),
+        }))
+    };
     // If gpg cannot start, `send` is dropped here, which kills and reaps it.
-    let mut gpg = encryptor
-        .encrypt(Stdio::from(send_out))
-        .map_err(ExportError::Encrypt)?;
+    Ok(match compression {
+        Compression::None => {
+            let gpg = encryptor
+                .encrypt(Stdio::from(send_out))
+                .map_err(ExportError::Encrypt)?;
+            (send, gpg, None, None)
+        }
+        Compression::Zstd => {
+            let mut gpg = encryptor
+                .encrypt(Stdio::piped())
+                .map_err(ExportError::Encrypt)?;
+            let gpg_in = gpg
+                .take_stdin()
+                .ok_or_else(|| gpg_pipe_err(&gpg, "stdin"))?;
+            (send, gpg, Some(send_out), Some(gpg_in))
+        }
+    })
+}
+
+fn run_pipeline(
+    exporter: &dyn Exporter,
+    encryptor: &dyn Encryptor,
+    dir: &Path,
+    plan: &ExportPlan,
+    settings: &ExportSettings,
+    stream: Option<(&StreamUpload<'_>, &str)>,
+    progress: &dyn Progress,
+) -> Result<(Manifest, Option<StreamReport>), ExportError> {
+    let (mut send, mut gpg, send_out, gpg_in) =
+        start_processes(exporter, encryptor, plan, settings.compression.compression)?;
     let mut gpg_out = gpg.take_stdout().ok_or_else(|| {
         ExportError::Encrypt(GpgError::Process(ProcessError::Io {
             command: gpg.command().to_owned(),
@@ -546,47 +674,112 @@ fn run_pipeline(
         }))
     })?;
 
+    let queue = stream.map(|(s, _)| ChunkQueue::new(s.disk_limit()));
     let mut writer = ChunkWriter::new(
         dir.to_owned(),
         ExportLayout::chunk_prefix(&plan.snapshot),
         settings.split_size,
+        queue.as_ref(),
+        settings.cancel.clone(),
     );
     progress.begin(&format!("exporting {}", plan.snapshot), None);
-    // A read blocked on a stalled pipe cannot look at the cancel flag, so a
-    // watcher stops both processes on interruption; our read then sees EOF.
-    let copied = {
-        let pids = [send.id(), gpg.id()];
-        let finished = AtomicBool::new(false);
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                while !finished.load(AtomicOrdering::SeqCst) {
-                    if settings.cancel.is_cancelled() {
-                        pids.iter().copied().for_each(terminate_pid);
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
+    let what = plan.snapshot.to_string();
+    let cancel = &settings.cancel;
+    let pids = [send.id(), gpg.id()];
+    let finished = AtomicBool::new(false);
+    let outcome = std::thread::scope(|scope| {
+        // A read blocked on a stalled pipe cannot look at the cancel flag,
+        // so a watcher stops both processes on interruption; our read then
+        // sees EOF.
+        scope.spawn(|| {
+            while !finished.load(AtomicOrdering::SeqCst) {
+                if cancel.is_cancelled() {
+                    pids.iter().copied().for_each(terminate_pid);
+                    return;
                 }
-            });
-            let copied = writer.copy_from(&mut gpg_out, progress, &settings.cancel);
-            finished.store(true, AtomicOrdering::SeqCst);
-            copied
-        })
-    };
-    progress.end();
-    if copied.is_err() {
-        // We stop reading; make sure neither side blocks forever.
-        gpg.kill();
-        send.kill();
-    }
-    drop(gpg_out);
-    let gpg_done = gpg.wait();
-    let send_done = send.wait();
-    if settings.cancel.is_cancelled() {
-        return Err(ExportError::Interrupted);
-    }
-    pipeline_error(copied, send_done, gpg_done)?;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let compressor = send_out.zip(gpg_in).map(|(mut input, output)| {
+            let level = settings.compression.level;
+            scope.spawn(move || zstd_compress(&mut input, output, level, &|| cancel.is_cancelled()))
+        });
+        let workers: Vec<_> = match (stream, &queue) {
+            (Some((s, remote_dir)), Some(q)) => (0..s.concurrency.max(1))
+                .map(|_| {
+                    let what = &what;
+                    scope.spawn(move || q.work(s, remote_dir, what, cancel))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
 
-    let chunks = writer.finish()?;
+        let copied = writer.copy_from(&mut gpg_out, progress, cancel);
+        if copied.is_err() {
+            // We stop reading; make sure neither side blocks forever.
+            gpg.kill();
+            send.kill();
+        }
+        let gpg_done = gpg.wait();
+        let send_done = send.wait();
+        let compressed = compressor.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(io::Error::other("the zstd thread panicked")))
+        });
+        finished.store(true, AtomicOrdering::SeqCst);
+        let result = if cancel.is_cancelled() {
+            Err(ExportError::Interrupted)
+        } else {
+            pipeline_error(copied, compressed, send_done, gpg_done)
+        };
+        // Only a stream that ended cleanly seals its last chunk.
+        let result = result.and_then(|()| writer.finish());
+        if let Some(q) = &queue {
+            if result.is_ok() {
+                q.close();
+            } else {
+                q.abort();
+            }
+        }
+        for worker in workers {
+            if worker.join().is_err() {
+                log::error!("an upload worker panicked");
+                if let Some(q) = &queue {
+                    q.abort();
+                }
+            }
+        }
+        result
+    });
+    progress.end();
+    drop(gpg_out);
+    let streamed = match queue.map(ChunkQueue::finish) {
+        None => None,
+        // The workers' failure is the cause of whatever the writer saw.
+        Some(Err(failure)) => return Err(ExportError::Upload(failure)),
+        Some(Ok(report)) => Some(report),
+    };
+    let chunks = outcome?;
+    if let Some(report) = &streamed {
+        if report.confirmed.len() != chunks.len() {
+            // Cannot happen with a closed queue; checked because a manifest
+            // over unconfirmed chunks would be a lie.
+            return Err(ExportError::Upload(UploadStepError::NotConfirmed {
+                snapshot: what,
+                reason: format!(
+                    "{} of {} chunks confirmed",
+                    report.confirmed.len(),
+                    chunks.len()
+                ),
+            }));
+        }
+        log::info!(
+            "{}: {} chunks uploaded while exporting; at most {} on local disk at once",
+            plan.snapshot,
+            chunks.len(),
+            report.peak_chunks_on_disk
+        );
+    }
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         tool: "zfs2cloud".into(),
@@ -599,7 +792,7 @@ fn run_pipeline(
             .created_at
             .to_rfc3339_opts(SecondsFormat::Secs, true),
         encryption: "gpg-symmetric-aes256".into(),
-        compression: "none".into(),
+        compression: settings.compression.compression.as_str().into(),
         split_size: settings.split_size,
         total_size: chunks.iter().map(|c| c.size).sum(),
         chunks,
@@ -617,7 +810,7 @@ fn run_pipeline(
         source: io::Error::other(e),
     })?;
     write_file(MANIFEST_FILE, &json)?;
-    Ok(manifest)
+    Ok((manifest, streamed))
 }
 
 /// Records a finished export in the pool, where it survives the loss of
@@ -745,6 +938,7 @@ pub fn export_step(
     layout: &ExportLayout,
     dataset: &DatasetName,
     request: &ExportRequest,
+    stream: Option<&StreamUpload<'_>>,
     progress: &dyn Progress,
 ) -> Result<ExportStepOutcome, ExportError> {
     let snapshots = snapshotter.list(dataset).map_err(ExportError::List)?;
@@ -794,16 +988,57 @@ pub fn export_step(
         });
     }
     log::info!("{}: {}", plan.snapshot, plan.reason);
+    // An incremental may go up while exporting only if its base is
+    // already confirmed on the remote; otherwise the upload step must send
+    // the base first, and this export waits on disk for it.
+    let stream = stream.filter(|s| {
+        let base_uploaded = plan.base.as_ref().is_none_or(|b| {
+            snapshots
+                .iter()
+                .any(|i| &i.name == b && i.uploaded_to(s.remote))
+        });
+        if !base_uploaded {
+            log::warn!(
+                "{}: its base is not confirmed on {} yet, so it is exported to local disk in full \
+                 and left to the upload step (not uploaded while exporting)",
+                plan.snapshot,
+                s.remote
+            );
+        }
+        base_uploaded
+    });
     let dir = layout.final_dir(&plan.snapshot, plan.kind);
-    let pipeline = format!(
-        "{} | {} | split into {}/{}0000, … ({} bytes each), then rename to {}",
+    let compression = match request.settings.compression.compression {
+        Compression::None => String::new(),
+        Compression::Zstd => format!(
+            " | zstd -{} (in process)",
+            request.settings.compression.level
+        ),
+    };
+    let mut pipeline = format!(
+        "{}{compression} | {} | split into {}/{}0000, … ({} bytes each)",
         exporter.describe(&plan.snapshot, plan.base.as_ref()),
         encryptor.describe(),
         layout.partial_dir(&plan.snapshot, plan.kind).display(),
         ExportLayout::chunk_prefix(&plan.snapshot),
         request.settings.split_size,
-        dir.display(),
     );
+    if let Some(s) = stream {
+        pipeline.push_str(&format!(
+            ", uploading each sealed chunk to {} ({} at once){}, then SHA256SUMS and \
+             manifest.json last",
+            remote_join(s.remote, &ExportLayout::dir_name(&plan.snapshot, plan.kind)),
+            s.concurrency,
+            if s.keep_local {
+                ""
+            } else {
+                " and deleting it once confirmed"
+            },
+        ));
+    }
+    if stream.is_none_or(|s| s.keep_local) {
+        pipeline.push_str(&format!(", then rename to {}", dir.display()));
+    }
     if runner.skip_in_dry_run(&pipeline) {
         // The snapshotter runs with the same dry-run runner, so this only
         // reports the `zfs set` / `zfs hold` / `zfs release` it would run.
@@ -816,13 +1051,84 @@ pub fn export_step(
         layout,
         &plan,
         &request.settings,
+        stream,
         progress,
     )?;
-    record_export(snapshotter, &snapshots, &plan).map_err(ExportError::Record)?;
+    match stream {
+        None => record_export(snapshotter, &snapshots, &plan).map_err(ExportError::Record)?,
+        Some(s) => finish_streamed(
+            snapshotter,
+            &snapshots,
+            &plan,
+            &outcome,
+            s,
+            &request.settings.cancel,
+        )?,
+    }
     Ok(ExportStepOutcome::Exported {
         plan,
         outcome: Box::new(outcome),
     })
+}
+
+/// Completes a pipelined export: `SHA256SUMS` and the manifest go last,
+/// after the remote listing holds every chunk, then the upload is recorded
+/// on the snapshot. Without a local copy, the export is recorded only once
+/// the remote is complete, and the local directory (manifest and sums) is
+/// removed either way.
+fn finish_streamed(
+    snapshotter: &dyn Snapshotter,
+    snapshots: &[SnapshotInfo],
+    plan: &ExportPlan,
+    outcome: &ExportOutcome,
+    stream: &StreamUpload<'_>,
+    cancel: &CancelToken,
+) -> Result<(), ExportError> {
+    let dir_name = ExportLayout::dir_name(&plan.snapshot, plan.kind);
+    let remote_dir = remote_join(stream.remote, &dir_name);
+    let local = LocalExport {
+        dir: outcome.dir.clone(),
+        dir_name: dir_name.clone(),
+        snapshot: plan.snapshot.clone(),
+        manifest: outcome.manifest.clone(),
+    };
+    let confirmed = outcome
+        .streamed
+        .as_ref()
+        .map(|r| r.confirmed.clone())
+        .unwrap_or_default();
+    let result = (|| {
+        if stream.keep_local {
+            // The local export is complete: record it as any export, so
+            // the upload step can finish the job if this fails.
+            record_export(snapshotter, snapshots, plan).map_err(ExportError::Record)?;
+        }
+        upload_export(
+            stream.uploader,
+            &local,
+            &remote_dir,
+            &stream.retry,
+            cancel,
+            true,
+            &confirmed,
+        )
+        .map_err(ExportError::Upload)?;
+        if !stream.keep_local {
+            record_export(snapshotter, snapshots, plan).map_err(ExportError::Record)?;
+        }
+        let record = upload_record(
+            &stream.now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            &dir_name,
+            stream.remote,
+        );
+        snapshotter
+            .set_property(&plan.snapshot, PROP_UPLOADED, &record)
+            .map_err(ExportError::Record)
+    })();
+    if !stream.keep_local {
+        remove_partial(&outcome.dir);
+    }
+    result
 }
 
 #[cfg(test)]
@@ -875,7 +1181,13 @@ mod tests {
     fn chunk_writer_splits_exactly_and_hashes_each_chunk() {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let mut w = ChunkWriter::new(dir.path().to_owned(), "p.".into(), 4096);
+        let mut w = ChunkWriter::new(
+            dir.path().to_owned(),
+            "p.".into(),
+            4096,
+            None,
+            CancelToken::new(),
+        );
         // Odd write sizes cross chunk boundaries mid-buffer.
         for piece in data.chunks(1000) {
             w.write(piece).unwrap();
@@ -901,7 +1213,13 @@ mod tests {
     #[test]
     fn an_exact_multiple_makes_no_empty_trailing_chunk() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = ChunkWriter::new(dir.path().to_owned(), "p.".into(), 1024);
+        let mut w = ChunkWriter::new(
+            dir.path().to_owned(),
+            "p.".into(),
+            1024,
+            None,
+            CancelToken::new(),
+        );
         w.write(&[1u8; 2048]).unwrap();
         assert_eq!(w.finish().unwrap().len(), 2);
     }

@@ -11,12 +11,14 @@
 pub mod backup;
 pub mod catalog;
 pub mod clock;
+pub mod compress;
 pub mod config;
 pub mod export;
 pub mod filemode;
 pub mod gpg;
 pub mod lock;
 pub mod names;
+pub mod pipelined;
 pub mod plan;
 pub mod process;
 pub mod progress;

@@ -15,6 +15,8 @@ use crate::stages::{RemoteFile, UploadError, Uploader};
 
 /// rclone's exit code for "directory not found".
 const EXIT_DIR_NOT_FOUND: i32 = 3;
+/// rclone's exit code for "file not found".
+const EXIT_FILE_NOT_FOUND: i32 = 4;
 
 /// Settings for calling rclone, from the config.
 #[derive(Debug, Clone, Default)]
@@ -59,20 +61,36 @@ pub fn parse_lsjson(text: &str) -> Result<Vec<RemoteFile>, String> {
     entries
         .into_iter()
         .filter(|e| !e.is_dir)
-        .map(|e| {
-            let size = u64::try_from(e.size)
-                .map_err(|_| format!("{}: size {} is not a byte count", e.name, e.size))?;
-            Ok(RemoteFile {
-                sha256: e
-                    .hashes
-                    .get("sha256")
-                    .map(|h| h.to_ascii_lowercase())
-                    .filter(|h| !h.is_empty()),
-                name: e.name,
-                size,
-            })
-        })
+        .map(remote_file)
         .collect()
+}
+
+/// Parses `rclone lsjson --stat` output: one JSON object, which must be a
+/// file.
+///
+/// # Errors
+///
+/// A message if the output is not such an object.
+pub fn parse_lsjson_stat(text: &str) -> Result<RemoteFile, String> {
+    let entry: LsJsonEntry = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if entry.is_dir {
+        return Err(format!("{} is a directory", entry.name));
+    }
+    remote_file(entry)
+}
+
+fn remote_file(e: LsJsonEntry) -> Result<RemoteFile, String> {
+    let size = u64::try_from(e.size)
+        .map_err(|_| format!("{}: size {} is not a byte count", e.name, e.size))?;
+    Ok(RemoteFile {
+        sha256: e
+            .hashes
+            .get("sha256")
+            .map(|h| h.to_ascii_lowercase())
+            .filter(|h| !h.is_empty()),
+        name: e.name,
+        size,
+    })
 }
 
 impl RcloneUploader {
@@ -123,6 +141,31 @@ impl Uploader for RcloneUploader {
                 if e.status().and_then(|s| s.code()) == Some(EXIT_DIR_NOT_FOUND) =>
             {
                 Ok(Vec::new())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn stat(&self, remote_path: &str) -> Result<Option<RemoteFile>, UploadError> {
+        let cmd = self
+            .command("lsjson")
+            .args(["--stat", "--hash", "--hash-type", "sha256"])
+            .arg(remote_path);
+        match self.runner.query(&cmd) {
+            Ok(out) => parse_lsjson_stat(&out.stdout_lossy())
+                .map(Some)
+                .map_err(|message| UploadError::Parse {
+                    command: cmd.to_string(),
+                    message,
+                }),
+            // rclone says "directory not found" (3) or "object not found"
+            // (4) for a missing file, depending on the backend.
+            Err(e @ ProcessError::Failed { .. })
+                if e.status()
+                    .and_then(|s| s.code())
+                    .is_some_and(|c| c == EXIT_DIR_NOT_FOUND || c == EXIT_FILE_NOT_FOUND) =>
+            {
+                Ok(None)
             }
             Err(e) => Err(e.into()),
         }
@@ -253,6 +296,29 @@ mod tests {
             .collect();
         assert!(raw.contains(&"--s3-secret-access-key=AKIA123".to_owned()));
         assert!(raw.contains(&"hunter2".to_owned()));
+    }
+
+    /// Captured from rclone 1.60.1: `lsjson --stat --hash --hash-type
+    /// sha256` of a file on the local backend.
+    const STAT: &str = r#"{
+	"Path": "f",
+	"Name": "f",
+	"Size": 3,
+	"MimeType": "application/octet-stream",
+	"ModTime": "2026-11-27T03:30:31.470659713Z",
+	"IsDir": false,
+	"Hashes": {
+		"sha256": "98ea6e4f216f2fb4b69fff9b3a44842c38686ca685f3f55dc48c5d3fb1107be4"
+	}
+}"#;
+
+    #[test]
+    fn parses_captured_lsjson_stat() {
+        let f = parse_lsjson_stat(STAT).unwrap();
+        assert_eq!((f.name.as_str(), f.size), ("f", 3));
+        assert!(f.sha256.unwrap().starts_with("98ea6e4f"));
+        assert!(parse_lsjson_stat(r#"{"Name":"d","Size":-1,"IsDir":true}"#).is_err());
+        assert!(parse_lsjson_stat("[]").is_err());
     }
 
     #[test]

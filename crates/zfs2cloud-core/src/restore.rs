@@ -15,6 +15,7 @@ use std::process::Stdio;
 use sha2::{Digest, Sha256};
 
 use crate::catalog::RemoteBackup;
+use crate::compress::Compression;
 use crate::export::hex;
 use crate::gpg::{GpgEncryptor, GpgError};
 use crate::names::DatasetName;
@@ -91,6 +92,23 @@ pub enum RestoreError {
         /// Why.
         #[source]
         source: ProcessError,
+    },
+    /// The manifest names a compression this version cannot undo.
+    #[error("{backup} is compressed with {compression:?}, which this version of zfs2cloud cannot decompress; use a newer version")]
+    UnknownCompression {
+        /// The backup directory.
+        backup: String,
+        /// The manifest's `compression`.
+        compression: String,
+    },
+    /// zstd found the decrypted stream corrupt.
+    #[error("zstd decompression of {backup} failed; the receive was aborted")]
+    Decompress {
+        /// The backup directory.
+        backup: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// The run was interrupted; the receive was aborted.
     #[error("interrupted; the receive was aborted")]
@@ -316,17 +334,31 @@ fn receive_one(
         backup: backup.dir_name.clone(),
         source,
     };
+    let compression = match &backup.manifest {
+        None => Compression::None,
+        Some(m) => Compression::from_manifest(&m.compression).map_err(|compression| {
+            RestoreError::UnknownCompression {
+                backup: backup.dir_name.clone(),
+                compression,
+            }
+        })?,
+    };
     let mut decrypt = gpg.decrypt().map_err(decrypt_err)?;
     let Some(plain) = decrypt.take_stdout() else {
         return Err(decrypt_err(GpgError::Pipe(std::io::Error::other(
             "gpg has no stdout",
         ))));
     };
+    // Compressed: zstd runs in this process between gpg and zfs recv.
+    let (recv_stdin, plain) = match compression {
+        Compression::None => (Stdio::from(plain), None),
+        Compression::Zstd => (Stdio::piped(), Some(plain)),
+    };
     let mut recv = runner
         .spawn(
             recv_cmd,
             SpawnOptions {
-                stdin: Some(Stdio::from(plain)),
+                stdin: Some(recv_stdin),
                 ..SpawnOptions::default()
             },
         )
@@ -339,11 +371,23 @@ fn receive_one(
             "gpg has no stdin",
         ))));
     };
+    let decompressor = match (plain, recv.take_stdin()) {
+        (Some(plain), Some(mut sink)) => Some(std::thread::spawn(move || {
+            crate::compress::zstd_decompress(plain, &mut sink)
+        })),
+        _ => None,
+    };
     let fed = feed_chunks(store, backup, dir, chunks, &mut cipher_in, cancel);
+    let decompress_err = |source| RestoreError::Decompress {
+        backup: backup.dir_name.clone(),
+        source,
+    };
     if let Err(e) = fed {
         // Kill before gpg ever sees the end of its input: zfs recv gets a
         // truncated stream and never commits it.
         abort(&mut decrypt, &mut recv);
+        // With gpg dead, the decompressor's input ends; it then stops.
+        let _ = decompressor.map(std::thread::JoinHandle::join);
         let (decrypt_done, recv_done) = (decrypt.wait(), recv.wait());
         // A broken pipe while feeding means a consumer died first, and its
         // error is the real one: gpg's when it refused the input (a wrong
@@ -370,11 +414,21 @@ fn receive_one(
     }
     drop(cipher_in);
     let decrypt_done = decrypt.wait();
+    let decompressed = decompressor.map(|h| {
+        h.join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the zstd thread panicked")))
+    });
     let recv_done = recv.wait();
     let recv_result = recv_done.into_result();
     decrypt_done
         .into_result()
         .map_err(|e| decrypt_err(GpgError::Process(e)))?;
+    if let Some(Err(e)) = decompressed {
+        // A broken pipe means zfs recv went away first: its error says why.
+        if e.kind() != std::io::ErrorKind::BrokenPipe || recv_result.is_ok() {
+            return Err(decompress_err(e));
+        }
+    }
     recv_result.map_err(|source| RestoreError::Receive {
         backup: backup.dir_name.clone(),
         source,

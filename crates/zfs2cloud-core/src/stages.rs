@@ -127,6 +127,15 @@ pub enum UploadError {
         /// What is wrong with the output.
         message: String,
     },
+    /// A copy reported success, but the remote does not hold the file as
+    /// sent.
+    #[error("{path} could not be confirmed after the copy: {reason}")]
+    Unconfirmed {
+        /// The remote path.
+        path: String,
+        /// What is missing or wrong.
+        reason: String,
+    },
 }
 
 /// A file on the remote, as listed by an [`Uploader`].
@@ -142,9 +151,10 @@ pub struct RemoteFile {
 
 /// Copies files to the remote and lists what is there. Ordering,
 /// verification and retries are the caller's ([`crate::upload`]), so every
-/// uploader gets them.
+/// uploader gets them. `Sync`, because a pipelined export uploads several
+/// chunks at once through one uploader.
 #[cfg_attr(test, mockall::automock)]
-pub trait Uploader {
+pub trait Uploader: Sync {
     /// The files directly inside `remote_dir`; empty if it does not exist.
     ///
     /// # Errors
@@ -159,6 +169,13 @@ pub trait Uploader {
     ///
     /// [`UploadError`] if the copy fails.
     fn put(&self, local: &Path, remote_path: &str) -> Result<(), UploadError>;
+
+    /// The file at `remote_path`, or `None` if there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`UploadError`] if the lookup fails or its output is unparseable.
+    fn stat(&self, remote_path: &str) -> Result<Option<RemoteFile>, UploadError>;
 
     /// Makes `remote_dir` an exact copy of the local directory `local_dir`
     /// (deleting what is not in it), leaving alone remote paths matching

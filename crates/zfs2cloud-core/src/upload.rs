@@ -119,7 +119,7 @@ fn retryable(e: &UploadError) -> bool {
             p,
             ProcessError::Spawn { .. } | ProcessError::Cancelled { .. }
         ),
-        UploadError::Parse { .. } => true,
+        UploadError::Parse { .. } | UploadError::Unconfirmed { .. } => true,
     }
 }
 
@@ -216,7 +216,9 @@ pub struct UploadReport {
 
 /// Uploads one export directory to `remote_dir` in order, verifies it and
 /// sends the manifest last. In dry-run mode (`verify == false`) the copies
-/// are only reported and nothing is verified.
+/// are only reported and nothing is verified. Files named in `already_sent`
+/// were uploaded and confirmed one by one while exporting; they are not
+/// sent again, only checked in the listing.
 ///
 /// # Errors
 ///
@@ -229,6 +231,7 @@ pub fn upload_export(
     policy: &RetryPolicy,
     cancel: &CancelToken,
     verify: bool,
+    already_sent: &[String],
 ) -> Result<UploadReport, UploadStepError> {
     let what = export.snapshot.to_string();
     let local_err = |path: &Path| {
@@ -253,6 +256,12 @@ pub fn upload_export(
         .collect();
     files.push((SHA256SUMS_FILE.to_owned(), sums_size, sums_hash));
     for (name, size, sha256) in &files {
+        if already_sent.contains(name) {
+            // Uploaded and confirmed while exporting (and perhaps deleted
+            // locally since); the listing below checks it again.
+            report.sent.push(name.clone());
+            continue;
+        }
         if provably_on_remote(&remote, name, *size, sha256) {
             report.skipped.push(name.clone());
             continue;
@@ -438,6 +447,7 @@ pub fn upload_step(
             &settings.retry,
             &settings.cancel,
             !settings.dry_run,
+            &[],
         )?;
         let record = upload_record(
             &settings.now.to_rfc3339_opts(SecondsFormat::Secs, true),

@@ -98,6 +98,9 @@ impl Uploader for LocalDirRemote {
     fn put(&self, _: &Path, _: &str) -> Result<(), UploadError> {
         panic!("status must not upload")
     }
+    fn stat(&self, _: &str) -> Result<Option<RemoteFile>, UploadError> {
+        panic!("status lists directories, it never stats a file")
+    }
     fn sync_dir(&self, _: &Path, _: &str, _: &[&str]) -> Result<(), UploadError> {
         panic!("status must not upload")
     }

@@ -65,6 +65,13 @@ pub const FAULTS_FILE: &str = "faults.json";
 pub const ZFS_STATE_FILE: &str = "zfs.json";
 /// Name of the lock file guarding `faults.json` and `zfs.json`.
 pub const LOCK_FILE: &str = "state.lock";
+/// File in the fake zfs's state directory holding how many bytes the
+/// current (or last) `zfs send` has written to its stdout, in decimal;
+/// updated every [`SEND_PROGRESS_STEP`] bytes and at the end. It shows how
+/// far the consumer has read: a send blocked on a full pipe stops there.
+pub const SEND_PROGRESS_FILE: &str = "send-progress";
+/// How often `zfs send` updates [`SEND_PROGRESS_FILE`].
+pub const SEND_PROGRESS_STEP: u64 = 256 * 1024;
 /// Bytes the `garbage` fault prints on stdout.
 pub const GARBAGE: &[u8] = b"\x00\x01garbage\tno-tabs-here\n???";
 /// Timestamp `fake-zfs holds` prints for every hold.
@@ -1245,6 +1252,15 @@ impl FakeZfs {
                 },
             );
         });
+    }
+
+    /// Bytes the current (or last) `zfs send` has written so far
+    /// ([`SEND_PROGRESS_FILE`]); 0 before any send.
+    pub fn send_progress(&self) -> u64 {
+        fs::read_to_string(self.state_dir().join(SEND_PROGRESS_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Sets the full-stream size of an existing snapshot (panics if missing).

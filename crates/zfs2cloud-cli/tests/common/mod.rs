@@ -38,6 +38,11 @@ impl Setup {
     /// Writes a config for `dataset` uploading to `remote`, with `extra`
     /// TOML appended. Retries have no delay.
     pub fn with_remote(dataset: &str, remote: &str, extra: &str) -> Self {
+        Self::with_split(dataset, remote, "64K", extra)
+    }
+
+    /// [`Setup::with_remote`] with chunks of `split_size`.
+    pub fn with_split(dataset: &str, remote: &str, split_size: &str, extra: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("zfs2cloud-test-")
             .tempdir()
@@ -58,7 +63,7 @@ impl Setup {
                  intermediate_basedir = \"intermediate\"\n\
                  remote = {remote:?}\n\
                  passphrase_file = \"passphrase\"\n\
-                 split_size = \"64K\"\n\
+                 split_size = {split_size:?}\n\
                  full_every_x_days = 30\n\
                  upload_retry_delay_seconds = 0\n\
                  {extra}"

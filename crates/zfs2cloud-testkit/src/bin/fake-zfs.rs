@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 
 use zfs2cloud_testkit::fake::{
     apply_fault, eprint_message, format_ctime, incremental_size, load_zfs_state, received_path,
-    send_seed, start_fake, unix_now, with_zfs_state, zfs_subcommand, SnapshotState, StreamGen,
-    ZfsState, DEFAULT_STREAM_SIZE, HOLD_TIMESTAMP, ZFS_NOW_ENV, ZFS_STATE_ENV, ZFS_STREAM_SIZE_ENV,
+    send_seed, start_fake, unix_now, with_zfs_state, write_atomic, zfs_subcommand, SnapshotState,
+    StreamGen, ZfsState, DEFAULT_STREAM_SIZE, HOLD_TIMESTAMP, SEND_PROGRESS_FILE,
+    SEND_PROGRESS_STEP, ZFS_NOW_ENV, ZFS_STATE_ENV, ZFS_STREAM_SIZE_ENV,
 };
 
 fn main() {
@@ -1388,7 +1389,17 @@ fn cmd_send(ctx: &Ctx, args: &[String]) -> i32 {
     let mut buf = vec![0u8; 64 * 1024];
     let mut remaining = len;
     let mut written: u64 = 0;
+    let progress = |written: u64| {
+        let _ = write_atomic(
+            &ctx.dir.join(SEND_PROGRESS_FILE),
+            written.to_string().as_bytes(),
+        );
+    };
+    progress(0);
     while remaining > 0 {
+        if written.is_multiple_of(SEND_PROGRESS_STEP) {
+            progress(written);
+        }
         let n = usize::try_from(remaining.min(buf.len() as u64)).unwrap_or(buf.len());
         gen.fill(&mut buf[..n]);
         let allowed = match ctx.die_after {
@@ -1407,6 +1418,7 @@ fn cmd_send(ctx: &Ctx, args: &[String]) -> i32 {
     if let Err(e) = out.flush() {
         return write_error(&e);
     }
+    progress(written);
     if ctx.die_after.is_some() {
         return die_mid_stream(&mut out);
     }
