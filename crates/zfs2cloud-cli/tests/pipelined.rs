@@ -365,6 +365,11 @@ fn a_blocked_upload_stops_the_export_from_reading_zfs_send() {
     let out = child.wait_with_output().unwrap();
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(143), "{shown}");
+    assert!(shown.contains("interrupted"), "{shown}");
+    assert!(
+        !shown.contains("uploading while exporting failed"),
+        "{shown}"
+    );
     assert_eq!(chunk_usage(&setup.basedir).0, 0, "{shown}");
     assert!(setup.partials().is_empty(), "{:?}", setup.partials());
     assert!(

@@ -753,6 +753,10 @@ fn run_pipeline(
     });
     progress.end();
     drop(gpg_out);
+    if settings.cancel.is_cancelled() {
+        // The workers' uploads were stopped by the same interruption.
+        return Err(ExportError::Interrupted);
+    }
     let streamed = match queue.map(ChunkQueue::finish) {
         None => None,
         // The workers' failure is the cause of whatever the writer saw.
