@@ -325,7 +325,8 @@ fn a_blocked_upload_stops_the_export_from_reading_zfs_send() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     with_fakes(&mut cmd, &zfs, &rclone);
-    let child = cmd.spawn().unwrap();
+    let mut guard = StopOnDrop(Some(cmd.spawn().unwrap()));
+    let pid = guard.0.as_ref().unwrap().id();
 
     // Wait until zfs send has started and then not advanced for 2 s.
     let started = Instant::now();
@@ -353,16 +354,16 @@ fn a_blocked_upload_stops_the_export_from_reading_zfs_send() {
     let (files, bytes) = chunk_usage(&setup.basedir);
     assert_eq!(files, 3, "chunk files on disk ({bytes} bytes)");
     // Memory does not grow while it waits.
-    let rss1 = rss(child.id());
+    let rss1 = rss(pid);
     std::thread::sleep(Duration::from_secs(1));
-    let rss2 = rss(child.id());
+    let rss2 = rss(pid);
     assert!(rss1 <= 64 * MIB && rss2 <= 64 * MIB, "{rss1} / {rss2}");
     assert!(rss2 <= rss1 + MIB / 4, "RSS grew from {rss1} to {rss2}");
 
     // SIGTERM ends it: the hanging uploads are killed, the partial export
     // removed, and no manifest reaches the remote.
-    nix_kill(child.id(), "TERM");
-    let out = child.wait_with_output().unwrap();
+    nix_kill(pid, "TERM");
+    let out = guard.0.take().unwrap().wait_with_output().unwrap();
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(143), "{shown}");
     assert!(shown.contains("interrupted"), "{shown}");
@@ -380,6 +381,31 @@ fn a_blocked_upload_stops_the_export_from_reading_zfs_send() {
         "{:?}",
         rclone.files("cloud:backups/data")
     );
+}
+
+/// Stops a zfs2cloud that a failing test leaves running: SIGTERM first, so
+/// that it stops its own children (a hanging fake rclone would outlive a
+/// SIGKILL), then SIGKILL after 10 s.
+struct StopOnDrop(Option<std::process::Child>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let Some(mut child) = self.0.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 fn nix_kill(pid: u32, signal: &str) {
