@@ -195,7 +195,15 @@ impl ZfsSession {
     /// Creates a pool that lives no longer than this session.
     #[must_use]
     pub fn pool(&self, tag: &str) -> Pool<'_> {
-        Pool::create(tag)
+        Pool::create(tag, 512 << 20)
+    }
+
+    /// Creates a pool like [`ZfsSession::pool`], on a sparse image of
+    /// `bytes` bytes (the benchmark's multi-GiB datasets need more than
+    /// the default 512 MiB).
+    #[must_use]
+    pub fn pool_sized(&self, tag: &str, bytes: u64) -> Pool<'_> {
+        Pool::create(tag, bytes)
     }
 }
 
@@ -210,8 +218,9 @@ pub struct Pool<'session> {
 }
 
 impl Pool<'_> {
-    /// Creates a 512 MiB pool named `z2c<pid>x<n><tag>`.
-    fn create(tag: &str) -> Self {
+    /// Creates a pool named `z2c<pid>x<n><tag>` on a sparse image of
+    /// `bytes` bytes.
+    fn create(tag: &str, bytes: u64) -> Self {
         let n = POOL_COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("z2c{}x{n}{tag}", std::process::id());
         let dir = tempfile::Builder::new()
@@ -220,7 +229,7 @@ impl Pool<'_> {
             .unwrap_or_else(|e| panic!("tempdir: {e}"));
         let image = dir.path().join("pool.img");
         let f = std::fs::File::create(&image).unwrap_or_else(|e| panic!("create image: {e}"));
-        f.set_len(512 << 20)
+        f.set_len(bytes)
             .unwrap_or_else(|e| panic!("size image: {e}"));
         let mnt = dir.path().join("mnt");
         run_ok(
