@@ -355,6 +355,14 @@ impl App {
         )
     }
 
+    /// The uploader of a pipelined export: `bwlimit` is shared among its
+    /// `upload_concurrency` parallel uploads, so that together they keep
+    /// to it as one upload does.
+    fn stream_uploader(&self) -> RcloneUploader {
+        self.uploader()
+            .sharing_bwlimit(self.config.upload_concurrency)
+    }
+
     fn upload_settings(&self) -> UploadSettings {
         UploadSettings {
             remote: self.config.remote.clone(),
@@ -422,6 +430,7 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
 struct Stages {
     encryptor: Option<GpgEncryptor>,
     uploader: RcloneUploader,
+    stream_uploader: RcloneUploader,
     mounter: Mounter,
 }
 
@@ -433,6 +442,7 @@ impl App {
                 Mode::File => None,
             },
             uploader: self.uploader(),
+            stream_uploader: self.stream_uploader(),
             mounter: Mounter::new(self.runner.clone(), self.config.tools.zfs.clone()),
         })
     }
@@ -449,6 +459,7 @@ impl App {
                 .as_ref()
                 .map(|e| e as &dyn zfs2cloud_core::stages::Encryptor),
             uploader: &stages.uploader,
+            stream_uploader: &stages.stream_uploader,
             mounter: &stages.mounter,
             now: self.now,
             progress: &NoProgress,
@@ -536,7 +547,7 @@ fn export(app: &App, force: Option<ExportKind>, target: Option<String>) -> anyho
             compression: app.config.compression_settings(),
         },
     };
-    let uploader = app.uploader();
+    let uploader = app.stream_uploader();
     let stream = StreamUpload::from_config(&app.config, &uploader, app.now);
     let outcome = export_step(
         &app.zfs,

@@ -110,6 +110,9 @@ pub struct Backup<'a> {
     pub encryptor: Option<&'a dyn Encryptor>,
     /// rclone.
     pub uploader: &'a dyn Uploader,
+    /// rclone for a pipelined export (`upload_while_exporting`), whose
+    /// parallel uploads share the bandwidth limit.
+    pub stream_uploader: &'a dyn Uploader,
     /// Exposes snapshots as files (file mode).
     pub mounter: &'a Mounter,
     /// The run's clock.
@@ -381,7 +384,7 @@ impl Backup<'_> {
                         compression: config.compression_settings(),
                     },
                 };
-                let stream = StreamUpload::from_config(config, self.uploader, self.now);
+                let stream = StreamUpload::from_config(config, self.stream_uploader, self.now);
                 let outcome = export_step(
                     self.snapshotter,
                     self.exporter,

@@ -22,6 +22,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, ChildStdout, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -286,6 +287,33 @@ struct ChunkWriter<'q> {
     done: Vec<ChunkEntry>,
     queue: Option<&'q ChunkQueue>,
     cancel: CancelToken,
+    /// Where sealed chunks go to be fsynced (and then queued for upload)
+    /// off the reading thread; `None`: fsync inline.
+    syncer: Option<SyncSender<ToSync>>,
+}
+
+/// A written chunk on its way to the syncer thread.
+struct ToSync {
+    file: File,
+    chunk: SealedChunk,
+}
+
+/// The syncer thread: fsyncs each sealed chunk in order, then hands it to
+/// the upload queue. The fsync of one 256 MiB chunk can take a second; here
+/// it overlaps with writing the next one instead of stalling the pipeline.
+/// The channel holds one chunk, so the writer is at most one chunk ahead.
+fn sync_chunks(chunks: Receiver<ToSync>, queue: Option<&ChunkQueue>) -> Result<(), ExportError> {
+    for ToSync { file, chunk } in chunks {
+        file.sync_all().map_err(|source| ExportError::Write {
+            path: chunk.path.clone(),
+            source,
+        })?;
+        drop(file);
+        if let Some(queue) = queue {
+            queue.push(chunk);
+        }
+    }
+    Ok(())
 }
 
 struct OpenChunk {
@@ -327,6 +355,7 @@ impl<'q> ChunkWriter<'q> {
         split_size: u64,
         queue: Option<&'q ChunkQueue>,
         cancel: CancelToken,
+        syncer: Option<SyncSender<ToSync>>,
     ) -> Self {
         Self {
             dir,
@@ -336,6 +365,7 @@ impl<'q> ChunkWriter<'q> {
             done: Vec::new(),
             queue,
             cancel,
+            syncer,
         }
     }
 
@@ -346,25 +376,41 @@ impl<'q> ChunkWriter<'q> {
         }
     }
 
-    /// Seals the open chunk: fsync, record size and hash.
+    /// Seals the open chunk: records its size and hash, and has it fsynced
+    /// (by the syncer thread if there is one) and then queued for upload.
     fn seal(&mut self) -> Result<(), ExportError> {
         if let Some(chunk) = self.current.take() {
-            chunk
-                .file
-                .sync_all()
-                .map_err(|e| self.write_err(&chunk.name, e))?;
             let entry = ChunkEntry {
                 name: chunk.name,
                 size: chunk.written,
                 sha256: hex(&chunk.hasher.finalize()),
             };
-            if let Some(queue) = self.queue {
-                queue.push(SealedChunk {
-                    path: self.dir.join(&entry.name),
-                    name: entry.name.clone(),
-                    size: entry.size,
-                    sha256: entry.sha256.clone(),
-                });
+            let sealed = SealedChunk {
+                path: self.dir.join(&entry.name),
+                name: entry.name.clone(),
+                size: entry.size,
+                sha256: entry.sha256.clone(),
+            };
+            match &self.syncer {
+                Some(syncer) => {
+                    let sent = syncer.send(ToSync {
+                        file: chunk.file,
+                        chunk: sealed,
+                    });
+                    if sent.is_err() {
+                        // The syncer stopped on an error; its result says which.
+                        return Err(self.write_err(&entry.name, io::Error::other("fsync failed")));
+                    }
+                }
+                None => {
+                    chunk
+                        .file
+                        .sync_all()
+                        .map_err(|e| self.write_err(&entry.name, e))?;
+                    if let Some(queue) = self.queue {
+                        queue.push(sealed);
+                    }
+                }
             }
             self.done.push(entry);
         }
@@ -675,12 +721,14 @@ fn run_pipeline(
     })?;
 
     let queue = stream.map(|(s, _)| ChunkQueue::new(s.disk_limit()));
+    let (to_sync, syncing) = std::sync::mpsc::sync_channel(1);
     let mut writer = ChunkWriter::new(
         dir.to_owned(),
         ExportLayout::chunk_prefix(&plan.snapshot),
         settings.split_size,
         queue.as_ref(),
         settings.cancel.clone(),
+        Some(to_sync),
     );
     progress.begin(&format!("exporting {}", plan.snapshot), None);
     let what = plan.snapshot.to_string();
@@ -704,6 +752,8 @@ fn run_pipeline(
             let level = settings.compression.level;
             scope.spawn(move || zstd_compress(&mut input, output, level, &|| cancel.is_cancelled()))
         });
+        let queue_ref = queue.as_ref();
+        let syncer = scope.spawn(move || sync_chunks(syncing, queue_ref));
         let workers: Vec<_> = match (stream, &queue) {
             (Some((s, remote_dir)), Some(q)) => (0..s.concurrency.max(1))
                 .map(|_| {
@@ -732,8 +782,21 @@ fn run_pipeline(
         } else {
             pipeline_error(copied, compressed, send_done, gpg_done)
         };
-        // Only a stream that ended cleanly seals its last chunk.
+        // Only a stream that ended cleanly seals its last chunk. The writer
+        // goes either way, and with it the syncer's channel.
         let result = result.and_then(|()| writer.finish());
+        let synced = syncer.join().unwrap_or_else(|_| {
+            Err(ExportError::Write {
+                path: dir.to_owned(),
+                source: io::Error::other("the fsync thread panicked"),
+            })
+        });
+        let result = match (result, synced) {
+            (Ok(chunks), Ok(())) => Ok(chunks),
+            // The syncer's error is the cause of the writer's.
+            (Ok(_) | Err(ExportError::Write { .. }), Err(e)) => Err(e),
+            (Err(e), _) => Err(e),
+        };
         if let Some(q) = &queue {
             if result.is_ok() {
                 q.close();
@@ -1191,6 +1254,7 @@ mod tests {
             4096,
             None,
             CancelToken::new(),
+            None,
         );
         // Odd write sizes cross chunk boundaries mid-buffer.
         for piece in data.chunks(1000) {
@@ -1223,6 +1287,7 @@ mod tests {
             1024,
             None,
             CancelToken::new(),
+            None,
         );
         w.write(&[1u8; 2048]).unwrap();
         assert_eq!(w.finish().unwrap().len(), 2);

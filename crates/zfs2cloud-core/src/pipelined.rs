@@ -3,8 +3,8 @@
 //!
 //! The export seals a chunk (fsync, size, SHA-256) and hands it to a
 //! [`ChunkQueue`]; `upload_concurrency` workers copy chunks to the remote
-//! and confirm each one (its size, and its SHA-256 where the backend gives
-//! one). With `keep_local_export = false` a worker deletes a chunk once it
+//! (rclone checks each transfer's checksum itself wherever both sides share
+//! a hash) and confirm each one is there with its size. With `keep_local_export = false` a worker deletes a chunk once it
 //! is confirmed, and the export may only open a new chunk file while fewer
 //! than `upload_concurrency + 1` are on disk: otherwise it stops reading
 //! gpg, gpg stops reading `zfs send`, and `zfs send` waits. Nothing is
@@ -265,9 +265,11 @@ impl ChunkQueue {
     }
 }
 
-/// Copies one chunk and confirms it on the remote: present, the right
-/// size, and the right SHA-256 where the backend reports one. A copy that
-/// cannot be confirmed is retried like a failed one.
+/// Copies one chunk and confirms it on the remote: present, with the right
+/// size (and the right SHA-256, should the uploader report one). A copy
+/// that cannot be confirmed is retried like a failed one. Content is
+/// rclone's to check during the copy; asking the remote for a hash here
+/// would read every chunk back on many backends.
 fn upload_chunk(
     stream: &StreamUpload<'_>,
     remote_dir: &str,

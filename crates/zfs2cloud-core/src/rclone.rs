@@ -93,7 +93,53 @@ fn remote_file(e: LsJsonEntry) -> Result<RemoteFile, String> {
     })
 }
 
+/// `limit / n`, for `n` transfers that together must keep to `limit`
+/// (rclone's `--bwlimit` is per process). Only a single rate (`8M`, `512k`,
+/// `1.5M`, `100`: KiB/s without a unit) can be divided; `None` for
+/// anything else (`off`, timetables, `up:down` pairs).
+#[must_use]
+pub fn share_bwlimit(limit: &str, n: u32) -> Option<String> {
+    let limit = limit.trim();
+    let (number, unit) = limit.split_at(
+        limit
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(limit.len()),
+    );
+    let multiplier: f64 = match unit {
+        "" | "k" | "K" => 1024.0,
+        "b" | "B" => 1.0,
+        "M" | "m" => 1024.0 * 1024.0,
+        "G" | "g" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = number.parse::<f64>().ok()? * multiplier;
+    if !bytes.is_finite() || bytes <= 0.0 || n == 0 {
+        return None;
+    }
+    let share_kib = (bytes / f64::from(n) / 1024.0).floor().max(1.0);
+    Some(format!("{share_kib:.0}k"))
+}
+
 impl RcloneUploader {
+    /// The same uploader for `n` transfers at once: a plain `bwlimit` rate
+    /// is divided among them, so that together they keep to it. A limit
+    /// that cannot be divided (a timetable) is kept per transfer, with a
+    /// warning.
+    #[must_use]
+    pub fn sharing_bwlimit(&self, n: u32) -> Self {
+        let mut shared = self.clone();
+        if let Some(limit) = &self.options.bwlimit {
+            match share_bwlimit(limit, n) {
+                Some(share) => shared.options.bwlimit = Some(share),
+                None if n > 1 && limit != "off" => log::warn!(
+                    "bwlimit {limit:?} cannot be divided among {n} parallel uploads; each gets it"
+                ),
+                None => {}
+            }
+        }
+        shared
+    }
+
     /// Uses the rclone binary at `rclone` with `options`.
     #[must_use]
     pub fn new(runner: Runner, rclone: PathBuf, options: RcloneOptions) -> Self {
@@ -147,10 +193,7 @@ impl Uploader for RcloneUploader {
     }
 
     fn stat(&self, remote_path: &str) -> Result<Option<RemoteFile>, UploadError> {
-        let cmd = self
-            .command("lsjson")
-            .args(["--stat", "--hash", "--hash-type", "sha256"])
-            .arg(remote_path);
+        let cmd = self.command("lsjson").arg("--stat").arg(remote_path);
         match self.runner.query(&cmd) {
             Ok(out) => parse_lsjson_stat(&out.stdout_lossy())
                 .map(Some)
@@ -166,6 +209,22 @@ impl Uploader for RcloneUploader {
                     .is_some_and(|c| c == EXIT_DIR_NOT_FOUND || c == EXIT_FILE_NOT_FOUND) =>
             {
                 Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn list_sizes(&self, remote_dir: &str) -> Result<Vec<RemoteFile>, UploadError> {
+        let cmd = self.command("lsjson").arg("--files-only").arg(remote_dir);
+        match self.runner.query(&cmd) {
+            Ok(out) => parse_lsjson(&out.stdout_lossy()).map_err(|message| UploadError::Parse {
+                command: cmd.to_string(),
+                message,
+            }),
+            Err(e @ ProcessError::Failed { .. })
+                if e.status().and_then(|s| s.code()) == Some(EXIT_DIR_NOT_FOUND) =>
+            {
+                Ok(Vec::new())
             }
             Err(e) => Err(e.into()),
         }
@@ -319,6 +378,18 @@ mod tests {
         assert!(f.sha256.unwrap().starts_with("98ea6e4f"));
         assert!(parse_lsjson_stat(r#"{"Name":"d","Size":-1,"IsDir":true}"#).is_err());
         assert!(parse_lsjson_stat("[]").is_err());
+    }
+
+    #[test]
+    fn a_bwlimit_rate_is_shared_among_parallel_uploads() {
+        assert_eq!(share_bwlimit("8M", 2).as_deref(), Some("4096k"));
+        assert_eq!(share_bwlimit("10", 2).as_deref(), Some("5k"));
+        assert_eq!(share_bwlimit("1.5M", 3).as_deref(), Some("512k"));
+        assert_eq!(share_bwlimit("100k", 1).as_deref(), Some("100k"));
+        assert_eq!(share_bwlimit("1k", 4).as_deref(), Some("1k"), "never 0");
+        for kept in ["off", "08:00,512k 19:00,off", "10M:100k", "", "x", "-1M"] {
+            assert_eq!(share_bwlimit(kept, 2), None, "{kept}");
+        }
     }
 
     #[test]

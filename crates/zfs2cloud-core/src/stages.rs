@@ -170,12 +170,23 @@ pub trait Uploader: Sync {
     /// [`UploadError`] if the copy fails.
     fn put(&self, local: &Path, remote_path: &str) -> Result<(), UploadError>;
 
-    /// The file at `remote_path`, or `None` if there is none.
+    /// The file at `remote_path` (name and size; no hash, which would mean
+    /// reading it back on many backends), or `None` if there is none.
     ///
     /// # Errors
     ///
     /// [`UploadError`] if the lookup fails or its output is unparseable.
     fn stat(&self, remote_path: &str) -> Result<Option<RemoteFile>, UploadError>;
+
+    /// [`Uploader::list`] without hashes: names and sizes only. For checks
+    /// of files whose content was already confirmed as they were sent.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Uploader::list`].
+    fn list_sizes(&self, remote_dir: &str) -> Result<Vec<RemoteFile>, UploadError> {
+        self.list(remote_dir)
+    }
 
     /// Makes `remote_dir` an exact copy of the local directory `local_dir`
     /// (deleting what is not in it), leaving alone remote paths matching

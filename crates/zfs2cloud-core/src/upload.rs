@@ -238,9 +238,19 @@ pub fn upload_export(
         let path = path.to_owned();
         move |source| UploadStepError::Local { path, source }
     };
+    // After a pipelined export every chunk was confirmed as it went up
+    // (rclone checks each transfer's hash itself): a listing with hashes
+    // would only read the whole backup back once more.
+    let sizes_only = !already_sent.is_empty();
     let listed =
         |uploader: &dyn Uploader| -> Result<BTreeMap<String, RemoteFile>, UploadStepError> {
-            let files = with_retry(policy, cancel, &what, || uploader.list(remote_dir))?;
+            let files = with_retry(policy, cancel, &what, || {
+                if sizes_only {
+                    uploader.list_sizes(remote_dir)
+                } else {
+                    uploader.list(remote_dir)
+                }
+            })?;
             Ok(files.into_iter().map(|f| (f.name.clone(), f)).collect())
         };
     let mut report = UploadReport::default();
