@@ -9,6 +9,7 @@
 //! need nothing but the text; [`Config::load`] also checks the files the
 //! configuration points to (the passphrase file's permissions, the hooks).
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -292,6 +293,10 @@ pub struct Config {
     pub compression: Compression,
     /// zstd level (1–19).
     pub compression_level: i32,
+    /// Seconds each built-in step may take (canonical step name → seconds;
+    /// 0 or absent: no limit). When it runs out, whatever the step is
+    /// running is stopped and the step fails.
+    pub step_timeouts: BTreeMap<String, u64>,
     /// The external programs, after environment overrides.
     pub tools: ToolPaths,
 }
@@ -383,10 +388,53 @@ struct RawConfig {
     compression: Compression,
     #[serde(default = "default_compression_level")]
     compression_level: i32,
+    #[serde(default)]
+    step_timeouts: BTreeMap<String, u64>,
     zfs_path: Option<PathBuf>,
     gpg_path: Option<PathBuf>,
     rclone_path: Option<PathBuf>,
 }
+
+/// Limits for the steps that should never take long. A hung `zfs` or
+/// rclone there would otherwise hold the run lock until someone notices,
+/// and every later night would fail as "locked". Export, upload and the
+/// file-mode sync get none by default: over a home uplink a first full
+/// legitimately takes days.
+const DEFAULT_STEP_TIMEOUTS: &[(&str, u64)] = &[
+    ("snapshot", 1800),
+    ("prune-intermediates", 600),
+    ("prune-snapshots", 1800),
+    ("verify", 3600),
+    ("mount-snapshot", 600),
+    ("umount-snapshot", 600),
+];
+
+/// Reads `[step_timeouts]` over the defaults: keys are step names (or the
+/// original's aliases), values seconds (0: no limit).
+fn step_timeouts(raw: BTreeMap<String, u64>) -> Result<BTreeMap<String, u64>, String> {
+    let mut out: BTreeMap<String, u64> = DEFAULT_STEP_TIMEOUTS
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), *v))
+        .collect();
+    for (name, seconds) in raw {
+        let step = Step::parse(&name, Path::new("")).map_err(|e| e.to_string())?;
+        if matches!(step, Step::Script(_)) {
+            return Err(format!(
+                "{name:?} is not a step name (script steps are limited by hook_timeout_seconds)"
+            ));
+        }
+        if seconds > MAX_STEP_TIMEOUT {
+            return Err(format!(
+                "{name} = {seconds} is more than 30 days; use 0 for no limit"
+            ));
+        }
+        out.insert(step.to_string(), seconds);
+    }
+    Ok(out)
+}
+
+/// 30 days: anything longer is a typo (or means "no limit", which is 0).
+const MAX_STEP_TIMEOUT: u64 = 30 * 24 * 3600;
 
 fn default_upload_concurrency() -> u32 {
     2
@@ -629,6 +677,8 @@ impl Config {
                 ),
             ));
         }
+        let step_timeouts =
+            step_timeouts(raw.step_timeouts).map_err(|m| invalid("step_timeouts", m))?;
         if raw.mode == Mode::Intermediate && raw.passphrase_file.is_none() {
             return Err(invalid(
                 "passphrase_file",
@@ -692,6 +742,7 @@ impl Config {
             keep_local_export: raw.keep_local_export,
             compression: raw.compression,
             compression_level: raw.compression_level,
+            step_timeouts,
             tools: ToolPaths {
                 zfs: ToolPaths::resolve(ENV_ZFS, raw.zfs_path, "zfs"),
                 gpg: ToolPaths::resolve(ENV_GPG, raw.gpg_path, "gpg"),
@@ -785,6 +836,16 @@ impl Config {
             compression: self.compression,
             level: self.compression_level,
         }
+    }
+
+    /// How long `step` may take (`[step_timeouts]`); `None`: no limit.
+    #[must_use]
+    pub fn step_limit(&self, step: &Step) -> Option<std::time::Duration> {
+        self.step_timeouts
+            .get(&step.to_string())
+            .copied()
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs)
     }
 
     /// `hook_timeout_seconds` as a limit; `None` for 0 (no limit).

@@ -32,7 +32,7 @@ use crate::upload::{remote_join, with_retry, RetryPolicy, UploadStepError};
 /// User property on a temporary clone: the snapshot it exposes.
 pub const PROP_CLONE_OF: &str = "zfs2cloud:clone-of";
 /// The infix of temporary clone names.
-const CLONE_INFIX: &str = ".zfs2cloud-";
+pub const CLONE_INFIX: &str = ".zfs2cloud-";
 
 /// How a snapshot is exposed as files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
