@@ -458,7 +458,7 @@ fn apply(text: &str, mutation: &Mutation) -> String {
 }
 
 proptest! {
-    #![proptest_config(config(2000))]
+    #![proptest_config(config(1200))]
 
     #[test]
     fn config_parse_never_panics_on_strings(text in any::<String>()) {
@@ -479,7 +479,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(1500))]
+    #![proptest_config(config(1000))]
 
     /// Structured mutations of the shipped examples: a dropped or doubled
     /// line, a value replaced by a random TOML value, a random key inserted.
@@ -557,7 +557,7 @@ const UNITS: [(&str, u64); 13] = [
 ];
 
 proptest! {
-    #![proptest_config(config(3000))]
+    #![proptest_config(config(2000))]
 
     #[test]
     fn byte_size_parse_never_panics(s in prop_oneof![any::<String>(), "[0-9 ]{0,25}[KMGTBkmgtib ]{0,4}"]) {
@@ -630,7 +630,7 @@ fn name_like() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(config(4000))]
+    #![proptest_config(config(2500))]
 
     #[test]
     fn dataset_names_follow_the_documented_rules(name in name_like()) {
@@ -716,7 +716,7 @@ fn zfs_list_line(r: &Row) -> String {
 }
 
 proptest! {
-    #![proptest_config(config(3000))]
+    #![proptest_config(config(2000))]
 
     #[test]
     fn zfs_list_parser_never_panics(text in prop_oneof![
@@ -836,7 +836,7 @@ fn expected_file(e: &Entry) -> Option<RemoteFile> {
 }
 
 proptest! {
-    #![proptest_config(config(2000))]
+    #![proptest_config(config(1200))]
 
     #[test]
     fn lsjson_parsers_never_panic(text in prop_oneof![
@@ -983,7 +983,7 @@ fn remote_backup() -> impl Strategy<Value = RemoteBackup> {
 }
 
 proptest! {
-    #![proptest_config(config(2000))]
+    #![proptest_config(config(1200))]
 
     #[test]
     fn manifest_deserialization_never_panics(text in prop_oneof![
