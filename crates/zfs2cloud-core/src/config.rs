@@ -1008,6 +1008,36 @@ passphrase_file = "/etc/zfs2cloud/passphrase"
     }
 
     #[test]
+    fn step_timeouts_merge_over_defaults_by_step_name_or_alias() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(
+            c.step_limit(&Step::Snapshot),
+            Some(std::time::Duration::from_secs(1800))
+        );
+        assert_eq!(c.step_limit(&Step::Export), None, "no default for export");
+        let c = parse(&format!(
+            "{MINIMAL}[step_timeouts]\nexport-intermediate = 7200\nsnapshot = 0\nverify = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.step_limit(&Step::Export),
+            Some(std::time::Duration::from_secs(7200))
+        );
+        assert_eq!(c.step_limit(&Step::Snapshot), None, "0 means no limit");
+        assert_eq!(
+            c.step_limit(&Step::Verify),
+            Some(std::time::Duration::from_secs(5))
+        );
+        for bad in ["exprot = 5", "\"./x.sh\" = 5", "upload = 99999999999"] {
+            assert_eq!(
+                invalid_key(&format!("{MINIMAL}[step_timeouts]\n{bad}\n")),
+                "step_timeouts",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn pipelining_and_compression_keys() {
         let c = parse(&format!(
             "{MINIMAL}upload_while_exporting = true

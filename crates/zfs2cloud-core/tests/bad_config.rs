@@ -127,6 +127,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("upload_while_exporting", &[BOOL]),
     ("keep_local_export", &[BOOL]),
     ("hooks", &[TABLE]),
+    ("step_timeouts", &[TABLE]),
     // Refused with a migration hint, whatever it holds.
     ("encryption_passphrase", &[]),
     ("hooks.pre_snapshot", &[STR, STR_LIST]),
