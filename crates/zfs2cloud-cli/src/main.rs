@@ -35,7 +35,7 @@ use zfs2cloud_core::progress::NoProgress;
 use zfs2cloud_core::prune::{prune_exports, prune_snapshots, Verdict};
 use zfs2cloud_core::rclone::{RcloneOptions, RcloneUploader};
 use zfs2cloud_core::restore::{plan_restore, restore_chain, RestorePoint, RestoreSettings};
-use zfs2cloud_core::snapshot::take_snapshot;
+use zfs2cloud_core::snapshot::{take_snapshot, SNAPSHOT_WINDOW_FILE};
 use zfs2cloud_core::stages::Snapshotter as _;
 use zfs2cloud_core::steps::{Mode, Step};
 use zfs2cloud_core::upload::{export_confirmed, upload_step, UploadSettings};
@@ -555,6 +555,7 @@ fn snapshot(app: &App) -> anyhow::Result<()> {
         &app.config.dataset,
         at,
         app.config.hook_timeout(),
+        Some(&app.config.intermediate_basedir.join(SNAPSHOT_WINDOW_FILE)),
     )
     .context("step snapshot")?;
     if !app.runner.is_dry_run() {

@@ -126,7 +126,8 @@ fn target(mode: Mode, step: &str, fault: Fault) -> Target {
         Fault::Garbage => match step {
             "snapshot" | "export" | "prune-intermediates" | "prune-snapshots" => C(Zfs, "list"),
             "upload" | "verify" => C(Rclone, "lsjson"),
-            "mount-snapshot" | "umount-snapshot" => C(Zfs, "get"),
+            // Its search for leftovers of killed runs.
+            "mount-snapshot" => C(Zfs, "list"),
             _ => Na("output not parsed"),
         },
         Fault::DiskFull => match (mode, step) {
@@ -315,17 +316,28 @@ impl Case {
         cmd
     }
 
-    fn stage(&self, tool: Tool, action: FaultAction, sub: &str) {
-        let dir = self.staged.join(match tool {
+    /// The staged rule file of `tool`, until the arming script moves it.
+    fn staged(&self, tool: Tool) -> PathBuf {
+        let dir = match tool {
             Tool::Zfs => "zfs",
             Tool::Rclone => "rclone",
-        });
-        write_faults(&dir, &[FaultRule::new(sub, action, None)]).unwrap();
+        };
+        self.staged.join(dir).join("faults.json")
     }
 
+    fn stage(&self, tool: Tool, action: FaultAction, sub: &str) {
+        let file = self.staged(tool);
+        write_faults(file.parent().unwrap(), &[FaultRule::new(sub, action, None)]).unwrap();
+    }
+
+    /// Removes the faults, armed or still staged (a run stopped before the
+    /// step under test never armed them).
     fn clear_faults(&self) {
         self.zfs.clear_faults();
         self.rclone.clear_faults();
+        for tool in [Tool::Zfs, Tool::Rclone] {
+            let _ = std::fs::remove_file(self.staged(tool));
+        }
     }
 
     fn invocations(&self, tool: Tool, sub: &str) -> usize {
@@ -404,8 +416,9 @@ fn zfs_lines(args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// The invariants that hold after any run, faulted or not.
-fn check_state(case: &Case, problems: &mut Vec<String>) {
+/// The invariants that hold after any run, faulted or not (without 7 when
+/// `torn_down` is false).
+fn check_state(case: &Case, torn_down: bool, problems: &mut Vec<String>) {
     // 4 and 5: nothing looks complete unless it is.
     if case.mode == Mode::Intermediate {
         for (what, root) in [("remote", &case.remote), ("local", &case.setup.basedir)] {
@@ -453,6 +466,9 @@ fn check_state(case: &Case, problems: &mut Vec<String>) {
             problems.push(format!("inv 6: no held full base among {snaps:?}"));
         }
     }
+    if !torn_down {
+        return;
+    }
     // 7: no temporary clone, no mount left behind.
     let pool = case.dataset.split('/').next().unwrap();
     let clone_prefix = format!("{}{}", case.dataset, zfs2cloud_core::filemode::CLONE_INFIX);
@@ -476,6 +492,9 @@ fn check_state(case: &Case, problems: &mut Vec<String>) {
 
 /// Checks after the faulted run.
 fn check_failure(case: &Case, step: &str, fault: Fault, out: &Output, problems: &mut Vec<String>) {
+    // When taking the clone down is what failed, it is still there; the
+    // next run must take it down (checked after that run).
+    let teardown_failed = step == "umount-snapshot";
     let shown = text(out);
     if shown.contains("panicked")
         || shown.contains("internal error")
@@ -522,8 +541,16 @@ fn check_failure(case: &Case, step: &str, fault: Fault, out: &Output, problems: 
         if !reported.contains(&named) {
             problems.push(format!("inv 3: on_failure got {reported:?}"));
         }
+    } // 2: post_snapshot ran if pre_snapshot did. Nothing runs after a
+      // SIGKILL: there the next run owes it (checked after that run).
+    if fault != Fault::Sigkill {
+        check_hooks(case, problems);
+        check_state(case, !teardown_failed, problems);
     }
-    // 2: post_snapshot ran if pre_snapshot did.
+}
+
+/// Invariant 2: as many post_snapshot runs as pre_snapshot runs.
+fn check_hooks(case: &Case, problems: &mut Vec<String>) {
     let hooks = case.read("hooks.log");
     let (pre, post) = (
         hooks.lines().filter(|l| *l == "pre").count(),
@@ -533,9 +560,6 @@ fn check_failure(case: &Case, step: &str, fault: Fault, out: &Output, problems: 
         problems.push(format!(
             "inv 2: pre_snapshot ran {pre}×, post_snapshot {post}×"
         ));
-    }
-    if fault != Fault::Sigkill {
-        check_state(case, problems);
     }
 }
 
@@ -550,14 +574,20 @@ fn faulted_run(case: &Case, tool: Tool, sub: &str, fault: Fault) -> Output {
     let Some(signal) = signal else {
         return cmd.output().unwrap();
     };
-    let before = case.invocations(tool, sub);
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while case.invocations(tool, sub) == before && started.elapsed() < Duration::from_secs(60) {
+    let waiting = || started.elapsed() < Duration::from_secs(60);
+    // Earlier steps may run the same command: wait for the arming script
+    // (it moves the staged rule into place), then for the next call.
+    while case.staged(tool).exists() && waiting() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let armed = case.invocations(tool, sub);
+    while case.invocations(tool, sub) == armed && waiting() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // Inside the (hanging) command now.
@@ -587,10 +617,10 @@ fn check_restore(pool: &Pool<'_>, case: &Case, n: usize, problems: &mut Vec<Stri
             }
             if tree_digest(&pool.mountpoint(&target)) != expected {
                 problems.push("inv 9: the restore differs from the data".into());
-            }
+            } // Best effort (zfs-fuse may call it busy); the pool goes anyway.
             let _ = Command::new("zfs")
                 .args(["destroy", "-r", &target])
-                .status();
+                .output();
         }
         Mode::File => {
             let mut got = tree_digest(&case.remote);
@@ -660,7 +690,8 @@ fn run_cell(pool: &Pool<'_>, mode: Mode, n: usize, step: &str, fault: Fault) -> 
             text(&after)
         ));
     } else {
-        check_state(&case, &mut problems);
+        check_hooks(&case, &mut problems);
+        check_state(&case, true, &mut problems);
         check_restore(pool, &case, n, &mut problems);
     }
     if problems.is_empty() {

@@ -374,6 +374,16 @@ impl Backup<'_> {
                     &config.dataset,
                     at,
                     config.hook_timeout(),
+                    // Only under the run lock can a marker be a dead run's.
+                    state
+                        .lock
+                        .as_ref()
+                        .map(|_| {
+                            config
+                                .intermediate_basedir
+                                .join(crate::snapshot::SNAPSHOT_WINDOW_FILE)
+                        })
+                        .as_deref(),
                 )?;
                 let summary = if self.runner.is_dry_run() {
                     format!("dry run: would create {name}")

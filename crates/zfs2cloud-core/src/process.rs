@@ -329,6 +329,16 @@ impl CancelToken {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = deadline;
     }
 
+    /// Time left before the step's deadline (zero once it has passed);
+    /// `None` without a deadline.
+    #[must_use]
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|(at, _)| at.saturating_duration_since(Instant::now()))
+    }
+
     /// The step's limit, if its deadline has passed.
     #[must_use]
     pub fn timed_out(&self) -> Option<Duration> {
@@ -357,6 +367,30 @@ pub struct RunOptions {
     /// Run to completion even if the run is interrupted. For `post_snapshot`,
     /// which must restart the application whatever happens.
     pub ignore_cancel: bool,
+}
+
+/// The longest a cleanup command (`zfs destroy` of a temporary clone,
+/// `umount`, a rollback) may take. Cleanup runs even after an interruption,
+/// so it must be bounded on its own, or a hung `zfs` would hold the run
+/// (and its lock) forever.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl RunOptions {
+    /// Options for a cleanup command: it runs even when the run is
+    /// interrupted, for at most [`CLEANUP_TIMEOUT`], and, inside a step
+    /// with a time limit, no longer than what is left of it.
+    #[must_use]
+    pub fn cleanup(runner: &Runner) -> Self {
+        let timeout = runner
+            .cancel_token()
+            .remaining()
+            .map_or(CLEANUP_TIMEOUT, |left| left.min(CLEANUP_TIMEOUT));
+        Self {
+            ignore_cancel: true,
+            timeout: Some(timeout),
+            ..Self::default()
+        }
+    }
 }
 
 impl fmt::Debug for Runner {
