@@ -35,7 +35,7 @@ use zfs2cloud_core::progress::NoProgress;
 use zfs2cloud_core::prune::{prune_exports, prune_snapshots, Verdict};
 use zfs2cloud_core::rclone::{RcloneOptions, RcloneUploader};
 use zfs2cloud_core::restore::{plan_restore, restore_chain, RestorePoint, RestoreSettings};
-use zfs2cloud_core::snapshot::take_snapshot;
+use zfs2cloud_core::snapshot::{take_snapshot, SNAPSHOT_WINDOW_FILE};
 use zfs2cloud_core::stages::Snapshotter as _;
 use zfs2cloud_core::steps::{Mode, Step};
 use zfs2cloud_core::upload::{export_confirmed, upload_step, UploadSettings};
@@ -51,6 +51,8 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 /// Exit code: another run holds the lock (EX_TEMPFAIL).
 const EXIT_LOCKED: u8 = 75;
+/// A panic: a bug in zfs2cloud (`EX_SOFTWARE`).
+const EXIT_INTERNAL: u8 = 70;
 
 /// Back up ZFS datasets to any rclone remote through snapshots.
 #[derive(Debug, Parser)]
@@ -230,7 +232,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let result = run(&cli, &cancel);
+    let result = match guarded(|| run(&cli, &cancel)) {
+        Ok(result) => result,
+        Err(()) => return ExitCode::from(EXIT_INTERNAL),
+    };
     if let Some(code) = signals.exit_code() {
         if let Err(err) = &result {
             report_error(err);
@@ -244,6 +249,23 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// Runs `f`, turning a panic into `Err(())` after reporting it as an
+/// internal error. Unwinding has by then dropped what `f` held: the run
+/// lock is released and running children were stopped by their guards.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, ()> {
+    std::panic::set_hook(Box::new(|info| {
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(
+            stderr,
+            "zfs2cloud: internal error (a bug in zfs2cloud; please report it): {info}"
+        );
+    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ());
+    // Later panics (none are expected) get the default report again.
+    let _ = std::panic::take_hook();
+    result
 }
 
 fn exit_code(err: &anyhow::Error) -> u8 {
@@ -363,6 +385,23 @@ impl App {
             .sharing_bwlimit(self.config.upload_concurrency)
     }
 
+    /// Runs a step command under the step's `[step_timeouts]` limit, as
+    /// `backup` does.
+    fn limited<T>(&self, step: &Step, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let cancel = self.runner.cancel_token();
+        cancel.set_step_limit(self.config.step_limit(step));
+        let result = f();
+        let timed_out = cancel.timed_out().filter(|_| !cancel.is_interrupted());
+        cancel.set_step_limit(None);
+        match (result, timed_out) {
+            (Err(e), Some(limit)) => Err(e.context(format!(
+                "timed out after {}s (step_timeouts.{step})",
+                limit.as_secs()
+            ))),
+            (result, _) => result,
+        }
+    }
+
     fn upload_settings(&self) -> UploadSettings {
         UploadSettings {
             remote: self.config.remote.clone(),
@@ -401,7 +440,7 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
     match &cli.command {
         Command::Backup => backup(&app),
         Command::CheckConfig => check_config(&app),
-        Command::Snapshot => snapshot(&app),
+        Command::Snapshot => app.limited(&Step::Snapshot, || snapshot(&app)),
         Command::Export {
             full,
             incremental,
@@ -412,11 +451,17 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
                 (_, true) => Some(ExportKind::Incremental),
                 _ => None,
             };
-            export(&app, force, snapshot.clone())
+            app.limited(&Step::Export, || export(&app, force, snapshot.clone()))
         }
-        Command::Upload { snapshot } => upload(&app, snapshot.as_deref()),
-        Command::PruneIntermediates { yes } => prune_intermediates(&app, *yes),
-        Command::PruneSnapshots { yes } => prune_snapshots_cmd(&app, *yes),
+        Command::Upload { snapshot } => {
+            app.limited(&Step::Upload, || upload(&app, snapshot.as_deref()))
+        }
+        Command::PruneIntermediates { yes } => app.limited(&Step::PruneIntermediates, || {
+            prune_intermediates(&app, *yes)
+        }),
+        Command::PruneSnapshots { yes } => {
+            app.limited(&Step::PruneSnapshots, || prune_snapshots_cmd(&app, *yes))
+        }
         Command::Restore { .. } => Ok(()),
         Command::Status { json, remote } => status(&app, *json, *remote),
         Command::Verify { snapshot, deep, .. } => verify(&app, snapshot.as_deref(), *deep),
@@ -521,6 +566,7 @@ fn snapshot(app: &App) -> anyhow::Result<()> {
         &app.config.dataset,
         at,
         app.config.hook_timeout(),
+        Some(&app.config.intermediate_basedir.join(SNAPSHOT_WINDOW_FILE)),
     )
     .context("step snapshot")?;
     if !app.runner.is_dry_run() {
@@ -849,4 +895,19 @@ fn prune_snapshots_cmd(app: &App, yes: bool) -> anyhow::Result<()> {
         out("(dry run: nothing was destroyed; pass -y to destroy)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guarded;
+
+    #[test]
+    fn a_panic_becomes_an_internal_error_not_an_abort() {
+        assert_eq!(guarded(|| 7), Ok(7));
+        let caught = guarded(|| -> u8 { panic!("simulated bug") });
+        assert_eq!(caught, Err(()));
+        // A thread's panic does not escape through it either.
+        let caught = guarded(|| std::thread::spawn(|| panic!("in a worker")).join().is_err());
+        assert_eq!(caught, Ok(true));
+    }
 }

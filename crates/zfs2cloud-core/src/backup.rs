@@ -72,6 +72,18 @@ pub enum StepError {
     /// The run was interrupted before the step could start.
     #[error("interrupted")]
     Interrupted,
+    /// The step ran out of its `[step_timeouts]` limit: whatever it was
+    /// running was stopped.
+    #[error("timed out after {}s (step_timeouts.{step})", limit.as_secs())]
+    TimedOut {
+        /// The step.
+        step: String,
+        /// Its limit.
+        limit: Duration,
+        /// What the stop made fail.
+        #[source]
+        source: Box<StepError>,
+    },
 }
 
 impl StepError {
@@ -178,7 +190,7 @@ impl Backup<'_> {
             let result = if self.runner.cancel_token().is_cancelled() {
                 Err(StepError::Interrupted)
             } else {
-                self.run_step(step, &mut state)
+                self.run_step_limited(step, &mut state)
             };
             match result {
                 Ok(summary) => {
@@ -250,7 +262,7 @@ impl Backup<'_> {
         // A mount made here is left in place on purpose (dropping the state
         // does not unmount); `umount-snapshot` takes it down, or the next
         // run cleans it up.
-        self.run_step(step, &mut state)
+        self.run_step_limited(step, &mut state)
             .map_err(|error| BackupFailure {
                 step: step.to_string(),
                 error,
@@ -315,6 +327,25 @@ impl Backup<'_> {
             .clone())
     }
 
+    /// Runs `step` under its `[step_timeouts]` limit. The deadline is
+    /// cleared before anything else runs (unmounting, `on_failure`).
+    fn run_step_limited(&self, step: &Step, state: &mut RunState) -> Result<String, StepError> {
+        let cancel = self.runner.cancel_token();
+        let limit = self.config.step_limit(step);
+        cancel.set_step_limit(limit);
+        let result = self.run_step(step, state);
+        let timed_out = cancel.timed_out().filter(|_| !cancel.is_interrupted());
+        cancel.set_step_limit(None);
+        match (result, timed_out) {
+            (Err(error), Some(limit)) => Err(StepError::TimedOut {
+                step: step.to_string(),
+                limit,
+                source: Box::new(error),
+            }),
+            (result, _) => result,
+        }
+    }
+
     fn run_step(&self, step: &Step, state: &mut RunState) -> Result<String, StepError> {
         let config = self.config;
         match step {
@@ -346,6 +377,16 @@ impl Backup<'_> {
                     &config.dataset,
                     at,
                     config.hook_timeout(),
+                    // Only under the run lock can a marker be a dead run's.
+                    state
+                        .lock
+                        .as_ref()
+                        .map(|_| {
+                            config
+                                .intermediate_basedir
+                                .join(crate::snapshot::SNAPSHOT_WINDOW_FILE)
+                        })
+                        .as_deref(),
                 )?;
                 let summary = if self.runner.is_dry_run() {
                     format!("dry run: would create {name}")

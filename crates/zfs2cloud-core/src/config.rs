@@ -9,6 +9,7 @@
 //! need nothing but the text; [`Config::load`] also checks the files the
 //! configuration points to (the passphrase file's permissions, the hooks).
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -32,8 +33,9 @@ pub const ENV_RCLONE: &str = "ZFS2CLOUD_RCLONE";
 /// values also name the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    /// The file could not be read. The cause is the source only: error
+    /// chains (`{:#}`) print it once.
+    #[error("cannot read config file {}", path.display())]
     Read {
         /// The config file.
         path: PathBuf,
@@ -292,6 +294,10 @@ pub struct Config {
     pub compression: Compression,
     /// zstd level (1–19).
     pub compression_level: i32,
+    /// Seconds each built-in step may take (canonical step name → seconds;
+    /// 0 or absent: no limit). When it runs out, whatever the step is
+    /// running is stopped and the step fails.
+    pub step_timeouts: BTreeMap<String, u64>,
     /// The external programs, after environment overrides.
     pub tools: ToolPaths,
 }
@@ -383,10 +389,53 @@ struct RawConfig {
     compression: Compression,
     #[serde(default = "default_compression_level")]
     compression_level: i32,
+    #[serde(default)]
+    step_timeouts: BTreeMap<String, u64>,
     zfs_path: Option<PathBuf>,
     gpg_path: Option<PathBuf>,
     rclone_path: Option<PathBuf>,
 }
+
+/// Limits for the steps that should never take long. A hung `zfs` or
+/// rclone there would otherwise hold the run lock until someone notices,
+/// and every later night would fail as "locked". Export, upload and the
+/// file-mode sync get none by default: over a home uplink a first full
+/// legitimately takes days.
+const DEFAULT_STEP_TIMEOUTS: &[(&str, u64)] = &[
+    ("snapshot", 1800),
+    ("prune-intermediates", 600),
+    ("prune-snapshots", 1800),
+    ("verify", 3600),
+    ("mount-snapshot", 600),
+    ("umount-snapshot", 600),
+];
+
+/// Reads `[step_timeouts]` over the defaults: keys are step names (or the
+/// original's aliases), values seconds (0: no limit).
+fn step_timeouts(raw: BTreeMap<String, u64>) -> Result<BTreeMap<String, u64>, String> {
+    let mut out: BTreeMap<String, u64> = DEFAULT_STEP_TIMEOUTS
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), *v))
+        .collect();
+    for (name, seconds) in raw {
+        let step = Step::parse(&name, Path::new("")).map_err(|e| e.to_string())?;
+        if matches!(step, Step::Script(_)) {
+            return Err(format!(
+                "{name:?} is not a step name (script steps are limited by hook_timeout_seconds)"
+            ));
+        }
+        if seconds > MAX_STEP_TIMEOUT {
+            return Err(format!(
+                "{name} = {seconds} is more than 30 days; use 0 for no limit"
+            ));
+        }
+        out.insert(step.to_string(), seconds);
+    }
+    Ok(out)
+}
+
+/// 30 days: anything longer is a typo (or means "no limit", which is 0).
+const MAX_STEP_TIMEOUT: u64 = 30 * 24 * 3600;
 
 fn default_upload_concurrency() -> u32 {
     2
@@ -422,13 +471,16 @@ fn default_hook_timeout_seconds() -> u64 {
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
+// Without this, a wrong type reads "data did not match any variant of
+// untagged enum RawSize".
+#[serde(expecting = "expected a size such as \"1G\", \"512M\", \"64K\" or a whole number of bytes")]
 enum RawSize {
     Text(String),
     Bytes(u64),
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [hooks] table")]
 struct RawHooks {
     pre_snapshot: Option<RawHook>,
     post_snapshot: Option<RawHook>,
@@ -484,10 +536,11 @@ impl Config {
     ///
     /// [`ConfigError`] naming the file and, for bad values, the key.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
+        let text = String::from_utf8(bytes).map_err(|e| not_utf8(path, e.as_bytes()))?;
         let config = Self::parse(&text, path)?;
         config.check_files()?;
         Ok(config)
@@ -502,15 +555,33 @@ impl Config {
     /// [`ConfigError::Parse`] for bad TOML, wrong types and unknown keys;
     /// [`ConfigError::Invalid`] for unacceptable values.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             path: path.to_owned(),
             key: key.to_owned(),
             message,
         };
+        // The TOML parser gives the line, but not the key: a wrong type in a
+        // list spread over lines, or `-3` where a count belongs ("expected
+        // u32"), would be reported without it. serde_path_to_error records
+        // the key being read when deserialization failed (`steps[2]`,
+        // `hooks.pre_snapshot`), and the message leads with it.
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let e = e.into_inner();
+                if let Some(err) = alias_conflict(e.message()) {
+                    return invalid(err.0, err.1);
+                }
+                let message = e.to_string().trim_end().to_owned();
+                ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: if key == "." {
+                        message
+                    } else {
+                        format!("`{key}`: {message}")
+                    },
+                }
+            })?;
         let base_dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -629,6 +700,8 @@ impl Config {
                 ),
             ));
         }
+        let step_timeouts =
+            step_timeouts(raw.step_timeouts).map_err(|m| invalid("step_timeouts", m))?;
         if raw.mode == Mode::Intermediate && raw.passphrase_file.is_none() {
             return Err(invalid(
                 "passphrase_file",
@@ -692,6 +765,7 @@ impl Config {
             keep_local_export: raw.keep_local_export,
             compression: raw.compression,
             compression_level: raw.compression_level,
+            step_timeouts,
             tools: ToolPaths {
                 zfs: ToolPaths::resolve(ENV_ZFS, raw.zfs_path, "zfs"),
                 gpg: ToolPaths::resolve(ENV_GPG, raw.gpg_path, "gpg"),
@@ -787,6 +861,16 @@ impl Config {
         }
     }
 
+    /// How long `step` may take (`[step_timeouts]`); `None`: no limit.
+    #[must_use]
+    pub fn step_limit(&self, step: &Step) -> Option<std::time::Duration> {
+        self.step_timeouts
+            .get(&step.to_string())
+            .copied()
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs)
+    }
+
     /// `hook_timeout_seconds` as a limit; `None` for 0 (no limit).
     #[must_use]
     pub fn hook_timeout(&self) -> Option<std::time::Duration> {
@@ -803,6 +887,47 @@ impl Config {
     /// Only if TOML serialization fails, which would be a bug.
     pub fn to_effective_toml(&self) -> Result<String, toml::ser::Error> {
         toml::to_string_pretty(self)
+    }
+}
+
+/// Keys with the original tool's name as an alias (the `#[serde(alias)]`s of
+/// [`RawConfig`]).
+const ALIASES: [(&str, &str); 3] = [
+    ("dataset", "zfs_fs"),
+    ("rclone_config", "rclone_conf"),
+    ("steps", "backup_sequences"),
+];
+
+/// serde reports a key set under both its names as "duplicate field
+/// `dataset`", pointing at line 1; say which two keys clash instead.
+fn alias_conflict(message: &str) -> Option<(&'static str, String)> {
+    let field = message
+        .strip_prefix("duplicate field `")?
+        .strip_suffix('`')?;
+    let (key, alias) = ALIASES.into_iter().find(|(k, _)| *k == field)?;
+    Some((
+        key,
+        format!("is set twice, as `{key}` and as `{alias}` (its original name); keep one"),
+    ))
+}
+
+/// The error for a config file that is not UTF-8: where the first bad byte
+/// is, in the TOML parser's terms, since TOML files are UTF-8 text.
+fn not_utf8(path: &Path, bytes: &[u8]) -> ConfigError {
+    let valid = std::str::from_utf8(bytes)
+        .err()
+        .map_or(bytes.len(), |e| e.valid_up_to());
+    // `valid` bytes are valid UTF-8, so this never loses anything.
+    let before = String::from_utf8_lossy(&bytes[..valid]);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let byte = bytes.get(valid).copied().unwrap_or_default();
+    ConfigError::Parse {
+        path: path.to_owned(),
+        message: format!(
+            "TOML parse error at line {line}, column {column}\nbyte 0x{byte:02x} is not UTF-8: \
+             a config file is UTF-8 text (is this a binary file?)"
+        ),
     }
 }
 
@@ -880,6 +1005,36 @@ passphrase_file = "/etc/zfs2cloud/passphrase"
         assert_eq!(c.upload_concurrency, 2);
         assert_eq!(c.compression, Compression::None);
         assert_eq!(c.compression_level, 3);
+    }
+
+    #[test]
+    fn step_timeouts_merge_over_defaults_by_step_name_or_alias() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(
+            c.step_limit(&Step::Snapshot),
+            Some(std::time::Duration::from_secs(1800))
+        );
+        assert_eq!(c.step_limit(&Step::Export), None, "no default for export");
+        let c = parse(&format!(
+            "{MINIMAL}[step_timeouts]\nexport-intermediate = 7200\nsnapshot = 0\nverify = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.step_limit(&Step::Export),
+            Some(std::time::Duration::from_secs(7200))
+        );
+        assert_eq!(c.step_limit(&Step::Snapshot), None, "0 means no limit");
+        assert_eq!(
+            c.step_limit(&Step::Verify),
+            Some(std::time::Duration::from_secs(5))
+        );
+        for bad in ["exprot = 5", "\"./x.sh\" = 5", "upload = 99999999999"] {
+            assert_eq!(
+                invalid_key(&format!("{MINIMAL}[step_timeouts]\n{bad}\n")),
+                "step_timeouts",
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -1044,6 +1199,81 @@ backup_sequences = ["lock", "snapshot", "export-intermediate", "upload-intermedi
         assert!(err.to_string().contains("full_every_x_days"), "{err}");
         let err = parse(&format!("{MINIMAL}[hooks]\npre_snap = \"/bin/true\"\n")).unwrap_err();
         assert!(err.to_string().contains("pre_snap"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_lead_with_the_key_and_give_the_line() {
+        let shown = |extra: &str| parse(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();
+        // MINIMAL starts with an empty line: its keys are on lines 2-5.
+        let msg = shown("full_every_x_days = -3\n");
+        assert!(
+            msg.contains("`full_every_x_days`: TOML parse error at line 6"),
+            "{msg}"
+        );
+        // A list spread over lines: the element's line does not show the key.
+        let msg = shown("steps = [\n  \"snapshot\",\n  3,\n]\n");
+        assert!(
+            msg.contains("`steps[1]`: TOML parse error at line 8"),
+            "{msg}"
+        );
+        let msg = shown("[hooks]\npre_snapshot = [\"a\", 3]\n");
+        assert!(msg.contains("`hooks.pre_snapshot[1]`"), "{msg}");
+        // What is expected, not a Rust type name.
+        for bad in ["-1", "1.5", "true"] {
+            let msg = shown(&format!("split_size = {bad}\n"));
+            assert!(
+                msg.contains("`split_size`: TOML parse error at line 6"),
+                "{msg}"
+            );
+            assert!(msg.contains("expected a size such as \"1G\""), "{msg}");
+            assert!(!msg.contains("RawSize"), "{msg}");
+        }
+        let msg = shown("hooks = 3\n");
+        assert!(
+            msg.contains("expected a [hooks] table") && !msg.contains("RawHooks"),
+            "{msg}"
+        );
+        // Errors of the whole document have no key to lead with.
+        let msg = parse("").unwrap_err().to_string();
+        assert!(
+            msg.contains(": TOML parse error at line 1") && msg.contains("missing field `dataset`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_key_set_under_both_names_names_both() {
+        let err = parse(&format!("{MINIMAL}zfs_fs = \"tank/other\"\n")).unwrap_err();
+        assert_eq!(err.key(), Some("dataset"), "{err}");
+        assert!(err.to_string().contains("`zfs_fs`"), "{err}");
+        let err = parse(&format!(
+            "{MINIMAL}steps = [\"lock\"]\nbackup_sequences = [\"lock\"]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key(), Some("steps"), "{err}");
+        assert!(err.to_string().contains("`backup_sequences`"), "{err}");
+    }
+
+    #[test]
+    fn load_says_where_a_file_stops_being_utf8_and_names_the_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, b"dataset = \"tank\"\n# caf\xc3\xa9 \xff\x00\n").unwrap();
+        let msg = Config::load(&path).unwrap_err().to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(
+            msg.contains("TOML parse error at line 2, column 8"),
+            "{msg}"
+        );
+        assert!(msg.contains("byte 0xff is not UTF-8"), "{msg}");
+
+        let missing = dir.path().join("missing.toml");
+        let err = Config::load(&missing).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+        // The cause is the source, so an error chain shows it once.
+        assert!(!err.to_string().contains("No such file"), "{err}");
+        let source = std::error::Error::source(&err).unwrap().to_string();
+        assert!(source.contains("No such file"), "{source}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::upload::{remote_join, with_retry, RetryPolicy, UploadStepError};
 /// User property on a temporary clone: the snapshot it exposes.
 pub const PROP_CLONE_OF: &str = "zfs2cloud:clone-of";
 /// The infix of temporary clone names.
-const CLONE_INFIX: &str = ".zfs2cloud-";
+pub const CLONE_INFIX: &str = ".zfs2cloud-";
 
 /// How a snapshot is exposed as files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -97,6 +97,14 @@ pub enum MountError {
     NotReadOnly {
         /// The directory.
         dir: PathBuf,
+    },
+    /// `zfs` printed something unparseable.
+    #[error("unexpected output from `{command}`: {line:?}")]
+    Parse {
+        /// The command.
+        command: String,
+        /// The line that is not `name<TAB>value`.
+        line: String,
     },
 }
 
@@ -329,10 +337,7 @@ impl Mounter {
     ///
     /// [`MountError`] if the unmount or the destroy fails.
     pub fn unmount(&self, m: &SnapshotMount) -> Result<(), MountError> {
-        let must = crate::process::RunOptions {
-            ignore_cancel: true,
-            ..crate::process::RunOptions::default()
-        };
+        let must = crate::process::RunOptions::cleanup(&self.runner);
         match &m.exposure {
             Exposure::Mounted => {
                 self.runner
@@ -421,16 +426,21 @@ impl Mounter {
         };
         // Clones first: destroying one also unmounts it.
         let pool = dataset.as_str().split('/').next().unwrap_or_default();
-        let out = self.runner.query(
-            &self
-                .zfs()
-                .args(["list", "-H", "-t", "filesystem", "-o"])
-                .arg(format!("name,{PROP_CLONE_OF}"))
-                .args(["-r", pool]),
-        )?;
+        let list = self
+            .zfs()
+            .args(["list", "-H", "-t", "filesystem", "-o"])
+            .arg(format!("name,{PROP_CLONE_OF}"))
+            .args(["-r", pool]);
+        let out = self.runner.query(&list)?;
         for line in out.stdout_lossy().lines() {
-            let Some((name, origin)) = line.split_once('\t') else {
-                continue;
+            // Two columns, always: anything else means this is not the
+            // listing asked for, and leftovers could go unseen.
+            let Some((name, origin)) = line.split_once('\t').filter(|(_, o)| !o.contains('\t'))
+            else {
+                return Err(MountError::Parse {
+                    command: list.to_string(),
+                    line: line.to_owned(),
+                });
             };
             let Ok(origin) = SnapshotName::parse(origin) else {
                 continue;

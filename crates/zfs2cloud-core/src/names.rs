@@ -151,6 +151,12 @@ impl SnapshotName {
         if snap.is_empty() {
             return Err(err("the part after '@' is empty"));
         }
+        // zfs_namecheck.c refuses "." and ".." as the last component, the
+        // part after '@' included; as a directory name they would also
+        // point outside the export directory.
+        if snap == "." || snap == ".." {
+            return Err(err("'.' and '..' are not valid snapshot names"));
+        }
         if !snap.chars().all(valid_component_char) {
             return Err(err(
                 "only ASCII letters, digits, '-', '_', '.', ':' and space are allowed after '@'",
@@ -320,7 +326,16 @@ mod tests {
         assert_eq!(s.dataset().as_str(), "tank/data");
         assert_eq!(s.snap(), "20240101000000");
         assert_eq!(s.to_string(), "tank/data@20240101000000");
-        for bad in ["tank/data", "tank@a@b", "tank@", "@x", "tank@a/b"] {
+        for bad in [
+            "tank/data",
+            "tank@a@b",
+            "tank@",
+            "@x",
+            "tank@a/b",
+            // Found by the fuzz suite: ZFS refuses these.
+            "tank@.",
+            "tank@..",
+        ] {
             assert!(SnapshotName::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -279,10 +279,20 @@ pub struct Runner {
 }
 
 /// Set when the run is interrupted (the binary sets it from SIGINT and
-/// SIGTERM). Running commands are stopped and long loops give up when it is
-/// set. Clones share the flag.
+/// SIGTERM), or when the running step's deadline passes. Running commands
+/// are stopped and long loops give up when it is set. Clones share the
+/// state.
+///
+/// A deadline ends one step: it is the same stop as an interruption for
+/// everything that watches the token (so no loop or pipeline needs its own
+/// timer), but it is cleared when the step ends, and cleanup that ignores
+/// cancellation (`post_snapshot`, `on_failure`) still runs.
 #[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+pub struct CancelToken {
+    interrupted: Arc<AtomicBool>,
+    /// When the running step must have finished, and its limit.
+    deadline: Arc<std::sync::Mutex<Option<(Instant, Duration)>>>,
+}
 
 impl CancelToken {
     /// A token that is not cancelled.
@@ -293,19 +303,56 @@ impl CancelToken {
 
     /// Marks the run as interrupted.
     pub fn cancel(&self) {
-        self.0.store(true, AtomicOrdering::SeqCst);
+        self.interrupted.store(true, AtomicOrdering::SeqCst);
     }
 
-    /// Whether the run was interrupted.
+    /// Whether the run was interrupted or the step's deadline has passed.
     #[must_use]
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(AtomicOrdering::SeqCst)
+        self.is_interrupted() || self.timed_out().is_some()
     }
 
-    /// The underlying flag, e.g. for `signal_hook::flag::register`.
+    /// Whether the run was interrupted (by a signal), as opposed to a step
+    /// running out of time.
+    #[must_use]
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupted.load(AtomicOrdering::SeqCst)
+    }
+
+    /// Gives the step that starts now `limit` to finish (`None`: no limit),
+    /// replacing any earlier deadline.
+    pub fn set_step_limit(&self, limit: Option<Duration>) {
+        let deadline = limit.map(|l| (Instant::now() + l, l));
+        *self
+            .deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = deadline;
+    }
+
+    /// Time left before the step's deadline (zero once it has passed);
+    /// `None` without a deadline.
+    #[must_use]
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|(at, _)| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// The step's limit, if its deadline has passed.
+    #[must_use]
+    pub fn timed_out(&self) -> Option<Duration> {
+        self.deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .filter(|(at, _)| Instant::now() >= *at)
+            .map(|(_, limit)| limit)
+    }
+
+    /// The interruption flag, e.g. for `signal_hook::flag::register`.
     #[must_use]
     pub fn flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.0)
+        Arc::clone(&self.interrupted)
     }
 }
 
@@ -320,6 +367,30 @@ pub struct RunOptions {
     /// Run to completion even if the run is interrupted. For `post_snapshot`,
     /// which must restart the application whatever happens.
     pub ignore_cancel: bool,
+}
+
+/// The longest a cleanup command (`zfs destroy` of a temporary clone,
+/// `umount`, a rollback) may take. Cleanup runs even after an interruption,
+/// so it must be bounded on its own, or a hung `zfs` would hold the run
+/// (and its lock) forever.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl RunOptions {
+    /// Options for a cleanup command: it runs even when the run is
+    /// interrupted, for at most [`CLEANUP_TIMEOUT`], and, inside a step
+    /// with a time limit, no longer than what is left of it.
+    #[must_use]
+    pub fn cleanup(runner: &Runner) -> Self {
+        let timeout = runner
+            .cancel_token()
+            .remaining()
+            .map_or(CLEANUP_TIMEOUT, |left| left.min(CLEANUP_TIMEOUT));
+        Self {
+            ignore_cancel: true,
+            timeout: Some(timeout),
+            ..Self::default()
+        }
+    }
 }
 
 impl fmt::Debug for Runner {
@@ -769,6 +840,8 @@ impl RunningProcess {
                     if at.elapsed() > STOP_GRACE {
                         self.kill_group();
                     }
+                } else if let Some(limit) = cancel.and_then(CancelToken::timed_out) {
+                    stopped = Some(StopReason::TimedOut(limit));
                 } else if cancel.is_some_and(CancelToken::is_cancelled) {
                     stopped = Some(StopReason::Cancelled);
                 } else if let Some(t) = timeout.filter(|t| self.started.elapsed() > *t) {

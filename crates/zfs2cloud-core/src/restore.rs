@@ -205,10 +205,7 @@ pub fn dataset_exists(
 ) -> Result<bool, ProcessError> {
     // Also asked while cleaning up after an interruption, so it must run
     // even then.
-    let options = crate::process::RunOptions {
-        ignore_cancel: true,
-        ..crate::process::RunOptions::default()
-    };
+    let options = crate::process::RunOptions::cleanup(runner);
     match runner.query_with(
         &CommandLine::new(zfs)
             .args(["list", "-H", "-o", "name"])

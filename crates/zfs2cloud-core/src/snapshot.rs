@@ -8,6 +8,8 @@
 
 use crate::config::{HookCommand, Hooks};
 use crate::names::{DatasetName, NameError, SnapTime, SnapshotName};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::plan::ExportKind;
@@ -162,11 +164,40 @@ pub fn run_hook(
     Ok(())
 }
 
+/// File in `intermediate_basedir` that exists while the application is
+/// stopped: written before `pre_snapshot`, removed once `post_snapshot`
+/// has run. A run killed in between (SIGKILL, power loss) cannot run
+/// `post_snapshot`; the next run finds the file and runs it first.
+pub const SNAPSHOT_WINDOW_FILE: &str = "snapshot-window";
+
+/// Runs `post_snapshot` for a run that died between the hooks (see
+/// [`SNAPSHOT_WINDOW_FILE`]), then removes the marker. Call it holding the
+/// run lock, so that the marker cannot be a live run's.
+fn recover_window(marker: &Path, post: &dyn Fn() -> Option<HookError>) {
+    let Ok(left) = std::fs::read_to_string(marker) else {
+        return;
+    };
+    log::warn!(
+        "an earlier run was stopped between pre_snapshot and post_snapshot ({}); running \
+         post_snapshot now so that the application is not left stopped",
+        left.trim()
+    );
+    if let Some(e) = post() {
+        log::error!("{}", crate::error_chain(&e));
+    }
+    if let Err(e) = std::fs::remove_file(marker) {
+        log::warn!("could not remove {}: {e}", marker.display());
+    }
+}
+
 /// Takes the snapshot `dataset@<at>` between the two hooks.
 ///
 /// Before anything runs, the name is checked against the existing
 /// snapshots: if it exists, or is not after the newest zfs2cloud snapshot,
-/// the step fails and changes nothing.
+/// the step fails and changes nothing. With `window` (the marker path,
+/// [`SNAPSHOT_WINDOW_FILE`] in `intermediate_basedir`; the caller holds the
+/// run lock), a `post_snapshot` owed by a killed run is run first, and the
+/// marker brackets this run's own window.
 ///
 /// # Errors
 ///
@@ -178,7 +209,28 @@ pub fn take_snapshot(
     dataset: &DatasetName,
     at: SnapTime,
     hook_timeout: Option<Duration>,
+    window: Option<&Path>,
 ) -> Result<SnapshotName, SnapshotError> {
+    let window = window.filter(|_| !runner.is_dry_run() && hooks.post_snapshot.is_some());
+    if let Some(marker) = window {
+        let env = HookEnv {
+            dataset,
+            snapshot: None,
+            kind: None,
+            failed_step: None,
+        };
+        let options = HookOptions {
+            timeout: hook_timeout,
+            must_run: true,
+            ..HookOptions::default()
+        };
+        recover_window(marker, &|| {
+            hooks
+                .post_snapshot
+                .as_ref()
+                .and_then(|h| run_hook(runner, "post_snapshot", h, &env, &options).err())
+        });
+    }
     let name = SnapshotName::new(dataset.clone(), &at.to_string())?;
     let existing = snapshotter.list(dataset).map_err(SnapshotError::List)?;
     if existing.iter().any(|s| s.name == name) {
@@ -208,13 +260,40 @@ pub fn take_snapshot(
             must_run: true,
             ..HookOptions::default()
         };
-        hooks
+        let result = hooks
             .post_snapshot
             .as_ref()
             .map(|h| run_hook(runner, "post_snapshot", h, &env, &options))
             .transpose()
-            .err()
+            .err();
+        if let Some(marker) = window {
+            let _ = std::fs::remove_file(marker);
+        }
+        result
     };
+    if let (Some(marker), Some(_)) = (window, &hooks.pre_snapshot) {
+        // Best effort: without it only the recovery after a SIGKILL is lost.
+        let written = marker
+            .parent()
+            .map_or(Ok(()), |dir| {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+            })
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(marker)
+            })
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{name}\n").as_bytes()));
+        if let Err(e) = written {
+            log::warn!("could not write {}: {e}", marker.display());
+        }
+    }
     if let Some(pre) = &hooks.pre_snapshot {
         let options = HookOptions {
             timeout: hook_timeout,
@@ -297,6 +376,50 @@ mod tests {
     }
 
     #[test]
+    fn a_post_snapshot_owed_by_a_killed_run_runs_first_and_the_window_is_marked() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        let marker = d.path().join("base").join(SNAPSHOT_WINDOW_FILE);
+        std::fs::create_dir(d.path().join("base")).unwrap();
+        // Left by a run killed after pre_snapshot.
+        std::fs::write(&marker, "tank/data@20240101000000\n").unwrap();
+        let mut hooks = pre_post(&log, 0);
+        // pre_snapshot sees the marker of its own window.
+        hooks.pre_snapshot = Some(HookCommand {
+            argv: vec![
+                OsString::from("/bin/sh"),
+                "-c".into(),
+                format!(
+                    "test -f '{}' && echo pre-marked >> '{}'",
+                    marker.display(),
+                    log.display()
+                )
+                .into(),
+            ],
+        });
+        let mut mock = MockSnapshotter::new();
+        mock.expect_list()
+            .returning(|_| Ok(existing(&["20240101000000"])));
+        mock.expect_create().times(1).returning(|_| Ok(()));
+        let runner = Runner::new();
+        take_snapshot(
+            &mock,
+            &runner,
+            &hooks,
+            &ds(),
+            at("20240102000000"),
+            None,
+            Some(&marker),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "post\npre-marked\npost\n"
+        );
+        assert!(!marker.exists(), "the window is closed");
+    }
+
+    #[test]
     fn hooks_surround_the_snapshot() {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("log");
@@ -315,6 +438,7 @@ mod tests {
             &hooks,
             &ds(),
             at("20240102000000"),
+            None,
             None,
         )
         .unwrap();
@@ -339,6 +463,7 @@ mod tests {
             &hooks,
             &ds(),
             at("20240102000000"),
+            None,
             None,
         )
         .unwrap_err();
@@ -368,6 +493,7 @@ mod tests {
             &hooks,
             &ds(),
             at("20240102000000"),
+            None,
             None,
         )
         .unwrap_err();
@@ -404,8 +530,16 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(300));
             cancel.cancel();
         });
-        let err =
-            take_snapshot(&mock, &runner, &hooks, &ds(), at("20240102000000"), None).unwrap_err();
+        let err = take_snapshot(
+            &mock,
+            &runner,
+            &hooks,
+            &ds(),
+            at("20240102000000"),
+            None,
+            None,
+        )
+        .unwrap_err();
         t.join().unwrap();
         assert!(
             matches!(err, SnapshotError::PreSnapshot { post: None, .. }),
@@ -430,6 +564,7 @@ mod tests {
             &ds(),
             at("20240102000000"),
             None,
+            None,
         )
         .unwrap_err();
         assert!(matches!(err, SnapshotError::Exists(_)), "{err}");
@@ -439,6 +574,7 @@ mod tests {
             &hooks,
             &ds(),
             at("20240101000000"),
+            None,
             None,
         )
         .unwrap_err();
@@ -458,6 +594,7 @@ mod tests {
             &Hooks::default(),
             &ds(),
             at("20240102000000"),
+            None,
             None,
         )
         .unwrap();

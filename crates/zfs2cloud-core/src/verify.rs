@@ -190,10 +190,7 @@ fn deep_check_chain(
         }
         // Back to the full, so every incremental lands on its base.
         if let Ok(base) = SnapshotName::new(scratch.clone(), &chain.full.snapshot) {
-            let must = crate::process::RunOptions {
-                ignore_cancel: true,
-                ..crate::process::RunOptions::default()
-            };
+            let must = crate::process::RunOptions::cleanup(runner);
             runner.mutate_with(
                 &CommandLine::new(&settings.zfs)
                     .args(["rollback", "-r"])

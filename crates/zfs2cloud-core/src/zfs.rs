@@ -279,10 +279,7 @@ pub fn destroy_own_dataset(
         cmd = cmd.arg("-r");
     }
     let cmd = cmd.arg(dataset);
-    let must = crate::process::RunOptions {
-        ignore_cancel: true,
-        ..crate::process::RunOptions::default()
-    };
+    let must = crate::process::RunOptions::cleanup(runner);
     let mut attempt = 0;
     loop {
         match runner.mutate_with(&cmd, &must) {

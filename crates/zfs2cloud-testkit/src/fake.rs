@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,6 +52,12 @@ pub const RCLONE_BIN_ENV: &str = "ZFS2CLOUD_RCLONE";
 pub const ZFS_NOW_ENV: &str = "FAKE_ZFS_NOW";
 /// If set (bytes), `fake-zfs snapshot` uses it as the new snapshot's stream size.
 pub const ZFS_STREAM_SIZE_ENV: &str = "FAKE_ZFS_STREAM_SIZE";
+/// When set (to the real `zfs`), `fake-zfs` is a fault-injecting wrapper:
+/// it records the invocation and applies a matching fault, and otherwise
+/// runs the real binary with the same arguments ([`run_real`]).
+pub const ZFS_REAL_ENV: &str = "FAKE_ZFS_REAL";
+/// [`ZFS_REAL_ENV`] for `fake-rclone` (the real `rclone`).
+pub const RCLONE_REAL_ENV: &str = "FAKE_RCLONE_REAL";
 /// If set, [`fake_bin`] takes the fake binaries from this directory and
 /// does not run cargo.
 pub const FAKE_BIN_DIR_ENV: &str = "ZFS2CLOUD_FAKE_BIN_DIR";
@@ -543,9 +549,7 @@ pub fn apply_fault(
             eprint_message(&stderr);
             Err(code)
         }
-        Ok(Some(FaultAction::Hang)) => loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        },
+        Ok(Some(FaultAction::Hang)) => hang(),
         Ok(Some(FaultAction::Garbage)) => {
             let mut out = io::stdout().lock();
             let _ = out.write_all(GARBAGE);
@@ -565,6 +569,113 @@ pub fn apply_fault(
             Err(2)
         }
     }
+}
+
+/// Sleeps "forever": until killed, or until the process that started it
+/// is gone (then exits 1), so that a test that SIGKILLs zfs2cloud leaves no
+/// hanging fake behind.
+pub fn hang() -> ! {
+    let parent = std::os::unix::process::parent_id();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if std::os::unix::process::parent_id() != parent {
+            std::process::exit(1);
+        }
+    }
+}
+
+/// How a wrapper ([`run_real`]) cuts a command off mid-stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MidStream {
+    /// Pass the real command's stdout through, but only `bytes` of it
+    /// (`zfs send`, `rclone cat`).
+    Stdout,
+    /// Instead of the command, run this replacement (built by the caller
+    /// from the bytes allowed), then fail.
+    Replace,
+    /// The command has no stream: fail without running it.
+    None,
+}
+
+/// The fault-injecting wrapper mode of the fakes ([`ZFS_REAL_ENV`]): takes
+/// the fault rule for `sub` and
+///
+/// * none: runs `real` with `args` in place of this process (exec);
+/// * `Exit`, `Garbage`: as [`apply_fault`], without running `real`;
+/// * `Hang`: [`hang`], without running `real`;
+/// * `DieAfter { bytes }`: per `mid_stream(bytes)`: with
+///   [`MidStream::Stdout`], runs `real` and passes only `bytes` of its
+///   stdout; with [`MidStream::Replace`], runs the returned replacement
+///   argv (e.g. an `rclone rcat` of a prefix of the file); then prints
+///   `fake: killed mid-stream` and exits 1.
+///
+/// Returns the exit status (it returns only if `real` is not exec'd).
+#[allow(clippy::print_stderr)]
+pub fn run_real(
+    dir: &Path,
+    sub: &str,
+    args: &[String],
+    real: &Path,
+    mid_stream: &dyn Fn(u64) -> (MidStream, Option<(Vec<String>, Option<Vec<u8>>)>),
+) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let fault = match take_fault(dir, sub, args) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("fake: cannot read faults: {e}");
+            return 2;
+        }
+    };
+    let bytes = match fault {
+        None => {
+            let e = Command::new(real).args(args).exec();
+            eprintln!("fake: cannot run {}: {e}", real.display());
+            return 127;
+        }
+        Some(FaultAction::Exit { code, stderr }) => {
+            eprint_message(&stderr);
+            return code;
+        }
+        Some(FaultAction::Hang) => hang(),
+        Some(FaultAction::Garbage) => {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(GARBAGE);
+            let _ = out.flush();
+            return 0;
+        }
+        Some(FaultAction::DieAfter { bytes }) => bytes,
+    };
+    match mid_stream(bytes) {
+        (MidStream::Stdout, _) => {
+            if let Ok(mut child) = Command::new(real)
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+            {
+                if let Some(out) = child.stdout.take() {
+                    let _ = io::copy(&mut out.take(bytes), &mut io::stdout().lock());
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        (MidStream::Replace, Some((argv, stdin))) => {
+            let mut cmd = Command::new(real);
+            cmd.args(&argv);
+            if stdin.is_some() {
+                cmd.stdin(std::process::Stdio::piped());
+            }
+            if let Ok(mut child) = cmd.spawn() {
+                if let (Some(mut pipe), Some(data)) = (child.stdin.take(), stdin) {
+                    let _ = pipe.write_all(&data);
+                }
+                let _ = child.wait();
+            }
+        }
+        _ => {}
+    }
+    eprintln!("fake: killed mid-stream");
+    1
 }
 
 /// Prints `msg` on stderr, adding a newline if it lacks one; prints nothing

@@ -16,8 +16,8 @@ use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
 use zfs2cloud_testkit::fake::{
-    apply_fault, format_rfc3339, parse_rclone_args, rclone_path, sha256_hex, start_fake,
-    RcloneArgs, RCLONE_STATE_ENV,
+    apply_fault, format_rfc3339, parse_rclone_args, rclone_path, run_real, sha256_hex, start_fake,
+    MidStream, RcloneArgs, RCLONE_REAL_ENV, RCLONE_STATE_ENV,
 };
 
 /// rclone exit status for a usage error.
@@ -112,6 +112,10 @@ fn run() -> i32 {
         }
     };
     let sub = args.positionals.first().cloned().unwrap_or_default();
+    if let Some(real) = std::env::var_os(RCLONE_REAL_ENV).filter(|r| !r.is_empty()) {
+        let mid = |bytes: u64| wrapper_mid_stream(&sub, &args, &raw, bytes);
+        return run_real(&state, &sub, &raw, Path::new(&real), &mid);
+    }
     let die_after = match apply_fault(&state, "rclone", &sub, &raw, &["cat", "rcat"]) {
         Ok(die_after) => die_after,
         Err(code) => return code,
@@ -142,6 +146,52 @@ fn run() -> i32 {
             }
             f.code
         }
+    }
+}
+
+/// How the wrapper around the real rclone dies mid-stream: `cat` passes a
+/// prefix of the file; `copyto` leaves a prefix of the file on the remote
+/// (an `rcat` of it, as a backend without atomic uploads would); `sync`
+/// stops after that many bytes (`--max-transfer … --cutoff-mode hard`).
+fn wrapper_mid_stream(
+    sub: &str,
+    args: &RcloneArgs,
+    raw: &[String],
+    bytes: u64,
+) -> (MidStream, Option<(Vec<String>, Option<Vec<u8>>)>) {
+    match sub {
+        "cat" => (MidStream::Stdout, None),
+        "copyto" if args.positionals.len() == 3 => {
+            let src = &args.positionals[1];
+            let mut data = Vec::new();
+            if let Ok(f) = fs::File::open(src) {
+                let _ = io::Read::read_to_end(&mut io::Read::take(f, bytes), &mut data);
+            }
+            let mut argv: Vec<String> = Vec::with_capacity(raw.len());
+            let (mut sub_seen, mut src_dropped) = (false, false);
+            for a in raw {
+                if !sub_seen && a == "copyto" {
+                    argv.push("rcat".to_owned());
+                    sub_seen = true;
+                } else if sub_seen && !src_dropped && a == src {
+                    src_dropped = true;
+                } else {
+                    argv.push(a.clone());
+                }
+            }
+            (MidStream::Replace, Some((argv, Some(data))))
+        }
+        "sync" => {
+            let mut argv = raw.to_vec();
+            argv.extend([
+                "--max-transfer".to_owned(),
+                format!("{bytes}B"),
+                "--cutoff-mode".to_owned(),
+                "hard".to_owned(),
+            ]);
+            (MidStream::Replace, Some((argv, None)))
+        }
+        _ => (MidStream::None, None),
     }
 }
 

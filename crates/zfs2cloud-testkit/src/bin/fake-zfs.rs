@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 
 use zfs2cloud_testkit::fake::{
     apply_fault, eprint_message, format_ctime, incremental_size, load_zfs_state, received_path,
-    send_seed, start_fake, unix_now, with_zfs_state, write_atomic, zfs_subcommand, SnapshotState,
-    StreamGen, ZfsState, DEFAULT_STREAM_SIZE, HOLD_TIMESTAMP, SEND_PROGRESS_FILE,
-    SEND_PROGRESS_STEP, ZFS_NOW_ENV, ZFS_STATE_ENV, ZFS_STREAM_SIZE_ENV,
+    run_real, send_seed, start_fake, unix_now, with_zfs_state, write_atomic, zfs_subcommand,
+    MidStream, SnapshotState, StreamGen, ZfsState, DEFAULT_STREAM_SIZE, HOLD_TIMESTAMP,
+    SEND_PROGRESS_FILE, SEND_PROGRESS_STEP, ZFS_NOW_ENV, ZFS_REAL_ENV, ZFS_STATE_ENV,
+    ZFS_STREAM_SIZE_ENV,
 };
 
 fn main() {
@@ -85,6 +86,16 @@ fn run() -> i32 {
     };
     let sub_index = args.iter().position(|a| !a.starts_with('-'));
     let sub = zfs_subcommand(&args).unwrap_or("").to_owned();
+    if let Some(real) = std::env::var_os(ZFS_REAL_ENV).filter(|r| !r.is_empty()) {
+        let streams = sub == "send";
+        return run_real(&dir, &sub, &args, Path::new(&real), &|_| {
+            if streams {
+                (MidStream::Stdout, None)
+            } else {
+                (MidStream::None, None)
+            }
+        });
+    }
     let die_after = match apply_fault(&dir, "zfs", &sub, &args, &["send", "recv", "receive"]) {
         Ok(die_after) => die_after,
         Err(code) => return code,
