@@ -691,6 +691,14 @@ struct RestoreArgs<'a> {
 fn restore(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::Result<()> {
     let config = cli.config.as_deref().map(Config::load).transpose()?;
     let remote = match (args.from, &config) {
+        // The config's `remote` is checked when it is loaded; --from gets
+        // the same rule, or rclone would read it as a flag.
+        (Some(from), _) if from.trim().is_empty() || from.starts_with('-') => {
+            bail!(UsageError(format!(
+                "--from {from:?}: a remote must not be empty or start with '-' (it would be read \
+                 as a flag); give an rclone destination such as \"b2:bucket/path\""
+            )))
+        }
         (Some(from), _) => from.to_owned(),
         (None, Some(c)) => c.remote.clone(),
         (None, None) => bail!(UsageError(
