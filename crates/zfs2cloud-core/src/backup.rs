@@ -72,6 +72,10 @@ pub enum StepError {
     /// The run was interrupted before the step could start.
     #[error("interrupted")]
     Interrupted,
+    /// The run was interrupted while the step ran, and the step failed
+    /// (a cleanup that runs on regardless may fail for its own reason).
+    #[error("interrupted")]
+    InterruptedDuring(#[source] Box<StepError>),
     /// The step ran out of its `[step_timeouts]` limit: whatever it was
     /// running was stopped.
     #[error("timed out after {}s (step_timeouts.{step})", limit.as_secs())]
@@ -342,6 +346,13 @@ impl Backup<'_> {
                 limit,
                 source: Box::new(error),
             }),
+            // Say so, unless the error does already.
+            (Err(error), None)
+                if cancel.is_interrupted()
+                    && !crate::error_chain(&error).contains("interrupted") =>
+            {
+                Err(StepError::InterruptedDuring(Box::new(error)))
+            }
             (result, _) => result,
         }
     }

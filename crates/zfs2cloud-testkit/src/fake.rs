@@ -597,6 +597,10 @@ pub enum MidStream {
     None,
 }
 
+/// What a wrapper does to die mid-stream after some bytes: how, and for
+/// [`MidStream::Replace`] the replacement argv and its stdin.
+pub type MidStreamPlan = (MidStream, Option<(Vec<String>, Option<Vec<u8>>)>);
+
 /// The fault-injecting wrapper mode of the fakes ([`ZFS_REAL_ENV`]): takes
 /// the fault rule for `sub` and
 ///
@@ -616,7 +620,7 @@ pub fn run_real(
     sub: &str,
     args: &[String],
     real: &Path,
-    mid_stream: &dyn Fn(u64) -> (MidStream, Option<(Vec<String>, Option<Vec<u8>>)>),
+    mid_stream: &dyn Fn(u64) -> MidStreamPlan,
 ) -> i32 {
     use std::os::unix::process::CommandExt;
     let fault = match take_fault(dir, sub, args) {

@@ -17,7 +17,7 @@ use std::time::UNIX_EPOCH;
 use serde::Serialize;
 use zfs2cloud_testkit::fake::{
     apply_fault, format_rfc3339, parse_rclone_args, rclone_path, run_real, sha256_hex, start_fake,
-    MidStream, RcloneArgs, RCLONE_REAL_ENV, RCLONE_STATE_ENV,
+    MidStream, MidStreamPlan, RcloneArgs, RCLONE_REAL_ENV, RCLONE_STATE_ENV,
 };
 
 /// rclone exit status for a usage error.
@@ -153,12 +153,7 @@ fn run() -> i32 {
 /// prefix of the file; `copyto` leaves a prefix of the file on the remote
 /// (an `rcat` of it, as a backend without atomic uploads would); `sync`
 /// stops after that many bytes (`--max-transfer … --cutoff-mode hard`).
-fn wrapper_mid_stream(
-    sub: &str,
-    args: &RcloneArgs,
-    raw: &[String],
-    bytes: u64,
-) -> (MidStream, Option<(Vec<String>, Option<Vec<u8>>)>) {
+fn wrapper_mid_stream(sub: &str, args: &RcloneArgs, raw: &[String], bytes: u64) -> MidStreamPlan {
     match sub {
         "cat" => (MidStream::Stdout, None),
         "copyto" if args.positionals.len() == 3 => {
