@@ -39,8 +39,12 @@ const DAY_BASE: &str = "2024-01-01T00:00:00Z";
 const DAY_FAULT: &str = "2024-03-01T00:00:00Z";
 /// The run after the fault is removed.
 const DAY_AFTER: &str = "2024-03-02T00:00:00Z";
-/// The limit given to the step under test: a hang must end by it.
+/// The limit given to the step under test in the faulted run: a hang must
+/// end by it.
 const STEP_LIMIT_SECONDS: u64 = 3;
+/// Its limit in the other runs: generous, so that a loaded machine cannot
+/// make a healthy run time out.
+const RELAXED_LIMIT_SECONDS: u64 = 600;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
@@ -254,7 +258,7 @@ impl Case {
             remote.to_str().unwrap(),
             &format!(
                 "{mode_keys}upload_retries = 0\nsteps = [{steps}]\n\
-                 [step_timeouts]\n{step} = {STEP_LIMIT_SECONDS}\n\
+                 [step_timeouts]\n{step} = {RELAXED_LIMIT_SECONDS}\n\
                  [hooks]\n\
                  pre_snapshot = [\"/bin/sh\", \"-c\", \"echo pre >> hooks.log\"]\n\
                  post_snapshot = [\"/bin/sh\", \"-c\", \"echo post >> hooks.log\"]\n\
@@ -303,6 +307,20 @@ impl Case {
             staged,
             tmpfs,
         }
+    }
+
+    /// Sets the limit of the step under test.
+    fn set_limit(&self, step: &str, seconds: u64) {
+        let text = std::fs::read_to_string(&self.setup.config).unwrap();
+        let line = |s: u64| format!("\n{step} = {s}\n");
+        let [from, to] = [STEP_LIMIT_SECONDS, RELAXED_LIMIT_SECONDS].map(line);
+        let (from, to) = if seconds == STEP_LIMIT_SECONDS {
+            (to, from)
+        } else {
+            (from, to)
+        };
+        assert!(text.contains(&from), "{text}");
+        std::fs::write(&self.setup.config, text.replace(&from, &to)).unwrap();
     }
 
     fn cmd(&self, day: &str) -> Command {
@@ -674,7 +692,9 @@ fn run_cell(pool: &Pool<'_>, mode: Mode, n: usize, step: &str, fault: Fault) -> 
     if let Some(action) = action {
         case.stage(tool, action, sub);
     }
+    case.set_limit(step, STEP_LIMIT_SECONDS);
     let out = faulted_run(&case, tool, sub, fault);
+    case.set_limit(step, RELAXED_LIMIT_SECONDS);
     check_failure(&case, step, fault, &out, &mut problems);
 
     case.clear_faults();
