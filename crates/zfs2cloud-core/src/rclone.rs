@@ -140,6 +140,29 @@ impl RcloneUploader {
         shared
     }
 
+    /// The files in `remote_dir` (`lsjson --files-only`), with their
+    /// SHA-256 where the backend gives one if `hashes`; empty if the
+    /// directory does not exist.
+    fn list_files(&self, remote_dir: &str, hashes: bool) -> Result<Vec<RemoteFile>, UploadError> {
+        let mut cmd = self.command("lsjson").arg("--files-only");
+        if hashes {
+            cmd = cmd.args(["--hash", "--hash-type", "sha256"]);
+        }
+        let cmd = cmd.arg(remote_dir);
+        match self.runner.query(&cmd) {
+            Ok(out) => parse_lsjson(&out.stdout_lossy()).map_err(|message| UploadError::Parse {
+                command: cmd.to_string(),
+                message,
+            }),
+            Err(e @ ProcessError::Failed { .. })
+                if e.status().and_then(|s| s.code()) == Some(EXIT_DIR_NOT_FOUND) =>
+            {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Uses the rclone binary at `rclone` with `options`.
     #[must_use]
     pub fn new(runner: Runner, rclone: PathBuf, options: RcloneOptions) -> Self {
@@ -174,22 +197,11 @@ impl RcloneUploader {
 
 impl Uploader for RcloneUploader {
     fn list(&self, remote_dir: &str) -> Result<Vec<RemoteFile>, UploadError> {
-        let cmd = self
-            .command("lsjson")
-            .args(["--files-only", "--hash", "--hash-type", "sha256"])
-            .arg(remote_dir);
-        match self.runner.query(&cmd) {
-            Ok(out) => parse_lsjson(&out.stdout_lossy()).map_err(|message| UploadError::Parse {
-                command: cmd.to_string(),
-                message,
-            }),
-            Err(e @ ProcessError::Failed { .. })
-                if e.status().and_then(|s| s.code()) == Some(EXIT_DIR_NOT_FOUND) =>
-            {
-                Ok(Vec::new())
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.list_files(remote_dir, true)
+    }
+
+    fn list_sizes(&self, remote_dir: &str) -> Result<Vec<RemoteFile>, UploadError> {
+        self.list_files(remote_dir, false)
     }
 
     fn stat(&self, remote_path: &str) -> Result<Option<RemoteFile>, UploadError> {
@@ -209,22 +221,6 @@ impl Uploader for RcloneUploader {
                     .is_some_and(|c| c == EXIT_DIR_NOT_FOUND || c == EXIT_FILE_NOT_FOUND) =>
             {
                 Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn list_sizes(&self, remote_dir: &str) -> Result<Vec<RemoteFile>, UploadError> {
-        let cmd = self.command("lsjson").arg("--files-only").arg(remote_dir);
-        match self.runner.query(&cmd) {
-            Ok(out) => parse_lsjson(&out.stdout_lossy()).map_err(|message| UploadError::Parse {
-                command: cmd.to_string(),
-                message,
-            }),
-            Err(e @ ProcessError::Failed { .. })
-                if e.status().and_then(|s| s.code()) == Some(EXIT_DIR_NOT_FOUND) =>
-            {
-                Ok(Vec::new())
             }
             Err(e) => Err(e.into()),
         }

@@ -17,6 +17,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -29,11 +31,12 @@ use zfs2cloud_core::config::{ByteSize, Config, ConfigError};
 use zfs2cloud_core::export::{ChunkEntry, Manifest, MANIFEST_FILE};
 use zfs2cloud_core::names::{DatasetName, SnapTime, SnapshotName};
 use zfs2cloud_core::plan::ExportKind;
-use zfs2cloud_core::process::{CommandLine, Runner, RunningProcess, SpawnOptions};
 use zfs2cloud_core::rclone::{parse_lsjson, parse_lsjson_stat};
 use zfs2cloud_core::restore::{plan_restore, RestorePoint};
-use zfs2cloud_core::stages::{RemoteFile, UploadError, Uploader};
+use zfs2cloud_core::stages::RemoteFile;
 use zfs2cloud_core::zfs::{parse_snapshot_list, ZfsError};
+
+use common::LocalDirRemote;
 
 // ---------------------------------------------------------------------------
 // Harness
@@ -1079,64 +1082,6 @@ proptest! {
                 }
             }
         }
-    }
-}
-
-/// A remote that is a local directory; `cat` is `cat`.
-struct LocalDirRemote;
-
-fn dir_entries(dir: &str, dirs: bool) -> Vec<(String, u64)> {
-    let Ok(read) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    read.map(Result::unwrap)
-        .filter(|e| e.file_type().unwrap().is_dir() == dirs)
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                e.metadata().unwrap().len(),
-            )
-        })
-        .collect()
-}
-
-impl Uploader for LocalDirRemote {
-    fn list(&self, remote_dir: &str) -> Result<Vec<RemoteFile>, UploadError> {
-        Ok(dir_entries(remote_dir, false)
-            .into_iter()
-            .map(|(name, size)| RemoteFile {
-                name,
-                size,
-                sha256: None,
-            })
-            .collect())
-    }
-    fn list_dirs(&self, remote_dir: &str) -> Result<Vec<String>, UploadError> {
-        Ok(dir_entries(remote_dir, true)
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect())
-    }
-    fn cat(&self, remote_path: &str) -> Result<RunningProcess, UploadError> {
-        Ok(Runner::new().spawn(
-            &CommandLine::new("cat").arg(remote_path),
-            SpawnOptions {
-                pipe_stdout: true,
-                ..SpawnOptions::default()
-            },
-        )?)
-    }
-    fn put(&self, _: &Path, _: &str) -> Result<(), UploadError> {
-        panic!("the catalog must not upload")
-    }
-    fn stat(&self, _: &str) -> Result<Option<RemoteFile>, UploadError> {
-        panic!("the catalog lists directories")
-    }
-    fn sync_dir(&self, _: &Path, _: &str, _: &[&str]) -> Result<(), UploadError> {
-        panic!("the catalog must not upload")
-    }
-    fn put_bytes(&self, _: &[u8], _: &str) -> Result<(), UploadError> {
-        panic!("the catalog must not upload")
     }
 }
 

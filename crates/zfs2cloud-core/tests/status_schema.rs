@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -18,10 +20,11 @@ use zfs2cloud_core::export::{ChunkEntry, Manifest, MANIFEST_FILE};
 use zfs2cloud_core::lock::RunLock;
 use zfs2cloud_core::names::{DatasetName, SnapshotName};
 use zfs2cloud_core::plan::ExportKind;
-use zfs2cloud_core::process::{CommandLine, Runner, RunningProcess, SpawnOptions};
-use zfs2cloud_core::stages::{RemoteFile, Snapshotter, UploadError, Uploader};
+use zfs2cloud_core::stages::Snapshotter;
 use zfs2cloud_core::status::{collect_status, record_last_backup, LastBackup, StatusReport};
 use zfs2cloud_core::zfs::{upload_record, SnapshotInfo, ZfsError};
+
+use common::LocalDirRemote;
 
 /// A dataset whose snapshots never change.
 struct FixedSnapshots(Vec<SnapshotInfo>);
@@ -47,65 +50,6 @@ impl Snapshotter for FixedSnapshots {
     }
     fn set_property(&self, _: &SnapshotName, _: &str, _: &str) -> Result<(), ZfsError> {
         panic!("status must not change properties")
-    }
-}
-
-/// A read-only "remote" that is a local directory (remote paths are local
-/// paths).
-struct LocalDirRemote;
-
-fn entries(dir: &str, dirs: bool) -> Vec<(String, u64)> {
-    let Ok(read) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    read.map(Result::unwrap)
-        .filter(|e| e.file_type().unwrap().is_dir() == dirs)
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                e.metadata().unwrap().len(),
-            )
-        })
-        .collect()
-}
-
-impl Uploader for LocalDirRemote {
-    fn list(&self, remote_dir: &str) -> Result<Vec<RemoteFile>, UploadError> {
-        Ok(entries(remote_dir, false)
-            .into_iter()
-            .map(|(name, size)| RemoteFile {
-                name,
-                size,
-                sha256: None,
-            })
-            .collect())
-    }
-    fn list_dirs(&self, remote_dir: &str) -> Result<Vec<String>, UploadError> {
-        Ok(entries(remote_dir, true)
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect())
-    }
-    fn cat(&self, remote_path: &str) -> Result<RunningProcess, UploadError> {
-        Ok(Runner::new().spawn(
-            &CommandLine::new("cat").arg(remote_path),
-            SpawnOptions {
-                pipe_stdout: true,
-                ..SpawnOptions::default()
-            },
-        )?)
-    }
-    fn put(&self, _: &Path, _: &str) -> Result<(), UploadError> {
-        panic!("status must not upload")
-    }
-    fn stat(&self, _: &str) -> Result<Option<RemoteFile>, UploadError> {
-        panic!("status lists directories, it never stats a file")
-    }
-    fn sync_dir(&self, _: &Path, _: &str, _: &[&str]) -> Result<(), UploadError> {
-        panic!("status must not upload")
-    }
-    fn put_bytes(&self, _: &[u8], _: &str) -> Result<(), UploadError> {
-        panic!("status must not upload")
     }
 }
 
