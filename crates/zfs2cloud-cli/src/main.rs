@@ -388,11 +388,10 @@ impl App {
     /// Runs a step command under the step's `[step_timeouts]` limit, as
     /// `backup` does.
     fn limited<T>(&self, step: &Step, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-        let cancel = self.runner.cancel_token();
-        cancel.set_step_limit(self.config.step_limit(step));
-        let result = f();
-        let timed_out = cancel.timed_out().filter(|_| !cancel.is_interrupted());
-        cancel.set_step_limit(None);
+        let (result, timed_out) = self
+            .runner
+            .cancel_token()
+            .run_limited(self.config.step_limit(step), f);
         match (result, timed_out) {
             (Err(e), Some(limit)) => Err(e.context(format!(
                 "timed out after {}s (step_timeouts.{step})",

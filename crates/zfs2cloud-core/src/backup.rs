@@ -335,11 +335,8 @@ impl Backup<'_> {
     /// cleared before anything else runs (unmounting, `on_failure`).
     fn run_step_limited(&self, step: &Step, state: &mut RunState) -> Result<String, StepError> {
         let cancel = self.runner.cancel_token();
-        let limit = self.config.step_limit(step);
-        cancel.set_step_limit(limit);
-        let result = self.run_step(step, state);
-        let timed_out = cancel.timed_out().filter(|_| !cancel.is_interrupted());
-        cancel.set_step_limit(None);
+        let (result, timed_out) =
+            cancel.run_limited(self.config.step_limit(step), || self.run_step(step, state));
         match (result, timed_out) {
             (Err(error), Some(limit)) => Err(StepError::TimedOut {
                 step: step.to_string(),

@@ -339,6 +339,21 @@ impl CancelToken {
             .map(|(at, _)| at.saturating_duration_since(Instant::now()))
     }
 
+    /// Runs one step's work `f` under `limit` (`None`: none), clearing the
+    /// deadline afterwards. Returns `f`'s result, and the limit if the
+    /// step ran out of it (an interruption by a signal is not that).
+    pub fn run_limited<T>(
+        &self,
+        limit: Option<Duration>,
+        f: impl FnOnce() -> T,
+    ) -> (T, Option<Duration>) {
+        self.set_step_limit(limit);
+        let result = f();
+        let timed_out = self.timed_out().filter(|_| !self.is_interrupted());
+        self.set_step_limit(None);
+        (result, timed_out)
+    }
+
     /// The step's limit, if its deadline has passed.
     #[must_use]
     pub fn timed_out(&self) -> Option<Duration> {
@@ -966,6 +981,26 @@ mod tests {
 
     fn sh(script: &str) -> CommandLine {
         CommandLine::new("/bin/sh").arg("-c").arg(script)
+    }
+
+    #[test]
+    fn a_step_limit_stops_the_step_and_is_cleared_after_it() {
+        let token = CancelToken::new();
+        let limit = Some(Duration::from_millis(50));
+        let (seen, timed_out) = token.run_limited(limit, || {
+            std::thread::sleep(Duration::from_millis(100));
+            token.is_cancelled()
+        });
+        assert!(seen, "the deadline cancels the running step");
+        assert_eq!(timed_out, limit);
+        assert!(!token.is_cancelled(), "cleared when the step ends");
+        let ((), timed_out) = token.run_limited(limit, || ());
+        assert_eq!(timed_out, None, "a step within its limit");
+        token.cancel();
+        let ((), timed_out) = token.run_limited(limit, || {
+            std::thread::sleep(Duration::from_millis(100));
+        });
+        assert_eq!(timed_out, None, "a signal is not a timeout");
     }
 
     #[test]
