@@ -7,19 +7,13 @@ mod common;
 
 use std::process::Command;
 
-use common::{marker_hooks, text, Setup};
+use common::{marker_hooks, text, with_fakes, Setup};
 use zfs2cloud_testkit::fake::{FakeRclone, FakeZfs, FaultAction};
 use zfs2cloud_testkit::harness::{require_tools, run_fail, run_ok};
 
 const DAY1: &str = "2024-01-01T00:00:00Z";
 const DAY2: &str = "2024-01-02T00:00:00Z";
 const REMOTE: &str = "cloud:backups/data";
-
-fn with_fakes(cmd: &mut Command, zfs: &FakeZfs, rclone: &FakeRclone) {
-    for (k, v) in zfs.env().into_iter().chain(rclone.env()) {
-        cmd.env(k, v);
-    }
-}
 
 fn fakes() -> (FakeZfs, FakeRclone) {
     let zfs = FakeZfs::new();

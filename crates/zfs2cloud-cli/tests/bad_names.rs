@@ -14,7 +14,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{marker_hooks, text, Setup};
+use common::{marker_hooks, text, with_fakes, Setup};
 use zfs2cloud_testkit::fake::{FakeRclone, FakeZfs};
 use zfs2cloud_testkit::harness::{run_fail, run_ok, tree_digest, write_random_file, ZfsSession};
 use zfs2cloud_testkit::remote::{sanitize_env, RcloneConfig};
@@ -61,12 +61,6 @@ const COMMANDS: &[&[&str]] = &[
     &["status", "--remote"],
     &["check-config"],
 ];
-
-fn with_fakes(cmd: &mut Command, zfs: &FakeZfs, rclone: &FakeRclone) {
-    for (k, v) in zfs.env().into_iter().chain(rclone.env()) {
-        cmd.env(k, v);
-    }
-}
 
 /// Runs `args` and expects exit 2 with a message naming `key` (and `name`).
 fn refused(setup: &Setup, zfs: &FakeZfs, rclone: &FakeRclone, args: &[&str], key: &str) -> String {

@@ -7,19 +7,12 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
-use common::{marker_hooks, text, Setup};
+use common::{marker_hooks, text, with_fake, Setup};
 use zfs2cloud_testkit::fake::{FakeZfs, FaultAction};
 use zfs2cloud_testkit::harness::{require_tools, run_fail, run_ok};
 
 const DAY1: &str = "2024-01-01T00:00:00Z";
-
-fn with_fake(cmd: &mut Command, fake: &FakeZfs) {
-    for (k, v) in fake.env() {
-        cmd.env(k, v);
-    }
-}
 
 fn fake_with_snapshot() -> FakeZfs {
     let fake = FakeZfs::new();

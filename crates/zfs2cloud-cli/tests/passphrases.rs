@@ -21,7 +21,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{text, Setup};
+use common::{text, with_fake, Setup};
 use zfs2cloud_testkit::fake::FakeZfs;
 use zfs2cloud_testkit::harness::{require_tools, run_fail};
 use zfs2cloud_testkit::remote::{sanitize_env, RcloneConfig};
@@ -71,12 +71,6 @@ const CASES: &[(&str, &[u8], &[u8])] = &[
         b"$HOME; `id` 'q' \"d\" \\n *",
     ),
 ];
-
-fn with_fake(cmd: &mut Command, fake: &FakeZfs) {
-    for (k, v) in fake.env() {
-        cmd.env(k, v);
-    }
-}
 
 fn gpg(setup: &Setup) -> Command {
     let mut cmd = Command::new("gpg");

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{manifest, text, Setup};
+use common::{manifest, text, with_fakes, Setup};
 use sha2::{Digest, Sha256};
 use zfs2cloud_testkit::fake::{FakeRclone, FakeZfs, FaultAction};
 use zfs2cloud_testkit::harness::{
@@ -285,12 +285,6 @@ fn fakes(stream_size: u64) -> (FakeZfs, FakeRclone) {
     zfs.add_snapshot("tank/data@20240101000000", &[]);
     zfs.set_stream_size("tank/data@20240101000000", stream_size);
     (zfs, FakeRclone::new())
-}
-
-fn with_fakes(cmd: &mut Command, zfs: &FakeZfs, rclone: &FakeRclone) {
-    for (k, v) in zfs.env().into_iter().chain(rclone.env()) {
-        cmd.env(k, v);
-    }
 }
 
 /// `VmRSS` of a process, in bytes.

@@ -182,3 +182,17 @@ pub fn text(out: &std::process::Output) -> String {
 pub fn manifest(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
 }
+
+/// Points `cmd` at the fake `zfs` (its binary and state directory).
+pub fn with_fake(cmd: &mut Command, zfs: &zfs2cloud_testkit::fake::FakeZfs) {
+    cmd.envs(zfs.env());
+}
+
+/// Points `cmd` at the fake `zfs` and the fake `rclone`.
+pub fn with_fakes(
+    cmd: &mut Command,
+    zfs: &zfs2cloud_testkit::fake::FakeZfs,
+    rclone: &zfs2cloud_testkit::fake::FakeRclone,
+) {
+    cmd.envs(zfs.env().into_iter().chain(rclone.env()));
+}
