@@ -16,31 +16,29 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use clap::{ArgAction, Parser, Subcommand};
 
-use zfs2cloud_core::backup::{Backup, StepError};
-use zfs2cloud_core::catalog::{list_remote_backups, Health};
-use zfs2cloud_core::clock;
-use zfs2cloud_core::config::{Config, ConfigError};
-use zfs2cloud_core::export::{
-    export_step, ExportLayout, ExportRequest, ExportSettings, ExportStepOutcome,
-};
-use zfs2cloud_core::filemode::Mounter;
-use zfs2cloud_core::gpg::{GpgEncryptor, Passphrase};
-use zfs2cloud_core::lock::{LockError, RunLock};
-use zfs2cloud_core::names::DatasetName;
-use zfs2cloud_core::names::SnapTime;
-use zfs2cloud_core::pipelined::StreamUpload;
-use zfs2cloud_core::plan::ExportKind;
-use zfs2cloud_core::process::{CancelToken, Runner};
-use zfs2cloud_core::progress::NoProgress;
-use zfs2cloud_core::prune::{prune_exports, prune_snapshots, Verdict};
-use zfs2cloud_core::rclone::{RcloneOptions, RcloneUploader};
-use zfs2cloud_core::restore::{plan_restore, restore_chain, RestorePoint, RestoreSettings};
-use zfs2cloud_core::snapshot::{take_snapshot, SNAPSHOT_WINDOW_FILE};
-use zfs2cloud_core::stages::Snapshotter as _;
-use zfs2cloud_core::steps::{Mode, Step};
-use zfs2cloud_core::upload::{export_confirmed, upload_step, UploadSettings};
-use zfs2cloud_core::verify::{verify_deep, verify_listing};
-use zfs2cloud_core::zfs::ZfsCli;
+use zfs2cloud_core::{list_remote_backups, Health};
+use zfs2cloud_core::{Backup, StepError};
+
+use zfs2cloud_core::DatasetName;
+use zfs2cloud_core::ExportKind;
+use zfs2cloud_core::Mounter;
+use zfs2cloud_core::NoProgress;
+use zfs2cloud_core::SnapTime;
+use zfs2cloud_core::Snapshotter as _;
+use zfs2cloud_core::StreamUpload;
+use zfs2cloud_core::ZfsCli;
+use zfs2cloud_core::{export_confirmed, upload_step, UploadSettings};
+use zfs2cloud_core::{export_step, ExportLayout, ExportRequest, ExportSettings, ExportStepOutcome};
+use zfs2cloud_core::{plan_restore, restore_chain, RestorePoint, RestoreSettings};
+use zfs2cloud_core::{prune_exports, prune_snapshots, Verdict};
+use zfs2cloud_core::{take_snapshot, SNAPSHOT_WINDOW_FILE};
+use zfs2cloud_core::{verify_deep, verify_listing};
+use zfs2cloud_core::{CancelToken, Runner};
+use zfs2cloud_core::{Config, ConfigError};
+use zfs2cloud_core::{GpgEncryptor, Passphrase};
+use zfs2cloud_core::{LockError, RunLock};
+use zfs2cloud_core::{Mode, Step};
+use zfs2cloud_core::{RcloneOptions, RcloneUploader};
 
 mod logger;
 mod signals;
@@ -311,7 +309,7 @@ impl App {
             ));
         };
         let config = Config::load(path)?;
-        let now = clock::now().map_err(|e| UsageError(e.to_string()))?;
+        let now = zfs2cloud_core::now().map_err(|e| UsageError(e.to_string()))?;
         let runner = if cli.dry_run {
             Runner::dry_run(Arc::new(|action: &str| out(&format!("[dry-run] {action}"))))
         } else {
@@ -404,7 +402,7 @@ impl App {
     fn upload_settings(&self) -> UploadSettings {
         UploadSettings {
             remote: self.config.remote.clone(),
-            retry: self.config.retry_policy(),
+            retry: zfs2cloud_core::RetryPolicy::from(&self.config),
             cancel: self.runner.cancel_token().clone(),
             now: self.now,
             dry_run: self.runner.is_dry_run(),
@@ -501,7 +499,7 @@ impl App {
             encryptor: stages
                 .encryptor
                 .as_ref()
-                .map(|e| e as &dyn zfs2cloud_core::stages::Encryptor),
+                .map(|e| e as &dyn zfs2cloud_core::Encryptor),
             uploader: &stages.uploader,
             stream_uploader: &stages.stream_uploader,
             mounter: &stages.mounter,
@@ -707,9 +705,7 @@ fn restore(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
     let target = DatasetName::parse(args.to).map_err(|e| UsageError(e.to_string()))?;
     let tools = config
         .as_ref()
-        .map_or_else(zfs2cloud_core::config::ToolPaths::from_env, |c| {
-            c.tools.clone()
-        });
+        .map_or_else(zfs2cloud_core::ToolPaths::from_env, |c| c.tools.clone());
     let runner = if cli.dry_run {
         Runner::dry_run(Arc::new(|action: &str| out(&format!("[dry-run] {action}"))))
     } else {
@@ -773,13 +769,13 @@ fn restore(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
 
 fn status(app: &App, json: bool, with_remote: bool) -> anyhow::Result<()> {
     let store = app.uploader();
-    let remote: Option<&dyn zfs2cloud_core::stages::Uploader> =
+    let remote: Option<&dyn zfs2cloud_core::Uploader> =
         if with_remote { Some(&store) } else { None };
-    let report = zfs2cloud_core::status::collect_status(&app.zfs, &app.config, app.now, remote)?;
+    let report = zfs2cloud_core::collect_status(&app.zfs, &app.config, app.now, remote)?;
     if json {
         out(&serde_json::to_string_pretty(&report)?);
     } else {
-        out(zfs2cloud_core::status::render_table(&report).trim_end());
+        out(zfs2cloud_core::render_table(&report).trim_end());
     }
     Ok(())
 }
@@ -808,7 +804,7 @@ fn verify(app: &App, only: Option<&str>, deep: bool) -> anyhow::Result<()> {
             .split('/')
             .next()
             .unwrap_or_default();
-        let scratch = zfs2cloud_core::verify::scratch_dataset(pool)
+        let scratch = zfs2cloud_core::scratch_dataset(pool)
             .ok_or_else(|| anyhow::anyhow!("no valid scratch dataset name in pool {pool}"))?;
         let settings = RestoreSettings {
             target: scratch,
@@ -869,9 +865,8 @@ fn prune_intermediates(app: &App, yes: bool) -> anyhow::Result<()> {
     let exports = layout
         .complete_exports(&app.config.dataset)
         .with_context(|| format!("cannot read {}", layout.basedir().display()))?;
-    let uploaded = |e: &zfs2cloud_core::export::LocalExport| {
-        export_confirmed(&snapshots, e, &app.config.remote)
-    };
+    let uploaded =
+        |e: &zfs2cloud_core::LocalExport| export_confirmed(&snapshots, e, &app.config.remote);
     let decisions =
         prune_exports(&layout, &exports, &uploaded, act).context("step prune-intermediates")?;
     for d in &decisions {
@@ -891,7 +886,7 @@ fn prune_snapshots_cmd(app: &App, yes: bool) -> anyhow::Result<()> {
         &app.zfs,
         &app.config.dataset,
         &snapshots,
-        &app.config.snapshot_retention(app.now),
+        &zfs2cloud_core::SnapshotRetention::from_config(&app.config, app.now),
         act,
     )
     .context("step prune-snapshots")?;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-use zfs2cloud_core::process::CancelToken;
+use zfs2cloud_core::CancelToken;
 
 /// The signals that interrupt a run, in order of precedence for the exit
 /// code.

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use zfs2cloud_core::config::Config;
+use zfs2cloud_core::Config;
 use zfs2cloud_testkit::harness::{run_fail, run_ok};
 
 fn examples_dir() -> PathBuf {

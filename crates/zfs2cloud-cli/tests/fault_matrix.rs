@@ -489,7 +489,7 @@ fn check_state(case: &Case, torn_down: bool, problems: &mut Vec<String>) {
     }
     // 7: no temporary clone, no mount left behind.
     let pool = case.dataset.split('/').next().unwrap();
-    let clone_prefix = format!("{}{}", case.dataset, zfs2cloud_core::filemode::CLONE_INFIX);
+    let clone_prefix = format!("{}{}", case.dataset, zfs2cloud_core::CLONE_INFIX);
     let left: Vec<String> = zfs_lines(&["list", "-H", "-o", "name", "-r", pool])
         .into_iter()
         .filter(|d| d.starts_with(&clone_prefix) || d.starts_with(&format!("{}/", case.dataset)))

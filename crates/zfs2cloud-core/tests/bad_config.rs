@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use zfs2cloud_core::config::{Config, ConfigError};
+use zfs2cloud_core::{Config, ConfigError};
 
 const INTERMEDIATE: &str = include_str!("../../../examples/intermediate.toml");
 const PIPELINED: &str = include_str!("../../../examples/pipelined.toml");

@@ -26,15 +26,15 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
-use zfs2cloud_core::catalog::{chains, check_listing, list_remote_backups, Health, RemoteBackup};
-use zfs2cloud_core::config::{ByteSize, Config, ConfigError};
-use zfs2cloud_core::export::{ChunkEntry, Manifest, MANIFEST_FILE};
-use zfs2cloud_core::names::{DatasetName, SnapTime, SnapshotName};
-use zfs2cloud_core::plan::ExportKind;
-use zfs2cloud_core::rclone::{parse_lsjson, parse_lsjson_stat};
-use zfs2cloud_core::restore::{plan_restore, RestorePoint};
-use zfs2cloud_core::stages::RemoteFile;
-use zfs2cloud_core::zfs::{parse_snapshot_list, ZfsError};
+use zfs2cloud_core::ExportKind;
+use zfs2cloud_core::RemoteFile;
+use zfs2cloud_core::{chains, check_listing, list_remote_backups, Health, RemoteBackup};
+use zfs2cloud_core::{parse_lsjson, parse_lsjson_stat};
+use zfs2cloud_core::{parse_snapshot_list, ZfsError};
+use zfs2cloud_core::{plan_restore, RestorePoint};
+use zfs2cloud_core::{ByteSize, Config, ConfigError};
+use zfs2cloud_core::{ChunkEntry, Manifest, MANIFEST_FILE};
+use zfs2cloud_core::{DatasetName, SnapTime, SnapshotName};
 
 use common::LocalDirRemote;
 

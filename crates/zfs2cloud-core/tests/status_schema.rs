@@ -15,14 +15,14 @@ use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Value};
-use zfs2cloud_core::config::Config;
-use zfs2cloud_core::export::{ChunkEntry, Manifest, MANIFEST_FILE};
-use zfs2cloud_core::lock::RunLock;
-use zfs2cloud_core::names::{DatasetName, SnapshotName};
-use zfs2cloud_core::plan::ExportKind;
-use zfs2cloud_core::stages::Snapshotter;
-use zfs2cloud_core::status::{collect_status, record_last_backup, LastBackup, StatusReport};
-use zfs2cloud_core::zfs::{upload_record, SnapshotInfo, ZfsError};
+use zfs2cloud_core::Config;
+use zfs2cloud_core::ExportKind;
+use zfs2cloud_core::RunLock;
+use zfs2cloud_core::Snapshotter;
+use zfs2cloud_core::{collect_status, record_last_backup, LastBackup, StatusReport};
+use zfs2cloud_core::{upload_record, SnapshotInfo, ZfsError};
+use zfs2cloud_core::{ChunkEntry, Manifest, MANIFEST_FILE};
+use zfs2cloud_core::{DatasetName, SnapshotName};
 
 use common::LocalDirRemote;
 

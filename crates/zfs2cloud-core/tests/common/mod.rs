@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use zfs2cloud_core::process::{CommandLine, Runner, RunningProcess, SpawnOptions};
-use zfs2cloud_core::stages::{RemoteFile, UploadError, Uploader};
+use zfs2cloud_core::{CommandLine, Runner, RunningProcess, SpawnOptions};
+use zfs2cloud_core::{RemoteFile, UploadError, Uploader};
 
 /// A read-only "remote" that is a local directory (remote paths are local
 /// paths).

@@ -1,149 +1,12 @@
-//! What is on the remote: backups, their manifests, chains, and whether
-//! each is whole.
-//!
-//! A backup is a directory `<snap>` or `<snap>-full` under the remote. It is
-//! complete when its `manifest.json` is there (the manifest goes last). A
-//! directory with chunks but no manifest is either an interrupted upload or
-//! a backup made by the original Python tool, which wrote no manifest.
+//! Pure checks over a remote listing: is a backup complete and intact, and
+//! which incrementals hang off which full.
 
+use crate::model::{ExportKind, RemoteBackup, MANIFEST_FILE};
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use serde::Serialize;
 
-use crate::export::{Manifest, MANIFEST_FILE};
-use crate::names::SnapTime;
-use crate::plan::ExportKind;
-use crate::stages::{RemoteFile, UploadError, Uploader};
-use crate::upload::remote_join;
-
-/// One backup directory on the remote.
-#[derive(Debug, Clone)]
-pub struct RemoteBackup {
-    /// `<snap>` or `<snap>-full`.
-    pub dir_name: String,
-    /// The snapshot (part after `@`).
-    pub snapshot: String,
-    /// Full or incremental, from the directory name.
-    pub kind: ExportKind,
-    /// Its manifest, if present and readable.
-    pub manifest: Option<Manifest>,
-    /// Why a `manifest.json` that is present could not be read. Such a
-    /// backup is DAMAGED, never restored as if it had no manifest.
-    pub manifest_error: Option<String>,
-    /// The files in the directory.
-    pub files: Vec<RemoteFile>,
-}
-
-impl RemoteBackup {
-    /// Whether the manifest is there.
-    #[must_use]
-    pub fn has_manifest(&self) -> bool {
-        self.manifest.is_some()
-    }
-
-    /// The base snapshot of an incremental, from the manifest.
-    #[must_use]
-    pub fn base(&self) -> Option<&str> {
-        self.manifest.as_ref().and_then(|m| m.base.as_deref())
-    }
-
-    /// The chunk files in order: the manifest's list, or for a backup
-    /// without manifest (the original tool's), the `.zfs.gpg.NNNN` files
-    /// sorted by their numeric suffix.
-    #[must_use]
-    pub fn chunk_names(&self) -> Vec<String> {
-        if self.manifest_error.is_some() {
-            return Vec::new();
-        }
-        if let Some(m) = &self.manifest {
-            return m.chunks.iter().map(|c| c.name.clone()).collect();
-        }
-        let mut chunks: Vec<(u64, String)> = self
-            .files
-            .iter()
-            .filter_map(|f| {
-                let (_, suffix) = f.name.rsplit_once(".zfs.gpg.")?;
-                suffix.parse::<u64>().ok().map(|n| (n, f.name.clone()))
-            })
-            .collect();
-        chunks.sort();
-        chunks.into_iter().map(|(_, n)| n).collect()
-    }
-}
-
-/// Errors reading the remote catalog.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
-    /// Listing or reading failed.
-    #[error(transparent)]
-    Remote(#[from] UploadError),
-}
-
-/// Reads a small remote file (a manifest) into memory.
-///
-/// # Errors
-///
-/// [`UploadError`] if `rclone cat` fails.
-pub fn read_remote(store: &dyn Uploader, path: &str) -> Result<Vec<u8>, UploadError> {
-    let mut proc = store.cat(path)?;
-    let mut bytes = Vec::new();
-    let read = proc.take_stdout().map(|mut o| o.read_to_end(&mut bytes));
-    proc.wait().into_result()?;
-    if let Some(Err(e)) = read {
-        return Err(UploadError::Parse {
-            command: format!("cat {path}"),
-            message: e.to_string(),
-        });
-    }
-    Ok(bytes)
-}
-
-/// Lists the backups under `remote`, oldest first. Directories that are not
-/// named like a backup are ignored.
-///
-/// # Errors
-///
-/// [`CatalogError`] if the remote cannot be listed.
-pub fn list_remote_backups(
-    store: &dyn Uploader,
-    remote: &str,
-) -> Result<Vec<RemoteBackup>, CatalogError> {
-    let mut out = Vec::new();
-    for dir_name in store.list_dirs(remote)? {
-        let (snapshot, kind) = match dir_name.strip_suffix("-full") {
-            Some(s) => (s.to_owned(), ExportKind::Full),
-            None => (dir_name.clone(), ExportKind::Incremental),
-        };
-        if SnapTime::parse(&snapshot).is_none() {
-            continue;
-        }
-        let dir = remote_join(remote, &dir_name);
-        let files = store.list(&dir)?;
-        let (manifest, manifest_error) = if files.iter().any(|f| f.name == MANIFEST_FILE) {
-            let bytes = read_remote(store, &remote_join(&dir, MANIFEST_FILE))?;
-            match serde_json::from_slice::<Manifest>(&bytes) {
-                Ok(m) => (Some(m), None),
-                Err(e) => {
-                    log::warn!("{dir}/{MANIFEST_FILE} is unreadable: {e}");
-                    (None, Some(e.to_string()))
-                }
-            }
-        } else {
-            (None, None)
-        };
-        out.push(RemoteBackup {
-            dir_name,
-            snapshot,
-            kind,
-            manifest,
-            manifest_error,
-            files,
-        });
-    }
-    out.sort_by(|a, b| a.snapshot.cmp(&b.snapshot));
-    Ok(out)
-}
+use crate::model::RemoteFile;
 
 /// The state of one backup, as `verify` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -237,7 +100,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::export::ChunkEntry;
+    use crate::model::ChunkEntry;
+    use crate::model::Manifest;
 
     fn backup(
         dir: &str,

@@ -12,23 +12,30 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::export::{
-    export_step, ExportError, ExportLayout, ExportRequest, ExportSettings, ExportStepOutcome,
-    LocalExport,
+use crate::model::ExportKind;
+use crate::model::Step;
+use crate::model::{ExportLayout, LocalExport};
+use crate::model::{SnapTime, SnapshotName};
+use crate::ops::export::StreamUpload;
+use crate::ops::export::{
+    export_step, ExportError, ExportRequest, ExportSettings, ExportStepOutcome,
 };
-use crate::filemode::{sync_snapshot, MountError, Mounter, SnapshotMount};
-use crate::lock::{LockError, RunLock};
-use crate::names::{SnapTime, SnapshotName};
-use crate::pipelined::StreamUpload;
-use crate::plan::{latest_own, ExportKind, PlanError};
+use crate::ops::filemode::sync_snapshot;
+use crate::ops::lock::{LockError, RunLock};
+use crate::ops::prune::{prune_exports, prune_snapshots};
+use crate::ops::snapshot::{
+    run_hook, take_snapshot, HookEnv, HookError, HookOptions, SnapshotError,
+};
+use crate::ops::upload::{
+    export_confirmed, upload_step, RetryPolicy, UploadSettings, UploadStepError,
+};
+use crate::policy::{SnapshotRetention, Verdict};
+use crate::policy::{latest_own, PlanError};
 use crate::process::{CommandLine, ProcessError, RunOptions, Runner};
-use crate::progress::Progress;
-use crate::prune::{prune_exports, prune_snapshots, Verdict};
-use crate::snapshot::{run_hook, take_snapshot, HookEnv, HookError, HookOptions, SnapshotError};
+use crate::stages::ZfsError;
 use crate::stages::{Encryptor, Exporter, PruneError, Pruner, Snapshotter, Uploader};
-use crate::steps::Step;
-use crate::upload::{export_confirmed, upload_step, RetryPolicy, UploadSettings, UploadStepError};
-use crate::zfs::ZfsError;
+use crate::stages::{MountError, Mounter, SnapshotMount};
+use crate::util::Progress;
 
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +72,7 @@ pub enum StepError {
     Verify(String),
     /// Listing the remote failed.
     #[error(transparent)]
-    Catalog(#[from] crate::catalog::CatalogError),
+    Catalog(#[from] crate::ops::catalog::CatalogError),
     /// The step is not available in this build or mode.
     #[error("{0}")]
     Unsupported(String),
@@ -159,7 +166,7 @@ struct RunState {
 
 impl Backup<'_> {
     fn retry_policy(&self) -> RetryPolicy {
-        self.config.retry_policy()
+        RetryPolicy::from(self.config)
     }
 
     fn layout(&self) -> ExportLayout {
@@ -239,14 +246,15 @@ impl Backup<'_> {
         }
         if !self.runner.is_dry_run() {
             let kind = match self.config.mode {
-                crate::steps::Mode::File => Some(crate::status::LAST_BACKUP_KIND_FILE),
-                crate::steps::Mode::Intermediate => state.kind.map(ExportKind::as_str),
+                crate::model::Mode::File => Some(crate::ops::status::LAST_BACKUP_KIND_FILE),
+                crate::model::Mode::Intermediate => state.kind.map(ExportKind::as_str),
             };
-            let record = crate::status::LastBackup::new(self.now, state.snapshot.as_ref(), kind);
+            let record =
+                crate::ops::status::LastBackup::new(self.now, state.snapshot.as_ref(), kind);
             // The backup itself succeeded; a status file that cannot be
             // written must not turn that into a failure.
             if let Err(e) =
-                crate::status::record_last_backup(&self.config.intermediate_basedir, &record)
+                crate::ops::status::record_last_backup(&self.config.intermediate_basedir, &record)
             {
                 log::warn!("could not record the last backup for `status`: {e}");
             }
@@ -285,7 +293,7 @@ impl Backup<'_> {
         self.unmount_if_mounted(&mut state);
         if let Some(hook) = &self.config.hooks.on_failure {
             let options = HookOptions {
-                stdin: Some(format!("{}\n", crate::error_chain(&failure))),
+                stdin: Some(format!("{}\n", crate::util::error_chain(&failure))),
                 timeout: self.config.hook_timeout(),
                 // It must report an interruption too.
                 must_run: true,
@@ -297,7 +305,7 @@ impl Backup<'_> {
                 &self.hook_env(&state, Some(&failure.step)),
                 &options,
             ) {
-                log::error!("{}", crate::error_chain(&e));
+                log::error!("{}", crate::util::error_chain(&e));
             }
         }
         drop(state);
@@ -313,7 +321,7 @@ impl Backup<'_> {
                     "could not take down {} at {} (the next run will retry): {}",
                     m.snapshot,
                     m.dir.display(),
-                    crate::error_chain(&e)
+                    crate::util::error_chain(&e)
                 );
             }
         }
@@ -346,7 +354,7 @@ impl Backup<'_> {
             // Say so, unless the error does already.
             (Err(error), None)
                 if cancel.is_interrupted()
-                    && !crate::error_chain(&error).contains("interrupted") =>
+                    && !crate::util::error_chain(&error).contains("interrupted") =>
             {
                 Err(StepError::InterruptedDuring(Box::new(error)))
             }
@@ -362,7 +370,7 @@ impl Backup<'_> {
                     "lock {}",
                     config
                         .intermediate_basedir
-                        .join(crate::lock::LOCK_FILE)
+                        .join(crate::ops::lock::LOCK_FILE)
                         .display()
                 )) {
                     return Ok("dry run".into());
@@ -392,7 +400,7 @@ impl Backup<'_> {
                         .map(|_| {
                             config
                                 .intermediate_basedir
-                                .join(crate::snapshot::SNAPSHOT_WINDOW_FILE)
+                                .join(crate::ops::snapshot::SNAPSHOT_WINDOW_FILE)
                         })
                         .as_deref(),
                 )?;
@@ -537,7 +545,7 @@ impl Backup<'_> {
                     self.pruner,
                     &config.dataset,
                     &snapshots,
-                    &config.snapshot_retention(self.now),
+                    &SnapshotRetention::from_config(config, self.now),
                     true,
                 )?;
                 let removed = decisions
@@ -622,12 +630,13 @@ impl Backup<'_> {
                 }
             },
             Step::Verify => {
-                let backups = crate::catalog::list_remote_backups(self.uploader, &config.remote)?;
+                let backups =
+                    crate::ops::catalog::list_remote_backups(self.uploader, &config.remote)?;
                 let only = state.snapshot.as_ref().map(|s| vec![s.snap().to_owned()]);
-                let verdicts = crate::verify::verify_listing(&backups, only.as_deref());
+                let verdicts = crate::ops::verify::verify_listing(&backups, only.as_deref());
                 let bad: Vec<String> = verdicts
                     .iter()
-                    .filter(|v| v.health != crate::catalog::Health::Ok)
+                    .filter(|v| v.health != crate::policy::Health::Ok)
                     .map(|v| format!("{} {:?}", v.backup, v.health))
                     .collect();
                 if !bad.is_empty() {

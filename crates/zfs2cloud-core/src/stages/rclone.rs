@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::model::RemoteFile;
 use crate::process::{CommandLine, ProcessError, Runner};
-use crate::stages::{RemoteFile, UploadError, Uploader};
+use crate::stages::{UploadError, Uploader};
 
 /// rclone's exit code for "directory not found".
 const EXIT_DIR_NOT_FOUND: i32 = 3;

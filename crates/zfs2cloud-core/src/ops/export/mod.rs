@@ -16,6 +16,10 @@
 //! directory are fsynced. A failed or killed export never leaves anything
 //! that looks complete. Directories are created 0700 and files 0600.
 
+mod stream_upload;
+
+pub use stream_upload::{StreamReport, StreamUpload};
+
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -26,32 +30,30 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::compress::{zstd_compress, Compression, CompressionSettings};
-use crate::gpg::GpgError;
-use crate::names::DatasetName;
-use crate::names::SnapshotName;
-use crate::pipelined::{ChunkQueue, SealedChunk, Stopped, StreamReport, StreamUpload};
-use crate::plan::{plan_export, ExportKind, ExportPlan, PlanError};
+use crate::stages::zstd_compress;
+
+use crate::model::remote_join;
+use crate::model::DatasetName;
+use crate::model::ExportKind;
+use crate::model::SnapshotName;
+use crate::model::{
+    hex, sha256sums_text, ChunkEntry, ExportLayout, LocalExport, Manifest, MANIFEST_FILE,
+    MANIFEST_FORMAT, SHA256SUMS_FILE,
+};
+use crate::model::{upload_record, SnapshotInfo, HOLD_TAG, PROP_BASE, PROP_KIND, PROP_UPLOADED};
+use crate::model::{Compression, CompressionSettings};
+use crate::ops::upload::{upload_export, UploadStepError};
+use crate::policy::{plan_export, ExportPlan, PlanError};
 use crate::process::Runner;
 use crate::process::{terminate_pid, CancelToken, Finished, ProcessError, RunningProcess};
-use crate::progress::Progress;
+use crate::stages::GpgError;
+use crate::stages::ZfsError;
 use crate::stages::{Encryptor, Exporter, Snapshotter};
-use crate::upload::{remote_join, upload_export, UploadStepError};
-use crate::zfs::{
-    upload_record, SnapshotInfo, ZfsError, HOLD_TAG, PROP_BASE, PROP_KIND, PROP_UPLOADED,
-};
+use crate::util::Progress;
+use stream_upload::{ChunkQueue, SealedChunk, Stopped};
 
-/// File name of the manifest inside an export directory.
-pub const MANIFEST_FILE: &str = "manifest.json";
-/// File name of the `sha256sum -c` checksum list inside an export directory.
-pub const SHA256SUMS_FILE: &str = "SHA256SUMS";
-/// Suffix of an export directory that is still being written.
-pub const PARTIAL_SUFFIX: &str = ".partial";
-/// The manifest format this version writes.
-pub const MANIFEST_FORMAT: u32 = 1;
 /// `split -a 4`: chunk suffixes are four digits, so that a shell glob lists
 /// the chunks in order.
 const MAX_CHUNKS: usize = 10_000;
@@ -108,171 +110,6 @@ pub enum ExportError {
          has no manifest unless every chunk was confirmed), and the next run starts afresh"
     )]
     Upload(#[source] UploadStepError),
-}
-
-/// One chunk in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkEntry {
-    /// File name inside the export directory.
-    pub name: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Lower-case hex SHA-256 of the file.
-    pub sha256: String,
-}
-
-/// `manifest.json`: what an export is, and how to check it. On the remote, a
-/// present manifest means a complete backup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The manifest format, [`MANIFEST_FORMAT`].
-    pub format: u32,
-    /// `zfs2cloud`.
-    pub tool: String,
-    /// The version of zfs2cloud that wrote it.
-    pub tool_version: String,
-    /// The dataset, e.g. `tank/data`.
-    pub dataset: String,
-    /// The snapshot (part after `@`).
-    pub snapshot: String,
-    /// Full or incremental.
-    pub kind: ExportKind,
-    /// The base snapshot (part after `@`) of an incremental.
-    pub base: Option<String>,
-    /// When the export was made (RFC 3339, UTC).
-    pub created_at: String,
-    /// How the stream is encrypted: `gpg-symmetric-aes256`.
-    pub encryption: String,
-    /// How the stream is compressed before encryption: `none`.
-    pub compression: String,
-    /// The configured chunk size in bytes.
-    pub split_size: u64,
-    /// Total size of the encrypted stream: the sum of the chunk sizes.
-    pub total_size: u64,
-    /// The chunks, in stream order.
-    pub chunks: Vec<ChunkEntry>,
-}
-
-/// Where exports live on local disk.
-#[derive(Debug, Clone)]
-pub struct ExportLayout {
-    basedir: PathBuf,
-}
-
-impl ExportLayout {
-    /// Exports under `basedir` (`intermediate_basedir`).
-    #[must_use]
-    pub fn new(basedir: PathBuf) -> Self {
-        Self { basedir }
-    }
-
-    /// The base directory.
-    #[must_use]
-    pub fn basedir(&self) -> &Path {
-        &self.basedir
-    }
-
-    /// `<snap>-full` or `<snap>`, the original tool's directory names.
-    #[must_use]
-    pub fn dir_name(snapshot: &SnapshotName, kind: ExportKind) -> String {
-        match kind {
-            ExportKind::Full => format!("{}-full", snapshot.snap()),
-            ExportKind::Incremental => snapshot.snap().to_owned(),
-        }
-    }
-
-    /// The finished export directory.
-    #[must_use]
-    pub fn final_dir(&self, snapshot: &SnapshotName, kind: ExportKind) -> PathBuf {
-        self.basedir.join(Self::dir_name(snapshot, kind))
-    }
-
-    /// The directory an export is written to before it is complete.
-    #[must_use]
-    pub fn partial_dir(&self, snapshot: &SnapshotName, kind: ExportKind) -> PathBuf {
-        self.basedir.join(format!(
-            "{}{PARTIAL_SUFFIX}",
-            Self::dir_name(snapshot, kind)
-        ))
-    }
-
-    /// `<dataset with / as ->@<snap>.zfs.gpg.`, to which `0000`… is appended.
-    #[must_use]
-    pub fn chunk_prefix(snapshot: &SnapshotName) -> String {
-        format!(
-            "{}@{}.zfs.gpg.",
-            snapshot.dataset().dashed(),
-            snapshot.snap()
-        )
-    }
-
-    /// A complete export of `snapshot` (either kind), if one exists: a
-    /// directory with the expected name that holds a manifest.
-    #[must_use]
-    pub fn find_complete(&self, snapshot: &SnapshotName) -> Option<(PathBuf, ExportKind)> {
-        [ExportKind::Full, ExportKind::Incremental]
-            .into_iter()
-            .map(|k| (self.final_dir(snapshot, k), k))
-            .find(|(dir, _)| dir.join(MANIFEST_FILE).is_file())
-    }
-}
-
-/// A complete export on local disk.
-#[derive(Debug, Clone)]
-pub struct LocalExport {
-    /// Its directory.
-    pub dir: PathBuf,
-    /// The directory's name, which is also its name on the remote.
-    pub dir_name: String,
-    /// The snapshot it holds.
-    pub snapshot: SnapshotName,
-    /// Its manifest.
-    pub manifest: Manifest,
-}
-
-impl ExportLayout {
-    /// The complete exports of `dataset` under the base directory, oldest
-    /// first: directories named like zfs2cloud's exports (`<snap>` or
-    /// `<snap>-full`, never `.partial`) holding a manifest for `dataset`.
-    /// A missing base directory holds none.
-    ///
-    /// # Errors
-    ///
-    /// I/O errors reading the directory.
-    pub fn complete_exports(&self, dataset: &DatasetName) -> io::Result<Vec<LocalExport>> {
-        let entries = match fs::read_dir(&self.basedir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry?;
-            let dir_name = entry.file_name().to_string_lossy().into_owned();
-            let snap = dir_name.strip_suffix("-full").unwrap_or(&dir_name);
-            if crate::names::SnapTime::parse(snap).is_none() || !entry.file_type()?.is_dir() {
-                continue;
-            }
-            let dir = entry.path();
-            let Ok(manifest) = crate::upload::read_manifest(&dir) else {
-                continue;
-            };
-            if manifest.dataset != dataset.as_str() || manifest.snapshot != snap {
-                continue;
-            }
-            let Ok(snapshot) = SnapshotName::new(dataset.clone(), snap) else {
-                continue;
-            };
-            out.push(LocalExport {
-                dir,
-                dir_name,
-                snapshot,
-                manifest,
-            });
-        }
-        out.sort_by_key(|e| e.snapshot.own_time());
-        Ok(out)
-    }
 }
 
 /// Splits a byte stream into numbered chunk files, hashing each in the same
@@ -502,27 +339,6 @@ impl<'q> ChunkWriter<'q> {
         self.seal()?;
         Ok(self.done)
     }
-}
-
-/// Lower-case hex of `bytes`.
-#[must_use]
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-/// The `sha256sum -c` format: `<hex>  <name>` per line.
-#[must_use]
-pub fn sha256sums_text(chunks: &[ChunkEntry]) -> String {
-    chunks
-        .iter()
-        .map(|c| format!("{}  {}\n", c.sha256, c.name))
-        .collect()
 }
 
 fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
@@ -1029,7 +845,7 @@ pub fn export_step(
         let target = snapshots.iter().find(|s| s.name == plan.snapshot);
         if target.is_some_and(|s| s.kind != Some(kind)) {
             let manifest =
-                crate::upload::read_manifest(&dir).map_err(|source| ExportError::Write {
+                crate::model::read_manifest(&dir).map_err(|source| ExportError::Write {
                     path: dir.clone(),
                     source,
                 })?;

@@ -10,137 +10,12 @@
 
 use std::path::PathBuf;
 
-use crate::names::{DatasetName, SnapTime, SnapshotName};
-use crate::plan::ExportKind;
+use super::error::{classify_stderr, KnownZfsFailure, ZfsError};
+use crate::model::ExportKind;
+use crate::model::{DatasetName, SnapshotName};
+use crate::model::{SnapshotInfo, PROP_KIND};
 use crate::process::{CommandLine, ProcessError, Runner, RunningProcess, SpawnOptions};
 use crate::stages::{Exporter, PruneError, Pruner, Snapshotter};
-
-/// User property recording what an export of this snapshot was:
-/// `full` or `incremental`. It lives in the pool, so the identity of the
-/// last full survives the loss of `intermediate_basedir`.
-pub const PROP_KIND: &str = "zfs2cloud:kind";
-/// User property naming the base snapshot of an incremental export.
-pub const PROP_BASE: &str = "zfs2cloud:base";
-/// User property recording a confirmed upload: `<time> <export dir> <remote>`
-/// (see [`upload_record`]). A confirmation counts only for the same export
-/// directory and the same remote, so changing `remote`, a second config for
-/// the dataset, or re-exporting the snapshot never inherits one. Pruning and
-/// incremental bases depend on it.
-pub const PROP_UPLOADED: &str = "zfs2cloud:uploaded";
-
-/// The [`PROP_UPLOADED`] value for `dir_name` confirmed on `remote` at `at`.
-/// The remote goes last: it may contain spaces.
-#[must_use]
-pub fn upload_record(at: &str, dir_name: &str, remote: &str) -> String {
-    format!("{at} {dir_name} {remote}")
-}
-/// The `zfs hold` tag that protects the current full base.
-pub const HOLD_TAG: &str = "zfs2cloud";
-
-/// Errors from `zfs`, with known messages mapped to variants.
-#[derive(Debug, thiserror::Error)]
-pub enum ZfsError {
-    /// The dataset or snapshot already exists.
-    #[error("{target} already exists")]
-    AlreadyExists {
-        /// What exists.
-        target: String,
-        /// The failed command.
-        #[source]
-        source: ProcessError,
-    },
-    /// The dataset or snapshot does not exist.
-    #[error("{target} does not exist")]
-    NotFound {
-        /// What is missing.
-        target: String,
-        /// The failed command.
-        #[source]
-        source: ProcessError,
-    },
-    /// The snapshot is held or in use.
-    #[error("{target} is busy (held or in use)")]
-    Busy {
-        /// What is busy.
-        target: String,
-        /// The failed command.
-        #[source]
-        source: ProcessError,
-    },
-    /// `zfs release` of a hold that is not there.
-    #[error("{target} has no hold tagged {tag:?}")]
-    NoSuchTag {
-        /// The snapshot.
-        target: String,
-        /// The tag.
-        tag: String,
-        /// The failed command.
-        #[source]
-        source: ProcessError,
-    },
-    /// `zfs hold` of a hold that is already there.
-    #[error("{target} already has a hold tagged {tag:?}")]
-    TagExists {
-        /// The snapshot.
-        target: String,
-        /// The tag.
-        tag: String,
-        /// The failed command.
-        #[source]
-        source: ProcessError,
-    },
-    /// `zfs` printed something this parser does not understand.
-    #[error("unexpected output from `{command}`: {reason} in line {line:?}")]
-    Parse {
-        /// The command.
-        command: String,
-        /// The offending line.
-        line: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Any other failure of the `zfs` process.
-    #[error(transparent)]
-    Process(#[from] ProcessError),
-}
-
-/// What a failed `zfs` command's stderr says, for the messages zfs2cloud
-/// reacts to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KnownZfsFailure {
-    /// "dataset already exists"
-    AlreadyExists,
-    /// "does not exist"
-    NotFound,
-    /// "dataset is busy", or "snapshot has dependent clones" (a restore
-    /// test clone of an old snapshot): it cannot go now, and that is no
-    /// reason to stop pruning the others.
-    Busy,
-    /// "no such tag on this dataset"
-    NoSuchTag,
-    /// "tag already exists on this dataset"
-    TagExists,
-}
-
-/// Classifies a `zfs` stderr message. Pure; tested on captured messages from
-/// OpenZFS and zfs-fuse.
-#[must_use]
-pub fn classify_stderr(stderr: &str) -> Option<KnownZfsFailure> {
-    let s = stderr.to_ascii_lowercase();
-    if s.contains("no such tag on this dataset") {
-        Some(KnownZfsFailure::NoSuchTag)
-    } else if s.contains("tag already exists on this dataset") {
-        Some(KnownZfsFailure::TagExists)
-    } else if s.contains("dataset already exists") {
-        Some(KnownZfsFailure::AlreadyExists)
-    } else if s.contains("dataset is busy") || s.contains("has dependent clones") {
-        Some(KnownZfsFailure::Busy)
-    } else if s.contains("does not exist") || s.contains("could not find any snapshots") {
-        Some(KnownZfsFailure::NotFound)
-    } else {
-        None
-    }
-}
 
 fn map_error(target: &str, tag: Option<&str>, e: ProcessError) -> ZfsError {
     let target = target.to_owned();
@@ -160,43 +35,6 @@ fn map_error(target: &str, tag: Option<&str>, e: ProcessError) -> ZfsError {
             source: e,
         },
         None => ZfsError::Process(e),
-    }
-}
-
-/// One snapshot of the configured dataset, with zfs2cloud's state for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotInfo {
-    /// `dataset@snap`.
-    pub name: SnapshotName,
-    /// Number of user holds (`userrefs`), zfs2cloud's and anyone else's.
-    pub userrefs: u64,
-    /// What it was exported as, from [`PROP_KIND`]; `None` if never exported.
-    pub kind: Option<ExportKind>,
-    /// The base of an incremental export, from [`PROP_BASE`].
-    pub base: Option<String>,
-    /// The raw [`PROP_UPLOADED`] record; use [`SnapshotInfo::uploaded_to`].
-    pub uploaded: Option<String>,
-}
-
-impl SnapshotInfo {
-    /// The time in its name if the name is zfs2cloud's own pattern. Only
-    /// such snapshots are ever treated as zfs2cloud's.
-    #[must_use]
-    pub fn own_time(&self) -> Option<SnapTime> {
-        self.name.own_time()
-    }
-
-    /// Whether the snapshot's current export (the directory its
-    /// [`PROP_KIND`] names) is confirmed complete on `remote`.
-    #[must_use]
-    pub fn uploaded_to(&self, remote: &str) -> bool {
-        let (Some(kind), Some(record)) = (self.kind, self.uploaded.as_deref()) else {
-            return false;
-        };
-        let dir = crate::export::ExportLayout::dir_name(&self.name, kind);
-        let mut parts = record.splitn(3, ' ');
-        let _at = parts.next();
-        parts.next() == Some(dir.as_str()) && parts.next() == Some(remote)
     }
 }
 

@@ -19,17 +19,20 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{chains, check_listing, list_remote_backups, CatalogError, Health};
+use crate::policy::{chains, check_listing, Health};
+
 use crate::config::Config;
-use crate::export::ExportLayout;
-use crate::lock::LOCK_FILE;
-use crate::names::{SnapTime, SnapshotName};
-use crate::plan::ExportKind;
-use crate::prune::stale_partials;
+use crate::model::ExportKind;
+use crate::model::ExportLayout;
+use crate::model::Mode;
+use crate::model::SnapshotInfo;
+use crate::model::{SnapTime, SnapshotName};
+use crate::ops::catalog::{list_remote_backups, CatalogError};
+use crate::ops::lock::LOCK_FILE;
+use crate::ops::prune::stale_partials;
+use crate::ops::upload::export_confirmed;
+use crate::stages::ZfsError;
 use crate::stages::{Snapshotter, Uploader};
-use crate::steps::Mode;
-use crate::upload::export_confirmed;
-use crate::zfs::{SnapshotInfo, ZfsError};
 
 /// The `status --json` format this version writes ([`StatusReport::format`]).
 /// It changes only when a field is removed or changes meaning.
@@ -756,11 +759,12 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::export::{ChunkEntry, Manifest, MANIFEST_FILE};
-    use crate::lock::RunLock;
+    use crate::model::upload_record;
+    use crate::model::RemoteFile;
+    use crate::model::{ChunkEntry, Manifest, MANIFEST_FILE};
+    use crate::ops::lock::RunLock;
     use crate::process::{CommandLine, Runner, SpawnOptions};
-    use crate::stages::{MockSnapshotter, MockUploader, RemoteFile};
-    use crate::zfs::upload_record;
+    use crate::stages::{MockSnapshotter, MockUploader};
 
     const CONFIG: &str = r#"
 dataset = "tank/data"

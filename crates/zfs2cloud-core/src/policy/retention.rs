@@ -1,19 +1,16 @@
-//! Retention: which local exports and which of zfs2cloud's snapshots can go.
-//!
-//! The decisions are pure functions of the state and the time, and every
-//! "keep" carries its reason, so `prune-* ` without `-y` can show exactly
-//! what would happen and why.
+//! Pure retention decisions: which of zfs2cloud's snapshots and which local
+//! exports may go. The executors are in [`crate::ops::prune`].
 
-use std::fs;
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+
+use crate::model::{
+    ExportKind, LocalExport, SnapTime, SnapshotInfo, SnapshotName, SnapshotTimeZone,
+};
 use std::path::PathBuf;
 
-use chrono::{DateTime, TimeDelta, Utc};
-
-use crate::export::{ExportLayout, LocalExport, PARTIAL_SUFFIX};
-use crate::names::{DatasetName, SnapTime, SnapshotName, SnapshotTimeZone};
-use crate::plan::ExportKind;
-use crate::stages::{PruneError, Pruner};
-use crate::zfs::{SnapshotInfo, ZfsError};
+use chrono::TimeDelta;
 
 /// What to do with one snapshot or export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +42,19 @@ pub struct SnapshotRetention<'a> {
     /// The configured remote: an export counts as uploaded only if it was
     /// confirmed on this remote.
     pub remote: &'a str,
+}
+
+impl<'a> SnapshotRetention<'a> {
+    /// The retention inputs of `prune-snapshots` for a run at `now`.
+    #[must_use]
+    pub fn from_config(config: &'a Config, now: DateTime<Utc>) -> Self {
+        Self {
+            now,
+            oldest_snapshot_days: config.oldest_snapshot_days,
+            zone: config.snapshot_time_zone,
+            remote: &config.remote,
+        }
+    }
 }
 
 /// Decides which snapshots `prune-snapshots` destroys: zfs2cloud's own
@@ -118,46 +128,6 @@ pub fn plan_snapshot_prune(
     out
 }
 
-/// Destroys what [`plan_snapshot_prune`] marks for removal (only when `act`;
-/// otherwise only decides), and returns the decisions.
-///
-/// A snapshot that turns out to be busy (held by someone else meanwhile)
-/// is kept with a warning; any other failure stops the step.
-///
-/// # Errors
-///
-/// [`PruneError`] if a destroy fails for another reason, or if a decision
-/// names a snapshot of another dataset (which would be a bug).
-pub fn prune_snapshots(
-    pruner: &dyn Pruner,
-    dataset: &DatasetName,
-    snapshots: &[SnapshotInfo],
-    policy: &SnapshotRetention<'_>,
-    act: bool,
-) -> Result<Vec<SnapshotDecision>, PruneError> {
-    let mut decisions = plan_snapshot_prune(snapshots, policy);
-    if !act {
-        return Ok(decisions);
-    }
-    for d in &mut decisions {
-        if d.verdict != Verdict::Remove {
-            continue;
-        }
-        if d.name.dataset() != dataset {
-            return Err(PruneError::Foreign(d.name.to_string()));
-        }
-        match pruner.prune_snapshot(&d.name) {
-            Ok(()) => log::info!("destroyed {}", d.name),
-            Err(PruneError::Zfs(ZfsError::Busy { .. })) => {
-                log::warn!("{} is busy (held?); kept", d.name);
-                d.verdict = Verdict::Keep("busy when destroyed".into());
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(decisions)
-}
-
 /// A local export and what pruning does with it.
 #[derive(Debug, Clone)]
 pub struct ExportDecision {
@@ -194,80 +164,12 @@ pub fn plan_export_prune(
         .collect()
 }
 
-/// Leftover `<snap>[-full].partial` directories of killed exports. They
-/// never look complete; removing them only frees space. Call this only
-/// under the run lock, when no export can be running.
-///
-/// # Errors
-///
-/// I/O errors reading the base directory.
-pub fn stale_partials(layout: &ExportLayout) -> std::io::Result<Vec<PathBuf>> {
-    let entries = match fs::read_dir(layout.basedir()) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(PARTIAL_SUFFIX) else {
-            continue;
-        };
-        let snap = stem.strip_suffix("-full").unwrap_or(stem);
-        if SnapTime::parse(snap).is_some() && entry.file_type()?.is_dir() {
-            out.push(entry.path());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Deletes the exports marked for removal and stale partial exports (only
-/// when `act`), and returns the decisions.
-///
-/// # Errors
-///
-/// [`PruneError::Io`] if a directory cannot be removed.
-pub fn prune_exports(
-    layout: &ExportLayout,
-    exports: &[LocalExport],
-    uploaded: &dyn Fn(&LocalExport) -> bool,
-    act: bool,
-) -> Result<Vec<ExportDecision>, PruneError> {
-    let mut decisions = plan_export_prune(exports, uploaded);
-    let partials = stale_partials(layout).map_err(|source| PruneError::Io {
-        path: layout.basedir().display().to_string(),
-        source,
-    })?;
-    decisions.extend(partials.into_iter().map(|dir| ExportDecision {
-        dir,
-        verdict: Verdict::Remove,
-    }));
-    for d in &decisions {
-        match &d.verdict {
-            Verdict::Keep(why) if why.starts_with("NOT UPLOADED") => {
-                log::warn!("keeping {}: {why}; run `zfs2cloud upload`", d.dir.display());
-            }
-            Verdict::Remove if act => {
-                fs::remove_dir_all(&d.dir).map_err(|source| PruneError::Io {
-                    path: d.dir.display().to_string(),
-                    source,
-                })?;
-                log::info!("removed {}", d.dir.display());
-            }
-            _ => {}
-        }
-    }
-    Ok(decisions)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::export::Manifest;
+    use crate::model::Manifest;
 
     fn info(name: &str, kind: Option<ExportKind>, userrefs: u64, uploaded: bool) -> SnapshotInfo {
         SnapshotInfo {
@@ -276,11 +178,11 @@ mod tests {
             kind,
             base: None,
             uploaded: uploaded.then(|| {
-                let dir = crate::export::ExportLayout::dir_name(
+                let dir = crate::model::ExportLayout::dir_name(
                     &SnapshotName::parse(&format!("tank/data@{name}")).unwrap(),
                     kind.unwrap_or(ExportKind::Full),
                 );
-                crate::zfs::upload_record("2024-01-01T00:00:00Z", &dir, REMOTE)
+                crate::model::upload_record("2024-01-01T00:00:00Z", &dir, REMOTE)
             }),
         }
     }
@@ -345,7 +247,7 @@ mod tests {
     #[test]
     fn an_upload_to_another_remote_does_not_count() {
         let mut old = info("20240101000000", Some(Incremental), 0, true);
-        old.uploaded = Some(crate::zfs::upload_record(
+        old.uploaded = Some(crate::model::upload_record(
             "t",
             "20240101000000",
             "other:remote",

@@ -1,17 +1,31 @@
 //! The stage traits of a backup, one per external tool.
 //!
-//! The process-backed implementations are [`crate::zfs::ZfsCli`]
-//! ([`Snapshotter`], [`Exporter`]) and [`crate::gpg::GpgEncryptor`]
+//! The process-backed implementations are [`crate::stages::ZfsCli`]
+//! ([`Snapshotter`], [`Exporter`]) and [`crate::stages::GpgEncryptor`]
 //! ([`Encryptor`]). Embedders can substitute their own, and the orchestration
 //! in [`crate::snapshot`] and [`crate::export`] is tested against mocks.
+
+mod error;
+mod gpg;
+mod mount;
+mod rclone;
+mod zfs;
+mod zstd;
+
+pub use error::*;
+pub use gpg::*;
+pub use mount::*;
+pub use rclone::*;
+pub use zfs::*;
+pub use zstd::*;
 
 use std::path::Path;
 use std::process::Stdio;
 
-use crate::gpg::GpgError;
-use crate::names::{DatasetName, SnapshotName};
-use crate::process::{ProcessError, RunningProcess};
-use crate::zfs::{SnapshotInfo, ZfsError};
+use crate::model::RemoteFile;
+use crate::model::SnapshotInfo;
+use crate::model::{DatasetName, SnapshotName};
+use crate::process::RunningProcess;
 
 /// Creates, lists, destroys, holds and releases snapshots.
 #[cfg_attr(test, mockall::automock)]
@@ -113,42 +127,6 @@ pub trait Encryptor {
     fn encrypt(&self, input: Stdio) -> Result<RunningProcess, GpgError>;
 }
 
-/// Errors of an [`Uploader`].
-#[derive(Debug, thiserror::Error)]
-pub enum UploadError {
-    /// The upload tool failed.
-    #[error(transparent)]
-    Process(#[from] ProcessError),
-    /// The upload tool printed something unparseable.
-    #[error("unexpected output from `{command}`: {message}")]
-    Parse {
-        /// The command.
-        command: String,
-        /// What is wrong with the output.
-        message: String,
-    },
-    /// A copy reported success, but the remote does not hold the file as
-    /// sent.
-    #[error("{path} could not be confirmed after the copy: {reason}")]
-    Unconfirmed {
-        /// The remote path.
-        path: String,
-        /// What is missing or wrong.
-        reason: String,
-    },
-}
-
-/// A file on the remote, as listed by an [`Uploader`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteFile {
-    /// File name inside the listed directory.
-    pub name: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Lower-case hex SHA-256, where the backend offers it.
-    pub sha256: Option<String>,
-}
-
 /// Copies files to the remote and lists what is there. Ordering,
 /// verification and retries are the caller's ([`crate::upload`]), so every
 /// uploader gets them. `Sync`, because a pipelined export uploads several
@@ -225,27 +203,6 @@ pub trait Uploader: Sync {
     ///
     /// [`UploadError`] if the write fails.
     fn put_bytes(&self, bytes: &[u8], remote_path: &str) -> Result<(), UploadError>;
-}
-
-/// Errors of a [`Pruner`].
-#[derive(Debug, thiserror::Error)]
-pub enum PruneError {
-    /// A `zfs` command failed.
-    #[error(transparent)]
-    Zfs(#[from] ZfsError),
-    /// A removal was about to touch something outside the configured
-    /// dataset; refused.
-    #[error("refusing to destroy {0}: it is not a snapshot of the configured dataset")]
-    Foreign(String),
-    /// Removing a local export failed.
-    #[error("cannot remove {path}: {source}")]
-    Io {
-        /// What could not be removed.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// Removes what retention no longer needs.

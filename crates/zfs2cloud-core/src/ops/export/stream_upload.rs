@@ -11,7 +11,7 @@
 //! buffered beyond the pipes and one read buffer.
 //!
 //! The manifest is never part of this: the export step sends it last,
-//! after every chunk is confirmed ([`crate::upload::upload_export`]).
+//! after every chunk is confirmed ([`crate::ops::upload_export`]).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -21,9 +21,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
+use crate::model::remote_join;
+use crate::ops::upload::{with_retry, RetryPolicy, UploadStepError};
 use crate::process::CancelToken;
 use crate::stages::{UploadError, Uploader};
-use crate::upload::{remote_join, with_retry, RetryPolicy, UploadStepError};
 
 /// How a pipelined export uploads.
 #[derive(Clone)]
@@ -55,7 +56,7 @@ impl<'a> StreamUpload<'a> {
         config.upload_while_exporting.then(|| Self {
             uploader,
             remote: &config.remote,
-            retry: config.retry_policy(),
+            retry: RetryPolicy::from(config),
             concurrency: config.upload_concurrency,
             keep_local: config.keep_local_export,
             now,
@@ -306,7 +307,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::stages::{MockUploader, RemoteFile};
+    use crate::model::RemoteFile;
+    use crate::stages::MockUploader;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     fn wait_for(flag: &AtomicBool) -> bool {
@@ -375,7 +377,7 @@ mod tests {
             name: name.into(),
             path,
             size: bytes.len() as u64,
-            sha256: crate::export::hex(&sha2::Digest::finalize(
+            sha256: crate::model::hex(&sha2::Digest::finalize(
                 <sha2::Sha256 as sha2::Digest>::new_with_prefix(bytes),
             )),
         }
@@ -441,7 +443,7 @@ mod tests {
         queue.work(&stream(&up, false), "r:b/d", "snap", &CancelToken::new());
         assert!(chunk.path.exists(), "an unconfirmed chunk was deleted");
         assert!(queue.is_aborted());
-        let err = crate::error_chain(&queue.finish().unwrap_err());
+        let err = crate::util::error_chain(&queue.finish().unwrap_err());
         assert!(err.contains("3 bytes, expected 11"), "{err}");
     }
 }

@@ -170,10 +170,10 @@ impl CommandLine {
 
     /// Appends user-supplied flags, showing the values of secret-looking
     /// ones (`--s3-secret-access-key=…`, `--password …`) as `***`, the same
-    /// masking as `check-config` ([`crate::config::mask_secret_flags`]).
+    /// masking as `check-config` ([`crate::model::mask_secret_flags`]).
     #[must_use]
     pub fn user_flags(mut self, flags: &[String]) -> Self {
-        let shown = crate::config::mask_secret_flags(flags);
+        let shown = crate::model::mask_secret_flags(flags);
         for (flag, shown) in flags.iter().zip(shown) {
             let display = (shown != *flag).then_some(shown);
             self.args.push((OsString::from(flag), display));

@@ -9,16 +9,18 @@
 
 use serde::Serialize;
 
-use crate::catalog::{chains, check_listing, Health, RemoteBackup};
-use crate::gpg::GpgEncryptor;
-use crate::names::{DatasetName, SnapshotName};
+use crate::policy::{chains, check_listing, Health};
+
+use crate::model::RemoteBackup;
+use crate::model::{DatasetName, SnapshotName};
+use crate::ops::restore::{restore_chain, RestoreError, RestoreSettings};
 use crate::process::{CommandLine, Runner};
-use crate::restore::{restore_chain, RestoreError, RestoreSettings};
+use crate::stages::GpgEncryptor;
 use crate::stages::Uploader;
 
 /// One backup's verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Verdict {
+pub struct BackupCheck {
     /// The backup directory on the remote.
     pub backup: String,
     /// OK, DAMAGED or INCOMPLETE, with the reason.
@@ -29,11 +31,11 @@ pub struct Verdict {
 /// Checks the listing of each backup (or only those named in `only`,
 /// matched by snapshot or directory name).
 #[must_use]
-pub fn verify_listing(backups: &[RemoteBackup], only: Option<&[String]>) -> Vec<Verdict> {
+pub fn verify_listing(backups: &[RemoteBackup], only: Option<&[String]>) -> Vec<BackupCheck> {
     backups
         .iter()
         .filter(|b| only.is_none_or(|o| o.iter().any(|n| *n == b.snapshot || *n == b.dir_name)))
-        .map(|b| Verdict {
+        .map(|b| BackupCheck {
             backup: b.dir_name.clone(),
             health: check_listing(b),
         })
@@ -59,7 +61,7 @@ fn is_run_problem(e: &RestoreError) -> bool {
     match e {
         RestoreError::Interrupted | RestoreError::Mount { .. } => true,
         RestoreError::Decrypt { .. } => {
-            let text = crate::error_chain(e).to_ascii_lowercase();
+            let text = crate::util::error_chain(e).to_ascii_lowercase();
             text.contains("session key") || text.contains("passphrase")
         }
         // A receive error not tied to a backup is a local `zfs` failure.
@@ -71,17 +73,17 @@ fn is_run_problem(e: &RestoreError) -> bool {
 fn verdict_from(
     backup: &RemoteBackup,
     result: Result<(), RestoreError>,
-) -> Result<Verdict, RestoreError> {
+) -> Result<BackupCheck, RestoreError> {
     let health = match result {
         Ok(()) => Health::Ok,
         Err(e) if is_run_problem(&e) => return Err(e),
         Err(e @ RestoreError::DamagedChunk { .. }) => Health::Damaged(e.to_string()),
         Err(e @ (RestoreError::Decrypt { .. } | RestoreError::Receive { .. })) => {
-            Health::Damaged(crate::error_chain(&e))
+            Health::Damaged(crate::util::error_chain(&e))
         }
-        Err(e) => Health::Incomplete(crate::error_chain(&e)),
+        Err(e) => Health::Incomplete(crate::util::error_chain(&e)),
     };
-    Ok(Verdict {
+    Ok(BackupCheck {
         backup: backup.dir_name.clone(),
         health,
     })
@@ -105,7 +107,7 @@ pub fn verify_deep(
     backups: &[RemoteBackup],
     only: Option<&[String]>,
     settings: &RestoreSettings,
-) -> Result<Vec<Verdict>, VerifyError> {
+) -> Result<Vec<BackupCheck>, VerifyError> {
     let scratch = &settings.target;
     let wanted = |b: &RemoteBackup| {
         only.is_none_or(|o| o.iter().any(|n| *n == b.snapshot || *n == b.dir_name))
@@ -113,7 +115,7 @@ pub fn verify_deep(
     let mut verdicts = Vec::new();
     let (chains, orphans) = chains(backups);
     for orphan in orphans.into_iter().filter(|b| wanted(b)) {
-        verdicts.push(Verdict {
+        verdicts.push(BackupCheck {
             backup: orphan.dir_name.clone(),
             health: Health::Incomplete("its full base is not on the remote".into()),
         });
@@ -138,7 +140,7 @@ pub fn verify_deep(
                 } else {
                     Health::Incomplete(format!("its full {} is not OK", chain.full.dir_name))
                 };
-                verdicts.push(Verdict {
+                verdicts.push(BackupCheck {
                     backup: b.dir_name.clone(),
                     health,
                 });
@@ -160,10 +162,10 @@ fn deep_check_chain(
     store: &dyn Uploader,
     gpg: &GpgEncryptor,
     runner: &Runner,
-    chain: &crate::catalog::Chain<'_>,
+    chain: &crate::policy::Chain<'_>,
     wanted: &dyn Fn(&RemoteBackup) -> bool,
     settings: &RestoreSettings,
-    verdicts: &mut Vec<Verdict>,
+    verdicts: &mut Vec<BackupCheck>,
 ) -> Result<(), VerifyError> {
     let scratch = &settings.target;
     let full_result = restore_chain(store, gpg, runner, &[chain.full], settings);
@@ -174,7 +176,7 @@ fn deep_check_chain(
     }
     for incr in chain.incrementals.iter().filter(|b| wanted(b)) {
         if !full_ok {
-            verdicts.push(Verdict {
+            verdicts.push(BackupCheck {
                 backup: incr.dir_name.clone(),
                 health: Health::Incomplete(format!("its full {} is not OK", chain.full.dir_name)),
             });
@@ -182,7 +184,7 @@ fn deep_check_chain(
         }
         let listing = check_listing(incr);
         if listing != Health::Ok {
-            verdicts.push(Verdict {
+            verdicts.push(BackupCheck {
                 backup: incr.dir_name.clone(),
                 health: listing,
             });
@@ -216,8 +218,8 @@ fn destroy_scratch(
     if !scratch.as_str().contains("/zfs2cloud-verify-") {
         return Ok(());
     }
-    if crate::restore::dataset_exists(runner, &settings.zfs, scratch)? {
-        crate::zfs::destroy_own_dataset(runner, &settings.zfs, scratch.as_str(), true)?;
+    if crate::ops::restore::dataset_exists(runner, &settings.zfs, scratch)? {
+        crate::stages::destroy_own_dataset(runner, &settings.zfs, scratch.as_str(), true)?;
     }
     Ok(())
 }

@@ -18,12 +18,16 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::export::{ExportLayout, LocalExport, Manifest, MANIFEST_FILE, SHA256SUMS_FILE};
-use crate::names::{DatasetName, SnapshotName};
-use crate::plan::ExportKind;
+use crate::config::Config;
+use crate::model::remote_join;
+use crate::model::ExportKind;
+use crate::model::RemoteFile;
+use crate::model::{upload_record, SnapshotInfo, PROP_UPLOADED};
+use crate::model::{DatasetName, SnapshotName};
+use crate::model::{ExportLayout, LocalExport, MANIFEST_FILE, SHA256SUMS_FILE};
 use crate::process::{CancelToken, ProcessError};
-use crate::stages::{RemoteFile, Snapshotter, UploadError, Uploader};
-use crate::zfs::{upload_record, SnapshotInfo, ZfsError, PROP_UPLOADED};
+use crate::stages::ZfsError;
+use crate::stages::{Snapshotter, UploadError, Uploader};
 
 /// How failed transfers are retried.
 #[derive(Debug, Clone)]
@@ -33,6 +37,16 @@ pub struct RetryPolicy {
     /// Delay before the first retry; doubled for each further one, capped
     /// at five minutes.
     pub delay: Duration,
+}
+
+impl From<&Config> for RetryPolicy {
+    /// `upload_retries` and `upload_retry_delay_seconds`.
+    fn from(config: &Config) -> Self {
+        Self {
+            retries: config.upload_retries,
+            delay: Duration::from_secs(config.upload_retry_delay_seconds),
+        }
+    }
 }
 
 impl RetryPolicy {
@@ -103,16 +117,6 @@ pub enum UploadStepError {
     Interrupted,
 }
 
-/// `<remote>/<name>`, for remotes written `name:`, `name:path`, `/path`.
-#[must_use]
-pub fn remote_join(remote: &str, name: &str) -> String {
-    if remote.ends_with(':') || remote.ends_with('/') {
-        format!("{remote}{name}")
-    } else {
-        format!("{remote}/{name}")
-    }
-}
-
 fn retryable(e: &UploadError) -> bool {
     match e {
         UploadError::Process(p) => !matches!(
@@ -146,7 +150,7 @@ where
                     retry + 1,
                     policy.retries + 1,
                     delay.as_secs_f64(),
-                    crate::error_chain(&e)
+                    crate::util::error_chain(&e)
                 );
                 sleep_unless_cancelled(delay, cancel);
                 retry += 1;
@@ -174,7 +178,7 @@ fn file_sha256(path: &Path) -> std::io::Result<(u64, String)> {
     let bytes = std::fs::read(path)?;
     Ok((
         bytes.len() as u64,
-        crate::export::hex(&Sha256::digest(&bytes)),
+        crate::model::hex(&Sha256::digest(&bytes)),
     ))
 }
 
@@ -492,10 +496,4 @@ fn base_on_remote(
         uploader.list(&dir)
     })?;
     Ok(files.iter().any(|f| f.name == MANIFEST_FILE))
-}
-
-/// Reads and checks a local export's manifest.
-pub(crate) fn read_manifest(dir: &Path) -> std::io::Result<Manifest> {
-    let bytes = std::fs::read(dir.join(MANIFEST_FILE))?;
-    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
 }

@@ -1,53 +1,14 @@
-//! File mode: expose a snapshot read-only, `rclone sync` its files, and
-//! always take the exposure down again.
-//!
-//! There are several ways to expose a snapshot, and which work depends on
-//! the platform, so the method is a [`MountStrategy`]:
-//!
-//! * `mount`: `mount -t zfs -o ro <ds>@<snap> <dir>` (OpenZFS on Linux);
-//! * `bind`: a read-only bind mount of `<mountpoint>/.zfs/snapshot/<snap>`;
-//! * `clone`: `zfs clone -o readonly=on -o mountpoint=<dir>` to a temporary
-//!   dataset, destroyed afterwards (the only one zfs-fuse supports);
-//! * `auto`: the first of these that works.
-//!
-//! The mount directory is `<intermediate_basedir>/<snap>-full/`, the original
-//! tool's path, created 0700. A temporary clone is named
-//! `<parent>/<leaf>.zfs2cloud-<snap>` and carries the user property
-//! [`PROP_CLONE_OF`]; leftovers of a killed run are found by both the name
-//! pattern and the property, so nothing zfs2cloud did not create is ever
-//! destroyed.
+//! File mode's mount stage: exposes a snapshot read-only as a directory
+//! (with `mount -t zfs`, a `.zfs/snapshot` bind mount or a temporary
+//! clone), finds and takes down such exposures.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use chrono::{DateTime, SecondsFormat, Utc};
-
-use crate::names::{DatasetName, SnapTime, SnapshotName};
-use crate::process::{CancelToken, CommandLine, ProcessError, Runner};
-use crate::stages::Uploader;
-use crate::upload::{remote_join, with_retry, RetryPolicy, UploadStepError};
-
-/// User property on a temporary clone: the snapshot it exposes.
-pub const PROP_CLONE_OF: &str = "zfs2cloud:clone-of";
-/// The infix of temporary clone names.
-pub const CLONE_INFIX: &str = ".zfs2cloud-";
-
-/// How a snapshot is exposed as files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MountStrategy {
-    /// Try `mount`, then `bind`, then `clone`.
-    #[default]
-    Auto,
-    /// `mount -t zfs -o ro ds@snap dir`.
-    Mount,
-    /// Read-only bind mount of `.zfs/snapshot/<snap>`.
-    Bind,
-    /// A read-only temporary clone.
-    Clone,
-}
+use crate::model::{
+    clone_name, mount_dir, DatasetName, MountStrategy, SnapTime, SnapshotName, PROP_CLONE_OF,
+};
+use crate::process::{CommandLine, ProcessError, Runner};
 
 /// How a snapshot was exposed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,23 +67,6 @@ pub enum MountError {
         /// The line that is not `name<TAB>value`.
         line: String,
     },
-}
-
-/// The mount directory of `snapshot` under `basedir`: `<snap>-full`.
-#[must_use]
-pub fn mount_dir(basedir: &Path, snapshot: &SnapshotName) -> PathBuf {
-    basedir.join(format!("{}-full", snapshot.snap()))
-}
-
-/// The temporary clone's name for `snapshot`.
-#[must_use]
-pub fn clone_name(snapshot: &SnapshotName) -> Option<DatasetName> {
-    let ds = snapshot.dataset().as_str();
-    let name = match ds.rsplit_once('/') {
-        Some((parent, leaf)) => format!("{parent}/{leaf}{CLONE_INFIX}{}", snapshot.snap()),
-        None => format!("{ds}/{ds}{CLONE_INFIX}{}", snapshot.snap()),
-    };
-    DatasetName::parse(&name).ok()
 }
 
 /// Mount points in `/proc/mounts` text, unescaped (`\040` is a space).
@@ -221,8 +165,11 @@ impl Mounter {
                     return Ok(m);
                 }
                 Err(e) => {
-                    log::info!("strategy {s:?} did not work: {}", crate::error_chain(&e));
-                    attempts.push(format!("{s:?}: {}", crate::error_chain(&e)));
+                    log::info!(
+                        "strategy {s:?} did not work: {}",
+                        crate::util::error_chain(&e)
+                    );
+                    attempts.push(format!("{s:?}: {}", crate::util::error_chain(&e)));
                 }
             }
         }
@@ -321,7 +268,7 @@ impl Mounter {
 
     /// `zfs destroy` of a temporary clone (retrying zfs-fuse's "busy").
     fn destroy_clone(&self, clone: &str) -> Result<(), MountError> {
-        Ok(crate::zfs::destroy_own_dataset(
+        Ok(crate::stages::destroy_own_dataset(
             &self.runner,
             &self.zfs,
             clone,
@@ -474,52 +421,6 @@ impl Mounter {
         }
         Ok(cleaned)
     }
-}
-
-/// The heartbeat object written after a sync.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// `dataset@snap` that was synced.
-    pub snapshot: String,
-    /// When the sync finished (RFC 3339).
-    pub synced_at: String,
-    /// The version of zfs2cloud.
-    pub tool_version: String,
-}
-
-/// The heartbeat object's name on the remote.
-pub const HEARTBEAT_FILE: &str = "__zfs2cloud_last_updated__";
-
-/// Syncs the exposed snapshot to `remote` (retrying per `retry`), then
-/// writes the [`Heartbeat`] object naming it. The heartbeat is excluded from
-/// the sync, so the next sync does not delete it.
-///
-/// # Errors
-///
-/// [`UploadStepError`] if the sync or the heartbeat fails after retries.
-pub fn sync_snapshot(
-    uploader: &dyn Uploader,
-    mount: &SnapshotMount,
-    remote: &str,
-    retry: &RetryPolicy,
-    cancel: &CancelToken,
-    now: DateTime<Utc>,
-) -> Result<(), UploadStepError> {
-    let what = mount.snapshot.to_string();
-    let keep = format!("/{HEARTBEAT_FILE}");
-    with_retry(retry, cancel, &what, || {
-        uploader.sync_dir(&mount.dir, remote, &[&keep])
-    })?;
-    let heartbeat = Heartbeat {
-        snapshot: mount.snapshot.to_string(),
-        synced_at: now.to_rfc3339_opts(SecondsFormat::Secs, true),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-    };
-    let mut bytes = serde_json::to_vec_pretty(&heartbeat).unwrap_or_default();
-    bytes.push(b'\n');
-    let target = remote_join(remote, HEARTBEAT_FILE);
-    with_retry(retry, cancel, &what, || uploader.put_bytes(&bytes, &target))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,50 +6,11 @@
 //! breaks a later one. These functions take the snapshot list and return a
 //! plan; they run nothing, so every rule is unit-tested.
 
-use std::fmt;
-
 use chrono::TimeDelta;
-use serde::{Deserialize, Serialize};
 
-use crate::names::{SnapTime, SnapshotName};
-use crate::zfs::SnapshotInfo;
-
-/// Full stream or incremental stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExportKind {
-    /// `zfs send snap`.
-    Full,
-    /// `zfs send -i base snap`.
-    Incremental,
-}
-
-impl ExportKind {
-    /// The property / manifest spelling.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Full => "full",
-            Self::Incremental => "incremental",
-        }
-    }
-
-    /// Parses [`ExportKind::as_str`]'s output.
-    #[must_use]
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "full" => Some(Self::Full),
-            "incremental" => Some(Self::Incremental),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for ExportKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::model::ExportKind;
+use crate::model::SnapshotInfo;
+use crate::model::{SnapTime, SnapshotName};
 
 /// What to export and how.
 #[derive(Debug, Clone, PartialEq, Eq)]

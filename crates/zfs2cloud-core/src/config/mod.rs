@@ -16,11 +16,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::compress::Compression;
-use crate::filemode::MountStrategy;
-use crate::gpg::Passphrase;
-use crate::names::{DatasetName, SnapshotTimeZone};
-use crate::steps::{Mode, Step};
+use crate::model::mask_secret_flags;
+pub use crate::model::Compression;
+use crate::model::MountStrategy;
+use crate::model::Passphrase;
+use crate::model::{DatasetName, SnapshotTimeZone};
+use crate::model::{Mode, Step};
 
 /// Environment variable that overrides the `zfs` binary.
 pub const ENV_ZFS: &str = "ZFS2CLOUD_ZFS";
@@ -306,36 +307,6 @@ fn serialize_masked_flags<S: serde::Serializer>(flags: &[String], s: S) -> Resul
     s.collect_seq(mask_secret_flags(flags))
 }
 
-/// Masks the values of flags whose name suggests a secret
-/// (`--s3-secret-access-key=…`, `--password …`, `--token …`).
-#[must_use]
-pub fn mask_secret_flags(flags: &[String]) -> Vec<String> {
-    fn secret_name(flag: &str) -> bool {
-        let lower = flag.to_ascii_lowercase();
-        ["pass", "secret", "token", "key", "auth", "credential"]
-            .iter()
-            .any(|w| lower.contains(w))
-    }
-    let mut out = Vec::with_capacity(flags.len());
-    let mut mask_next = false;
-    for flag in flags {
-        if mask_next {
-            out.push("***".to_owned());
-            mask_next = false;
-        } else if let Some((name, _)) = flag.split_once('=').filter(|(n, _)| n.starts_with('-')) {
-            if secret_name(name) {
-                out.push(format!("{name}=***"));
-            } else {
-                out.push(flag.clone());
-            }
-        } else {
-            mask_next = flag.starts_with('-') && secret_name(flag);
-            out.push(flag.clone());
-        }
-    }
-    out
-}
-
 /// The file as written; see [`Config`] for the meaning of each key.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -446,7 +417,7 @@ fn default_keep_local_export() -> bool {
 }
 
 fn default_compression_level() -> i32 {
-    crate::compress::DEFAULT_ZSTD_LEVEL
+    crate::model::DEFAULT_ZSTD_LEVEL
 }
 
 fn default_full_every_x_days() -> u32 {
@@ -689,14 +660,14 @@ impl Config {
                     .to_owned(),
             ));
         }
-        if !crate::compress::ZSTD_LEVELS.contains(&raw.compression_level) {
+        if !crate::model::ZSTD_LEVELS.contains(&raw.compression_level) {
             return Err(invalid(
                 "compression_level",
                 format!(
                     "{} is out of range; zstd levels are {} to {}",
                     raw.compression_level,
-                    crate::compress::ZSTD_LEVELS.start(),
-                    crate::compress::ZSTD_LEVELS.end()
+                    crate::model::ZSTD_LEVELS.start(),
+                    crate::model::ZSTD_LEVELS.end()
                 ),
             ));
         }
@@ -828,34 +799,10 @@ impl Config {
         Ok(())
     }
 
-    /// The retention inputs of `prune-snapshots` for a run at `now`.
-    #[must_use]
-    pub fn snapshot_retention(
-        &self,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> crate::prune::SnapshotRetention<'_> {
-        crate::prune::SnapshotRetention {
-            now,
-            oldest_snapshot_days: self.oldest_snapshot_days,
-            zone: self.snapshot_time_zone,
-            remote: &self.remote,
-        }
-    }
-
-    /// How failed transfers are retried (`upload_retries`,
-    /// `upload_retry_delay_seconds`).
-    #[must_use]
-    pub fn retry_policy(&self) -> crate::upload::RetryPolicy {
-        crate::upload::RetryPolicy {
-            retries: self.upload_retries,
-            delay: std::time::Duration::from_secs(self.upload_retry_delay_seconds),
-        }
-    }
-
     /// The export's compression.
     #[must_use]
-    pub fn compression_settings(&self) -> crate::compress::CompressionSettings {
-        crate::compress::CompressionSettings {
+    pub fn compression_settings(&self) -> crate::model::CompressionSettings {
+        crate::model::CompressionSettings {
             compression: self.compression,
             level: self.compression_level,
         }

@@ -7,15 +7,15 @@
 //! application is better restarted than left down until someone notices.
 
 use crate::config::{HookCommand, Hooks};
-use crate::names::{DatasetName, NameError, SnapTime, SnapshotName};
+use crate::model::{DatasetName, NameError, SnapTime, SnapshotName};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::plan::ExportKind;
+use crate::model::ExportKind;
 use crate::process::{CommandLine, ProcessError, RunOptions, Runner};
 use crate::stages::Snapshotter;
-use crate::zfs::ZfsError;
+use crate::stages::ZfsError;
 
 /// A hook that failed.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +83,7 @@ fn post_note(post: Option<&HookError>) -> String {
         None => String::new(),
         Some(e) => format!(
             "; post_snapshot failed as well, the application may still be stopped: {}",
-            crate::error_chain(e)
+            crate::util::error_chain(e)
         ),
     }
 }
@@ -183,7 +183,7 @@ fn recover_window(marker: &Path, post: &dyn Fn() -> Option<HookError>) {
         left.trim()
     );
     if let Some(e) = post() {
-        log::error!("{}", crate::error_chain(&e));
+        log::error!("{}", crate::util::error_chain(&e));
     }
     if let Err(e) = std::fs::remove_file(marker) {
         log::warn!("could not remove {}: {e}", marker.display());
@@ -324,8 +324,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::model::SnapshotInfo;
     use crate::stages::MockSnapshotter;
-    use crate::zfs::SnapshotInfo;
     use std::ffi::OsString;
     use std::path::Path;
 

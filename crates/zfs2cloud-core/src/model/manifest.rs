@@ -1,0 +1,87 @@
+//! The on-disk and remote format of one backup: `manifest.json` and the
+//! `sha256sum -c` list `SHA256SUMS`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::snapshot::ExportKind;
+
+/// File name of the manifest inside an export directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// File name of the `sha256sum -c` checksum list inside an export directory.
+pub const SHA256SUMS_FILE: &str = "SHA256SUMS";
+
+/// The manifest format this version writes.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// One chunk in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkEntry {
+    /// File name inside the export directory.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+/// `manifest.json`: what an export is, and how to check it. On the remote, a
+/// present manifest means a complete backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The manifest format, [`MANIFEST_FORMAT`].
+    pub format: u32,
+    /// `zfs2cloud`.
+    pub tool: String,
+    /// The version of zfs2cloud that wrote it.
+    pub tool_version: String,
+    /// The dataset, e.g. `tank/data`.
+    pub dataset: String,
+    /// The snapshot (part after `@`).
+    pub snapshot: String,
+    /// Full or incremental.
+    pub kind: ExportKind,
+    /// The base snapshot (part after `@`) of an incremental.
+    pub base: Option<String>,
+    /// When the export was made (RFC 3339, UTC).
+    pub created_at: String,
+    /// How the stream is encrypted: `gpg-symmetric-aes256`.
+    pub encryption: String,
+    /// How the stream is compressed before encryption: `none`.
+    pub compression: String,
+    /// The configured chunk size in bytes.
+    pub split_size: u64,
+    /// Total size of the encrypted stream: the sum of the chunk sizes.
+    pub total_size: u64,
+    /// The chunks, in stream order.
+    pub chunks: Vec<ChunkEntry>,
+}
+
+/// Lower-case hex of `bytes`.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// The `sha256sum -c` format: `<hex>  <name>` per line.
+#[must_use]
+pub fn sha256sums_text(chunks: &[ChunkEntry]) -> String {
+    chunks
+        .iter()
+        .map(|c| format!("{}  {}\n", c.sha256, c.name))
+        .collect()
+}
+
+/// Reads and checks a local export's manifest.
+pub(crate) fn read_manifest(dir: &Path) -> std::io::Result<Manifest> {
+    let bytes = std::fs::read(dir.join(MANIFEST_FILE))?;
+    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}

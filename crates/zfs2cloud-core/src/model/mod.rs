@@ -1,0 +1,23 @@
+//! The bottom layer: names, step names, snapshot metadata, and the formats
+//! on local disk and on the remote (manifest, layout, `SHA256SUMS`). Pure
+//! data with its validation; it imports nothing else from the crate.
+
+mod compression;
+mod filemode;
+mod layout;
+mod manifest;
+mod names;
+mod remote;
+mod secret;
+mod snapshot;
+mod steps;
+
+pub use compression::*;
+pub use filemode::*;
+pub use layout::*;
+pub use manifest::*;
+pub use names::*;
+pub use remote::*;
+pub use secret::*;
+pub use snapshot::*;
+pub use steps::*;

@@ -1,0 +1,89 @@
+//! What is on the remote: backups, their manifests, chains, and whether
+//! each is whole.
+//!
+//! A backup is a directory `<snap>` or `<snap>-full` under the remote. It is
+//! complete when its `manifest.json` is there (the manifest goes last). A
+//! directory with chunks but no manifest is either an interrupted upload or
+//! a backup made by the original Python tool, which wrote no manifest.
+
+use std::io::Read;
+
+use crate::model::remote_join;
+use crate::model::ExportKind;
+use crate::model::RemoteBackup;
+use crate::model::SnapTime;
+use crate::model::{Manifest, MANIFEST_FILE};
+use crate::stages::{UploadError, Uploader};
+
+/// Errors reading the remote catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// Listing or reading failed.
+    #[error(transparent)]
+    Remote(#[from] UploadError),
+}
+
+/// Reads a small remote file (a manifest) into memory.
+///
+/// # Errors
+///
+/// [`UploadError`] if `rclone cat` fails.
+pub fn read_remote(store: &dyn Uploader, path: &str) -> Result<Vec<u8>, UploadError> {
+    let mut proc = store.cat(path)?;
+    let mut bytes = Vec::new();
+    let read = proc.take_stdout().map(|mut o| o.read_to_end(&mut bytes));
+    proc.wait().into_result()?;
+    if let Some(Err(e)) = read {
+        return Err(UploadError::Parse {
+            command: format!("cat {path}"),
+            message: e.to_string(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Lists the backups under `remote`, oldest first. Directories that are not
+/// named like a backup are ignored.
+///
+/// # Errors
+///
+/// [`CatalogError`] if the remote cannot be listed.
+pub fn list_remote_backups(
+    store: &dyn Uploader,
+    remote: &str,
+) -> Result<Vec<RemoteBackup>, CatalogError> {
+    let mut out = Vec::new();
+    for dir_name in store.list_dirs(remote)? {
+        let (snapshot, kind) = match dir_name.strip_suffix("-full") {
+            Some(s) => (s.to_owned(), ExportKind::Full),
+            None => (dir_name.clone(), ExportKind::Incremental),
+        };
+        if SnapTime::parse(&snapshot).is_none() {
+            continue;
+        }
+        let dir = remote_join(remote, &dir_name);
+        let files = store.list(&dir)?;
+        let (manifest, manifest_error) = if files.iter().any(|f| f.name == MANIFEST_FILE) {
+            let bytes = read_remote(store, &remote_join(&dir, MANIFEST_FILE))?;
+            match serde_json::from_slice::<Manifest>(&bytes) {
+                Ok(m) => (Some(m), None),
+                Err(e) => {
+                    log::warn!("{dir}/{MANIFEST_FILE} is unreadable: {e}");
+                    (None, Some(e.to_string()))
+                }
+            }
+        } else {
+            (None, None)
+        };
+        out.push(RemoteBackup {
+            dir_name,
+            snapshot,
+            kind,
+            manifest,
+            manifest_error,
+            files,
+        });
+    }
+    out.sort_by(|a, b| a.snapshot.cmp(&b.snapshot));
+    Ok(out)
+}

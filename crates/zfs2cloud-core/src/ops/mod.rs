@@ -1,0 +1,15 @@
+//! Operations: the steps of a backup (snapshot, export, upload, prune, file
+//! mode, verify), restore and status, built from the stage traits, the
+//! policy and the config. `backup` runs a sequence of them.
+
+pub mod backup;
+pub mod catalog;
+pub mod export;
+pub mod filemode;
+pub mod lock;
+pub mod prune;
+pub mod restore;
+pub mod snapshot;
+pub mod status;
+pub mod upload;
+pub mod verify;

@@ -1,0 +1,14 @@
+//! Pure decisions: what to export and on which base, which snapshots and
+//! exports retention keeps, which backups a restore replays, and whether a
+//! listed backup is whole. Nothing here runs a command or touches a file,
+//! so every rule is unit-tested on plain data.
+
+mod chains;
+mod export_plan;
+mod restore_plan;
+mod retention;
+
+pub use chains::*;
+pub use export_plan::*;
+pub use restore_plan::*;
+pub use retention::*;

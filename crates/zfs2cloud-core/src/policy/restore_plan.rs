@@ -1,0 +1,188 @@
+//! Which backups a restore replays: the full and at most one incremental
+//! (the original tool's since-last-full chains).
+
+use crate::model::{ExportKind, RemoteBackup};
+
+/// Why no restore chain could be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestorePlanError {
+    /// No backup matches `--at`.
+    #[error("no backup {0} on the remote")]
+    NoSuchBackup(String),
+    /// There are no (complete) backups at all.
+    #[error("the remote holds no backup")]
+    NoBackups,
+    /// The full an incremental is based on is not on the remote.
+    #[error("{snapshot} is based on the full {base}, which is not on the remote")]
+    MissingBase {
+        /// The incremental.
+        snapshot: String,
+        /// Its base.
+        base: String,
+    },
+}
+
+/// Which backup to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestorePoint {
+    /// The newest complete backup.
+    Latest,
+    /// The backup of this snapshot (part after `@`).
+    Snapshot(String),
+}
+
+/// The backups to receive, full first. Backups with a manifest are
+/// preferred; backups without one (the original tool's) are used only when
+/// named explicitly or when the remote has no manifest at all. An
+/// incremental without manifest is based on the newest full before it (the
+/// original tool's `since_last_full`).
+///
+/// # Errors
+///
+/// [`RestorePlanError`] if the point or its base is not on the remote.
+pub fn plan_restore<'a>(
+    backups: &'a [RemoteBackup],
+    at: &RestorePoint,
+) -> Result<Vec<&'a RemoteBackup>, RestorePlanError> {
+    let usable = |b: &&RemoteBackup| !b.chunk_names().is_empty();
+    let target = match at {
+        RestorePoint::Snapshot(name) => backups
+            .iter()
+            .filter(usable)
+            .find(|b| &b.snapshot == name || &b.dir_name == name)
+            .ok_or_else(|| RestorePlanError::NoSuchBackup(name.clone()))?,
+        RestorePoint::Latest => {
+            let any_manifest = backups.iter().any(RemoteBackup::has_manifest);
+            backups
+                .iter()
+                .filter(usable)
+                .filter(|b| b.has_manifest() || !any_manifest)
+                .max_by(|a, b| a.snapshot.cmp(&b.snapshot))
+                .ok_or(RestorePlanError::NoBackups)?
+        }
+    };
+    if target.kind == ExportKind::Full {
+        return Ok(vec![target]);
+    }
+    let base = match target.base() {
+        Some(base) => backups
+            .iter()
+            .find(|b| b.kind == ExportKind::Full && b.snapshot == base),
+        None => backups
+            .iter()
+            .filter(|b| b.kind == ExportKind::Full && b.snapshot < target.snapshot)
+            .max_by(|a, b| a.snapshot.cmp(&b.snapshot)),
+    };
+    match base.filter(usable) {
+        Some(full) => Ok(vec![full, target]),
+        None => Err(RestorePlanError::MissingBase {
+            snapshot: target.snapshot.clone(),
+            base: target.base().unwrap_or("(the full before it)").to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::model::RemoteFile;
+
+    fn backup(dir: &str, base: Option<&str>, manifest: bool) -> RemoteBackup {
+        let snapshot = dir.trim_end_matches("-full").to_owned();
+        let kind = if dir.ends_with("-full") {
+            ExportKind::Full
+        } else {
+            ExportKind::Incremental
+        };
+        RemoteBackup {
+            dir_name: dir.into(),
+            snapshot: snapshot.clone(),
+            kind,
+            manifest_error: None,
+            manifest: manifest.then(|| crate::model::Manifest {
+                format: 1,
+                tool: String::new(),
+                tool_version: String::new(),
+                dataset: "tank/data".into(),
+                snapshot: snapshot.clone(),
+                kind,
+                base: base.map(Into::into),
+                created_at: String::new(),
+                encryption: String::new(),
+                compression: String::new(),
+                split_size: 0,
+                total_size: 0,
+                chunks: vec![crate::model::ChunkEntry {
+                    name: format!("x@{snapshot}.zfs.gpg.0000"),
+                    size: 1,
+                    sha256: String::new(),
+                }],
+            }),
+            files: vec![RemoteFile {
+                name: format!("x@{snapshot}.zfs.gpg.0000"),
+                size: 1,
+                sha256: None,
+            }],
+        }
+    }
+
+    fn dirs(chain: &[&RemoteBackup]) -> Vec<String> {
+        chain.iter().map(|b| b.dir_name.clone()).collect()
+    }
+
+    #[test]
+    fn the_chain_is_the_full_plus_at_most_one_incremental() {
+        let b = vec![
+            backup("20240101000000-full", None, true),
+            backup("20240102000000", Some("20240101000000"), true),
+            backup("20240103000000", Some("20240101000000"), true),
+        ];
+        let at = RestorePoint::Snapshot("20240103000000".into());
+        assert_eq!(
+            dirs(&plan_restore(&b, &at).unwrap()),
+            ["20240101000000-full", "20240103000000"]
+        );
+        assert_eq!(
+            dirs(&plan_restore(&b, &RestorePoint::Latest).unwrap()),
+            ["20240101000000-full", "20240103000000"]
+        );
+        let at = RestorePoint::Snapshot("20240101000000".into());
+        assert_eq!(
+            dirs(&plan_restore(&b, &at).unwrap()),
+            ["20240101000000-full"]
+        );
+    }
+
+    #[test]
+    fn latest_skips_incomplete_backups_and_a_missing_base_is_an_error() {
+        let b = vec![
+            backup("20240101000000-full", None, true),
+            backup("20240102000000", Some("20240101000000"), true),
+            backup("20240103000000", None, false), // interrupted upload
+        ];
+        assert_eq!(
+            dirs(&plan_restore(&b, &RestorePoint::Latest).unwrap()),
+            ["20240101000000-full", "20240102000000"]
+        );
+        let orphan = vec![backup("20240102000000", Some("20240101000000"), true)];
+        assert!(matches!(
+            plan_restore(&orphan, &RestorePoint::Latest),
+            Err(RestorePlanError::MissingBase { .. })
+        ));
+    }
+
+    #[test]
+    fn original_tool_backups_chain_to_the_last_full_before_them() {
+        let b = vec![
+            backup("20231201000000-full", None, false),
+            backup("20240101000000-full", None, false),
+            backup("20240103000000", None, false),
+        ];
+        assert_eq!(
+            dirs(&plan_restore(&b, &RestorePoint::Latest).unwrap()),
+            ["20240101000000-full", "20240103000000"]
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! Symmetric encryption with `gpg`, and the passphrase that feeds it.
+//!
+//! The passphrase reaches gpg through a pipe on file descriptor 3
+//! (`--passphrase-fd 3`): it is never in any process's argv or environment,
+//! never logged and never printed by `--dry-run`.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use super::error::GpgError;
+use crate::model::Passphrase;
+use crate::process::{CommandLine, Runner, RunningProcess, SpawnOptions};
+use crate::stages::Encryptor;
+
+/// The child fd on which gpg reads the passphrase.
+const PASSPHRASE_FD: i32 = 3;
+
+/// `gpg --symmetric` with AES256 and gpg's own compression off (the stream
+/// is a ZFS send stream; compression is a separate, explicit choice).
+#[derive(Debug, Clone)]
+pub struct GpgEncryptor {
+    runner: Runner,
+    gpg: PathBuf,
+    passphrase: Passphrase,
+}
+
+impl GpgEncryptor {
+    /// An encryptor that runs `gpg` (the configured binary).
+    #[must_use]
+    pub fn new(runner: Runner, gpg: PathBuf, passphrase: Passphrase) -> Self {
+        Self {
+            runner,
+            gpg,
+            passphrase,
+        }
+    }
+
+    /// The gpg command line. Note what is *not* in it: the passphrase.
+    #[must_use]
+    pub fn command(&self) -> CommandLine {
+        CommandLine::new(&self.gpg).args([
+            "--batch",
+            "--no-tty",
+            "--quiet",
+            "--yes",
+            // gpg ≥ 2.1 reads --passphrase-fd only in loopback mode, and
+            // must not cache the symmetric key in gpg-agent afterwards.
+            "--pinentry-mode",
+            "loopback",
+            "--no-symkey-cache",
+            "--passphrase-fd",
+            "3",
+            "--symmetric",
+            "--cipher-algo",
+            "AES256",
+            "--compress-algo",
+            "none",
+            "--output",
+            "-",
+        ])
+    }
+}
+
+impl GpgEncryptor {
+    /// `gpg --decrypt` reading ciphertext from its stdin pipe and writing the
+    /// plaintext to its stdout pipe, with the passphrase on fd 3.
+    #[must_use]
+    pub fn decrypt_command(&self) -> CommandLine {
+        CommandLine::new(&self.gpg).args([
+            "--batch",
+            "--no-tty",
+            "--quiet",
+            "--pinentry-mode",
+            "loopback",
+            "--no-symkey-cache",
+            "--passphrase-fd",
+            "3",
+            "--decrypt",
+            "--output",
+            "-",
+        ])
+    }
+
+    /// Starts decrypting: write the ciphertext to the process's stdin; the
+    /// plaintext is its stdout.
+    ///
+    /// # Errors
+    ///
+    /// [`GpgError`] if gpg cannot be started.
+    pub fn decrypt(&self) -> Result<RunningProcess, GpgError> {
+        let pipe = self.passphrase.to_pipe().map_err(GpgError::Pipe)?;
+        Ok(self.runner.spawn(
+            &self.decrypt_command(),
+            SpawnOptions {
+                stdin: Some(Stdio::piped()),
+                pipe_stdout: true,
+                extra_fds: vec![(pipe.into(), PASSPHRASE_FD)],
+            },
+        )?)
+    }
+}
+
+impl Encryptor for GpgEncryptor {
+    fn describe(&self) -> String {
+        self.command().to_string()
+    }
+
+    fn encrypt(&self, input: Stdio) -> Result<RunningProcess, GpgError> {
+        let pipe = self.passphrase.to_pipe().map_err(GpgError::Pipe)?;
+        Ok(self.runner.spawn(
+            &self.command(),
+            SpawnOptions {
+                stdin: Some(input),
+                pipe_stdout: true,
+                extra_fds: vec![(pipe.into(), PASSPHRASE_FD)],
+            },
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::model::PassphraseError;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+
+    fn write(dir: &Path, name: &str, content: &[u8], mode: u32) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, content).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    #[test]
+    fn first_line_is_the_passphrase_like_gpg() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "p",
+            b"correct horse \xc3\xa9\nsecond line\n",
+            0o600,
+        );
+        let pass = Passphrase::from_file(&p).unwrap();
+        assert_eq!(pass.expose(), "correct horse é".as_bytes());
+        let p = write(d.path(), "q", b"no-newline", 0o400);
+        assert_eq!(Passphrase::from_file(&p).unwrap().expose(), b"no-newline");
+    }
+
+    #[test]
+    fn open_permissions_and_empty_files_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "p", b"x\n", 0o640);
+        let err = Passphrase::from_file(&p).unwrap_err();
+        assert!(
+            matches!(err, PassphraseError::TooOpen { mode: 0o640, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 600"));
+        let p = write(d.path(), "e", b"\nsecret-on-line-2\n", 0o600);
+        assert!(matches!(
+            Passphrase::from_file(&p).unwrap_err(),
+            PassphraseError::Empty { .. }
+        ));
+        assert!(matches!(
+            Passphrase::from_file(d.path()).unwrap_err(),
+            PassphraseError::NotAFile { .. }
+        ));
+    }
+
+    #[test]
+    fn passphrase_never_shows_in_debug_or_command() {
+        let pass = Passphrase::from_bytes(b"hunter2".to_vec());
+        assert!(!format!("{pass:?}").contains("hunter2"));
+        let enc = GpgEncryptor::new(Runner::new(), "gpg".into(), pass);
+        assert!(!format!("{enc:?}").contains("hunter2"));
+        assert!(!enc.describe().contains("hunter2"));
+    }
+}
