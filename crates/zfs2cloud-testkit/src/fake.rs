@@ -38,7 +38,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Environment variable naming the state directory of `fake-zfs`.
 pub const ZFS_STATE_ENV: &str = "FAKE_ZFS_STATE";
@@ -762,31 +764,6 @@ pub fn send_stream(snapshot: &str, base: Option<&str>, len: u64) -> Vec<u8> {
 // ---------------------------------------------------------------------------
 // Time helpers.
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// (year, month, day) of a day count since 1970-01-01.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month as u32, day as u32)
-}
-
 /// Unix seconds of a `YYYYMMDDHHMMSS` run of exactly 14 digits in a snapshot
 /// name (the part after `@`, or a full name), read as UTC.
 pub fn parse_snapshot_time(name: &str) -> Option<u64> {
@@ -813,45 +790,33 @@ fn stamp_to_unix(digits: &str) -> Option<u64> {
     let num = |r: std::ops::Range<usize>| digits.get(r)?.parse::<u32>().ok();
     let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
     let (h, mi, s) = (num(8..10)?, num(10..12)?, num(12..14)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+    if !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return None;
     }
-    let days = days_from_civil(i64::from(y), mo, d);
-    let secs = days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s);
+    // From the first of the month (which checks the month), so a day past
+    // the month's end or second 60 carries over: `20240230…` is 1 March.
+    let month = NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, mo, 1)?;
+    let offset = (d - 1) * 86_400 + h * 3600 + mi * 60 + s;
+    let secs = month.and_time(NaiveTime::MIN).and_utc().timestamp() + i64::from(offset);
     u64::try_from(secs).ok()
 }
 
 /// Formats unix seconds like `zfs list` does without `-p`
-/// (`Mon Jan  1 00:00 2024`, UTC).
+/// (`Mon Jan  1 00:00 2024`, UTC; the epoch if out of chrono's range).
 pub fn format_ctime(secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = i64::try_from(secs).unwrap_or(i64::MAX / 2);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let wd = DAYS[usize::try_from((days + 4).rem_euclid(7)).unwrap_or(0)];
-    let mon = MONTHS[(m as usize).saturating_sub(1) % 12];
-    format!(
-        "{wd} {mon} {d:>2} {:02}:{:02} {y}",
-        rem / 3600,
-        (rem % 3600) / 60
-    )
+    utc(i64::try_from(secs).unwrap_or(i64::MAX))
+        .format("%a %b %e %H:%M %Y")
+        .to_string()
 }
 
-/// Formats unix seconds as RFC 3339 UTC (`2024-01-01T00:00:00Z`).
+/// Formats unix seconds as RFC 3339 UTC (`2024-01-01T00:00:00Z`; the epoch
+/// if out of chrono's range).
 pub fn format_rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    utc(secs).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn utc(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap_or_default()
 }
 
 /// Current unix time in seconds.
@@ -866,68 +831,18 @@ pub fn unix_now() -> u64 {
 
 /// Lowercase hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
-    const K: [u32; 64] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-        0xc67178f2,
-    ];
-    let mut h: [u32; 8] = [
-        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-        0x5be0cd19,
-    ];
-    let mut msg = data.to_vec();
-    let bit_len = (data.len() as u64).wrapping_mul(8);
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&bit_len.to_be_bytes());
-    for block in msg.chunks_exact(64) {
-        let mut w = [0u32; 64];
-        for (i, word) in block.chunks_exact(4).enumerate() {
-            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        for i in 16..64 {
-            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
-            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16]
-                .wrapping_add(s0)
-                .wrapping_add(w[i - 7])
-                .wrapping_add(s1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = h;
-        for i in 0..64 {
-            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
-            let ch = (e & f) ^ (!e & g);
-            let t1 = hh
-                .wrapping_add(s1)
-                .wrapping_add(ch)
-                .wrapping_add(K[i])
-                .wrapping_add(w[i]);
-            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
-            let maj = (a & b) ^ (a & c) ^ (b & c);
-            let t2 = s0.wrapping_add(maj);
-            hh = g;
-            g = f;
-            f = e;
-            e = d.wrapping_add(t1);
-            d = c;
-            c = b;
-            b = a;
-            a = t1.wrapping_add(t2);
-        }
-        for (slot, v) in h.iter_mut().zip([a, b, c, d, e, f, g, hh]) {
-            *slot = slot.wrapping_add(v);
-        }
-    }
-    h.iter().map(|v| format!("{v:08x}")).collect()
+    format!("{:x}", Sha256::digest(data))
+}
+
+/// Lowercase hex SHA-256 of everything `reader` yields, read piecewise.
+///
+/// # Errors
+///
+/// The first read error of `reader`.
+pub fn sha256_hex_reader(mut reader: impl Read) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    io::copy(&mut reader, &mut hasher)?;
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 // ---------------------------------------------------------------------------
@@ -1530,23 +1445,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sha256_vectors() {
-        assert_eq!(
-            sha256_hex(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert_eq!(
-            sha256_hex(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
-            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
-        );
+    fn sha256_is_lowercase_hex() {
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_hex(b"abc"), abc);
+        assert_eq!(sha256_hex_reader(&b"abc"[..]).unwrap(), abc);
     }
 
     #[test]
-    fn time_round_trip() {
+    fn time_formats() {
         assert_eq!(parse_snapshot_time("20240101000000"), Some(1_704_067_200));
         assert_eq!(
             parse_snapshot_time("tank/x@zfs2cloud-20240229123456-full"),
@@ -1554,12 +1460,15 @@ mod tests {
         );
         assert_eq!(parse_snapshot_time("2024010100000"), None);
         assert_eq!(parse_snapshot_time("202401010000001"), None);
+        assert_eq!(parse_snapshot_time("20241301000000"), None);
+        assert_eq!(parse_snapshot_time("19691231235959"), None);
+        // Overlong days and second 60 carry over.
+        assert_eq!(parse_snapshot_time("20240230000000"), Some(1_709_251_200));
+        assert_eq!(parse_snapshot_time("20231231235960"), Some(1_704_067_200));
         assert_eq!(format_ctime(1_704_067_200), "Mon Jan  1 00:00 2024");
+        assert_eq!(format_ctime(1_709_210_096), "Thu Feb 29 12:34 2024");
         assert_eq!(format_rfc3339(1_709_210_096), "2024-02-29T12:34:56Z");
-        for d in [-800_000, -1, 0, 1, 19_000, 2_000_000] {
-            let (y, m, dd) = civil_from_days(d);
-            assert_eq!(days_from_civil(y, m, dd), d);
-        }
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
     }
 
     #[test]

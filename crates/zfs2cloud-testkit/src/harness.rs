@@ -10,10 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::fake::sha256_hex_reader;
 
 /// Whether this is a CI run (`CI=true`), where missing tools are failures.
 #[must_use]
@@ -370,25 +371,8 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
 
 /// SHA-256 of a file, hex.
 fn file_hash(path: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    let mut f =
-        std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    sha256_hex_reader(f).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 /// Writes `len` bytes of deterministic pseudo-random (incompressible) data.

@@ -25,16 +25,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use zfs2cloud_testkit::fake::sha256_hex;
 use zfs2cloud_testkit::harness::{require_tools, run_ok, write_random_file};
 use zfs2cloud_testkit::remote::{create_bucket, sanitize_env, MotoServer, RcloneConfig};
-
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// md5 from coreutils' `md5sum` (the testkit has no md5 crate).
 fn md5_hex(path: &Path) -> String {
