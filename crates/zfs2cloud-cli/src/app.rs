@@ -1,0 +1,101 @@
+//! What every command that reads a config needs: the config, the runner
+//! (dry run, cancellation), the process-backed stages and the run's clock.
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use anyhow::bail;
+use chrono::{DateTime, Utc};
+
+use zfs2cloud_core::{
+    now, Backup, CancelToken, Config, Mode, NoProgress, ProcessStages, RunLock, Runner,
+};
+
+use crate::args::Cli;
+
+/// A failure that is the user's input rather than the run: exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Prints one line of results on stdout.
+pub fn out(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) must not turn success into a panic.
+    let _ = writeln!(stdout, "{line}");
+}
+
+/// The runner for this invocation: a dry run prints what it would change.
+pub fn runner(cli: &Cli, cancel: &CancelToken) -> Runner {
+    if cli.dry_run {
+        Runner::dry_run(Arc::new(|action: &str| out(&format!("[dry-run] {action}"))))
+    } else {
+        Runner::new()
+    }
+    .with_cancel(cancel.clone())
+}
+
+/// Everything a command needs, built from the config.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub runner: Runner,
+    pub stages: ProcessStages,
+    pub now: DateTime<Utc>,
+}
+
+impl App {
+    /// Loads the config named on the command line and builds the stages.
+    pub fn new(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<Self> {
+        let Some(path) = &cli.config else {
+            bail!(UsageError(
+                "no config file given: pass -c FILE or set ZFS2CLOUD_CONFIG".into()
+            ));
+        };
+        let config = Config::load(path)?;
+        let now = now().map_err(|e| UsageError(e.to_string()))?;
+        let runner = runner(cli, cancel);
+        let stages = ProcessStages::new(&config, &runner)?;
+        Ok(Self {
+            config,
+            runner,
+            stages,
+            now,
+        })
+    }
+
+    /// The steps of this config, as `backup` runs them.
+    pub fn backup(&self) -> Backup<'_> {
+        self.stages
+            .backup(&self.config, &self.runner, self.now, &NoProgress)
+    }
+
+    /// The run lock for a standalone command (a dry run takes none).
+    pub fn lock(&self) -> anyhow::Result<Option<RunLock>> {
+        if self.runner.is_dry_run() {
+            return Ok(None);
+        }
+        Ok(Some(RunLock::acquire(
+            &self.config.intermediate_basedir,
+            self.now,
+        )?))
+    }
+
+    /// Refuses `command` unless the config is in intermediate mode.
+    pub fn require_intermediate(&self, command: &str) -> anyhow::Result<()> {
+        if self.config.mode != Mode::Intermediate {
+            bail!(UsageError(format!(
+                "{}: {command} is for intermediate mode, but mode = \"file\"",
+                self.config.path.display()
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! The command line: global options and one subcommand each.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+/// Back up ZFS datasets to any rclone remote through snapshots.
+#[derive(Debug, Parser)]
+#[command(name = "zfs2cloud", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The config file (TOML).
+    #[arg(
+        short,
+        long,
+        env = "ZFS2CLOUD_CONFIG",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Print every command that would change state instead of running it.
+    /// Read-only queries (zfs list, rclone lsjson) still run.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// More output on stderr: -v logs every external command with its
+    /// duration, -vv also debug details.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole configured sequence (default: lock, snapshot, export,
+    /// upload, prune-intermediates, prune-snapshots, unlock).
+    #[command(alias = "perform")]
+    Backup,
+
+    /// Validate the config file and print the effective configuration, with
+    /// secrets masked.
+    #[command(alias = "show-config")]
+    CheckConfig,
+
+    /// Take a snapshot: pre_snapshot hook, zfs snapshot
+    /// <dataset>@YYYYMMDDHHMMSS, post_snapshot hook.
+    Snapshot,
+
+    /// Export a snapshot (default: the newest of zfs2cloud's) as encrypted
+    /// chunks: zfs send | gpg | split.
+    #[command(alias = "export-intermediate")]
+    Export {
+        /// Force a full export.
+        #[arg(short, long, conflicts_with = "incremental")]
+        full: bool,
+        /// Force an incremental export against the last full.
+        #[arg(short, long)]
+        incremental: bool,
+        /// The snapshot to export (the part after '@').
+        #[arg(short, long, value_name = "NAME")]
+        snapshot: Option<String>,
+    },
+
+    /// Upload every local export whose upload is not confirmed yet (or only
+    /// one), chunks first and manifest.json last, and verify it.
+    #[command(alias = "upload-intermediate-to-remote")]
+    Upload {
+        /// The snapshot whose export to upload (the part after '@').
+        #[arg(short, long, value_name = "NAME")]
+        snapshot: Option<String>,
+    },
+
+    /// Delete local exports except the newest, and only uploaded ones.
+    /// Without -y, only shows what it would delete.
+    #[command(alias = "prune-intermediate")]
+    PruneIntermediates {
+        /// Really delete.
+        #[arg(short, long)]
+        yes: bool,
+    },
+
+    /// Restore a backup from the remote into a dataset: the full and at most
+    /// one incremental, streamed (nothing staged locally), every chunk
+    /// checked against its manifest. Works without a config file, from
+    /// --from and a passphrase alone.
+    Restore {
+        /// The dataset to create (e.g. pool2/data).
+        #[arg(long, value_name = "DATASET")]
+        to: String,
+        /// The backup to restore: a snapshot name (YYYYMMDDHHMMSS) or
+        /// "latest".
+        #[arg(long, value_name = "SNAPSHOT", default_value = "latest")]
+        at: String,
+        /// Where the backups are (an rclone remote or a directory); default:
+        /// the config's remote.
+        #[arg(long, value_name = "REMOTE")]
+        from: Option<String>,
+        /// File whose first line is the passphrase; default: the config's,
+        /// else a prompt on the terminal.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// rclone's config file; default: the config's.
+        #[arg(long, value_name = "FILE")]
+        rclone_config: Option<PathBuf>,
+        /// Overwrite the target if it exists (zfs recv -F).
+        #[arg(long)]
+        force: bool,
+    },
+
+    /// Check the backups on the remote: OK, DAMAGED or INCOMPLETE, with the
+    /// reason. Exits non-zero unless everything checked is OK.
+    Verify {
+        /// Only this backup (snapshot name); default: all.
+        #[arg(short, long, value_name = "NAME")]
+        snapshot: Option<String>,
+        /// All backups (the default).
+        #[arg(long, conflicts_with = "snapshot")]
+        all: bool,
+        /// Download everything, check every sha256, decrypt, and receive the
+        /// stream into a temporary dataset (destroyed afterwards).
+        #[arg(long)]
+        deep: bool,
+    },
+
+    /// Show zfs2cloud's snapshots, the full base, local exports, the lock
+    /// and the last successful backup (and with --remote, the backups on
+    /// the remote and their chains).
+    Status {
+        /// Machine-readable output (schema: docs/status.schema.json).
+        #[arg(long)]
+        json: bool,
+        /// Also list the remote's backups (complete or not) and chains.
+        #[arg(long)]
+        remote: bool,
+    },
+
+    /// File mode: expose the newest zfs2cloud snapshot read-only at
+    /// <intermediate_basedir>/<snap>-full/ (cleaning up leftovers first).
+    MountSnapshot,
+
+    /// File mode: rclone sync the mounted snapshot to the remote and write
+    /// the heartbeat object.
+    #[command(alias = "upload-snapshot-files-to-remote")]
+    UploadSnapshotFiles,
+
+    /// File mode: unmount the snapshot (destroying a temporary clone) and
+    /// remove its directory.
+    #[command(alias = "unmount-snapshot")]
+    UmountSnapshot,
+
+    /// Destroy zfs2cloud's own snapshots older than oldest_snapshot_days.
+    /// Without -y, only shows what it would destroy.
+    PruneSnapshots {
+        /// Really destroy.
+        #[arg(short, long)]
+        yes: bool,
+    },
+}

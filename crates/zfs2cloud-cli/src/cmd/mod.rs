@@ -1,0 +1,13 @@
+//! One module per subcommand: each parses nothing, calls core and renders
+//! the result on stdout.
+
+pub mod backup;
+pub mod check_config;
+pub mod export;
+pub mod filemode;
+pub mod prune;
+pub mod restore;
+pub mod snapshot;
+pub mod status;
+pub mod upload;
+pub mod verify;

@@ -1,0 +1,47 @@
+//! `zfs2cloud prune-intermediates` and `prune-snapshots`: the plan, and
+//! with `-y` its execution.
+
+use zfs2cloud_core::{Step, Verdict};
+
+use crate::app::{out, App};
+
+/// Removes local exports retention lets go (only with `yes`).
+pub fn intermediates(app: &App, yes: bool) -> anyhow::Result<()> {
+    app.require_intermediate("prune-intermediates")?;
+    let act = yes && !app.runner.is_dry_run();
+    let _lock = if act { app.lock()? } else { None };
+    let decisions = app.backup().run_alone(&Step::PruneIntermediates, |b| {
+        Ok(b.prune_intermediates(act)?)
+    })?;
+    for d in &decisions {
+        show(&d.dir.display().to_string(), &d.verdict, act);
+    }
+    if !act {
+        out("(dry run: nothing was deleted; pass -y to delete)");
+    }
+    Ok(())
+}
+
+/// Destroys zfs2cloud's snapshots retention lets go (only with `yes`).
+pub fn snapshots(app: &App, yes: bool) -> anyhow::Result<()> {
+    let act = yes && !app.runner.is_dry_run();
+    let _lock = if act { app.lock()? } else { None };
+    let decisions = app
+        .backup()
+        .run_alone(&Step::PruneSnapshots, |b| Ok(b.prune_snapshots(act)?))?;
+    for d in &decisions {
+        show(&d.name.to_string(), &d.verdict, act);
+    }
+    if !act {
+        out("(dry run: nothing was destroyed; pass -y to destroy)");
+    }
+    Ok(())
+}
+
+fn show(what: &str, verdict: &Verdict, act: bool) {
+    match verdict {
+        Verdict::Remove if act => out(&format!("removed  {what}")),
+        Verdict::Remove => out(&format!("would remove  {what}")),
+        Verdict::Keep(why) => out(&format!("keep     {what}  ({why})")),
+    }
+}

@@ -1,0 +1,111 @@
+//! `zfs2cloud restore`: with or without a config file, since disaster
+//! recovery needs only the remote and the passphrase.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+
+use zfs2cloud_core::{
+    list_remote_backups, plan_restore, restore_chain, CancelToken, Config, DatasetName,
+    GpgEncryptor, Passphrase, RcloneOptions, RcloneUploader, RestorePoint, RestoreSettings,
+    ToolPaths,
+};
+
+use crate::app::{out, runner, UsageError};
+use crate::args::Cli;
+
+/// The `restore` subcommand's arguments.
+#[derive(Debug)]
+pub struct RestoreArgs<'a> {
+    pub to: &'a str,
+    pub at: &'a str,
+    pub from: Option<&'a str>,
+    pub passphrase_file: Option<&'a Path>,
+    pub rclone_config: Option<&'a Path>,
+    pub force: bool,
+}
+
+/// Restores `args.at` from the remote into `args.to`.
+pub fn run(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::Result<()> {
+    let config = cli.config.as_deref().map(Config::load).transpose()?;
+    let remote = remote(args.from, config.as_ref())?;
+    let target = DatasetName::parse(args.to).map_err(|e| UsageError(e.to_string()))?;
+    let tools = config
+        .as_ref()
+        .map_or_else(ToolPaths::from_env, |c| c.tools.clone());
+    let runner = runner(cli, cancel);
+    let store = RcloneUploader::new(
+        runner.clone(),
+        tools.rclone.clone(),
+        rclone_options(args.rclone_config, config.as_ref()),
+    );
+    let passphrase = passphrase(args.passphrase_file, config.as_ref())?;
+    let gpg = GpgEncryptor::new(runner.clone(), tools.gpg.clone(), passphrase);
+    let backups = list_remote_backups(&store, &remote).context("cannot list the remote")?;
+    let point = if args.at == "latest" {
+        RestorePoint::Latest
+    } else {
+        RestorePoint::Snapshot(args.at.to_owned())
+    };
+    let chain = plan_restore(&backups, &point)?;
+    let dirs: Vec<&str> = chain.iter().map(|b| b.dir_name.as_str()).collect();
+    out(&format!(
+        "restoring {} into {target} from {remote}: {}",
+        args.at,
+        dirs.join(" + ")
+    ));
+    let settings = RestoreSettings {
+        target: target.clone(),
+        force: args.force,
+        mount: true,
+        zfs: tools.zfs.clone(),
+        remote: remote.clone(),
+        cancel: cancel.clone(),
+    };
+    restore_chain(&store, &gpg, &runner, &chain, &settings).context("restore")?;
+    if !runner.is_dry_run() {
+        out(&format!("restored {target}"));
+    }
+    Ok(())
+}
+
+/// `--from`, else the config's remote.
+fn remote(from: Option<&str>, config: Option<&Config>) -> anyhow::Result<String> {
+    match (from, config) {
+        // The config's `remote` is checked when it is loaded; --from gets
+        // the same rule, or rclone would read it as a flag.
+        (Some(from), _) if from.trim().is_empty() || from.starts_with('-') => {
+            bail!(UsageError(format!(
+                "--from {from:?}: a remote must not be empty or start with '-' (it would be read \
+                 as a flag); give an rclone destination such as \"b2:bucket/path\""
+            )))
+        }
+        (Some(from), _) => Ok(from.to_owned()),
+        (None, Some(c)) => Ok(c.remote.clone()),
+        (None, None) => bail!(UsageError(
+            "restore needs --from <remote> or a config file (-c) naming the remote".into()
+        )),
+    }
+}
+
+/// rclone's config file and global flags; restore needs no transfer flags.
+fn rclone_options(rclone_config: Option<&Path>, config: Option<&Config>) -> RcloneOptions {
+    RcloneOptions {
+        config: rclone_config
+            .map(PathBuf::from)
+            .or_else(|| config.and_then(|c| c.rclone_config.clone())),
+        global_flags: config
+            .map(|c| c.rclone_global_flags.clone())
+            .unwrap_or_default(),
+        ..RcloneOptions::default()
+    }
+}
+
+/// `--passphrase-file`, else the config's, else a prompt on the terminal.
+fn passphrase(file: Option<&Path>, config: Option<&Config>) -> anyhow::Result<Passphrase> {
+    match file.or_else(|| config.and_then(|c| c.passphrase_file.as_deref())) {
+        Some(file) => Ok(Passphrase::from_file(file)?),
+        None => Passphrase::prompt("zfs2cloud: passphrase of the backups: ")
+            .context("no --passphrase-file and no terminal to ask on"),
+    }
+}

@@ -1,0 +1,85 @@
+//! `zfs2cloud verify`: OK, DAMAGED or INCOMPLETE for each backup on the
+//! remote, from the listing or (`--deep`) by receiving it.
+
+use anyhow::{bail, Context as _};
+
+use zfs2cloud_core::{
+    list_remote_backups, scratch_dataset, verify_deep, BackupCheck, Health, RestoreSettings,
+};
+
+use crate::app::{out, App, UsageError};
+
+/// Checks the backups (or only the one of `only`) and prints a verdict
+/// each; fails unless all are OK.
+pub fn run(app: &App, only: Option<&str>, deep: bool) -> anyhow::Result<()> {
+    if deep && app.runner.is_dry_run() {
+        // A dry run receives nothing, so it could prove nothing; saying OK
+        // would be a lie.
+        bail!(UsageError(
+            "verify --deep cannot be a dry run: it must download and receive to prove anything"
+                .into()
+        ));
+    }
+    let checks = if deep {
+        deep_checks(app, only)?
+    } else {
+        app.backup()
+            .verify_listing(only)
+            .context("cannot list the remote")?
+    };
+    if checks.is_empty() {
+        bail!("no backup to verify on {}", app.config.remote);
+    }
+    let bad = checks.iter().filter(|c| c.health != Health::Ok).count();
+    for check in &checks {
+        out(&verdict_line(check));
+    }
+    if bad > 0 {
+        bail!("{bad} of {} backup(s) are not OK", checks.len());
+    }
+    Ok(())
+}
+
+fn verdict_line(check: &BackupCheck) -> String {
+    match &check.health {
+        Health::Ok => format!("OK          {}", check.backup),
+        Health::Damaged(why) => format!("DAMAGED     {}: {why}", check.backup),
+        Health::Incomplete(why) => format!("INCOMPLETE  {}: {why}", check.backup),
+    }
+}
+
+/// Receives each backup into a scratch dataset in the dataset's pool.
+fn deep_checks(app: &App, only: Option<&str>) -> anyhow::Result<Vec<BackupCheck>> {
+    let Some(gpg) = &app.stages.gpg else {
+        bail!(UsageError("verify --deep needs passphrase_file".into()));
+    };
+    let store = &app.stages.rclone;
+    let backups =
+        list_remote_backups(store, &app.config.remote).context("cannot list the remote")?;
+    let pool = app
+        .config
+        .dataset
+        .as_str()
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let scratch = scratch_dataset(pool)
+        .ok_or_else(|| anyhow::anyhow!("no valid scratch dataset name in pool {pool}"))?;
+    let settings = RestoreSettings {
+        target: scratch,
+        force: false,
+        mount: false,
+        zfs: app.config.tools.zfs.clone(),
+        remote: app.config.remote.clone(),
+        cancel: app.runner.cancel_token().clone(),
+    };
+    let only: Option<Vec<String>> = only.map(|o| vec![o.to_owned()]);
+    Ok(verify_deep(
+        store,
+        gpg,
+        &app.runner,
+        &backups,
+        only.as_deref(),
+        &settings,
+    )?)
+}

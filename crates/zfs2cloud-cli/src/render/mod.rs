@@ -1,0 +1,3 @@
+//! Human-readable renderings of what core returns.
+
+pub mod status;
