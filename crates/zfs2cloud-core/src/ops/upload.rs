@@ -497,3 +497,6 @@ fn base_on_remote(
     })?;
     Ok(files.iter().any(|f| f.name == MANIFEST_FILE))
 }
+
+#[cfg(test)]
+mod tests;

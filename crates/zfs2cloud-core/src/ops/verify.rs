@@ -229,3 +229,6 @@ fn destroy_scratch(
 pub fn scratch_dataset(pool: &str) -> Option<DatasetName> {
     DatasetName::parse(&format!("{pool}/zfs2cloud-verify-{}", std::process::id())).ok()
 }
+
+#[cfg(test)]
+mod tests;

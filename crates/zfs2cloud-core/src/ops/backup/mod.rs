@@ -523,3 +523,6 @@ fn upload_summary(done: &[(SnapshotName, UploadReport)]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests;

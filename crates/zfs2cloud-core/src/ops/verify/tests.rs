@@ -1,0 +1,1 @@
+//! Orchestration tests against the stage mocks.
