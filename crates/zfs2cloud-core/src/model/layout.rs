@@ -81,22 +81,7 @@ impl ExportLayout {
             .map(|k| (self.final_dir(snapshot, k), k))
             .find(|(dir, _)| dir.join(MANIFEST_FILE).is_file())
     }
-}
 
-/// A complete export on local disk.
-#[derive(Debug, Clone)]
-pub struct LocalExport {
-    /// Its directory.
-    pub dir: PathBuf,
-    /// The directory's name, which is also its name on the remote.
-    pub dir_name: String,
-    /// The snapshot it holds.
-    pub snapshot: SnapshotName,
-    /// Its manifest.
-    pub manifest: Manifest,
-}
-
-impl ExportLayout {
     /// The complete exports of `dataset` under the base directory, oldest
     /// first: directories named like zfs2cloud's exports (`<snap>` or
     /// `<snap>-full`, never `.partial`) holding a manifest for `dataset`.
@@ -139,6 +124,19 @@ impl ExportLayout {
         out.sort_by_key(|e| e.snapshot.own_time());
         Ok(out)
     }
+}
+
+/// A complete export on local disk.
+#[derive(Debug, Clone)]
+pub struct LocalExport {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The directory's name, which is also its name on the remote.
+    pub dir_name: String,
+    /// The snapshot it holds.
+    pub snapshot: SnapshotName,
+    /// Its manifest.
+    pub manifest: Manifest,
 }
 
 /// `<remote>/<name>`, for remotes written `name:`, `name:path`, `/path`.

@@ -128,9 +128,7 @@ impl Passphrase {
         drop(writer);
         Ok(reader)
     }
-}
 
-impl Passphrase {
     /// Asks for the passphrase on the terminal (`/dev/tty`), without echo.
     ///
     /// # Errors

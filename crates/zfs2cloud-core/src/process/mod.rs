@@ -160,14 +160,6 @@ impl CommandLine {
         self
     }
 
-    /// Appends one argument that is shown as `***` everywhere.
-    #[must_use]
-    pub fn secret_arg(mut self, arg: impl AsRef<OsStr>) -> Self {
-        self.args
-            .push((arg.as_ref().to_owned(), Some("***".to_owned())));
-        self
-    }
-
     /// Appends user-supplied flags, showing the values of secret-looking
     /// ones (`--s3-secret-access-key=…`, `--password …`) as `***`, the same
     /// masking as `check-config` ([`crate::model::mask_secret_flags`]).
@@ -1031,11 +1023,11 @@ mod tests {
     }
 
     #[test]
-    fn secret_args_are_redacted_everywhere_but_passed_through() {
+    fn secret_flags_are_redacted_everywhere_but_passed_through() {
         let cmd = CommandLine::new("/bin/sh")
             .arg("-c")
-            .arg(r#"test "$0" = "$EXPECTED" || exit 9; exit 4"#)
-            .secret_arg("hunter2")
+            .arg(r#"test "$1" = "$EXPECTED" || exit 9; exit 4"#)
+            .user_flags(&["--password".to_owned(), "hunter2".to_owned()])
             .env("EXPECTED", "hunter2");
         assert!(!cmd.to_string().contains("hunter2"));
         assert!(!format!("{cmd:?}").contains("hunter2"));
