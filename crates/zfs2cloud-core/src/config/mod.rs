@@ -16,12 +16,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::mask_secret_flags;
-pub use crate::model::Compression;
-use crate::model::MountStrategy;
-use crate::model::Passphrase;
-use crate::model::{DatasetName, SnapshotTimeZone};
-use crate::model::{Mode, Step};
+use crate::model::{
+    mask_secret_flags, Compression, DatasetName, Mode, MountStrategy, Passphrase, SnapshotTimeZone,
+    Step, DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS,
+};
 
 /// Environment variable that overrides the `zfs` binary.
 pub const ENV_ZFS: &str = "ZFS2CLOUD_ZFS";
@@ -417,7 +415,7 @@ fn default_keep_local_export() -> bool {
 }
 
 fn default_compression_level() -> i32 {
-    crate::model::DEFAULT_ZSTD_LEVEL
+    DEFAULT_ZSTD_LEVEL
 }
 
 fn default_full_every_x_days() -> u32 {
@@ -526,188 +524,38 @@ impl Config {
     /// [`ConfigError::Parse`] for bad TOML, wrong types and unknown keys;
     /// [`ConfigError::Invalid`] for unacceptable values.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            key: key.to_owned(),
-            message,
-        };
-        // The TOML parser gives the line, but not the key: a wrong type in a
-        // list spread over lines, or `-3` where a count belongs ("expected
-        // u32"), would be reported without it. serde_path_to_error records
-        // the key being read when deserialization failed (`steps[2]`,
-        // `hooks.pre_snapshot`), and the message leads with it.
-        let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
-            .map_err(|e| {
-                let key = e.path().to_string();
-                let e = e.into_inner();
-                if let Some(err) = alias_conflict(e.message()) {
-                    return invalid(err.0, err.1);
-                }
-                let message = e.to_string().trim_end().to_owned();
-                ConfigError::Parse {
-                    path: path.to_owned(),
-                    message: if key == "." {
-                        message
-                    } else {
-                        format!("`{key}`: {message}")
-                    },
-                }
-            })?;
+        let raw = deserialize(text, path)?;
         let base_dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let resolve = |p: &Path| base_dir.join(p);
+        Self::from_raw(raw, path, base_dir).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: e.key,
+            message: e.message,
+        })
+    }
 
-        if raw.encryption_passphrase.is_some() {
-            return Err(invalid(
-                "encryption_passphrase",
-                "a passphrase in the config file is not supported (it would end up in logs and \
-                 backups of /etc); write it to a file only root can read (chmod 600) and set \
-                 passphrase_file to its path"
-                    .to_owned(),
-            ));
-        }
-        let dataset =
-            DatasetName::parse(&raw.dataset).map_err(|e| invalid("dataset", e.to_string()))?;
-        if raw.intermediate_basedir.as_os_str().is_empty() {
-            return Err(invalid(
-                "intermediate_basedir",
-                "must not be empty".to_owned(),
-            ));
-        }
-        if raw.remote.trim().is_empty() {
-            return Err(invalid(
-                "remote",
-                "must not be empty; give an rclone destination such as \"b2:bucket/path\""
-                    .to_owned(),
-            ));
-        }
-        if raw.remote.starts_with('-') {
-            return Err(invalid(
-                "remote",
-                "must not start with '-' (it would be read as a flag)".to_owned(),
-            ));
-        }
-        let split_size = match raw.split_size {
-            None => DEFAULT_SPLIT_SIZE,
-            Some(RawSize::Bytes(n)) => ByteSize(n),
-            Some(RawSize::Text(s)) => {
-                ByteSize::parse(&s).map_err(|e| invalid("split_size", e.to_string()))?
-            }
-        };
-        if split_size.0 < MIN_SPLIT_SIZE {
-            return Err(invalid(
-                "split_size",
-                format!("{} bytes is too small; the minimum is 1K", split_size.0),
-            ));
-        }
-        if raw
-            .bwlimit
-            .as_deref()
-            .is_some_and(|b| b.trim().is_empty() || b.starts_with('-'))
-        {
-            return Err(invalid(
-                "bwlimit",
-                "must be an rclone bandwidth such as \"8M\"".to_owned(),
-            ));
-        }
-        if raw.upload_retries > 100 {
-            return Err(invalid(
-                "upload_retries",
-                format!("{} is too many; at most 100", raw.upload_retries),
-            ));
-        }
-        if raw.upload_retry_delay_seconds > 3600 {
-            return Err(invalid(
-                "upload_retry_delay_seconds",
-                format!(
-                    "{} is more than an hour; at most 3600",
-                    raw.upload_retry_delay_seconds
-                ),
-            ));
-        }
-        if raw.full_every_x_days == 0 {
-            return Err(invalid(
-                "full_every_x_days",
-                "must be at least 1".to_owned(),
-            ));
-        }
-        if raw.oldest_snapshot_days <= raw.full_every_x_days {
-            return Err(invalid(
-                "oldest_snapshot_days",
-                format!(
-                    "is {} but must be greater than full_every_x_days ({}): otherwise the full \
-                     snapshot that the newest incrementals are based on would be pruned",
-                    raw.oldest_snapshot_days, raw.full_every_x_days
-                ),
-            ));
-        }
-        if !(1..=MAX_UPLOAD_CONCURRENCY).contains(&raw.upload_concurrency) {
-            return Err(invalid(
-                "upload_concurrency",
-                format!(
-                    "{} is out of range; give 1 to {MAX_UPLOAD_CONCURRENCY}",
-                    raw.upload_concurrency
-                ),
-            ));
-        }
-        if !raw.keep_local_export && !raw.upload_while_exporting {
-            return Err(invalid(
-                "keep_local_export",
-                "= false needs upload_while_exporting = true: without it the upload step reads \
-                 the whole export from local disk, so it must be kept"
-                    .to_owned(),
-            ));
-        }
-        if !crate::model::ZSTD_LEVELS.contains(&raw.compression_level) {
-            return Err(invalid(
-                "compression_level",
-                format!(
-                    "{} is out of range; zstd levels are {} to {}",
-                    raw.compression_level,
-                    crate::model::ZSTD_LEVELS.start(),
-                    crate::model::ZSTD_LEVELS.end()
-                ),
-            ));
-        }
-        let step_timeouts =
-            step_timeouts(raw.step_timeouts).map_err(|m| invalid("step_timeouts", m))?;
+    /// Validates `raw` (in the order a reader meets the rules) and builds
+    /// the configuration, resolving relative paths against `base_dir`.
+    fn from_raw(raw: RawConfig, path: &Path, base_dir: &Path) -> Result<Self, KeyError> {
+        check_destination(&raw)?;
+        let dataset = DatasetName::parse(&raw.dataset).map_err(|e| KeyError::new("dataset", e))?;
+        check_paths(&raw)?;
+        let split_size = split_size(raw.split_size.as_ref())?;
+        check_ranges(&raw)?;
+        let step_timeouts = step_timeouts(raw.step_timeouts.clone())
+            .map_err(|m| KeyError::new("step_timeouts", m))?;
         if raw.mode == Mode::Intermediate && raw.passphrase_file.is_none() {
-            return Err(invalid(
+            return Err(KeyError::new(
                 "passphrase_file",
                 "is missing: intermediate mode encrypts every export with gpg and needs a file \
-                 holding the passphrase"
-                    .to_owned(),
+                 holding the passphrase",
             ));
         }
-        let (steps, steps_overridden) = match raw.steps {
-            None => (Step::default_sequence(raw.mode), false),
-            Some(names) => {
-                if names.is_empty() {
-                    return Err(invalid(
-                        "steps",
-                        "must not be empty; remove the key to use the default sequence".to_owned(),
-                    ));
-                }
-                let steps = names
-                    .iter()
-                    .map(|n| Step::parse(n, base_dir))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| invalid("steps", e.to_string()))?;
-                (steps, true)
-            }
-        };
-        let hook = |key: &str, raw: Option<RawHook>| -> Result<Option<HookCommand>, ConfigError> {
-            raw.map(|h| resolve_hook(h, base_dir).map_err(|m| invalid(&format!("hooks.{key}"), m)))
-                .transpose()
-        };
-        let hooks = Hooks {
-            pre_snapshot: hook("pre_snapshot", raw.hooks.pre_snapshot)?,
-            post_snapshot: hook("post_snapshot", raw.hooks.post_snapshot)?,
-            on_failure: hook("on_failure", raw.hooks.on_failure)?,
-            on_success: hook("on_success", raw.hooks.on_success)?,
-        };
+        let (steps, steps_overridden) = steps(raw.steps.as_deref(), raw.mode, base_dir)?;
+        let hooks = hooks(raw.hooks, base_dir)?;
+        let resolve = |p: &Path| base_dir.join(p);
         Ok(Self {
             path: path.to_owned(),
             dataset,
@@ -835,6 +683,222 @@ impl Config {
     pub fn to_effective_toml(&self) -> Result<String, toml::ser::Error> {
         toml::to_string_pretty(self)
     }
+}
+
+/// An unacceptable value: the key and what is wrong with it.
+#[derive(Debug)]
+struct KeyError {
+    key: String,
+    message: String,
+}
+
+impl KeyError {
+    fn new(key: &str, message: impl ToString) -> Self {
+        Self {
+            key: key.to_owned(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// The TOML text as [`RawConfig`]: syntax, types and unknown keys.
+fn deserialize(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    // The TOML parser gives the line, but not the key: a wrong type in a
+    // list spread over lines, or `-3` where a count belongs ("expected
+    // u32"), would be reported without it. serde_path_to_error records
+    // the key being read when deserialization failed (`steps[2]`,
+    // `hooks.pre_snapshot`), and the message leads with it.
+    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        let key = e.path().to_string();
+        let e = e.into_inner();
+        if let Some((key, message)) = alias_conflict(e.message()) {
+            return ConfigError::Invalid {
+                path: path.to_owned(),
+                key: key.to_owned(),
+                message,
+            };
+        }
+        let message = e.to_string().trim_end().to_owned();
+        ConfigError::Parse {
+            path: path.to_owned(),
+            message: if key == "." {
+                message
+            } else {
+                format!("`{key}`: {message}")
+            },
+        }
+    })
+}
+
+/// No passphrase in the file itself.
+fn check_destination(raw: &RawConfig) -> Result<(), KeyError> {
+    if raw.encryption_passphrase.is_some() {
+        return Err(KeyError::new(
+            "encryption_passphrase",
+            "a passphrase in the config file is not supported (it would end up in logs and \
+             backups of /etc); write it to a file only root can read (chmod 600) and set \
+             passphrase_file to its path",
+        ));
+    }
+    Ok(())
+}
+
+/// `intermediate_basedir`, `remote` and `bwlimit`: present, and none
+/// that rclone would read as a flag.
+fn check_paths(raw: &RawConfig) -> Result<(), KeyError> {
+    if raw.intermediate_basedir.as_os_str().is_empty() {
+        return Err(KeyError::new("intermediate_basedir", "must not be empty"));
+    }
+    if raw.remote.trim().is_empty() {
+        return Err(KeyError::new(
+            "remote",
+            "must not be empty; give an rclone destination such as \"b2:bucket/path\"",
+        ));
+    }
+    if raw.remote.starts_with('-') {
+        return Err(KeyError::new(
+            "remote",
+            "must not start with '-' (it would be read as a flag)",
+        ));
+    }
+    Ok(())
+}
+
+/// `split_size`, or the default.
+fn split_size(raw: Option<&RawSize>) -> Result<ByteSize, KeyError> {
+    let size = match raw {
+        None => DEFAULT_SPLIT_SIZE,
+        Some(RawSize::Bytes(n)) => ByteSize(*n),
+        Some(RawSize::Text(s)) => ByteSize::parse(s).map_err(|e| KeyError::new("split_size", e))?,
+    };
+    if size.0 < MIN_SPLIT_SIZE {
+        return Err(KeyError::new(
+            "split_size",
+            format!("{} bytes is too small; the minimum is 1K", size.0),
+        ));
+    }
+    Ok(size)
+}
+
+/// The numbers and switches that must lie in a range or go together.
+fn check_ranges(raw: &RawConfig) -> Result<(), KeyError> {
+    if raw
+        .bwlimit
+        .as_deref()
+        .is_some_and(|b| b.trim().is_empty() || b.starts_with('-'))
+    {
+        return Err(KeyError::new(
+            "bwlimit",
+            "must be an rclone bandwidth such as \"8M\"",
+        ));
+    }
+    if raw.upload_retries > 100 {
+        return Err(KeyError::new(
+            "upload_retries",
+            format!("{} is too many; at most 100", raw.upload_retries),
+        ));
+    }
+    if raw.upload_retry_delay_seconds > 3600 {
+        return Err(KeyError::new(
+            "upload_retry_delay_seconds",
+            format!(
+                "{} is more than an hour; at most 3600",
+                raw.upload_retry_delay_seconds
+            ),
+        ));
+    }
+    check_days(raw)?;
+    check_upload_and_compression(raw)
+}
+
+/// `full_every_x_days` and `oldest_snapshot_days`.
+fn check_days(raw: &RawConfig) -> Result<(), KeyError> {
+    if raw.full_every_x_days == 0 {
+        return Err(KeyError::new("full_every_x_days", "must be at least 1"));
+    }
+    if raw.oldest_snapshot_days <= raw.full_every_x_days {
+        return Err(KeyError::new(
+            "oldest_snapshot_days",
+            format!(
+                "is {} but must be greater than full_every_x_days ({}): otherwise the full \
+                 snapshot that the newest incrementals are based on would be pruned",
+                raw.oldest_snapshot_days, raw.full_every_x_days
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `upload_concurrency`, `keep_local_export` and `compression_level`.
+fn check_upload_and_compression(raw: &RawConfig) -> Result<(), KeyError> {
+    if !(1..=MAX_UPLOAD_CONCURRENCY).contains(&raw.upload_concurrency) {
+        return Err(KeyError::new(
+            "upload_concurrency",
+            format!(
+                "{} is out of range; give 1 to {MAX_UPLOAD_CONCURRENCY}",
+                raw.upload_concurrency
+            ),
+        ));
+    }
+    if !raw.keep_local_export && !raw.upload_while_exporting {
+        return Err(KeyError::new(
+            "keep_local_export",
+            "= false needs upload_while_exporting = true: without it the upload step reads \
+             the whole export from local disk, so it must be kept",
+        ));
+    }
+    if !ZSTD_LEVELS.contains(&raw.compression_level) {
+        return Err(KeyError::new(
+            "compression_level",
+            format!(
+                "{} is out of range; zstd levels are {} to {}",
+                raw.compression_level,
+                ZSTD_LEVELS.start(),
+                ZSTD_LEVELS.end()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The backup sequence: as written, or the mode's default. The flag says
+/// whether it was written.
+fn steps(
+    names: Option<&[String]>,
+    mode: Mode,
+    base_dir: &Path,
+) -> Result<(Vec<Step>, bool), KeyError> {
+    let Some(names) = names else {
+        return Ok((Step::default_sequence(mode), false));
+    };
+    if names.is_empty() {
+        return Err(KeyError::new(
+            "steps",
+            "must not be empty; remove the key to use the default sequence",
+        ));
+    }
+    let steps = names
+        .iter()
+        .map(|n| Step::parse(n, base_dir))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| KeyError::new("steps", e))?;
+    Ok((steps, true))
+}
+
+/// The `[hooks]` table, each hook resolved to an argv.
+fn hooks(raw: RawHooks, base_dir: &Path) -> Result<Hooks, KeyError> {
+    let hook = |key: &str, raw: Option<RawHook>| {
+        raw.map(|h| {
+            resolve_hook(h, base_dir).map_err(|m| KeyError::new(&format!("hooks.{key}"), m))
+        })
+        .transpose()
+    };
+    Ok(Hooks {
+        pre_snapshot: hook("pre_snapshot", raw.pre_snapshot)?,
+        post_snapshot: hook("post_snapshot", raw.post_snapshot)?,
+        on_failure: hook("on_failure", raw.on_failure)?,
+        on_success: hook("on_success", raw.on_success)?,
+    })
 }
 
 /// Keys with the original tool's name as an alias (the `#[serde(alias)]`s of

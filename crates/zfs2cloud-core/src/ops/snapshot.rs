@@ -212,6 +212,11 @@ pub fn take_snapshot(
     window: Option<&Path>,
 ) -> Result<SnapshotName, SnapshotError> {
     let window = window.filter(|_| !runner.is_dry_run() && hooks.post_snapshot.is_some());
+    let post_options = HookOptions {
+        timeout: hook_timeout,
+        must_run: true,
+        ..HookOptions::default()
+    };
     if let Some(marker) = window {
         let env = HookEnv {
             dataset,
@@ -219,35 +224,15 @@ pub fn take_snapshot(
             kind: None,
             failed_step: None,
         };
-        let options = HookOptions {
-            timeout: hook_timeout,
-            must_run: true,
-            ..HookOptions::default()
-        };
         recover_window(marker, &|| {
             hooks
                 .post_snapshot
                 .as_ref()
-                .and_then(|h| run_hook(runner, "post_snapshot", h, &env, &options).err())
+                .and_then(|h| run_hook(runner, "post_snapshot", h, &env, &post_options).err())
         });
     }
     let name = SnapshotName::new(dataset.clone(), &at.to_string())?;
-    let existing = snapshotter.list(dataset).map_err(SnapshotError::List)?;
-    if existing.iter().any(|s| s.name == name) {
-        return Err(SnapshotError::Exists(name.to_string()));
-    }
-    if let Some(newest) = existing
-        .iter()
-        .filter_map(|s| s.own_time().map(|t| (t, s)))
-        .max_by_key(|(t, _)| *t)
-        .filter(|(t, _)| *t >= at)
-    {
-        return Err(SnapshotError::ClockBehind {
-            new: name.to_string(),
-            newest: newest.1.name.to_string(),
-        });
-    }
-
+    check_new_name(snapshotter, &name, at)?;
     let env = HookEnv {
         dataset,
         snapshot: Some(&name),
@@ -255,15 +240,10 @@ pub fn take_snapshot(
         failed_step: None,
     };
     let post = || {
-        let options = HookOptions {
-            timeout: hook_timeout,
-            must_run: true,
-            ..HookOptions::default()
-        };
         let result = hooks
             .post_snapshot
             .as_ref()
-            .map(|h| run_hook(runner, "post_snapshot", h, &env, &options))
+            .map(|h| run_hook(runner, "post_snapshot", h, &env, &post_options))
             .transpose()
             .err();
         if let Some(marker) = window {
@@ -272,27 +252,7 @@ pub fn take_snapshot(
         result
     };
     if let (Some(marker), Some(_)) = (window, &hooks.pre_snapshot) {
-        // Best effort: without it only the recovery after a SIGKILL is lost.
-        let written = marker
-            .parent()
-            .map_or(Ok(()), |dir| {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-            })
-            .and_then(|()| {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(marker)
-            })
-            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{name}\n").as_bytes()));
-        if let Err(e) = written {
-            log::warn!("could not write {}: {e}", marker.display());
-        }
+        open_window(marker, &name);
     }
     if let Some(pre) = &hooks.pre_snapshot {
         let options = HookOptions {
@@ -316,6 +276,58 @@ pub fn take_snapshot(
             source,
         }),
         (Ok(()), None) => Ok(name),
+    }
+}
+
+/// Refuses `name` if it exists, or if it is not after the newest of
+/// zfs2cloud's snapshots (a clock that went back), before anything runs.
+fn check_new_name(
+    snapshotter: &dyn Snapshotter,
+    name: &SnapshotName,
+    at: SnapTime,
+) -> Result<(), SnapshotError> {
+    let existing = snapshotter
+        .list(name.dataset())
+        .map_err(SnapshotError::List)?;
+    if existing.iter().any(|s| &s.name == name) {
+        return Err(SnapshotError::Exists(name.to_string()));
+    }
+    if let Some(newest) = existing
+        .iter()
+        .filter_map(|s| s.own_time().map(|t| (t, s)))
+        .max_by_key(|(t, _)| *t)
+        .filter(|(t, _)| *t >= at)
+    {
+        return Err(SnapshotError::ClockBehind {
+            new: name.to_string(),
+            newest: newest.1.name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes the window marker naming `name` (best effort: without it only
+/// the recovery after a SIGKILL between the hooks is lost).
+fn open_window(marker: &Path, name: &SnapshotName) {
+    let written = marker
+        .parent()
+        .map_or(Ok(()), |dir| {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+        })
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(marker)
+        })
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{name}\n").as_bytes()));
+    if let Err(e) = written {
+        log::warn!("could not write {}: {e}", marker.display());
     }
 }
 

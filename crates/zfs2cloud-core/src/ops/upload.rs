@@ -286,33 +286,7 @@ pub fn upload_export(
         report.sent.push(name.clone());
     }
     if verify {
-        let remote = listed(uploader)?;
-        let stray: Vec<String> = remote
-            .keys()
-            .filter(|n| n.contains(".zfs.gpg.") && !files.iter().any(|(f, _, _)| f == *n))
-            .cloned()
-            .collect();
-        if !stray.is_empty() {
-            return Err(UploadStepError::StrayChunks {
-                dir: remote_dir.to_owned(),
-                names: stray,
-            });
-        }
-        for (name, size, sha256) in &files {
-            if !complete_on_remote(&remote, name, *size, sha256) {
-                let reason = match remote.get(name) {
-                    None => format!("{name} is missing"),
-                    Some(r) if r.size != *size => {
-                        format!("{name} has {} bytes, expected {size}", r.size)
-                    }
-                    Some(_) => format!("{name} has a different sha256 than the manifest"),
-                };
-                return Err(UploadStepError::NotConfirmed {
-                    snapshot: what.clone(),
-                    reason,
-                });
-            }
-        }
+        confirm_files(&listed(uploader)?, &files, remote_dir, &what)?;
     }
     let manifest_path = export.dir.join(MANIFEST_FILE);
     let (m_size, m_hash) = file_sha256(&manifest_path).map_err(local_err(&manifest_path))?;
@@ -332,6 +306,44 @@ pub fn upload_export(
         });
     }
     Ok(report)
+}
+
+/// Checks the listing `remote` of `remote_dir` after an upload: every
+/// file of `files` (name, size, SHA-256) is there and whole, and no chunk
+/// is there that the manifest does not name.
+fn confirm_files(
+    remote: &BTreeMap<String, RemoteFile>,
+    files: &[(String, u64, String)],
+    remote_dir: &str,
+    what: &str,
+) -> Result<(), UploadStepError> {
+    let stray: Vec<String> = remote
+        .keys()
+        .filter(|n| n.contains(".zfs.gpg.") && !files.iter().any(|(f, _, _)| f == *n))
+        .cloned()
+        .collect();
+    if !stray.is_empty() {
+        return Err(UploadStepError::StrayChunks {
+            dir: remote_dir.to_owned(),
+            names: stray,
+        });
+    }
+    for (name, size, sha256) in files {
+        if !complete_on_remote(remote, name, *size, sha256) {
+            let reason = match remote.get(name) {
+                None => format!("{name} is missing"),
+                Some(r) if r.size != *size => {
+                    format!("{name} has {} bytes, expected {size}", r.size)
+                }
+                Some(_) => format!("{name} has a different sha256 than the manifest"),
+            };
+            return Err(UploadStepError::NotConfirmed {
+                snapshot: what.to_owned(),
+                reason,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Everything the upload step needs.
@@ -370,87 +382,28 @@ pub fn upload_step(
     settings: &UploadSettings,
 ) -> Result<Vec<(SnapshotName, UploadReport)>, UploadStepError> {
     let snapshots = snapshotter.list(dataset)?;
-    let uploaded = |name: &SnapshotName| {
-        snapshots
-            .iter()
-            .any(|s| &s.name == name && s.uploaded_to(&settings.remote))
-    };
-    let confirmed = |e: &LocalExport| export_confirmed(&snapshots, e, &settings.remote);
     let exports = layout
         .complete_exports(dataset)
         .map_err(|source| UploadStepError::Local {
             path: layout.basedir().to_owned(),
             source,
         })?;
-    let mut pending: Vec<&LocalExport> = exports
-        .iter()
-        .filter(|e| {
-            let exists = snapshots.iter().any(|s| s.name == e.snapshot);
-            if !exists {
-                log::warn!(
-                    "{} has a local export but the snapshot is gone; not uploading it",
-                    e.snapshot
-                );
-            }
-            exists && !confirmed(e)
-        })
-        .collect();
-    if let Some(only) = only {
-        let wanted = exports
-            .iter()
-            .find(|e| e.snapshot.snap() == only || e.snapshot.to_string() == only)
-            .ok_or_else(|| UploadStepError::NoSuchExport(only.to_owned()))?;
-        let base = wanted.manifest.base.clone();
-        pending.retain(|e| {
-            e.snapshot == wanted.snapshot || base.as_deref() == Some(e.snapshot.snap())
-        });
-        if !pending.iter().any(|e| e.snapshot == wanted.snapshot) {
-            // Already confirmed: upload again (it is idempotent) so a user
-            // can repair a remote by hand.
-            pending.push(wanted);
-        }
-    }
-    pending.sort_by_key(|e| e.snapshot.own_time());
-
+    let pending = pending_exports(&exports, &snapshots, only, &settings.remote)?;
     let mut done: Vec<(SnapshotName, UploadReport)> = Vec::new();
     for export in pending {
-        if export.manifest.kind == ExportKind::Incremental {
-            let base = export
-                .manifest
-                .base
-                .as_deref()
-                .and_then(|b| SnapshotName::new(dataset.clone(), b).ok());
-            let base_ok = match &base {
-                None => false,
-                Some(b) if done.iter().any(|(d, _)| d == b) => true,
-                Some(b) if uploaded(b) => {
-                    // Recorded as uploaded; make sure it still is (lifecycle
-                    // rules may have expired it) before anything depends on it.
-                    let present = base_on_remote(uploader, &settings.remote, b, settings)?;
-                    if !present && !settings.dry_run {
-                        log::error!(
-                            "the full {b} is recorded as uploaded but its manifest is gone from \
-                             the remote; forgetting that record, so the next export is full"
-                        );
-                        snapshotter.clear_property(b, PROP_UPLOADED)?;
-                    }
-                    present
-                }
-                Some(_) => false,
+        let ready = base_ready(snapshotter, uploader, &snapshots, export, &done, settings)?;
+        if !ready {
+            // Skip this one and go on: a later full must still reach the
+            // cloud. It stays local (never uploaded, never pruned).
+            let e = UploadStepError::BaseNotUploaded {
+                snapshot: export.snapshot.to_string(),
+                base: export.manifest.base.clone().unwrap_or_default(),
             };
-            if !base_ok {
-                // Skip this one and go on: a later full must still reach the
-                // cloud. It stays local (never uploaded, never pruned).
-                let e = UploadStepError::BaseNotUploaded {
-                    snapshot: export.snapshot.to_string(),
-                    base: export.manifest.base.clone().unwrap_or_default(),
-                };
-                log::error!(
-                    "{e}; it is kept at {} (delete it to reclaim the space)",
-                    export.dir.display()
-                );
-                continue;
-            }
+            log::error!(
+                "{e}; it is kept at {} (delete it to reclaim the space)",
+                export.dir.display()
+            );
+            continue;
         }
         let remote_dir = remote_join(&settings.remote, &export.dir_name);
         log::info!("uploading {} to {remote_dir}", export.dir.display());
@@ -472,6 +425,90 @@ pub fn upload_step(
         done.push((export.snapshot.clone(), report));
     }
     Ok(done)
+}
+
+/// The exports to upload, oldest first: those of existing snapshots not
+/// yet confirmed on `remote`, or with `only`, that one (again, if it is
+/// confirmed: uploading is idempotent, so a user can repair a remote by
+/// hand) and its base if that is pending too.
+fn pending_exports<'e>(
+    exports: &'e [LocalExport],
+    snapshots: &[SnapshotInfo],
+    only: Option<&str>,
+    remote: &str,
+) -> Result<Vec<&'e LocalExport>, UploadStepError> {
+    let mut pending: Vec<&LocalExport> = exports
+        .iter()
+        .filter(|e| {
+            let exists = snapshots.iter().any(|s| s.name == e.snapshot);
+            if !exists {
+                log::warn!(
+                    "{} has a local export but the snapshot is gone; not uploading it",
+                    e.snapshot
+                );
+            }
+            exists && !export_confirmed(snapshots, e, remote)
+        })
+        .collect();
+    if let Some(only) = only {
+        let wanted = exports
+            .iter()
+            .find(|e| e.snapshot.snap() == only || e.snapshot.to_string() == only)
+            .ok_or_else(|| UploadStepError::NoSuchExport(only.to_owned()))?;
+        let base = wanted.manifest.base.clone();
+        pending.retain(|e| {
+            e.snapshot == wanted.snapshot || base.as_deref() == Some(e.snapshot.snap())
+        });
+        if !pending.iter().any(|e| e.snapshot == wanted.snapshot) {
+            pending.push(wanted);
+        }
+    }
+    pending.sort_by_key(|e| e.snapshot.own_time());
+    Ok(pending)
+}
+
+/// Whether `export` may go up now: a full always; an incremental only if
+/// its base went up in this run (`done`) or is confirmed and still on the
+/// remote. A confirmed base whose manifest is gone (lifecycle rules may
+/// have expired it) loses its record, so the next export is a full.
+fn base_ready(
+    snapshotter: &dyn Snapshotter,
+    uploader: &dyn Uploader,
+    snapshots: &[SnapshotInfo],
+    export: &LocalExport,
+    done: &[(SnapshotName, UploadReport)],
+    settings: &UploadSettings,
+) -> Result<bool, UploadStepError> {
+    if export.manifest.kind != ExportKind::Incremental {
+        return Ok(true);
+    }
+    let dataset = export.snapshot.dataset();
+    let Some(base) = export
+        .manifest
+        .base
+        .as_deref()
+        .and_then(|b| SnapshotName::new(dataset.clone(), b).ok())
+    else {
+        return Ok(false);
+    };
+    if done.iter().any(|(d, _)| *d == base) {
+        return Ok(true);
+    }
+    let recorded = snapshots
+        .iter()
+        .any(|s| s.name == base && s.uploaded_to(&settings.remote));
+    if !recorded {
+        return Ok(false);
+    }
+    let present = base_on_remote(uploader, &settings.remote, &base, settings)?;
+    if !present && !settings.dry_run {
+        log::error!(
+            "the full {base} is recorded as uploaded but its manifest is gone from the remote; \
+             forgetting that record, so the next export is full"
+        );
+        snapshotter.clear_property(&base, PROP_UPLOADED)?;
+    }
+    Ok(present)
 }
 
 /// Whether the upload of this local export to `remote` is confirmed: its
