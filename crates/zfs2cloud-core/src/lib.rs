@@ -1,7 +1,72 @@
 //! zfs2cloud's library: back up ZFS datasets to any rclone remote through
 //! snapshots.
 //!
-//! Placeholder crate docs; rewritten below.
+//! A backup is a sequence of steps (lock, snapshot, export, upload,
+//! prune-intermediates, prune-snapshots, unlock; or file mode's mount,
+//! sync and unmount). [`Backup`] runs a configured sequence, and each step
+//! is also a method of its own ([`Backup::snapshot`], [`Backup::export`],
+//! [`Backup::upload`], …), which is what the `zfs2cloud` command line calls.
+//!
+//! The external programs are stages behind traits: [`Snapshotter`],
+//! [`Exporter`] and [`Pruner`] (`zfs`, [`ZfsCli`]), [`Encryptor`] (`gpg`,
+//! [`GpgEncryptor`]) and [`Uploader`] (`rclone`, [`RcloneUploader`]).
+//! [`ProcessStages`] builds all of them from a [`Config`]; an embedder may
+//! put its own implementation in any place. Every program runs through one
+//! [`Runner`], which logs each command with its duration, turns a dry run
+//! into printed lines and stops everything on a [`CancelToken`].
+//!
+//! Decisions are pure functions ([`plan_export`], [`plan_snapshot_prune`],
+//! [`plan_restore`], [`check_listing`]), so every rule is tested on plain
+//! data. There is no terminal UI here: results are data (for example
+//! [`StatusReport`]), progress goes through [`Progress`], and diagnostics
+//! through the `log` facade.
+//!
+//! # Embedding
+//!
+//! Snapshot a dataset and export the snapshot with the process-backed
+//! stages, as `zfs2cloud snapshot` and `zfs2cloud export` do:
+//!
+//! ```no_run
+//! use std::path::Path;
+//!
+//! use zfs2cloud_core::{
+//!     now, Config, ExportOptions, ExportStepOutcome, NoProgress, ProcessStages, Runner,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::load(Path::new("/etc/zfs2cloud/data.toml"))?;
+//! let runner = Runner::new();
+//! let stages = ProcessStages::new(&config, &runner)?;
+//! let backup = stages.backup(&config, &runner, now()?, &NoProgress);
+//!
+//! let lock = backup.lock()?;
+//! let snapshot = backup.snapshot(lock.is_some())?;
+//! let options = ExportOptions {
+//!     target: Some(snapshot.snap().to_owned()),
+//!     ..ExportOptions::default()
+//! };
+//! if let ExportStepOutcome::Exported { plan, outcome } = backup.export(&options)? {
+//!     println!(
+//!         "{} export of {snapshot}: {} chunks in {}",
+//!         plan.kind,
+//!         outcome.manifest.chunks.len(),
+//!         outcome.dir.display()
+//!     );
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layers
+//!
+//! The modules are private and import only downward; what an embedder
+//! needs is re-exported here. From the bottom: `model` (names, steps,
+//! snapshot metadata, the manifest and the layout on disk and remote) and
+//! `util`; `process` (the runner); `config` (a leaf that nothing imports
+//! back: consumers build themselves from it, e.g. `RetryPolicy::from`);
+//! `stages` (the traits and their process-backed implementations) beside
+//! `policy` (pure decisions); `ops` (the steps, restore, verify, status).
+//! `docs/design.md` draws them and the route of one backup.
 
 mod config;
 mod model;
@@ -11,20 +76,59 @@ mod process;
 mod stages;
 mod util;
 
-pub use config::*;
-pub use model::*;
-pub use ops::backup::*;
-pub use ops::catalog::*;
-pub use ops::export::*;
-pub use ops::filemode::*;
-pub use ops::lock::*;
-pub use ops::prune::*;
-pub use ops::restore::*;
-pub use ops::snapshot::*;
-pub use ops::status::*;
-pub use ops::upload::*;
-pub use ops::verify::*;
-pub use policy::*;
-pub use process::*;
-pub use stages::*;
-pub use util::*;
+// The configuration file.
+pub use config::{
+    ByteSize, Config, ConfigError, HookCommand, Hooks, IncrementalStrategy, SizeError, ToolPaths,
+    ENV_GPG, ENV_RCLONE, ENV_ZFS,
+};
+
+// Names, steps, snapshot metadata, and the formats on disk and remote.
+pub use model::{
+    mask_secret_flags, upload_record, ChunkEntry, Compression, CompressionSettings, DatasetName,
+    ExportKind, ExportLayout, LocalExport, Manifest, Mode, MountStrategy, NameError, Passphrase,
+    PassphraseError, RemoteBackup, RemoteFile, SnapTime, SnapshotInfo, SnapshotName,
+    SnapshotTimeZone, Step, UnknownStep, CLONE_INFIX, DEFAULT_ZSTD_LEVEL, HOLD_TAG, MANIFEST_FILE,
+    MANIFEST_FORMAT, PROP_BASE, PROP_CLONE_OF, PROP_KIND, PROP_UPLOADED, SHA256SUMS_FILE,
+    ZSTD_LEVELS,
+};
+
+// Running external programs.
+pub use process::{
+    CancelToken, CommandLine, DryRunSink, Finished, Output, ProcessError, RunOptions, Runner,
+    RunningProcess, SpawnOptions, StopReason, CLEANUP_TIMEOUT,
+};
+
+// The stages and their process-backed implementations, with the parsers
+// of the programs' output.
+pub use stages::{
+    parse_lsjson, parse_lsjson_stat, parse_snapshot_list, Encryptor, Exporter, Exposure,
+    GpgEncryptor, GpgError, MountError, Mounter, PruneError, Pruner, RcloneOptions, RcloneUploader,
+    SnapshotMount, Snapshotter, UploadError, Uploader, ZfsCli, ZfsError,
+};
+
+// Pure decisions.
+pub use policy::{
+    chains, check_listing, latest_own, plan_export, plan_export_prune, plan_restore,
+    plan_snapshot_prune, Chain, ExportDecision, ExportPlan, Health, PlanError, RestorePlanError,
+    RestorePoint, SnapshotDecision, SnapshotRetention, Verdict,
+};
+
+// Operations: the steps and the sequence that runs them.
+pub use ops::backup::{Backup, BackupFailure, ExportOptions, ProcessStages, StepError, StepReport};
+pub use ops::catalog::{list_remote_backups, CatalogError};
+pub use ops::export::{ExportError, ExportOutcome, ExportStepOutcome, StreamReport};
+pub use ops::lock::{LockError, RunLock, LOCK_FILE};
+pub use ops::snapshot::{HookError, SnapshotError};
+pub use ops::upload::{RetryPolicy, UploadReport, UploadStepError};
+
+// Operations outside the sequence: restore, verify and status.
+pub use ops::restore::{restore_chain, RestoreError, RestoreSettings};
+pub use ops::status::{
+    collect_status, record_last_backup, ChainStatus, HealthState, LastBackup, LocalExportStatus,
+    LockStatus, RemoteBackupStatus, RemoteStatus, SnapshotStatus, StatusError, StatusReport,
+    LAST_BACKUP_FILE, LAST_BACKUP_KIND_FILE, STATUS_FORMAT,
+};
+pub use ops::verify::{scratch_dataset, verify_deep, verify_listing, BackupCheck, VerifyError};
+
+// Small helpers.
+pub use util::{error_chain, now, ClockError, NoProgress, Progress, ENV_NOW};

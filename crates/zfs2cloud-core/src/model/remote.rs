@@ -3,7 +3,7 @@
 use super::manifest::Manifest;
 use super::snapshot::ExportKind;
 
-/// A file on the remote, as listed by an [`Uploader`].
+/// A file on the remote, as listed by an [`Uploader`](crate::Uploader).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteFile {
     /// File name inside the listed directory.

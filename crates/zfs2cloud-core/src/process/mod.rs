@@ -162,7 +162,7 @@ impl CommandLine {
 
     /// Appends user-supplied flags, showing the values of secret-looking
     /// ones (`--s3-secret-access-key=…`, `--password …`) as `***`, the same
-    /// masking as `check-config` ([`crate::model::mask_secret_flags`]).
+    /// masking as `check-config` ([`mask_secret_flags`](crate::mask_secret_flags)).
     #[must_use]
     pub fn user_flags(mut self, flags: &[String]) -> Self {
         let shown = crate::model::mask_secret_flags(flags);

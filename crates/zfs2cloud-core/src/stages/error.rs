@@ -120,7 +120,7 @@ pub enum GpgError {
     Pipe(#[source] std::io::Error),
 }
 
-/// Errors of an [`Uploader`].
+/// Errors of an [`Uploader`](crate::Uploader).
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     /// The upload tool failed.
@@ -145,7 +145,7 @@ pub enum UploadError {
     },
 }
 
-/// Errors of a [`Pruner`].
+/// Errors of a [`Pruner`](crate::Pruner).
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {
     /// A `zfs` command failed.

@@ -84,7 +84,7 @@ impl Backup<'_> {
     /// # Errors
     ///
     /// [`StepError::Unsupported`] without an encryptor (file mode, or no
-    /// `passphrase_file`), else the [`ExportError`] of the part that failed.
+    /// `passphrase_file`), else the [`ExportError`](crate::ExportError) of the part that failed.
     pub fn export(&self, options: &ExportOptions) -> Result<ExportStepOutcome, StepError> {
         let Some(encryptor) = self.encryptor else {
             return Err(StepError::Unsupported(
