@@ -56,11 +56,17 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
-#[test]
-fn bad_files_exit_2_naming_file_key_and_line() {
-    let tmp = tempfile::tempdir().unwrap();
-    let with = |extra: &str| format!("{BASE}{extra}").into_bytes();
-    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
+/// A bad config file: its name, its bytes, and what stderr must contain.
+type Case = (&'static str, Vec<u8>, &'static [&'static str]);
+
+/// The base config with `extra` appended: line 5 is the first of `extra`.
+fn with(extra: &str) -> Vec<u8> {
+    format!("{BASE}{extra}").into_bytes()
+}
+
+/// Files that are not TOML, or not UTF-8: the parser's error, with a line.
+fn unparsable_cases() -> Vec<Case> {
+    vec![
         ("empty", Vec::new(), &["missing field `dataset`", "line 1"]),
         (
             "truncated",
@@ -82,6 +88,12 @@ fn bad_files_exit_2_naming_file_key_and_line() {
             b"dataset = \"a\x00b\"\n".to_vec(),
             &["line 1, column 13"],
         ),
+    ]
+}
+
+/// Values of the wrong type or sign: the key and its line.
+fn wrong_type_cases() -> Vec<Case> {
+    vec![
         (
             "wrong-type",
             with("full_every_x_days = \"thirty\"\n"),
@@ -116,6 +128,12 @@ fn bad_files_exit_2_naming_file_key_and_line() {
                 "expected a size",
             ],
         ),
+    ]
+}
+
+/// Numbers too large for TOML or for the key's type.
+fn too_large_cases() -> Vec<Case> {
+    vec![
         (
             "huge",
             with("hook_timeout_seconds = 18446744073709551616\n"),
@@ -136,6 +154,12 @@ fn bad_files_exit_2_naming_file_key_and_line() {
             with("split_size = \"99999999999T\"\n"),
             &["`split_size`", "the size is too large"],
         ),
+    ]
+}
+
+/// Keys that do not exist, or one given under both of its names.
+fn bad_key_cases() -> Vec<Case> {
+    vec![
         (
             "unknown-key",
             with("fulle_every_x_days = 3\n"),
@@ -151,8 +175,19 @@ fn bad_files_exit_2_naming_file_key_and_line() {
             with("zfs_fs = \"tank/other\"\n"),
             &["`dataset`", "`zfs_fs`"],
         ),
+    ]
+}
+
+#[test]
+fn bad_files_exit_2_naming_file_key_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        unparsable_cases(),
+        wrong_type_cases(),
+        too_large_cases(),
+        bad_key_cases(),
     ];
-    for (name, bytes, expects) in cases {
+    for (name, bytes, expects) in cases.into_iter().flatten() {
         let path = write(tmp.path(), &format!("{name}.toml"), &bytes);
         let stderr = assert_config_error(&path, name);
         for expect in expects {
@@ -162,8 +197,12 @@ fn bad_files_exit_2_naming_file_key_and_line() {
             );
         }
     }
+}
 
-    // Not a readable file: the cause, once.
+/// Not a readable file: the cause, once.
+#[test]
+fn unreadable_files_exit_2_naming_the_cause() {
+    let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("missing.toml");
     let stderr = assert_config_error(&missing, "missing");
     assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");

@@ -147,10 +147,21 @@ fn check_case(setup: &Setup, content: &[u8], expected: &[u8]) -> Result<(), Stri
     let stream = fake.expected_stream(SNAP, None);
     std::fs::write(&setup.passphrase_file, content).unwrap();
 
-    // zfs2cloud encrypts; stock gpg decrypts with the same file.
+    let ct = stock_gpg_decrypts_zfs2cloud_export(setup, &fake, &stream)?;
+    the_passphrase_is_exactly(setup, &ct, expected)?;
+    zfs2cloud_restores_stock_gpg_ciphertext(setup, &stream)
+}
+
+/// zfs2cloud encrypts; stock gpg decrypts with the same file. Returns the
+/// export's ciphertext.
+fn stock_gpg_decrypts_zfs2cloud_export(
+    setup: &Setup,
+    fake: &FakeZfs,
+    stream: &[u8],
+) -> Result<Vec<u8>, String> {
     let mut cmd = setup.cmd(DAY1);
     cmd.arg("export");
-    with_fake(&mut cmd, &fake);
+    with_fake(&mut cmd, fake);
     let out = cmd.output().unwrap();
     if !out.status.success() {
         return Err(format!("export failed: {}", text(&out)));
@@ -167,9 +178,13 @@ fn check_case(setup: &Setup, content: &[u8], expected: &[u8]) -> Result<(), Stri
     if plain != stream {
         return Err("stock gpg decrypted zfs2cloud's export to other bytes".into());
     }
-    // The passphrase is exactly `expected`: it decrypts with it given
-    // directly, and not with it trimmed (so the whitespace cases really
-    // test whitespace).
+    Ok(ct)
+}
+
+/// The passphrase is exactly `expected`: `ct` decrypts with it given
+/// directly, and not with it trimmed (so the whitespace cases really test
+/// whitespace).
+fn the_passphrase_is_exactly(setup: &Setup, ct: &[u8], expected: &[u8]) -> Result<(), String> {
     let with = |pass: &[u8]| {
         pipe_through(
             gpg(setup)
@@ -177,7 +192,7 @@ fn check_case(setup: &Setup, content: &[u8], expected: &[u8]) -> Result<(), Stri
                 .arg("--passphrase")
                 .arg(std::ffi::OsStr::from_bytes(pass))
                 .arg("--decrypt"),
-            &ct,
+            ct,
         )
     };
     with(expected).map_err(|e| {
@@ -193,9 +208,12 @@ fn check_case(setup: &Setup, content: &[u8], expected: &[u8]) -> Result<(), Stri
             String::from_utf8_lossy(trimmed)
         ));
     }
+    Ok(())
+}
 
-    // Stock gpg encrypts (as the original tool did, split with no
-    // manifest); zfs2cloud restores with the same file.
+/// Stock gpg encrypts (as the original tool did, split with no manifest);
+/// zfs2cloud restores with the same file.
+fn zfs2cloud_restores_stock_gpg_ciphertext(setup: &Setup, stream: &[u8]) -> Result<(), String> {
     let ct = pipe_through(
         gpg(setup)
             .args([
@@ -205,20 +223,12 @@ fn check_case(setup: &Setup, content: &[u8], expected: &[u8]) -> Result<(), Stri
                 "--passphrase-file",
             ])
             .arg(&setup.passphrase_file),
-        &stream,
+        stream,
     )
     .map_err(|e| format!("stock gpg cannot encrypt: {e}"))?;
     let rclone = RcloneConfig::new();
     let root = rclone.add_local("cloud");
-    let dir = root.join("20240101000000-full");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (i, chunk) in ct.chunks(64 << 10).enumerate() {
-        std::fs::write(
-            dir.join(format!("tank-data@20240101000000.zfs.gpg.{i:04}")),
-            chunk,
-        )
-        .unwrap();
-    }
+    upload_like_the_original_tool(&root, &ct);
     let restore_fake = FakeZfs::new();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_zfs2cloud"));
     cmd.args(["restore", "--to", "tank/restored", "--from"])
@@ -242,10 +252,24 @@ fn check_case(setup: &Setup, content: &[u8], expected: &[u8]) -> Result<(), Stri
             text(&out)
         ));
     }
-    if restore_fake.received("tank/restored").as_deref() != Some(&stream[..]) {
+    if restore_fake.received("tank/restored").as_deref() != Some(stream) {
         return Err("zfs2cloud restored other bytes than stock gpg encrypted".into());
     }
     Ok(())
+}
+
+/// Puts `ct` under `root` as the original tool left a full backup: one
+/// directory of 64 KiB chunks, no manifest.
+fn upload_like_the_original_tool(root: &Path, ct: &[u8]) {
+    let dir = root.join("20240101000000-full");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, chunk) in ct.chunks(64 << 10).enumerate() {
+        std::fs::write(
+            dir.join(format!("tank-data@20240101000000.zfs.gpg.{i:04}")),
+            chunk,
+        )
+        .unwrap();
+    }
 }
 
 #[test]

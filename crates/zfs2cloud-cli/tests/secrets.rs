@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{text, Setup};
-use zfs2cloud_testkit::harness::{tree_digest, write_random_file, ZfsSession};
+use zfs2cloud_testkit::harness::{tree_digest, write_random_file, Pool, ZfsSession};
 use zfs2cloud_testkit::remote::RcloneConfig;
 
 const DAY1: &str = "2024-01-01T00:00:00Z";
@@ -269,67 +269,110 @@ fn slow_zfs(dir: &Path) -> PathBuf {
     wrapper
 }
 
-#[test]
-fn the_passphrase_is_nowhere_and_every_local_file_is_private() {
-    let Some(zfs) = ZfsSession::start(&["gpg", "rclone"]) else {
-        return;
-    };
-    let started = std::time::Instant::now();
-    let src = zfs.pool("sec");
-    let dst = zfs.pool("secr");
-    let data = src.create_dataset("data");
-    let ds = src.dataset("data");
-    let rclone = RcloneConfig::new();
-    let root = rclone.add_local("cloud");
-    let remote_dir = root.join("data");
-    let hook_env = tempfile::NamedTempFile::new().unwrap();
-    let env_file = hook_env.path().display().to_string();
-    let setup = Setup::with_remote(
-        &ds,
-        &format!("cloud:{}", remote_dir.display()),
-        &format!(
-            "rclone_config = {:?}\n\
-             [hooks]\n\
-             pre_snapshot = [\"/bin/sh\", \"-c\", \"env >> '{env_file}'\"]\n\
-             on_success = [\"/bin/sh\", \"-c\", \"env >> '{env_file}'\"]\n",
-            rclone.path().display().to_string(),
-        ),
-    );
-    // A distinctive passphrase: spaces (also trailing), non-ASCII, shell
-    // metacharacters, and an ASCII token unique to this test process.
-    let token = format!("Zq7tok{}kW", std::process::id());
-    let passphrase = format!("s3crét {token} ✓ äöü $HOME; `id` 'q' \"d\"  ");
-    std::fs::write(&setup.passphrase_file, format!("{passphrase}\n")).unwrap();
-    let needles = Needles(vec![passphrase.clone().into_bytes(), token.into_bytes()]);
-    // The search itself works: it finds the passphrase in its file.
-    let mut control = Vec::new();
-    needles.find_in(
-        "passphrase file",
-        &std::fs::read(&setup.passphrase_file).unwrap(),
-        &mut control,
-    );
-    assert_eq!(control.len(), 2, "{control:?}");
+/// Everything the runs share. Fields drop in declaration order: the set-up
+/// (and with it its gpg-agent) first, the pools last, `dst` before `src`,
+/// as when these were locals of the test.
+struct Scene<'s> {
+    setup: Setup,
+    /// Where the hooks append their environment.
+    hook_env: tempfile::NamedTempFile,
+    /// Must outlive the runs: the config names its file.
+    _rclone: RcloneConfig,
+    dst: Pool<'s>,
+    _src: Pool<'s>,
+    /// Mountpoint of the dataset that is backed up.
+    data: PathBuf,
+    ds: String,
+    remote_dir: PathBuf,
+    needles: Needles,
+    /// The slow `zfs` of [`slow_zfs`], used for every run.
+    wrapper: PathBuf,
+}
 
-    let wrapper = slow_zfs(setup.dir.path());
-    write_random_file(&data.join("a.bin"), 400_000, 1);
-    std::fs::write(data.join("note.txt"), "day 1\n").unwrap();
+/// Leaks of the passphrase and non-private modes, collected over every
+/// run and reported together at the end.
+#[derive(Default)]
+struct Findings {
+    leaks: Vec<String>,
+    bad_modes: BTreeSet<String>,
+}
 
-    let mut leaks = Vec::new();
-    let mut bad_modes = BTreeSet::new();
-    let mut check_run = |name: &str, out: &Output, seen: &Seen, leaks: &mut Vec<String>| {
+impl<'s> Scene<'s> {
+    /// Two pools, a dataset, a local rclone remote, a config whose hooks
+    /// record their environment, and a distinctive passphrase.
+    fn new(zfs: &'s ZfsSession) -> Self {
+        let src = zfs.pool("sec");
+        let dst = zfs.pool("secr");
+        let data = src.create_dataset("data");
+        let ds = src.dataset("data");
+        let rclone = RcloneConfig::new();
+        let root = rclone.add_local("cloud");
+        let remote_dir = root.join("data");
+        let hook_env = tempfile::NamedTempFile::new().unwrap();
+        let env_file = hook_env.path().display().to_string();
+        let setup = Setup::with_remote(
+            &ds,
+            &format!("cloud:{}", remote_dir.display()),
+            &format!(
+                "rclone_config = {:?}\n\
+                 [hooks]\n\
+                 pre_snapshot = [\"/bin/sh\", \"-c\", \"env >> '{env_file}'\"]\n\
+                 on_success = [\"/bin/sh\", \"-c\", \"env >> '{env_file}'\"]\n",
+                rclone.path().display().to_string(),
+            ),
+        );
+        let needles = distinctive_passphrase(&setup.passphrase_file);
+        let wrapper = slow_zfs(setup.dir.path());
+        Self {
+            setup,
+            hook_env,
+            _rclone: rclone,
+            dst,
+            _src: src,
+            data,
+            ds,
+            remote_dir,
+            needles,
+            wrapper,
+        }
+    }
+
+    /// `zfs2cloud -v <args>` at `now` with the slow `zfs`, under umask 000
+    /// and watched; it must succeed.
+    fn run(&self, now: &str, args: &[&str], extra_env: &[(&str, &str)]) -> (Output, Seen) {
+        let mut cmd = self.setup.cmd(now);
+        cmd.arg("-v").args(args).env("ZFS2CLOUD_ZFS", &self.wrapper);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let (out, seen) = watched(&mut under_umask_000(&cmd), &self.setup.basedir);
+        assert!(
+            out.status.success(),
+            "zfs2cloud -v {args:?} failed: {}\n{}",
+            out.status,
+            text(&out)
+        );
+        (out, seen)
+    }
+
+    /// Searches one run's output and sampled processes for the passphrase,
+    /// and notes the modes seen during it and left after it.
+    fn check_run(&self, name: &str, out: &Output, seen: &Seen, found: &mut Findings) {
+        let needles = &self.needles;
+        let leaks = &mut found.leaks;
         needles.find_in(&format!("{name}: stdout"), &out.stdout, leaks);
         needles.find_in(&format!("{name}: stderr"), &out.stderr, leaks);
         for ((pid, cmdline), environ) in &seen.procs {
             needles.find_in(&format!("{name}: /proc/{pid}/cmdline"), cmdline, leaks);
             needles.find_in(&format!("{name}: /proc/{pid}/environ"), environ, leaks);
         }
-        bad_modes.extend(
+        found.bad_modes.extend(
             seen.bad_modes
                 .iter()
                 .map(|m| format!("{name}, mid-run: {m}")),
         );
-        bad_modes.extend(
-            walk(&setup.basedir)
+        found.bad_modes.extend(
+            walk(&self.setup.basedir)
                 .iter()
                 .filter_map(|p| mode_problem(p))
                 .map(|m| format!("{name}, after: {m}")),
@@ -339,26 +382,57 @@ fn the_passphrase_is_nowhere_and_every_local_file_is_private() {
             seen.samples,
             seen.procs.len()
         );
-    };
-    let run = |now: &str, args: &[&str], extra_env: &[(&str, &str)]| {
-        let mut cmd = setup.cmd(now);
-        cmd.arg("-v").args(args).env("ZFS2CLOUD_ZFS", &wrapper);
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let (out, seen) = watched(&mut under_umask_000(&cmd), &setup.basedir);
-        assert!(
-            out.status.success(),
-            "zfs2cloud -v {args:?} failed: {}\n{}",
-            out.status,
-            text(&out)
-        );
-        (out, seen)
-    };
+    }
 
-    // 1. A full backup.
-    let (out, seen) = run(DAY1, &["backup"], &[]);
-    check_run("backup", &out, &seen, &mut leaks);
+    /// Files: the local exports, manifests and state; the remote (ciphertext
+    /// chunks, SHA256SUMS, manifests); what the hooks saw; gpg's home.
+    fn search_files(&self, found: &mut Findings) {
+        let leaks = &mut found.leaks;
+        let local = self.needles.find_in_files(&self.setup.basedir, leaks);
+        let remote = self.needles.find_in_files(&self.remote_dir, leaks);
+        self.needles.find_in(
+            "hook environment",
+            &std::fs::read(self.hook_env.path()).unwrap(),
+            leaks,
+        );
+        self.needles.find_in_files(&self.setup.gnupghome, leaks);
+        assert!(local >= 4, "too few local files to prove anything: {local}");
+        assert!(remote >= 8, "too few remote files: {remote}");
+        let hook_seen = std::fs::read_to_string(self.hook_env.path()).unwrap();
+        assert!(
+            hook_seen.contains("ZFS2CLOUD_DATASET"),
+            "the hooks did not run: {hook_seen}"
+        );
+    }
+}
+
+/// Writes a distinctive passphrase to `file`: spaces (also trailing),
+/// non-ASCII, shell metacharacters, and an ASCII token unique to this test
+/// process. Returns the forms to search for, once the search is shown to
+/// find both in the file itself.
+fn distinctive_passphrase(file: &Path) -> Needles {
+    let token = format!("Zq7tok{}kW", std::process::id());
+    let passphrase = format!("s3crét {token} ✓ äöü $HOME; `id` 'q' \"d\"  ");
+    std::fs::write(file, format!("{passphrase}\n")).unwrap();
+    let needles = Needles(vec![passphrase.clone().into_bytes(), token.into_bytes()]);
+    // The search itself works: it finds the passphrase in its file.
+    let mut control = Vec::new();
+    needles.find_in(
+        "passphrase file",
+        &std::fs::read(file).unwrap(),
+        &mut control,
+    );
+    assert_eq!(control.len(), 2, "{control:?}");
+    needles
+}
+
+/// Phase 1, a full backup: gpg is seen, and gets the passphrase on a file
+/// descriptor; the mode check ran during the export.
+fn full_backup(scene: &Scene<'_>, found: &mut Findings) {
+    write_random_file(&scene.data.join("a.bin"), 400_000, 1);
+    std::fs::write(scene.data.join("note.txt"), "day 1\n").unwrap();
+    let (out, seen) = scene.run(DAY1, &["backup"], &[]);
+    scene.check_run("backup", &out, &seen, found);
     let gpgs = seen.runs_of("gpg");
     assert!(
         gpgs.iter()
@@ -382,13 +456,15 @@ fn the_passphrase_is_nowhere_and_every_local_file_is_private() {
         "-v logs the gpg command: {}",
         text(&out)
     );
+}
 
-    // 2. A dry run of the next day: it prints the commands it would run,
-    // gpg's among them.
-    std::fs::write(data.join("note.txt"), "day 2\n").unwrap();
-    write_random_file(&data.join("b.bin"), 100_000, 2);
-    let (out, seen) = run(DAY2, &["--dry-run", "backup"], &[("SLOW_ZFS_LIST", "1")]);
-    check_run("backup --dry-run", &out, &seen, &mut leaks);
+/// Phase 2, a dry run of the next day: it prints the commands it would run,
+/// gpg's among them.
+fn dry_run(scene: &Scene<'_>, found: &mut Findings) {
+    std::fs::write(scene.data.join("note.txt"), "day 2\n").unwrap();
+    write_random_file(&scene.data.join("b.bin"), 100_000, 2);
+    let (out, seen) = scene.run(DAY2, &["--dry-run", "backup"], &[("SLOW_ZFS_LIST", "1")]);
+    scene.check_run("backup --dry-run", &out, &seen, found);
     assert!(
         text(&out).contains("| gpg"),
         "the dry run shows the export pipeline: {}",
@@ -399,22 +475,27 @@ fn the_passphrase_is_nowhere_and_every_local_file_is_private() {
         "the sampler saw no child of the dry run: {:?}",
         seen.argvs()
     );
+}
 
-    // 3. A real incremental, uploaded while exporting and compressed: the
-    // other export path.
-    let config = std::fs::read_to_string(&setup.config).unwrap().replace(
+/// Phase 3, a real incremental, uploaded while exporting and compressed: the
+/// other export path.
+fn pipelined_zstd_incremental(scene: &Scene<'_>, found: &mut Findings) {
+    let path = &scene.setup.config;
+    let config = std::fs::read_to_string(path).unwrap().replace(
         "[hooks]",
         "upload_while_exporting = true\nkeep_local_export = false\ncompression = \"zstd\"\n[hooks]",
     );
-    std::fs::write(&setup.config, config).unwrap();
-    let (out, seen) = run(DAY3, &["backup"], &[]);
-    check_run("backup (pipelined, zstd)", &out, &seen, &mut leaks);
+    std::fs::write(path, config).unwrap();
+    let (out, seen) = scene.run(DAY3, &["backup"], &[]);
+    scene.check_run("backup (pipelined, zstd)", &out, &seen, found);
     assert!(!seen.runs_of("gpg").is_empty(), "{:?}", seen.argvs());
+}
 
-    // 4. Restore and a deep verify, which decrypt.
-    let target = dst.dataset("restored");
-    let (out, seen) = run(DAY3, &["restore", "--to", &target], &[]);
-    check_run("restore", &out, &seen, &mut leaks);
+/// Phase 4, restore and a deep verify, which decrypt.
+fn restore_and_deep_verify(scene: &Scene<'_>, found: &mut Findings) {
+    let target = scene.dst.dataset("restored");
+    let (out, seen) = scene.run(DAY3, &["restore", "--to", &target], &[]);
+    scene.check_run("restore", &out, &seen, found);
     assert!(
         seen.runs_of("gpg")
             .iter()
@@ -422,43 +503,52 @@ fn the_passphrase_is_nowhere_and_every_local_file_is_private() {
         "the sampler never saw `gpg --decrypt`: {:?}",
         seen.argvs()
     );
-    assert_eq!(tree_digest(&dst.mountpoint(&target)), tree_digest(&data));
-    let (out, seen) = run(DAY3, &["verify", "--deep"], &[]);
-    check_run("verify --deep", &out, &seen, &mut leaks);
+    assert_eq!(
+        tree_digest(&scene.dst.mountpoint(&target)),
+        tree_digest(&scene.data)
+    );
+    let (out, seen) = scene.run(DAY3, &["verify", "--deep"], &[]);
+    scene.check_run("verify --deep", &out, &seen, found);
     assert_eq!(text(&out).matches("OK ").count(), 2, "{}", text(&out));
+}
 
-    // 5. Read-only commands that print the configuration and state.
+/// Phase 5, read-only commands that print the configuration and state.
+fn read_only_commands(scene: &Scene<'_>, found: &mut Findings) {
     for args in [&["check-config"][..], &["status", "--json", "--remote"][..]] {
-        let (out, seen) = run(DAY3, args, &[]);
-        check_run(&args.join(" "), &out, &seen, &mut leaks);
+        let (out, seen) = scene.run(DAY3, args, &[]);
+        scene.check_run(&args.join(" "), &out, &seen, found);
     }
+}
 
-    // Files: the local exports, manifests and state; the remote (ciphertext
-    // chunks, SHA256SUMS, manifests); what the hooks saw; gpg's home.
-    let local = needles.find_in_files(&setup.basedir, &mut leaks);
-    let remote = needles.find_in_files(&remote_dir, &mut leaks);
-    needles.find_in(
-        "hook environment",
-        &std::fs::read(hook_env.path()).unwrap(),
-        &mut leaks,
-    );
-    needles.find_in_files(&setup.gnupghome, &mut leaks);
-    assert!(local >= 4, "too few local files to prove anything: {local}");
-    assert!(remote >= 8, "too few remote files: {remote}");
-    let hook_seen = std::fs::read_to_string(hook_env.path()).unwrap();
-    assert!(
-        hook_seen.contains("ZFS2CLOUD_DATASET"),
-        "the hooks did not run: {hook_seen}"
-    );
+#[test]
+fn the_passphrase_is_nowhere_and_every_local_file_is_private() {
+    let Some(zfs) = ZfsSession::start(&["gpg", "rclone"]) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let scene = Scene::new(&zfs);
+    let mut found = Findings::default();
+    // In order: each phase runs on the state the one before left (the
+    // backups build one chain, which restore and verify read).
+    full_backup(&scene, &mut found);
+    dry_run(&scene, &mut found);
+    pipelined_zstd_incremental(&scene, &mut found);
+    restore_and_deep_verify(&scene, &mut found);
+    read_only_commands(&scene, &mut found);
+    scene.search_files(&mut found);
 
     assert!(
-        leaks.is_empty() && bad_modes.is_empty(),
+        found.leaks.is_empty() && found.bad_modes.is_empty(),
         "the passphrase leaked:\n{}\n\nnot private (0600 files, 0700 directories):\n{}",
-        leaks.join("\n"),
-        bad_modes.into_iter().collect::<Vec<_>>().join("\n")
+        found.leaks.join("\n"),
+        found.bad_modes.into_iter().collect::<Vec<_>>().join("\n")
     );
     let _ = Command::new("zfs")
-        .args(["release", "zfs2cloud", &format!("{ds}@20240101000000")])
+        .args([
+            "release",
+            "zfs2cloud",
+            &format!("{}@20240101000000", scene.ds),
+        ])
         .output();
     eprintln!("holding the ZFS lock for {:?}", started.elapsed());
 }

@@ -210,8 +210,10 @@ enum Kind {
     Junk,
 }
 
-fn toml_value() -> impl Strategy<Value = (Kind, String)> {
-    let int = prop_oneof![
+/// An integer: any i64, small ones, and the edges of u32, i32, u64 and
+/// TOML's i64.
+fn int_value() -> impl Strategy<Value = (Kind, String)> {
+    prop_oneof![
         any::<i64>().prop_map(i128::from),
         (-3i128..=40),
         Just(i128::from(u32::MAX)),
@@ -229,8 +231,12 @@ fn toml_value() -> impl Strategy<Value = (Kind, String)> {
             Kind::HugeInt
         };
         (kind, n.to_string())
-    });
-    let float = prop_oneof![
+    })
+}
+
+/// A float, the special values among them.
+fn float_value() -> impl Strategy<Value = (Kind, String)> {
+    prop_oneof![
         Just("1.5".to_owned()),
         Just("-0.0".to_owned()),
         Just("inf".to_owned()),
@@ -241,8 +247,12 @@ fn toml_value() -> impl Strategy<Value = (Kind, String)> {
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(|f| format!("{f:e}")),
     ]
-    .prop_map(|s| (Kind::Float, s));
-    let string = prop_oneof![
+    .prop_map(|s| (Kind::Float, s))
+}
+
+/// A string: some a key may accept, some near misses, anything.
+fn string_value() -> impl Strategy<Value = (Kind, String)> {
+    prop_oneof![
         Just(String::new()),
         Just("1G".to_owned()),
         Just("99999999999T".to_owned()),
@@ -256,66 +266,82 @@ fn toml_value() -> impl Strategy<Value = (Kind, String)> {
         "[ -~]{0,16}",
         any::<String>(),
     ]
-    .prop_map(|s| (Kind::Str, toml_string(&s)));
+    .prop_map(|s| (Kind::Str, toml_string(&s)))
+}
+
+/// Text that is no TOML value.
+fn junk_value() -> impl Strategy<Value = (Kind, String)> {
+    prop_oneof![
+        Just("1e400".to_owned()),
+        Just("-1e400".to_owned()),
+        Just("0x".to_owned()),
+        Just("\"unterminated".to_owned()),
+        Just("[1, 2".to_owned()),
+        Just("99999999999T".to_owned()),
+        Just("'''".to_owned()),
+        Just("{ a = 1".to_owned()),
+    ]
+    .prop_map(|s| (Kind::Junk, s))
+}
+
+/// An array of `items`: junk if an item is.
+fn array_value(items: &[(Kind, String)]) -> (Kind, String) {
+    let junk = items
+        .iter()
+        .any(|(k, _)| matches!(k, Kind::Junk | Kind::HugeInt));
+    let all_strings = items.iter().all(|(k, _)| *k == Kind::Str);
+    let text = format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    (
+        if junk {
+            Kind::Junk
+        } else {
+            Kind::Array(all_strings)
+        },
+        text,
+    )
+}
+
+/// An inline table of `kvs`: junk if a value is, or a key repeats.
+fn inline_table_value(kvs: &[(String, (Kind, String))]) -> (Kind, String) {
+    let junk = kvs
+        .iter()
+        .any(|(_, (k, _))| matches!(k, Kind::Junk | Kind::HugeInt))
+        || kvs
+            .iter()
+            .enumerate()
+            .any(|(i, (key, _))| kvs[..i].iter().any(|(k, _)| k == key));
+    let text = format!(
+        "{{ {} }}",
+        kvs.iter()
+            .map(|(k, (_, v))| format!("{k} = {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    (if junk { Kind::Junk } else { Kind::Table }, text)
+}
+
+/// A TOML value and its kind: a leaf, or arrays and inline tables of
+/// them, nested up to two deep.
+fn toml_value() -> impl Strategy<Value = (Kind, String)> {
     let leaf = prop_oneof![
-        4 => int,
-        2 => float,
+        4 => int_value(),
+        2 => float_value(),
         1 => any::<bool>().prop_map(|b| (Kind::Bool, b.to_string())),
-        4 => string,
+        4 => string_value(),
         1 => Just((Kind::Datetime, "1979-05-27T07:32:00Z".to_owned())),
-        1 => prop_oneof![
-            Just("1e400".to_owned()),
-            Just("-1e400".to_owned()),
-            Just("0x".to_owned()),
-            Just("\"unterminated".to_owned()),
-            Just("[1, 2".to_owned()),
-            Just("99999999999T".to_owned()),
-            Just("'''".to_owned()),
-            Just("{ a = 1".to_owned()),
-        ]
-        .prop_map(|s| (Kind::Junk, s)),
+        1 => junk_value(),
     ];
     leaf.prop_recursive(2, 12, 4, |inner| {
         prop_oneof![
-            vec(inner.clone(), 0..4).prop_map(|items| {
-                let junk = items
-                    .iter()
-                    .any(|(k, _)| matches!(k, Kind::Junk | Kind::HugeInt));
-                let all_strings = items.iter().all(|(k, _)| *k == Kind::Str);
-                let text = format!(
-                    "[{}]",
-                    items
-                        .iter()
-                        .map(|(_, t)| t.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                (
-                    if junk {
-                        Kind::Junk
-                    } else {
-                        Kind::Array(all_strings)
-                    },
-                    text,
-                )
-            }),
-            vec(("[a-z_]{1,8}", inner), 0..3).prop_map(|kvs| {
-                let junk = kvs
-                    .iter()
-                    .any(|(_, (k, _))| matches!(k, Kind::Junk | Kind::HugeInt))
-                    || kvs
-                        .iter()
-                        .enumerate()
-                        .any(|(i, (key, _))| kvs[..i].iter().any(|(k, _)| k == key));
-                let text = format!(
-                    "{{ {} }}",
-                    kvs.iter()
-                        .map(|(k, (_, v))| format!("{k} = {v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                (if junk { Kind::Junk } else { Kind::Table }, text)
-            }),
+            vec(inner.clone(), 0..4).prop_map(|items| array_value(&items)),
+            vec(("[a-z_]{1,8}", inner), 0..3).prop_map(|kvs| inline_table_value(&kvs)),
         ]
     })
 }

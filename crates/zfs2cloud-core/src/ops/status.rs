@@ -510,7 +510,7 @@ fn remote_status(uploader: &dyn Uploader, remote: &str) -> Result<RemoteStatus, 
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use chrono::TimeZone;
 
@@ -638,18 +638,11 @@ passphrase_file = "/etc/zfs2cloud/pass"
         up
     }
 
-    /// A realistic state: a held, uploaded full; an incremental on it
-    /// exported but not uploaded; the newest snapshot not exported yet; two
-    /// foreign snapshots; a partial export; the lock held.
-    #[test]
-    fn reports_a_realistic_state() {
-        let tmp = tempfile::tempdir().unwrap();
-        let basedir = tmp.path().join("intermediate");
-        let remote_dir = tmp.path().join("remote");
-        let remote = remote_dir.display().to_string();
-        let config = config(&basedir, &remote);
-
-        let snaps = vec![
+    /// What `zfs list` shows in the realistic state: a held, uploaded full;
+    /// an incremental on it exported but not uploaded; the newest snapshot
+    /// not exported yet; two foreign snapshots.
+    fn realistic_snapshots(remote: &str) -> Vec<SnapshotInfo> {
+        vec![
             info("autosnap_2024-01-01_00:00:00_daily", 0, None, None, None),
             info(
                 "20240102000000",
@@ -666,12 +659,64 @@ passphrase_file = "/etc/zfs2cloud/pass"
                 Some(upload_record(
                     "2024-01-01T00:10:00Z",
                     "20240101000000-full",
-                    &remote,
+                    remote,
                 )),
             ),
             info("20240103000000", 0, None, None, None),
             info("manual", 0, None, None, None),
-        ];
+        ]
+    }
+
+    /// The local exports of the realistic state: the full and the
+    /// incremental, a partial export, and a directory that is no export.
+    fn write_local_exports(basedir: &Path, full: &Manifest, incr: &Manifest) {
+        write_export(basedir, "20240101000000-full", full, true);
+        write_export(basedir, "20240102000000", incr, true);
+        std::fs::create_dir_all(basedir.join("20240103000000.partial")).unwrap();
+        std::fs::create_dir_all(basedir.join("unrelated")).unwrap();
+    }
+
+    /// The remote: the full complete, the incremental interrupted, an
+    /// orphan with a damaged chunk, and a directory that is no backup.
+    fn write_remote_exports(remote_dir: &Path, full: &Manifest, incr: &Manifest) {
+        write_export(remote_dir, "20240101000000-full", full, true);
+        write_export(remote_dir, "20240102000000", incr, false);
+        let orphan = manifest(
+            "20231215000000",
+            ExportKind::Incremental,
+            Some("20231201000000"),
+            &[5],
+        );
+        write_export(remote_dir, "20231215000000", &orphan, true);
+        std::fs::write(
+            remote_dir
+                .join("20231215000000")
+                .join("tank-data@20231215000000.zfs.gpg.0000"),
+            b"abc",
+        )
+        .unwrap();
+        std::fs::create_dir_all(remote_dir.join("photos")).unwrap();
+    }
+
+    /// The realistic state, written to a temp dir (kept alive here).
+    struct Realistic {
+        _tmp: tempfile::TempDir,
+        basedir: PathBuf,
+        config: Config,
+        zfs: MockSnapshotter,
+        /// When the last backup finished; the lock is taken at that time.
+        finished: DateTime<Utc>,
+        last: LastBackup,
+    }
+
+    fn realistic_state() -> Realistic {
+        let tmp = tempfile::tempdir().unwrap();
+        let basedir = tmp.path().join("intermediate");
+        let remote_dir = tmp.path().join("remote");
+        let remote = remote_dir.display().to_string();
+        let config = config(&basedir, &remote);
+
+        let snaps = realistic_snapshots(&remote);
         let mut zfs = MockSnapshotter::new();
         zfs.expect_list().returning(move |_| Ok(snaps.clone()));
 
@@ -682,40 +727,26 @@ passphrase_file = "/etc/zfs2cloud/pass"
             Some("20240101000000"),
             &[7],
         );
-        write_export(&basedir, "20240101000000-full", &full, true);
-        write_export(&basedir, "20240102000000", &incr, true);
-        std::fs::create_dir_all(basedir.join("20240103000000.partial")).unwrap();
-        std::fs::create_dir_all(basedir.join("unrelated")).unwrap();
-
-        // The remote: the full complete, the incremental interrupted, an
-        // orphan with a damaged chunk, and a directory that is no backup.
-        write_export(&remote_dir, "20240101000000-full", &full, true);
-        write_export(&remote_dir, "20240102000000", &incr, false);
-        let orphan = manifest(
-            "20231215000000",
-            ExportKind::Incremental,
-            Some("20231201000000"),
-            &[5],
-        );
-        write_export(&remote_dir, "20231215000000", &orphan, true);
-        std::fs::write(
-            remote_dir
-                .join("20231215000000")
-                .join("tank-data@20231215000000.zfs.gpg.0000"),
-            b"abc",
-        )
-        .unwrap();
-        std::fs::create_dir_all(remote_dir.join("photos")).unwrap();
+        write_local_exports(&basedir, &full, &incr);
+        write_remote_exports(&remote_dir, &full, &incr);
 
         let finished = Utc.with_ymd_and_hms(2024, 1, 3, 0, 0, 5).unwrap();
         let snapshot = SnapshotName::parse("tank/data@20240102000000").unwrap();
         let last = LastBackup::new(finished, Some(&snapshot), Some("incremental"));
         record_last_backup(&basedir, &last).unwrap();
+        Realistic {
+            _tmp: tmp,
+            basedir,
+            config,
+            zfs,
+            finished,
+            last,
+        }
+    }
 
-        let lock = RunLock::acquire(&basedir, finished).unwrap();
-        let uploader = local_remote();
-        let report = collect_status(&zfs, &config, now(), Some(&uploader)).unwrap();
-
+    /// The report's header and the snapshots (the foreign ones only
+    /// counted).
+    fn assert_realistic_snapshots(report: &StatusReport) {
         assert_eq!(report.format, 1);
         assert_eq!(report.dataset, "tank/data");
         assert_eq!(report.mode, Mode::Intermediate);
@@ -736,7 +767,9 @@ passphrase_file = "/etc/zfs2cloud/pass"
         assert_eq!(second.base.as_deref(), Some("20240101000000"));
         assert_eq!(report.snapshots[2].kind, None);
         assert_eq!(report.full_base.as_deref(), Some("20240101000000"));
+    }
 
+    fn assert_realistic_local_exports(report: &StatusReport) {
         assert_eq!(
             report.local_exports,
             [
@@ -759,15 +792,19 @@ passphrase_file = "/etc/zfs2cloud/pass"
             ]
         );
         assert_eq!(report.partial_exports, ["20240103000000.partial"]);
+    }
 
+    /// The lock is held, by this process.
+    fn assert_lock_held_by_us(report: &StatusReport) {
         assert!(report.lock.held);
         let holder = report.lock.holder.as_deref().unwrap();
         assert!(
             holder.contains(&format!("pid={}", std::process::id())),
             "{holder}"
         );
-        assert_eq!(report.last_backup.as_ref(), Some(&last));
+    }
 
+    fn assert_realistic_remote(report: &StatusReport) {
         let remote = report.remote_backups.as_ref().unwrap();
         let dirs: Vec<&str> = remote.backups.iter().map(|b| b.dir.as_str()).collect();
         assert_eq!(
@@ -795,11 +832,12 @@ passphrase_file = "/etc/zfs2cloud/pass"
             }]
         );
         assert_eq!(remote.orphans, ["20231215000000", "20240102000000"]);
+    }
 
-        drop(lock);
-
-        // Released: free again, and the JSON says so.
-        let report = collect_status(&zfs, &config, now(), None).unwrap();
+    /// With the lock released and no uploader: the lock is free again, no
+    /// remote is listed, and the JSON says so and reads back the same.
+    fn assert_released_report(state: &Realistic) {
+        let report = collect_status(&state.zfs, &state.config, now(), None).unwrap();
         assert_eq!(
             report.lock,
             LockStatus {
@@ -816,6 +854,26 @@ passphrase_file = "/etc/zfs2cloud/pass"
         // Round trip.
         let back: StatusReport = serde_json::from_value(json).unwrap();
         assert_eq!(back, report);
+    }
+
+    /// A realistic state: a held, uploaded full; an incremental on it
+    /// exported but not uploaded; the newest snapshot not exported yet; two
+    /// foreign snapshots; a partial export; the lock held.
+    #[test]
+    fn reports_a_realistic_state() {
+        let state = realistic_state();
+        let lock = RunLock::acquire(&state.basedir, state.finished).unwrap();
+        let uploader = local_remote();
+        let report = collect_status(&state.zfs, &state.config, now(), Some(&uploader)).unwrap();
+
+        assert_realistic_snapshots(&report);
+        assert_realistic_local_exports(&report);
+        assert_lock_held_by_us(&report);
+        assert_eq!(report.last_backup.as_ref(), Some(&state.last));
+        assert_realistic_remote(&report);
+
+        drop(lock);
+        assert_released_report(&state);
     }
 
     #[test]
