@@ -367,7 +367,9 @@ pub struct UploadSettings {
 ///
 /// Oldest first means a full is always sent before the incrementals based
 /// on it. An incremental whose base is neither confirmed uploaded nor about
-/// to be is refused ([`UploadStepError::BaseNotUploaded`]).
+/// to be is not sent: the refusal ([`UploadStepError::BaseNotUploaded`]) is
+/// logged and the step goes on, so that a later full still reaches the
+/// remote; the export stays on local disk.
 ///
 /// # Errors
 ///

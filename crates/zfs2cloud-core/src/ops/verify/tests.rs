@@ -1,1 +1,291 @@
-//! Orchestration tests against the stage mocks.
+//! Orchestration tests against the stage mocks: verify's verdicts.
+#![allow(clippy::unwrap_used)]
+
+use crate::model::{ChunkEntry, ExportKind, Manifest, Passphrase, RemoteFile};
+use crate::process::CancelToken;
+use crate::stages::MockUploader;
+
+use super::*;
+
+/// A backup `dir` on the remote whose manifest lists `chunks` (name, size,
+/// sha256), holding `files` (name, size, sha256 if the backend says), with
+/// the manifest only if `manifest`. An incremental is based on
+/// `20240101000000`.
+fn backup(
+    dir: &str,
+    chunks: &[(&str, u64, &str)],
+    files: &[(&str, u64, Option<&str>)],
+    manifest: bool,
+) -> RemoteBackup {
+    let snapshot = dir.trim_end_matches("-full").to_owned();
+    let kind = if dir.ends_with("-full") {
+        ExportKind::Full
+    } else {
+        ExportKind::Incremental
+    };
+    let chunks: Vec<ChunkEntry> = chunks
+        .iter()
+        .map(|(n, s, h)| ChunkEntry {
+            name: (*n).into(),
+            size: *s,
+            sha256: (*h).into(),
+        })
+        .collect();
+    let mut listed: Vec<RemoteFile> = files
+        .iter()
+        .map(|(n, s, h)| RemoteFile {
+            name: (*n).into(),
+            size: *s,
+            sha256: h.map(Into::into),
+        })
+        .collect();
+    if manifest {
+        listed.push(RemoteFile {
+            name: "manifest.json".into(),
+            size: 100,
+            sha256: None,
+        });
+    }
+    RemoteBackup {
+        dir_name: dir.into(),
+        snapshot: snapshot.clone(),
+        kind,
+        manifest_error: None,
+        manifest: manifest.then(|| Manifest {
+            format: 1,
+            tool: "zfs2cloud".into(),
+            tool_version: "0".into(),
+            dataset: "tank/data".into(),
+            snapshot,
+            kind,
+            base: (kind == ExportKind::Incremental).then(|| "20240101000000".into()),
+            created_at: "2024-01-01T00:00:00Z".into(),
+            encryption: "gpg-symmetric-aes256".into(),
+            compression: "none".into(),
+            split_size: 1024,
+            total_size: chunks.iter().map(|c| c.size).sum(),
+            chunks,
+        }),
+        files: listed,
+    }
+}
+
+/// A whole backup of `dir`: two chunks, listed with their hashes.
+fn whole(dir: &str) -> RemoteBackup {
+    backup(
+        dir,
+        &[("c.0000", 4, "aa"), ("c.0001", 2, "bb")],
+        &[("c.0000", 4, Some("aa")), ("c.0001", 2, Some("bb"))],
+        true,
+    )
+}
+
+fn verdicts(checks: &[BackupCheck]) -> Vec<(&str, &Health)> {
+    checks
+        .iter()
+        .map(|c| (c.backup.as_str(), &c.health))
+        .collect()
+}
+
+#[test]
+fn whole_backups_are_ok_with_or_without_hashes_from_the_backend() {
+    let s3 = backup(
+        "20240102000000",
+        &[("c.0000", 4, "aa")],
+        &[("c.0000", 4, None)],
+        true,
+    );
+    let checks = verify_listing(&[whole("20240101000000-full"), s3], None);
+    assert_eq!(
+        verdicts(&checks),
+        [
+            ("20240101000000-full", &Health::Ok),
+            ("20240102000000", &Health::Ok)
+        ]
+    );
+}
+
+#[test]
+fn a_chunk_of_the_wrong_size_or_hash_is_damaged() {
+    let short = backup(
+        "20240101000000-full",
+        &[("c.0000", 4, "aa"), ("c.0001", 2, "bb")],
+        &[("c.0000", 3, None), ("c.0001", 2, None)],
+        true,
+    );
+    let flipped = backup(
+        "20240102000000",
+        &[("c.0000", 4, "aa")],
+        &[("c.0000", 4, Some("ab"))],
+        true,
+    );
+    let checks = verify_listing(&[short, flipped], None);
+    assert_eq!(checks.len(), 2);
+    assert_eq!(
+        checks[0].health,
+        Health::Damaged("chunk c.0000 has 3 bytes, the manifest says 4".into())
+    );
+    assert_eq!(
+        checks[1].health,
+        Health::Damaged("chunk c.0000 has a different sha256 than the manifest".into())
+    );
+}
+
+#[test]
+fn a_missing_manifest_or_chunk_is_incomplete_and_an_unreadable_manifest_damaged() {
+    let no_manifest = backup(
+        "20240101000000-full",
+        &[],
+        &[("c.0000", 4, Some("aa"))],
+        false,
+    );
+    let missing = backup(
+        "20240102000000",
+        &[("c.0000", 4, "aa"), ("c.0001", 2, "bb")],
+        &[("c.0000", 4, Some("aa"))],
+        true,
+    );
+    let mut corrupt = backup("20240103000000", &[], &[("c.0000", 4, None)], false);
+    corrupt.manifest_error = Some("EOF while parsing".into());
+    let checks = verify_listing(&[no_manifest, missing, corrupt], None);
+    assert!(
+        matches!(&checks[0].health, Health::Incomplete(r) if r.starts_with("manifest.json is missing")),
+        "{checks:?}"
+    );
+    assert_eq!(
+        checks[1].health,
+        Health::Incomplete("missing chunk(s): c.0001".into())
+    );
+    assert!(
+        matches!(&checks[2].health, Health::Damaged(r) if r.contains("unreadable")),
+        "{checks:?}"
+    );
+}
+
+#[test]
+fn only_selects_by_snapshot_or_directory_name() {
+    let backups = [
+        whole("20240101000000-full"),
+        whole("20240102000000"),
+        whole("20240103000000-full"),
+    ];
+    let names = |only: &[&str]| -> Vec<String> {
+        let only: Vec<String> = only.iter().map(|s| (*s).to_owned()).collect();
+        verify_listing(&backups, Some(&only))
+            .into_iter()
+            .map(|c| c.backup)
+            .collect()
+    };
+    assert_eq!(names(&["20240101000000"]), ["20240101000000-full"]);
+    assert_eq!(
+        names(&["20240103000000-full", "20240102000000"]),
+        ["20240102000000", "20240103000000-full"]
+    );
+    assert!(names(&["20240104000000"]).is_empty());
+    assert!(names(&[]).is_empty());
+    assert_eq!(verify_listing(&backups, None).len(), 3);
+}
+
+#[test]
+fn a_verdict_serializes_with_its_state_and_reason() {
+    let ok = BackupCheck {
+        backup: "20240101000000-full".into(),
+        health: Health::Ok,
+    };
+    let bad = BackupCheck {
+        backup: "20240102000000".into(),
+        health: Health::Incomplete("missing chunk(s): c.0001".into()),
+    };
+    assert_eq!(
+        serde_json::to_value(&ok).unwrap(),
+        serde_json::json!({"backup": "20240101000000-full", "state": "OK"})
+    );
+    assert_eq!(
+        serde_json::to_value(&bad).unwrap(),
+        serde_json::json!({
+            "backup": "20240102000000",
+            "state": "INCOMPLETE",
+            "reason": "missing chunk(s): c.0001"
+        })
+    );
+}
+
+/// `verify --deep` over `backups` with stages that fail the test if used:
+/// an uploader without expectations, and gpg and zfs binaries that do not
+/// exist.
+fn deep_without_download(
+    backups: &[RemoteBackup],
+    only: Option<&[String]>,
+) -> Result<Vec<BackupCheck>, VerifyError> {
+    let runner = Runner::new();
+    let gpg = GpgEncryptor::new(
+        runner.clone(),
+        "/nonexistent/gpg".into(),
+        Passphrase::from_bytes(b"secret".to_vec()),
+    );
+    let settings = RestoreSettings {
+        target: DatasetName::parse("tank/zfs2cloud-verify-1").unwrap(),
+        force: false,
+        mount: false,
+        zfs: "/nonexistent/zfs".into(),
+        remote: "r:".into(),
+        cancel: CancelToken::new(),
+    };
+    verify_deep(
+        &MockUploader::new(),
+        &gpg,
+        &runner,
+        backups,
+        only,
+        &settings,
+    )
+}
+
+#[test]
+fn deep_verify_reports_what_the_listing_condemns_without_downloading() {
+    let damaged_full = backup(
+        "20240101000000-full",
+        &[("c.0000", 4, "aa")],
+        &[("c.0000", 1, None)],
+        true,
+    );
+    // Based on 20240101000000, like every incremental here.
+    let on_damaged = whole("20240102000000");
+    let mut orphan = whole("20240105000000");
+    orphan.manifest.as_mut().unwrap().base = Some("20240104000000".into());
+
+    let checks = deep_without_download(&[damaged_full, on_damaged, orphan], None).unwrap();
+    assert_eq!(checks.len(), 3, "{checks:?}");
+    let find = |dir: &str| &checks.iter().find(|c| c.backup == dir).unwrap().health;
+    assert_eq!(
+        find("20240105000000"),
+        &Health::Incomplete("its full base is not on the remote".into())
+    );
+    assert!(matches!(find("20240101000000-full"), Health::Damaged(_)));
+    assert_eq!(
+        find("20240102000000"),
+        &Health::Incomplete("its full 20240101000000-full is not OK".into())
+    );
+}
+
+#[test]
+fn deep_verify_only_checks_what_was_asked_for() {
+    let damaged_full = backup(
+        "20240101000000-full",
+        &[("c.0000", 4, "aa")],
+        &[("c.0000", 1, None)],
+        true,
+    );
+    let mut orphan = whole("20240105000000");
+    orphan.manifest.as_mut().unwrap().base = Some("20240104000000".into());
+    let backups = [damaged_full, whole("20240102000000"), orphan];
+    let only = vec!["20240105000000".to_owned()];
+    let checks = deep_without_download(&backups, Some(&only)).unwrap();
+    assert_eq!(
+        verdicts(&checks),
+        [(
+            "20240105000000",
+            &Health::Incomplete("its full base is not on the remote".into())
+        )]
+    );
+}
