@@ -9,6 +9,7 @@ mod error;
 mod gpg;
 mod mount;
 mod rclone;
+mod stream;
 mod zfs;
 mod zstd;
 
@@ -16,6 +17,7 @@ pub use error::*;
 pub use gpg::*;
 pub use mount::*;
 pub use rclone::*;
+pub use stream::*;
 pub use zfs::*;
 pub use zstd::*;
 
