@@ -21,6 +21,7 @@ pub use stream::*;
 pub use zfs::*;
 pub use zstd::*;
 
+use std::io;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -127,6 +128,28 @@ pub trait Encryptor {
     ///
     /// [`GpgError`] if it cannot be started.
     fn encrypt(&self, input: Stdio) -> Result<RunningProcess, GpgError>;
+}
+
+/// Compresses a stream before encryption, and undoes that on restore.
+pub trait Compressor {
+    /// What [`Compressor::compress`] runs, for logs and `--dry-run`.
+    fn describe(&self) -> String;
+
+    /// Starts compressing `input`: the returned stage's output is the
+    /// compressed stream.
+    ///
+    /// # Errors
+    ///
+    /// If it cannot be started.
+    fn compress(&self, input: ByteStream) -> io::Result<Started<io::Error>>;
+
+    /// Starts decompressing `input`, a stream [`Compressor::compress`]
+    /// made: the returned stage's output is the original.
+    ///
+    /// # Errors
+    ///
+    /// If it cannot be started.
+    fn decompress(&self, input: ByteStream) -> io::Result<Started<io::Error>>;
 }
 
 /// Copies files to the remote and lists what is there. Ordering,
