@@ -1,9 +1,13 @@
 //! The stage traits of a backup, one per external tool.
 //!
 //! The process-backed implementations are [`crate::stages::ZfsCli`]
-//! ([`Snapshotter`], [`Exporter`]) and [`crate::stages::GpgEncryptor`]
-//! ([`Encryptor`]). Embedders can substitute their own, and the orchestration
-//! in [`crate::snapshot`] and [`crate::export`] is tested against mocks.
+//! ([`Snapshotter`], [`Exporter`]), [`crate::stages::GpgEncryptor`]
+//! ([`Encryptor`]) and [`crate::stages::RcloneUploader`] ([`Uploader`]);
+//! [`crate::stages::ZstdCompressor`] ([`Compressor`]) runs in this process.
+//! The streaming stages hand each other a [`ByteStream`] and return a
+//! [`RunningStage`], so a stage can be a process or work in this process.
+//! Embedders can substitute their own, and the orchestration in
+//! [`crate::snapshot`] and [`crate::export`] is tested against mocks.
 
 mod error;
 mod gpg;
@@ -23,12 +27,10 @@ pub use zstd::*;
 
 use std::io;
 use std::path::Path;
-use std::process::Stdio;
 
 use crate::model::RemoteFile;
 use crate::model::SnapshotInfo;
 use crate::model::{DatasetName, SnapshotName};
-use crate::process::RunningProcess;
 
 /// Creates, lists, destroys, holds and releases snapshots.
 #[cfg_attr(test, mockall::automock)]
@@ -100,8 +102,8 @@ pub trait Exporter {
     #[allow(clippy::needless_lifetimes)]
     fn describe<'a>(&self, snapshot: &SnapshotName, base: Option<&'a SnapshotName>) -> String;
 
-    /// Starts sending `snapshot` (incrementally from `base` if given). The
-    /// stream is the returned process's stdout.
+    /// Starts sending `snapshot` (incrementally from `base` if given): the
+    /// returned stage's output is the send stream.
     ///
     /// # Errors
     ///
@@ -111,7 +113,7 @@ pub trait Exporter {
         &self,
         snapshot: &SnapshotName,
         base: Option<&'a SnapshotName>,
-    ) -> Result<RunningProcess, ZfsError>;
+    ) -> Result<Started<ZfsError>, ZfsError>;
 }
 
 /// Encrypts a stream.
@@ -121,13 +123,13 @@ pub trait Encryptor {
     /// It never contains a secret.
     fn describe(&self) -> String;
 
-    /// Starts encrypting `input`; the ciphertext is the returned process's
-    /// stdout.
+    /// Starts encrypting `input`: the returned stage's output is the
+    /// ciphertext.
     ///
     /// # Errors
     ///
     /// [`GpgError`] if it cannot be started.
-    fn encrypt(&self, input: Stdio) -> Result<RunningProcess, GpgError>;
+    fn encrypt(&self, input: ByteStream) -> Result<Started<GpgError>, GpgError>;
 }
 
 /// Compresses a stream before encryption, and undoes that on restore.
@@ -214,13 +216,13 @@ pub trait Uploader: Sync {
     /// [`UploadError`] if listing fails or its output is unparseable.
     fn list_dirs(&self, remote_dir: &str) -> Result<Vec<String>, UploadError>;
 
-    /// Starts streaming the remote file `remote_path`; its bytes are the
-    /// returned process's stdout (no local staging).
+    /// Starts streaming the remote file `remote_path`: its bytes are the
+    /// returned stage's output (no local staging).
     ///
     /// # Errors
     ///
     /// [`UploadError`] if it cannot be started.
-    fn cat(&self, remote_path: &str) -> Result<RunningProcess, UploadError>;
+    fn cat(&self, remote_path: &str) -> Result<Started<UploadError>, UploadError>;
 
     /// Writes `bytes` to `remote_path`.
     ///

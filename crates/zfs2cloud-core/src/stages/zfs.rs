@@ -14,8 +14,8 @@ use super::error::{classify_stderr, KnownZfsFailure, ZfsError};
 use crate::model::ExportKind;
 use crate::model::{DatasetName, SnapshotName};
 use crate::model::{SnapshotInfo, PROP_KIND};
-use crate::process::{CommandLine, ProcessError, Runner, RunningProcess, SpawnOptions};
-use crate::stages::{Exporter, PruneError, Pruner, Snapshotter};
+use crate::process::{CommandLine, ProcessError, Runner};
+use crate::stages::{Exporter, ProcessStage, PruneError, Pruner, Snapshotter, Started};
 
 fn map_error(target: &str, tag: Option<&str>, e: ProcessError) -> ZfsError {
     let target = target.to_owned();
@@ -265,14 +265,13 @@ impl Exporter for ZfsCli {
         &self,
         snapshot: &SnapshotName,
         base: Option<&SnapshotName>,
-    ) -> Result<RunningProcess, ZfsError> {
-        Ok(self.runner.spawn(
+    ) -> Result<Started<ZfsError>, ZfsError> {
+        ProcessStage::start(
+            &self.runner,
             &self.send_command(snapshot, base),
-            SpawnOptions {
-                pipe_stdout: true,
-                ..SpawnOptions::default()
-            },
-        )?)
+            None,
+            Vec::new(),
+        )
     }
 }
 
