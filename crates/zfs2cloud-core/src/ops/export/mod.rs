@@ -24,6 +24,8 @@
 
 mod chunk_writer;
 mod pipeline;
+#[cfg(test)]
+mod step_tests;
 mod stream_upload;
 mod write;
 
