@@ -574,3 +574,144 @@ fn check_chunk(backup: &RemoteBackup, name: &str, passed: &Passed) -> Result<(),
         reason,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::model::{ChunkEntry, ExportKind, Manifest, MANIFEST_FORMAT};
+    use crate::stages::MockUploader;
+
+    const DIR: &str = "r:b/20240101000000-full";
+
+    /// Bytes that do not repeat (xorshift).
+    fn noise(len: usize, mut state: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect()
+    }
+
+    /// A remote holding `files` (name, bytes) under [`DIR`], each read in
+    /// place by whoever reads the `cat` stage's output.
+    fn remote(files: &[(&str, Vec<u8>)]) -> MockUploader {
+        let files: HashMap<String, Vec<u8>> = files
+            .iter()
+            .map(|(name, bytes)| (remote_join(DIR, name), bytes.clone()))
+            .collect();
+        let mut up = MockUploader::new();
+        up.expect_cat().returning(move |path| {
+            Ok(Started::reading(
+                format!("cat {path}"),
+                io::Cursor::new(files[path].clone()),
+            ))
+        });
+        up
+    }
+
+    /// A backup whose manifest lists `chunks` (name, bytes as exported).
+    fn backup(chunks: &[(&str, Vec<u8>)]) -> RemoteBackup {
+        let chunks: Vec<ChunkEntry> = chunks
+            .iter()
+            .map(|(name, bytes)| ChunkEntry {
+                name: (*name).to_owned(),
+                size: bytes.len() as u64,
+                sha256: hex(&Sha256::digest(bytes)),
+            })
+            .collect();
+        RemoteBackup {
+            dir_name: "20240101000000-full".into(),
+            snapshot: "20240101000000".into(),
+            kind: ExportKind::Full,
+            manifest: Some(Manifest {
+                format: MANIFEST_FORMAT,
+                tool: "zfs2cloud".into(),
+                tool_version: "test".into(),
+                dataset: "tank/data".into(),
+                snapshot: "20240101000000".into(),
+                kind: ExportKind::Full,
+                base: None,
+                created_at: "2024-01-01T00:00:00Z".into(),
+                encryption: "gpg-symmetric-aes256".into(),
+                compression: "none".into(),
+                split_size: 3 << 20,
+                total_size: chunks.iter().map(|c| c.size).sum(),
+                chunks,
+            }),
+            manifest_error: None,
+            files: Vec::new(),
+        }
+    }
+
+    fn feed(
+        exported: &[(&str, Vec<u8>)],
+        on_remote: &[(&str, Vec<u8>)],
+        cancel: &CancelToken,
+    ) -> (Result<(), FeedError>, Vec<u8>) {
+        let backup = backup(exported);
+        let mut sink = Vec::new();
+        let fed = feed_chunks(
+            &remote(on_remote),
+            &backup,
+            DIR,
+            &backup.chunk_names(),
+            &mut sink,
+            cancel,
+        );
+        (fed, sink)
+    }
+
+    fn chunks() -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("x.0000", noise(3 << 20, 1)),
+            ("x.0001", noise((3 << 20) / 2, 2)),
+        ]
+    }
+
+    #[test]
+    fn chunks_that_match_the_manifest_pass_whole_and_in_order() {
+        let chunks = chunks();
+        let (fed, sink) = feed(&chunks, &chunks, &CancelToken::new());
+        assert!(fed.is_ok());
+        assert_eq!(sink, [chunks[0].1.clone(), chunks[1].1.clone()].concat());
+    }
+
+    #[test]
+    fn a_damaged_final_chunk_never_reaches_the_receiver_whole() {
+        let exported = chunks();
+        let mut on_remote = exported.clone();
+        let last = on_remote[1].1.len() - 1;
+        on_remote[1].1[last] ^= 1;
+        let (fed, sink) = feed(&exported, &on_remote, &CancelToken::new());
+        match fed {
+            Err(FeedError::Damaged { chunk, reason }) => {
+                assert_eq!(chunk, "x.0001");
+                assert!(reason.contains("sha256"), "{reason}");
+            }
+            _ => panic!("not refused as damaged"),
+        }
+        // What passed is the start of the stream: all of the first chunk,
+        // and not the end of the second, where `zfs recv` would commit.
+        let stream = [exported[0].1.clone(), exported[1].1.clone()].concat();
+        assert!(sink.len() >= exported[0].1.len());
+        assert!(sink.len() < stream.len());
+        assert!(stream.starts_with(&sink));
+    }
+
+    #[test]
+    fn an_interrupted_feed_passes_nothing_on() {
+        let chunks = chunks();
+        let cancel = CancelToken::new();
+        cancel.cancel();
+        let (fed, sink) = feed(&chunks, &chunks, &cancel);
+        assert!(matches!(fed, Err(FeedError::Interrupted)));
+        assert!(sink.is_empty());
+    }
+}
