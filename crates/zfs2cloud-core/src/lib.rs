@@ -99,11 +99,13 @@ pub use process::{
 };
 
 // The stages and their process-backed implementations, with the parsers
-// of the programs' output.
+// of the programs' output. A streaming stage takes and gives a
+// `ByteStream` and runs as a `RunningStage`, a process or a thread.
 pub use stages::{
-    parse_lsjson, parse_lsjson_stat, parse_snapshot_list, Encryptor, Exporter, Exposure,
-    GpgEncryptor, GpgError, MountError, Mounter, PruneError, Pruner, RcloneOptions, RcloneUploader,
-    SnapshotMount, Snapshotter, UploadError, Uploader, ZfsCli, ZfsError,
+    compressor_for, parse_lsjson, parse_lsjson_stat, parse_snapshot_list, ByteStream, Compressor,
+    Encryptor, Exporter, Exposure, GpgEncryptor, GpgError, MountError, Mounter, ProcessStage,
+    PruneError, Pruner, RcloneOptions, RcloneUploader, RunningStage, SnapshotMount, Snapshotter,
+    Started, ThreadStage, UploadError, Uploader, ZfsCli, ZfsError, ZstdCompressor,
 };
 
 // Pure decisions.

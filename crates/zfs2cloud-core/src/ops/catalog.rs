@@ -13,7 +13,7 @@ use crate::model::ExportKind;
 use crate::model::RemoteBackup;
 use crate::model::SnapTime;
 use crate::model::{Manifest, MANIFEST_FILE};
-use crate::stages::{UploadError, Uploader};
+use crate::stages::{Started, UploadError, Uploader};
 
 /// Errors reading the remote catalog.
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +29,12 @@ pub enum CatalogError {
 ///
 /// [`UploadError`] if `rclone cat` fails.
 pub fn read_remote(store: &dyn Uploader, path: &str) -> Result<Vec<u8>, UploadError> {
-    let mut proc = store.cat(path)?;
+    let Started { stage, mut output } = store.cat(path)?;
     let mut bytes = Vec::new();
-    let read = proc.take_stdout().map(|mut o| o.read_to_end(&mut bytes));
-    proc.wait().into_result()?;
-    if let Some(Err(e)) = read {
+    let read = output.read_to_end(&mut bytes);
+    drop(output);
+    stage.wait()?;
+    if let Err(e) = read {
         return Err(UploadError::Parse {
             command: format!("cat {path}"),
             message: e.to_string(),

@@ -3,26 +3,24 @@
 //!
 //! Nothing is staged locally: each chunk is read with `rclone cat`, hashed
 //! as it passes, and written to `gpg --decrypt`, whose output goes straight
-//! into `zfs recv`. A chunk whose SHA-256 differs from the manifest aborts
+//! into `zfs recv` (through the zstd decoder, for a compressed backup). A chunk whose SHA-256 differs from the manifest aborts
 //! the receive before the stream ends (gpg's stdin is never closed
 //! normally), so `zfs recv` never commits a damaged backup: the target is
 //! left as it was (or absent).
 
-use std::io::{Read, Write};
+use std::io::{self, PipeWriter, Read, Write};
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use sha2::{Digest, Sha256};
 
 use crate::model::hex;
 use crate::model::remote_join;
-use crate::model::Compression;
 use crate::model::DatasetName;
 use crate::model::RemoteBackup;
+use crate::model::{Compression, CompressionSettings};
 use crate::policy::RestorePlanError;
-use crate::process::{
-    CancelToken, CommandLine, ProcessError, Runner, RunningProcess, SpawnOptions,
-};
+use crate::process::{CancelToken, CommandLine, ProcessError, Runner};
+use crate::stages::{compressor_for, ByteStream, Compressor, ProcessStage, RunningStage, Started};
 use crate::stages::{GpgEncryptor, GpgError};
 use crate::stages::{UploadError, Uploader};
 
@@ -178,15 +176,7 @@ pub fn restore_chain(
         }
         // -F: overwrite an existing target (--force), and roll the freshly
         // received full back to its snapshot before the incremental.
-        let force = i > 0 || settings.force;
-        // -u: receive without mounting. A mount that fails (a non-empty
-        // mountpoint) would fail the receive of data that arrived whole;
-        // the dataset is mounted once the whole chain is in.
-        let mut recv = CommandLine::new(&settings.zfs).args(["recv", "-u"]);
-        if force {
-            recv = recv.arg("-F");
-        }
-        let recv = recv.arg(settings.target.as_str());
+        let recv = recv_command(settings, i > 0 || settings.force);
         let dir = remote_join(&settings.remote, &backup.dir_name);
         let chunks = backup.chunk_names();
         if runner.skip_in_dry_run(&format!(
@@ -196,7 +186,7 @@ pub fn restore_chain(
         )) {
             continue;
         }
-        if let Err(e) = receive_one(
+        let received = receive_one(
             store,
             gpg,
             runner,
@@ -205,7 +195,8 @@ pub fn restore_chain(
             &chunks,
             &recv,
             &settings.cancel,
-        ) {
+        );
+        if let Err(e) = received {
             // A target this restore created must not stay behind half
             // done: after a failed incremental it would hold another point
             // than asked for, and an aborted full receive may leave an
@@ -215,19 +206,7 @@ pub fn restore_chain(
                 && (i > 0
                     || dataset_exists(runner, &settings.zfs, &settings.target).unwrap_or(false));
             if created {
-                match crate::stages::destroy_own_dataset(
-                    runner,
-                    &settings.zfs,
-                    settings.target.as_str(),
-                    true,
-                ) {
-                    Ok(_) => log::warn!("destroyed the partly restored {}", settings.target),
-                    Err(d) => log::error!(
-                        "could not destroy the partly restored {}: {}",
-                        settings.target,
-                        crate::util::error_chain(&d)
-                    ),
-                }
+                destroy_partly_restored(runner, settings);
             }
             return Err(e);
         }
@@ -245,6 +224,33 @@ pub fn restore_chain(
     Ok(())
 }
 
+/// `zfs recv -u [-F] <target>`. `-u`: receive without mounting. A mount
+/// that fails (a non-empty mountpoint) would fail the receive of data that
+/// arrived whole; the dataset is mounted once the whole chain is in.
+fn recv_command(settings: &RestoreSettings, force: bool) -> CommandLine {
+    let mut recv = CommandLine::new(&settings.zfs).args(["recv", "-u"]);
+    if force {
+        recv = recv.arg("-F");
+    }
+    recv.arg(settings.target.as_str())
+}
+
+/// Removes the target this restore created, after a failed receive. A
+/// failure is logged: the receive's error is the one to report.
+fn destroy_partly_restored(runner: &Runner, settings: &RestoreSettings) {
+    match crate::stages::destroy_own_dataset(runner, &settings.zfs, settings.target.as_str(), true)
+    {
+        Ok(()) => log::warn!("destroyed the partly restored {}", settings.target),
+        Err(d) => log::error!(
+            "could not destroy the partly restored {}: {}",
+            settings.target,
+            crate::util::error_chain(&d)
+        ),
+    }
+}
+
+/// Receives one backup: its chunks, checked as they pass, into
+/// `gpg --decrypt | [zstd -d] | zfs recv`.
 #[allow(clippy::too_many_arguments)]
 fn receive_one(
     store: &dyn Uploader,
@@ -256,10 +262,6 @@ fn receive_one(
     recv_cmd: &CommandLine,
     cancel: &CancelToken,
 ) -> Result<(), RestoreError> {
-    let decrypt_err = |source| RestoreError::Decrypt {
-        backup: backup.dir_name.clone(),
-        source,
-    };
     let compression = match &backup.manifest {
         None => Compression::None,
         Some(m) => Compression::from_manifest(&m.compression).map_err(|compression| {
@@ -269,107 +271,155 @@ fn receive_one(
             }
         })?,
     };
-    let mut decrypt = gpg.decrypt().map_err(decrypt_err)?;
-    let Some(plain) = decrypt.take_stdout() else {
-        return Err(decrypt_err(GpgError::Pipe(std::io::Error::other(
-            "gpg has no stdout",
-        ))));
-    };
-    // Compressed: zstd runs in this process between gpg and zfs recv.
-    let (recv_stdin, plain) = match compression {
-        Compression::None => (Stdio::from(plain), None),
-        Compression::Zstd => (Stdio::piped(), Some(plain)),
-    };
-    let mut recv = runner
-        .spawn(
-            recv_cmd,
-            SpawnOptions {
-                stdin: Some(recv_stdin),
-                ..SpawnOptions::default()
-            },
-        )
-        .map_err(|source| RestoreError::Receive {
-            backup: backup.dir_name.clone(),
-            source,
-        })?;
-    let Some(mut cipher_in) = decrypt.take_stdin() else {
-        return Err(decrypt_err(GpgError::Pipe(std::io::Error::other(
-            "gpg has no stdin",
-        ))));
-    };
-    let decompressor = match (plain, recv.take_stdin()) {
-        (Some(plain), Some(mut sink)) => Some(std::thread::spawn(move || {
-            crate::stages::zstd_decompress(plain, &mut sink)
-        })),
-        _ => None,
-    };
-    let fed = feed_chunks(store, backup, dir, chunks, &mut cipher_in, cancel);
-    let decompress_err = |source| RestoreError::Decompress {
+    let decompressor = compressor_for(CompressionSettings {
+        compression,
+        ..CompressionSettings::default()
+    });
+    let (mut cipher_in, stages) =
+        ReceiveStages::start(gpg, decompressor.as_deref(), runner, recv_cmd, backup)?;
+    match feed_chunks(store, backup, dir, chunks, &mut cipher_in, cancel) {
+        Ok(()) => stages.finish(cipher_in, backup),
+        Err(failure) => Err(stages.abort(cipher_in, failure, backup)),
+    }
+}
+
+fn decrypt_error(backup: &RemoteBackup, source: GpgError) -> RestoreError {
+    RestoreError::Decrypt {
         backup: backup.dir_name.clone(),
         source,
-    };
-    if let Err(e) = fed {
-        // Kill before gpg ever sees the end of its input: zfs recv gets a
-        // truncated stream and never commits it.
-        abort(&mut decrypt, &mut recv);
+    }
+}
+
+fn receive_error(backup: &RemoteBackup, source: ProcessError) -> RestoreError {
+    RestoreError::Receive {
+        backup: backup.dir_name.clone(),
+        source,
+    }
+}
+
+fn decompress_error(backup: &RemoteBackup, source: io::Error) -> RestoreError {
+    RestoreError::Decompress {
+        backup: backup.dir_name.clone(),
+        source,
+    }
+}
+
+/// The running stages of one receive, `gpg --decrypt | [zstd -d] | zfs
+/// recv`, which this process feeds through a pipe into gpg.
+struct ReceiveStages {
+    decrypt: Box<dyn RunningStage<GpgError>>,
+    decompress: Option<Box<dyn RunningStage<io::Error>>>,
+    recv: Box<dyn RunningStage<ProcessError>>,
+}
+
+impl ReceiveStages {
+    /// Starts the stages, and returns them with the pipe into gpg. If one
+    /// cannot start, those already started are dropped, which stops them.
+    fn start(
+        gpg: &GpgEncryptor,
+        decompressor: Option<&dyn Compressor>,
+        runner: &Runner,
+        recv_cmd: &CommandLine,
+        backup: &RemoteBackup,
+    ) -> Result<(PipeWriter, Self), RestoreError> {
+        let (cipher_out, cipher_in) =
+            io::pipe().map_err(|e| decrypt_error(backup, GpgError::Pipe(e)))?;
+        let Started {
+            stage: decrypt,
+            output: plain,
+        } = gpg
+            .decrypt(ByteStream::Pipe(cipher_out))
+            .map_err(|e| decrypt_error(backup, e))?;
+        let (decompress, plain) = match decompressor {
+            None => (None, plain),
+            Some(compressor) => {
+                let Started { stage, output } = compressor
+                    .decompress(plain)
+                    .map_err(|e| decompress_error(backup, e))?;
+                (Some(stage), output)
+            }
+        };
+        let recv = ProcessStage::start_sink(runner, recv_cmd, plain)
+            .map_err(|e| receive_error(backup, e))?;
+        Ok((
+            cipher_in,
+            Self {
+                decrypt,
+                decompress,
+                recv,
+            },
+        ))
+    }
+
+    /// After the whole stream went in: waits for every stage and names the
+    /// one that failed.
+    fn finish(self, cipher_in: PipeWriter, backup: &RemoteBackup) -> Result<(), RestoreError> {
+        drop(cipher_in);
+        let decrypted = self.decrypt.wait();
+        let decompressed = self.decompress.map(RunningStage::wait);
+        let received = self.recv.wait();
+        decrypted.map_err(|e| decrypt_error(backup, e))?;
+        if let Some(Err(e)) = decompressed {
+            // A broken pipe means zfs recv went away first: its error says
+            // why.
+            if e.kind() != io::ErrorKind::BrokenPipe || received.is_ok() {
+                return Err(decompress_error(backup, e));
+            }
+        }
+        received.map_err(|e| receive_error(backup, e))
+    }
+
+    /// After feeding failed: stops every stage before gpg ever sees the end
+    /// of its input, so `zfs recv` gets a truncated stream and never
+    /// commits it, then names the cause.
+    fn abort(
+        self,
+        cipher_in: PipeWriter,
+        failure: FeedError,
+        backup: &RemoteBackup,
+    ) -> RestoreError {
+        self.recv.stop();
+        self.decrypt.stop();
+        if let Some(decompress) = &self.decompress {
+            decompress.stop();
+        }
+        drop(cipher_in);
         // With gpg dead, the decompressor's input ends; it then stops.
-        let _ = decompressor.map(std::thread::JoinHandle::join);
-        let (decrypt_done, recv_done) = (decrypt.wait(), recv.wait());
+        let _ = self.decompress.map(RunningStage::wait);
+        let decrypted = self.decrypt.wait();
+        let received = self.recv.wait();
         // A broken pipe while feeding means a consumer died first, and its
         // error is the real one: gpg's when it refused the input (a wrong
         // passphrase), else zfs recv's (which makes gpg's write fail too).
-        if let FeedError::Write(_) = e {
-            // Exited by itself with an error (we killed a running one with
-            // a signal, which says nothing about the cause).
-            let gpg_cause = decrypt_done
-                .status
-                .is_some_and(|st| st.code().is_some_and(|c| c != 0))
-                && !decrypt_done.stderr.contains("Broken pipe");
-            if gpg_cause {
-                if let Err(source) = decrypt_done.into_result() {
-                    return Err(decrypt_err(GpgError::Process(source)));
+        if let FeedError::Write(_) = failure {
+            match (decrypted, received) {
+                (Err(source), _) if failed_by_itself(&source) => {
+                    return decrypt_error(backup, source)
                 }
-            } else if let Err(source) = recv_done.into_result() {
-                return Err(RestoreError::Receive {
-                    backup: backup.dir_name.clone(),
-                    source,
-                });
+                (_, Err(source)) => return receive_error(backup, source),
+                _ => {}
             }
         }
-        return Err(e.into_restore_error(backup));
+        failure.into_restore_error(backup)
     }
-    drop(cipher_in);
-    let decrypt_done = decrypt.wait();
-    let decompressed = decompressor.map(|h| {
-        h.join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the zstd thread panicked")))
-    });
-    let recv_done = recv.wait();
-    let recv_result = recv_done.into_result();
-    decrypt_done
-        .into_result()
-        .map_err(|e| decrypt_err(GpgError::Process(e)))?;
-    if let Some(Err(e)) = decompressed {
-        // A broken pipe means zfs recv went away first: its error says why.
-        if e.kind() != std::io::ErrorKind::BrokenPipe || recv_result.is_ok() {
-            return Err(decompress_err(e));
-        }
-    }
-    recv_result.map_err(|source| RestoreError::Receive {
-        backup: backup.dir_name.clone(),
-        source,
-    })
 }
 
-fn abort(decrypt: &mut RunningProcess, recv: &mut RunningProcess) {
-    recv.kill();
-    decrypt.kill();
+/// Whether gpg exited by itself with an error (one we killed with a signal
+/// says nothing about the cause), and not because its reader went away.
+fn failed_by_itself(error: &GpgError) -> bool {
+    match error {
+        GpgError::Process(e) => {
+            e.status().and_then(|s| s.code()).is_some_and(|c| c != 0)
+                && !e.stderr().contains("Broken pipe")
+        }
+        GpgError::Pipe(_) => false,
+    }
 }
 
 enum FeedError {
     Damaged { chunk: String, reason: String },
     Remote { path: String, source: UploadError },
-    Write(std::io::Error),
+    Write(io::Error),
     Interrupted,
 }
 
@@ -382,10 +432,7 @@ impl FeedError {
                 reason,
             },
             Self::Remote { path, source } => RestoreError::Remote { path, source },
-            Self::Write(e) => RestoreError::Decrypt {
-                backup: backup.dir_name.clone(),
-                source: GpgError::Pipe(e),
-            },
+            Self::Write(e) => decrypt_error(backup, GpgError::Pipe(e)),
             Self::Interrupted => RestoreError::Interrupted,
         }
     }
@@ -401,81 +448,270 @@ fn feed_chunks(
     sink: &mut impl Write,
     cancel: &CancelToken,
 ) -> Result<(), FeedError> {
-    let mut buf = vec![0u8; 1 << 20];
+    let mut hold = HoldBack::new(1 << 20);
     for name in chunks {
-        let path = remote_join(dir, name);
-        let remote_err = |source| FeedError::Remote {
-            path: path.clone(),
-            source,
-        };
-        let mut cat = store.cat(&path).map_err(remote_err)?;
-        let mut stream = cat
-            .take_stdout()
-            .ok_or_else(|| FeedError::Write(std::io::Error::other("no stdout")))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        // The last block read is held back until the next one arrives, and
-        // the chunk's final block until its size and SHA-256 are proven:
-        // `zfs recv` commits when it reads the stream's END record, which
-        // is in the final bytes, so a damaged final chunk must never reach
-        // it, even for a moment.
-        let mut held = vec![0u8; buf.len()];
-        let mut held_len = 0;
-        loop {
-            if cancel.is_cancelled() {
-                cat.kill();
-                let _ = cat.wait();
-                return Err(FeedError::Interrupted);
-            }
-            let n = match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    cat.kill();
-                    let _ = cat.wait();
-                    return Err(FeedError::Remote {
-                        path: path.clone(),
-                        source: UploadError::Parse {
-                            command: format!("cat {path}"),
-                            message: e.to_string(),
-                        },
-                    });
-                }
-            };
-            hasher.update(&buf[..n]);
-            size += n as u64;
-            if let Err(e) = sink.write_all(&held[..held_len]) {
-                cat.kill();
-                let _ = cat.wait();
-                return Err(FeedError::Write(e));
-            }
-            std::mem::swap(&mut buf, &mut held);
-            held_len = n;
-        }
-        drop(stream);
-        cat.wait().into_result().map_err(|e| remote_err(e.into()))?;
-        if let Some(entry) = backup
-            .manifest
-            .as_ref()
-            .and_then(|m| m.chunks.iter().find(|c| &c.name == name))
-        {
-            let digest = hex(&hasher.finalize());
-            if entry.size != size {
-                return Err(FeedError::Damaged {
-                    chunk: name.clone(),
-                    reason: format!("{size} bytes, the manifest says {}", entry.size),
-                });
-            }
-            if entry.sha256 != digest {
-                return Err(FeedError::Damaged {
-                    chunk: name.clone(),
-                    reason: "its sha256 differs from the manifest".into(),
-                });
-            }
-        }
-        sink.write_all(&held[..held_len])
-            .map_err(FeedError::Write)?;
+        let passed = stream_chunk(store, &remote_join(dir, name), sink, cancel, &mut hold)?;
+        check_chunk(backup, name, &passed)?;
+        hold.release(sink).map_err(FeedError::Write)?;
     }
     Ok(())
+}
+
+/// Passes blocks on one block late. `zfs recv` commits when it reads the
+/// stream's END record, which is in the final bytes, so a damaged final
+/// chunk must never reach it, even for a moment: a chunk's last block stays
+/// here until the chunk's size and SHA-256 are proven.
+struct HoldBack {
+    read: Vec<u8>,
+    held: Vec<u8>,
+    held_len: usize,
+}
+
+impl HoldBack {
+    fn new(block: usize) -> Self {
+        Self {
+            read: vec![0u8; block],
+            held: vec![0u8; block],
+            held_len: 0,
+        }
+    }
+
+    /// Passes on the block held so far, and holds the `n` bytes just read
+    /// into `self.read` instead.
+    fn pass_on(&mut self, n: usize, sink: &mut impl Write) -> io::Result<()> {
+        sink.write_all(&self.held[..self.held_len])?;
+        std::mem::swap(&mut self.read, &mut self.held);
+        self.held_len = n;
+        Ok(())
+    }
+
+    /// Passes on the block held, once its chunk is proven.
+    fn release(&mut self, sink: &mut impl Write) -> io::Result<()> {
+        sink.write_all(&self.held[..self.held_len])?;
+        self.held_len = 0;
+        Ok(())
+    }
+}
+
+/// The size and SHA-256 of what passed of one chunk.
+struct Passed {
+    size: u64,
+    sha256: String,
+}
+
+/// Streams the chunk at `path` into `sink`, all but its last block, which
+/// `hold` keeps.
+fn stream_chunk(
+    store: &dyn Uploader,
+    path: &str,
+    sink: &mut impl Write,
+    cancel: &CancelToken,
+    hold: &mut HoldBack,
+) -> Result<Passed, FeedError> {
+    let remote_err = |source| FeedError::Remote {
+        path: path.to_owned(),
+        source,
+    };
+    let Started {
+        stage: cat,
+        output: mut stream,
+    } = store.cat(path).map_err(remote_err)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let copied = loop {
+        if cancel.is_cancelled() {
+            break Err(FeedError::Interrupted);
+        }
+        let n = match stream.read(&mut hold.read) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                break Err(remote_err(UploadError::Parse {
+                    command: format!("cat {path}"),
+                    message: e.to_string(),
+                }))
+            }
+        };
+        hasher.update(&hold.read[..n]);
+        size += n as u64;
+        if let Err(e) = hold.pass_on(n, sink) {
+            break Err(FeedError::Write(e));
+        }
+    };
+    drop(stream);
+    if let Err(e) = copied {
+        cat.stop();
+        let _ = cat.wait();
+        return Err(e);
+    }
+    cat.wait().map_err(remote_err)?;
+    Ok(Passed {
+        size,
+        sha256: hex(&hasher.finalize()),
+    })
+}
+
+/// Checks what passed of chunk `name` against the manifest, if there is
+/// one.
+fn check_chunk(backup: &RemoteBackup, name: &str, passed: &Passed) -> Result<(), FeedError> {
+    let Some(entry) = backup
+        .manifest
+        .as_ref()
+        .and_then(|m| m.chunks.iter().find(|c| c.name == name))
+    else {
+        return Ok(());
+    };
+    let reason = if entry.size != passed.size {
+        format!("{} bytes, the manifest says {}", passed.size, entry.size)
+    } else if entry.sha256 != passed.sha256 {
+        "its sha256 differs from the manifest".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(FeedError::Damaged {
+        chunk: name.to_owned(),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::model::{ChunkEntry, ExportKind, Manifest, MANIFEST_FORMAT};
+    use crate::stages::MockUploader;
+
+    const DIR: &str = "r:b/20240101000000-full";
+
+    /// Bytes that do not repeat (xorshift).
+    fn noise(len: usize, mut state: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect()
+    }
+
+    /// A remote holding `files` (name, bytes) under [`DIR`], each read in
+    /// place by whoever reads the `cat` stage's output.
+    fn remote(files: &[(&str, Vec<u8>)]) -> MockUploader {
+        let files: HashMap<String, Vec<u8>> = files
+            .iter()
+            .map(|(name, bytes)| (remote_join(DIR, name), bytes.clone()))
+            .collect();
+        let mut up = MockUploader::new();
+        up.expect_cat().returning(move |path| {
+            Ok(Started::reading(
+                format!("cat {path}"),
+                io::Cursor::new(files[path].clone()),
+            ))
+        });
+        up
+    }
+
+    /// A backup whose manifest lists `chunks` (name, bytes as exported).
+    fn backup(chunks: &[(&str, Vec<u8>)]) -> RemoteBackup {
+        let chunks: Vec<ChunkEntry> = chunks
+            .iter()
+            .map(|(name, bytes)| ChunkEntry {
+                name: (*name).to_owned(),
+                size: bytes.len() as u64,
+                sha256: hex(&Sha256::digest(bytes)),
+            })
+            .collect();
+        RemoteBackup {
+            dir_name: "20240101000000-full".into(),
+            snapshot: "20240101000000".into(),
+            kind: ExportKind::Full,
+            manifest: Some(Manifest {
+                format: MANIFEST_FORMAT,
+                tool: "zfs2cloud".into(),
+                tool_version: "test".into(),
+                dataset: "tank/data".into(),
+                snapshot: "20240101000000".into(),
+                kind: ExportKind::Full,
+                base: None,
+                created_at: "2024-01-01T00:00:00Z".into(),
+                encryption: "gpg-symmetric-aes256".into(),
+                compression: "none".into(),
+                split_size: 3 << 20,
+                total_size: chunks.iter().map(|c| c.size).sum(),
+                chunks,
+            }),
+            manifest_error: None,
+            files: Vec::new(),
+        }
+    }
+
+    fn feed(
+        exported: &[(&str, Vec<u8>)],
+        on_remote: &[(&str, Vec<u8>)],
+        cancel: &CancelToken,
+    ) -> (Result<(), FeedError>, Vec<u8>) {
+        let backup = backup(exported);
+        let mut sink = Vec::new();
+        let fed = feed_chunks(
+            &remote(on_remote),
+            &backup,
+            DIR,
+            &backup.chunk_names(),
+            &mut sink,
+            cancel,
+        );
+        (fed, sink)
+    }
+
+    fn chunks() -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("x.0000", noise(3 << 20, 1)),
+            ("x.0001", noise((3 << 20) / 2, 2)),
+        ]
+    }
+
+    #[test]
+    fn chunks_that_match_the_manifest_pass_whole_and_in_order() {
+        let chunks = chunks();
+        let (fed, sink) = feed(&chunks, &chunks, &CancelToken::new());
+        assert!(fed.is_ok());
+        assert_eq!(sink, [chunks[0].1.clone(), chunks[1].1.clone()].concat());
+    }
+
+    #[test]
+    fn a_damaged_final_chunk_never_reaches_the_receiver_whole() {
+        let exported = chunks();
+        let mut on_remote = exported.clone();
+        let last = on_remote[1].1.len() - 1;
+        on_remote[1].1[last] ^= 1;
+        let (fed, sink) = feed(&exported, &on_remote, &CancelToken::new());
+        match fed {
+            Err(FeedError::Damaged { chunk, reason }) => {
+                assert_eq!(chunk, "x.0001");
+                assert!(reason.contains("sha256"), "{reason}");
+            }
+            _ => panic!("not refused as damaged"),
+        }
+        // What passed is the start of the stream: all of the first chunk,
+        // and not the end of the second, where `zfs recv` would commit.
+        let stream = [exported[0].1.clone(), exported[1].1.clone()].concat();
+        assert!(sink.len() >= exported[0].1.len());
+        assert!(sink.len() < stream.len());
+        assert!(stream.starts_with(&sink));
+    }
+
+    #[test]
+    fn an_interrupted_feed_passes_nothing_on() {
+        let chunks = chunks();
+        let cancel = CancelToken::new();
+        cancel.cancel();
+        let (fed, sink) = feed(&chunks, &chunks, &cancel);
+        assert!(matches!(fed, Err(FeedError::Interrupted)));
+        assert!(sink.is_empty());
+    }
 }

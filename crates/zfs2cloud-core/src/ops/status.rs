@@ -519,8 +519,8 @@ mod tests {
     use crate::model::RemoteFile;
     use crate::model::{ChunkEntry, Manifest, MANIFEST_FILE};
     use crate::ops::lock::RunLock;
-    use crate::process::{CommandLine, Runner, SpawnOptions};
-    use crate::stages::{MockSnapshotter, MockUploader};
+    use crate::process::{CommandLine, Runner};
+    use crate::stages::{MockSnapshotter, MockUploader, ProcessStage};
 
     const CONFIG: &str = r#"
 dataset = "tank/data"
@@ -627,13 +627,12 @@ passphrase_file = "/etc/zfs2cloud/pass"
                 .collect())
         });
         up.expect_cat().returning(|path| {
-            Ok(Runner::new().spawn(
+            ProcessStage::start(
+                &Runner::new(),
                 &CommandLine::new("cat").arg(path),
-                SpawnOptions {
-                    pipe_stdout: true,
-                    ..SpawnOptions::default()
-                },
-            )?)
+                None,
+                Vec::new(),
+            )
         });
         up
     }

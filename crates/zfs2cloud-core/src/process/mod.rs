@@ -201,8 +201,10 @@ impl CommandLine {
         &self.program
     }
 
-    /// The arguments as they are passed to the program (secrets included).
-    pub fn raw_args(&self) -> impl Iterator<Item = &OsStr> {
+    /// The arguments as they are passed to the program (secrets included),
+    /// for tests that check a secret reaches the program.
+    #[cfg(test)]
+    pub(crate) fn raw_args(&self) -> impl Iterator<Item = &OsStr> {
         self.args.iter().map(|(a, _)| a.as_os_str())
     }
 

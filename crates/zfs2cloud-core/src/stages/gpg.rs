@@ -5,12 +5,11 @@
 //! never logged and never printed by `--dry-run`.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use super::error::GpgError;
 use crate::model::Passphrase;
-use crate::process::{CommandLine, Runner, RunningProcess, SpawnOptions};
-use crate::stages::Encryptor;
+use crate::process::{CommandLine, Runner};
+use crate::stages::{ByteStream, Encryptor, ProcessStage, Started};
 
 /// The child fd on which gpg reads the passphrase.
 const PASSPHRASE_FD: i32 = 3;
@@ -59,11 +58,9 @@ impl GpgEncryptor {
             "-",
         ])
     }
-}
 
-impl GpgEncryptor {
-    /// `gpg --decrypt` reading ciphertext from its stdin pipe and writing the
-    /// plaintext to its stdout pipe, with the passphrase on fd 3.
+    /// `gpg --decrypt` reading ciphertext from its stdin and writing the
+    /// plaintext to its stdout, with the passphrase on fd 3.
     #[must_use]
     pub fn decrypt_command(&self) -> CommandLine {
         CommandLine::new(&self.gpg).args([
@@ -81,22 +78,25 @@ impl GpgEncryptor {
         ])
     }
 
-    /// Starts decrypting: write the ciphertext to the process's stdin; the
-    /// plaintext is its stdout.
+    /// Starts decrypting `input`: the returned stage's output is the
+    /// plaintext.
     ///
     /// # Errors
     ///
     /// [`GpgError`] if gpg cannot be started.
-    pub fn decrypt(&self) -> Result<RunningProcess, GpgError> {
+    pub fn decrypt(&self, input: ByteStream) -> Result<Started<GpgError>, GpgError> {
+        self.start(&self.decrypt_command(), input)
+    }
+
+    /// Starts `cmd` reading `input`, with the passphrase on fd 3.
+    fn start(&self, cmd: &CommandLine, input: ByteStream) -> Result<Started<GpgError>, GpgError> {
         let pipe = self.passphrase.to_pipe().map_err(GpgError::Pipe)?;
-        Ok(self.runner.spawn(
-            &self.decrypt_command(),
-            SpawnOptions {
-                stdin: Some(Stdio::piped()),
-                pipe_stdout: true,
-                extra_fds: vec![(pipe.into(), PASSPHRASE_FD)],
-            },
-        )?)
+        ProcessStage::start(
+            &self.runner,
+            cmd,
+            Some(input),
+            vec![(pipe.into(), PASSPHRASE_FD)],
+        )
     }
 }
 
@@ -105,16 +105,8 @@ impl Encryptor for GpgEncryptor {
         self.command().to_string()
     }
 
-    fn encrypt(&self, input: Stdio) -> Result<RunningProcess, GpgError> {
-        let pipe = self.passphrase.to_pipe().map_err(GpgError::Pipe)?;
-        Ok(self.runner.spawn(
-            &self.command(),
-            SpawnOptions {
-                stdin: Some(input),
-                pipe_stdout: true,
-                extra_fds: vec![(pipe.into(), PASSPHRASE_FD)],
-            },
-        )?)
+    fn encrypt(&self, input: ByteStream) -> Result<Started<GpgError>, GpgError> {
+        self.start(&self.command(), input)
     }
 }
 

@@ -1,14 +1,19 @@
-//! The stage traits of a backup, one per external tool.
+//! The stage traits of a backup, one per external tool, and their
+//! process-backed implementations.
 //!
-//! The process-backed implementations are [`crate::stages::ZfsCli`]
-//! ([`Snapshotter`], [`Exporter`]) and [`crate::stages::GpgEncryptor`]
-//! ([`Encryptor`]). Embedders can substitute their own, and the orchestration
-//! in [`crate::snapshot`] and [`crate::export`] is tested against mocks.
+//! The implementations are [`ZfsCli`] ([`Snapshotter`], [`Exporter`],
+//! [`Pruner`]), [`GpgEncryptor`] ([`Encryptor`]) and [`RcloneUploader`]
+//! ([`Uploader`]); [`ZstdCompressor`] ([`Compressor`]) runs in this
+//! process. The streaming stages hand each other a [`ByteStream`] and return
+//! a [`RunningStage`], so a stage can be a process or work in this process.
+//! Embedders can substitute their own; the operations are tested against
+//! the traits' mocks.
 
 mod error;
 mod gpg;
 mod mount;
 mod rclone;
+mod stream;
 mod zfs;
 mod zstd;
 
@@ -16,16 +21,16 @@ pub use error::*;
 pub use gpg::*;
 pub use mount::*;
 pub use rclone::*;
+pub use stream::*;
 pub use zfs::*;
 pub use zstd::*;
 
+use std::io;
 use std::path::Path;
-use std::process::Stdio;
 
 use crate::model::RemoteFile;
 use crate::model::SnapshotInfo;
 use crate::model::{DatasetName, SnapshotName};
-use crate::process::RunningProcess;
 
 /// Creates, lists, destroys, holds and releases snapshots.
 #[cfg_attr(test, mockall::automock)]
@@ -97,8 +102,8 @@ pub trait Exporter {
     #[allow(clippy::needless_lifetimes)]
     fn describe<'a>(&self, snapshot: &SnapshotName, base: Option<&'a SnapshotName>) -> String;
 
-    /// Starts sending `snapshot` (incrementally from `base` if given). The
-    /// stream is the returned process's stdout.
+    /// Starts sending `snapshot` (incrementally from `base` if given): the
+    /// returned stage's output is the send stream.
     ///
     /// # Errors
     ///
@@ -108,7 +113,7 @@ pub trait Exporter {
         &self,
         snapshot: &SnapshotName,
         base: Option<&'a SnapshotName>,
-    ) -> Result<RunningProcess, ZfsError>;
+    ) -> Result<Started<ZfsError>, ZfsError>;
 }
 
 /// Encrypts a stream.
@@ -118,17 +123,39 @@ pub trait Encryptor {
     /// It never contains a secret.
     fn describe(&self) -> String;
 
-    /// Starts encrypting `input`; the ciphertext is the returned process's
-    /// stdout.
+    /// Starts encrypting `input`: the returned stage's output is the
+    /// ciphertext.
     ///
     /// # Errors
     ///
     /// [`GpgError`] if it cannot be started.
-    fn encrypt(&self, input: Stdio) -> Result<RunningProcess, GpgError>;
+    fn encrypt(&self, input: ByteStream) -> Result<Started<GpgError>, GpgError>;
+}
+
+/// Compresses a stream before encryption, and undoes that on restore.
+pub trait Compressor {
+    /// What [`Compressor::compress`] runs, for logs and `--dry-run`.
+    fn describe(&self) -> String;
+
+    /// Starts compressing `input`: the returned stage's output is the
+    /// compressed stream.
+    ///
+    /// # Errors
+    ///
+    /// If it cannot be started.
+    fn compress(&self, input: ByteStream) -> io::Result<Started<io::Error>>;
+
+    /// Starts decompressing `input`, a stream [`Compressor::compress`]
+    /// made: the returned stage's output is the original.
+    ///
+    /// # Errors
+    ///
+    /// If it cannot be started.
+    fn decompress(&self, input: ByteStream) -> io::Result<Started<io::Error>>;
 }
 
 /// Copies files to the remote and lists what is there. Ordering,
-/// verification and retries are the caller's ([`crate::upload`]), so every
+/// verification and retries are the caller's (the upload step), so every
 /// uploader gets them. `Sync`, because a pipelined export uploads several
 /// chunks at once through one uploader.
 #[cfg_attr(test, mockall::automock)]
@@ -189,13 +216,13 @@ pub trait Uploader: Sync {
     /// [`UploadError`] if listing fails or its output is unparseable.
     fn list_dirs(&self, remote_dir: &str) -> Result<Vec<String>, UploadError>;
 
-    /// Starts streaming the remote file `remote_path`; its bytes are the
-    /// returned process's stdout (no local staging).
+    /// Starts streaming the remote file `remote_path`: its bytes are the
+    /// returned stage's output (no local staging).
     ///
     /// # Errors
     ///
     /// [`UploadError`] if it cannot be started.
-    fn cat(&self, remote_path: &str) -> Result<RunningProcess, UploadError>;
+    fn cat(&self, remote_path: &str) -> Result<Started<UploadError>, UploadError>;
 
     /// Writes `bytes` to `remote_path`.
     ///
@@ -205,10 +232,9 @@ pub trait Uploader: Sync {
     fn put_bytes(&self, bytes: &[u8], remote_path: &str) -> Result<(), UploadError>;
 }
 
-/// Removes what retention no longer needs.
-///
-/// Declared here so the stage set is complete; the retention policy and its
-/// implementation come with the pruning work.
+/// Removes what retention no longer needs. The retention policy decides
+/// (`plan_snapshot_prune`); the prune step calls this for each snapshot it
+/// lets go. [`ZfsCli`] implements it with `zfs destroy`.
 pub trait Pruner {
     /// Removes `snapshot` (and only it).
     ///

@@ -108,7 +108,8 @@ impl Mounter {
         CommandLine::new(&self.zfs)
     }
 
-    /// Exposes `snapshot` read-only at [`mount_dir`], with `strategy`.
+    /// Exposes `snapshot` read-only at `<basedir>/<snap>-full/`, with
+    /// `strategy`.
     ///
     /// # Errors
     ///

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::model::RemoteFile;
 use crate::process::{CommandLine, ProcessError, Runner};
-use crate::stages::{UploadError, Uploader};
+use crate::stages::{ProcessStage, Started, UploadError, Uploader};
 
 /// rclone's exit code for "directory not found".
 const EXIT_DIR_NOT_FOUND: i32 = 3;
@@ -275,15 +275,9 @@ impl Uploader for RcloneUploader {
         }
     }
 
-    fn cat(&self, remote_path: &str) -> Result<crate::process::RunningProcess, UploadError> {
+    fn cat(&self, remote_path: &str) -> Result<Started<UploadError>, UploadError> {
         let cmd = self.command("cat").arg(remote_path);
-        Ok(self.runner.spawn(
-            &cmd,
-            crate::process::SpawnOptions {
-                pipe_stdout: true,
-                ..crate::process::SpawnOptions::default()
-            },
-        )?)
+        ProcessStage::start(&self.runner, &cmd, None, Vec::new())
     }
 
     fn put_bytes(&self, bytes: &[u8], remote_path: &str) -> Result<(), UploadError> {

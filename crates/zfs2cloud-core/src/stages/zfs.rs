@@ -14,8 +14,8 @@ use super::error::{classify_stderr, KnownZfsFailure, ZfsError};
 use crate::model::ExportKind;
 use crate::model::{DatasetName, SnapshotName};
 use crate::model::{SnapshotInfo, PROP_KIND};
-use crate::process::{CommandLine, ProcessError, Runner, RunningProcess, SpawnOptions};
-use crate::stages::{Exporter, PruneError, Pruner, Snapshotter};
+use crate::process::{CommandLine, ProcessError, Runner};
+use crate::stages::{Exporter, ProcessStage, PruneError, Pruner, Snapshotter, Started};
 
 fn map_error(target: &str, tag: Option<&str>, e: ProcessError) -> ZfsError {
     let target = target.to_owned();
@@ -41,7 +41,8 @@ fn map_error(target: &str, tag: Option<&str>, e: ProcessError) -> ZfsError {
 /// The columns [`ZfsCli::list`] asks for, in order.
 pub const LIST_COLUMNS: &str = "name,userrefs,zfs2cloud:kind,zfs2cloud:base,zfs2cloud:uploaded";
 
-/// Parses `zfs list -H -t snapshot -o` [`LIST_COLUMNS`].
+/// Parses `zfs list -H -t snapshot -o name,userrefs,zfs2cloud:kind,…`
+/// (`LIST_COLUMNS`).
 ///
 /// Lines for other datasets are skipped. `-` means an unset property.
 ///
@@ -265,14 +266,13 @@ impl Exporter for ZfsCli {
         &self,
         snapshot: &SnapshotName,
         base: Option<&SnapshotName>,
-    ) -> Result<RunningProcess, ZfsError> {
-        Ok(self.runner.spawn(
+    ) -> Result<Started<ZfsError>, ZfsError> {
+        ProcessStage::start(
+            &self.runner,
             &self.send_command(snapshot, base),
-            SpawnOptions {
-                pipe_stdout: true,
-                ..SpawnOptions::default()
-            },
-        )?)
+            None,
+            Vec::new(),
+        )
     }
 }
 

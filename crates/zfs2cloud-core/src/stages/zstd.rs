@@ -11,6 +11,9 @@
 
 use std::io::{self, Read, Write};
 
+use crate::model::{Compression, CompressionSettings};
+use crate::stages::{ByteStream, Compressor, Started, ThreadStage};
+
 /// Read size of the compressing and decompressing pumps.
 const PUMP_BUFFER: usize = 1 << 20;
 
@@ -22,6 +25,52 @@ fn zstd_workers() -> u32 {
         .map_or(1, std::num::NonZeroUsize::get)
         .try_into()
         .unwrap_or(1)
+}
+
+/// zstd in this process, as a [`Compressor`]: libzstd's multi-threaded
+/// encoder, on a thread between the stages around it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZstdCompressor {
+    level: i32,
+}
+
+impl ZstdCompressor {
+    /// Compresses at `level` (see [`crate::model::ZSTD_LEVELS`]).
+    #[must_use]
+    pub fn new(level: i32) -> Self {
+        Self { level }
+    }
+}
+
+/// The compressor `settings` ask for; `None` for no compression. On
+/// restore, the level is of no account.
+#[must_use]
+pub fn compressor_for(settings: CompressionSettings) -> Option<Box<dyn Compressor>> {
+    match settings.compression {
+        Compression::None => None,
+        Compression::Zstd => Some(Box::new(ZstdCompressor::new(settings.level))),
+    }
+}
+
+impl Compressor for ZstdCompressor {
+    fn describe(&self) -> String {
+        format!("zstd -{} (in process)", self.level)
+    }
+
+    fn compress(&self, input: ByteStream) -> io::Result<Started<io::Error>> {
+        let level = self.level;
+        ThreadStage::start(self.describe(), input, move |mut input, output, stopped| {
+            zstd_compress(&mut input, output, level, stopped).map(drop)
+        })
+    }
+
+    fn decompress(&self, input: ByteStream) -> io::Result<Started<io::Error>> {
+        // No stop check: the decoder ends when gpg before it or `zfs recv`
+        // after it is stopped, and a restore stops them all together.
+        ThreadStage::start("zstd -d (in process)", input, |input, mut output, _| {
+            zstd_decompress(input, &mut output).map(drop)
+        })
+    }
 }
 
 /// Reads `input` to its end and writes it zstd-compressed to `output`,
@@ -121,6 +170,23 @@ mod tests {
         compressed.truncate(compressed.len() - 10);
         let mut out = Vec::new();
         assert!(zstd_decompress(compressed.as_slice(), &mut out).is_err());
+    }
+
+    #[test]
+    fn the_compressor_stages_round_trip_through_pipes() {
+        let data = sample(3 << 20);
+        let zstd = ZstdCompressor::new(3);
+        let source = Started::<io::Error>::reading("data", io::Cursor::new(data.clone()));
+        let compress = zstd.compress(source.output).unwrap();
+        let decompress = zstd.decompress(compress.output).unwrap();
+        assert!(matches!(decompress.output, ByteStream::Pipe(_)));
+        let mut out = Vec::new();
+        let mut output = decompress.output;
+        output.read_to_end(&mut out).unwrap();
+        drop(output);
+        decompress.stage.wait().unwrap();
+        compress.stage.wait().unwrap();
+        assert_eq!(out, data);
     }
 
     #[test]

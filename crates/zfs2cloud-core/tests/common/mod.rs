@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use zfs2cloud_core::{CommandLine, Runner, RunningProcess, SpawnOptions};
+use zfs2cloud_core::{CommandLine, ProcessStage, Runner, Started};
 use zfs2cloud_core::{RemoteFile, UploadError, Uploader};
 
 /// A read-only "remote" that is a local directory (remote paths are local
@@ -43,14 +43,13 @@ impl Uploader for LocalDirRemote {
             .map(|(n, _)| n)
             .collect())
     }
-    fn cat(&self, remote_path: &str) -> Result<RunningProcess, UploadError> {
-        Ok(Runner::new().spawn(
+    fn cat(&self, remote_path: &str) -> Result<Started<UploadError>, UploadError> {
+        ProcessStage::start(
+            &Runner::new(),
             &CommandLine::new("cat").arg(remote_path),
-            SpawnOptions {
-                pipe_stdout: true,
-                ..SpawnOptions::default()
-            },
-        )?)
+            None,
+            Vec::new(),
+        )
     }
     fn put(&self, _: &Path, _: &str) -> Result<(), UploadError> {
         panic!("a read-only remote: nothing may upload")
