@@ -5,8 +5,10 @@
     clippy::expect_used
 )]
 //! Tests of the real-rclone remotes in `zfs2cloud_testkit::remote`: a local
-//! remote, S3 served by moto, and crypt over local. Each is skipped (or,
-//! under `CI=true`, fails) when rclone or moto is missing.
+//! remote, S3 served by moto, crypt over local, and sftp and S3 served by
+//! `rclone serve` (with each of `rclone_clients()`). Each is skipped (or,
+//! under `CI=true`, fails) when rclone, the current rclone or moto is
+//! missing.
 //!
 //! What rclone 1.60.1 (Debian 12) reports, as seen here:
 //!
@@ -19,6 +21,17 @@
 //!   stores the md5 in `X-Amz-Meta-Md5chksum`). No sha256: with
 //!   `--hash-type sha256` the `Hashes` key is absent altogether.
 //! * crypt: no hashes at all.
+//!
+//! Over `rclone serve` (rclone 1.75.2), with client 1.60.1 and 1.75.2 alike:
+//!
+//! * sftp: md5 and sha1 (the server runs `md5sum`/`sha1sum` for the
+//!   client), never sha256: with `--hash-type sha256` the `Hashes` key is
+//!   absent (rclone logs `ERROR : <file>: Failed to read hash: hash type
+//!   not supported` per file) and rclone still exits 0. The sftp client
+//!   writes what it detected (`shell_type = unix`, `md5sum_command`,
+//!   `sha1sum_command`) into the rclone.conf at its first connection.
+//! * s3: md5 only (the ETag); 1.60 adds `"Tier":"STANDARD"` to each
+//!   object, 1.75 does not.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +40,10 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use zfs2cloud_testkit::fake::sha256_hex;
 use zfs2cloud_testkit::harness::{require_tools, run_ok, write_random_file};
-use zfs2cloud_testkit::remote::{create_bucket, sanitize_env, MotoServer, RcloneConfig};
+use zfs2cloud_testkit::remote::{
+    create_bucket, rclone_clients, sanitize_env, MotoServer, RcloneClient, RcloneConfig,
+    RcloneS3Server, RcloneSftpServer,
+};
 
 /// md5 from coreutils' `md5sum` (the testkit has no md5 crate).
 fn md5_hex(path: &Path) -> String {
@@ -362,4 +378,226 @@ fn crypt_over_local_encrypts_names_and_content() {
         out.stdout.len(),
         out.status
     );
+}
+
+#[test]
+fn the_chosen_client_runs() {
+    assert_eq!(RcloneConfig::new().rclone().get_program(), "rclone");
+    let config = RcloneConfig::with_rclone("/opt/some/rclone");
+    assert_eq!(config.rclone_program(), Path::new("/opt/some/rclone"));
+    let cmd = config.rclone();
+    assert_eq!(cmd.get_program(), "/opt/some/rclone");
+    assert!(
+        cmd.get_envs()
+            .any(|(k, v)| k == "AWS_CA_BUNDLE" && v.is_none()),
+        "every client's environment is sanitized"
+    );
+    let other = config.rclone_using(Path::new("/usr/bin/rclone"));
+    assert_eq!(other.get_program(), "/usr/bin/rclone");
+    assert_eq!(
+        other.get_args().collect::<Vec<_>>(),
+        ["--config", config.path().to_str().unwrap()]
+    );
+    let debian = RcloneClient::debian();
+    assert_eq!(
+        (debian.name(), debian.path()),
+        ("debian", Path::new("/usr/bin/rclone"))
+    );
+    assert_eq!(RcloneClient::current().name(), "current");
+}
+
+/// Whether something accepts connections on 127.0.0.1:`port`.
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        std::time::Duration::from_secs(1),
+    )
+    .is_ok()
+}
+
+/// CPU time (user + system, in clock ticks) process `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// An idle server must not burn CPU (`--dir-cache-time 0s` makes rclone
+/// serve spin after a few requests, and then everything crawls).
+fn assert_idle(pid: u32, log: impl Fn() -> String) {
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    // Clock ticks are 1/100 s on Linux: 2 s of a busy core is 200.
+    assert!(
+        used < 40,
+        "the idle server used {used} ticks of CPU in 2 s; log:\n{}",
+        log()
+    );
+}
+
+/// Prints and returns the clients to test (empty: skip).
+fn clients() -> Vec<RcloneClient> {
+    let clients = rclone_clients();
+    for c in &clients {
+        eprintln!(
+            "rclone client {} ({}): {}",
+            c.name(),
+            c.path().display(),
+            c.version_line()
+        );
+    }
+    clients
+}
+
+/// `copyto` of a file through `remote:dir/<client>/chunk.bin` by each
+/// client, then `lsjson --hash` and `cat` of it; returns what each client
+/// stored, by client name, for the caller to find on the server's disk.
+fn copyto_and_lsjson_by_every_client(
+    clients: &[RcloneClient],
+    configure: impl Fn(&RcloneConfig),
+    remote_dir: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let src_dir = tempfile::tempdir().unwrap();
+    let mut stored = Vec::new();
+    for (i, client) in clients.iter().enumerate() {
+        let config = RcloneConfig::with_rclone(client.path());
+        configure(&config);
+        let src = src_dir.path().join(format!("{}.bin", client.name()));
+        let len = 700_001 + i;
+        write_random_file(&src, len, 31 + i as u64);
+        let dir = format!("{remote_dir}/{}", client.name());
+        rclone_ok(
+            &config,
+            &["copyto", src.to_str().unwrap(), &format!("{dir}/chunk.bin")],
+        );
+        let listing = lsjson(&config, &dir, &["--hash"]);
+        let entry = &listing["chunk.bin"];
+        eprintln!("{} lsjson --hash of {dir}: {entry}", client.name());
+        assert_eq!(entry["Size"].as_u64(), Some(len as u64), "{entry}");
+        assert_eq!(entry["IsDir"].as_bool(), Some(false), "{entry}");
+        assert_eq!(hashes(entry).get("md5"), Some(&md5_hex(&src)), "{entry}");
+        let listing = lsjson(
+            &config,
+            &dir,
+            &["--files-only", "--hash", "--hash-type", "sha256"],
+        );
+        let entry = &listing["chunk.bin"];
+        assert!(
+            hashes(entry).is_empty(),
+            "{} now reports sha256 here ({entry}); update the notes at the top of this file",
+            client.name()
+        );
+        let data = std::fs::read(&src).unwrap();
+        let out = rclone_ok(&config, &["cat", &format!("{dir}/chunk.bin")]);
+        assert!(out.stdout == data, "{}: cat differs", client.name());
+        stored.push((client.name().to_owned(), data));
+    }
+    stored
+}
+
+#[test]
+fn rclone_serve_sftp_takes_copyto_and_lsjson_from_every_client_and_stops_on_drop() {
+    if !require_tools(&["md5sum"]) {
+        return;
+    }
+    let Some(server) = RcloneSftpServer::start() else {
+        return;
+    };
+    let clients = clients();
+    if clients.is_empty() {
+        return;
+    }
+    let port = server.port();
+    let root = server.root();
+    assert!(listening(port));
+    let stored = copyto_and_lsjson_by_every_client(
+        &clients,
+        |config| config.add_sftp("sftp", &server),
+        "sftp:backups/tank",
+    );
+    assert_idle(server.pid(), || server.log());
+    for (name, data) in &stored {
+        let on_disk = root.join(format!("backups/tank/{name}/chunk.bin"));
+        assert!(
+            std::fs::read(&on_disk).unwrap() == *data,
+            "{} differs; server log:\n{}",
+            on_disk.display(),
+            server.log()
+        );
+    }
+
+    // Only the password logs in.
+    let config = RcloneConfig::with_rclone(clients[0].path());
+    let text = format!(
+        "[bad]\ntype = sftp\nhost = 127.0.0.1\nport = {port}\nuser = {}\npass = {}\n\
+         known_hosts_file = {}\n",
+        server.user(),
+        String::from_utf8_lossy(&rclone_ok(&config, &["obscure", "--", "not the password"]).stdout)
+            .trim(),
+        server.known_hosts_file().display()
+    );
+    std::fs::write(config.path(), text).unwrap();
+    let out = config
+        .rclone()
+        .args([
+            "--retries",
+            "1",
+            "--low-level-retries",
+            "1",
+            "lsjson",
+            "bad:",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a wrong password logged in: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    drop(server);
+    assert!(!listening(port), "the server still listens after drop");
+    assert!(!root.exists(), "the served directory outlived the server");
+}
+
+#[test]
+fn rclone_serve_s3_takes_copyto_and_lsjson_from_every_client_and_stops_on_drop() {
+    if !require_tools(&["md5sum"]) {
+        return;
+    }
+    let Some(server) = RcloneS3Server::start() else {
+        return;
+    };
+    let clients = clients();
+    if clients.is_empty() {
+        return;
+    }
+    let port = server.port();
+    let root = server.root();
+    assert!(listening(port));
+    let stored = copyto_and_lsjson_by_every_client(
+        &clients,
+        |config| {
+            config.add_s3("s3", &server);
+            create_bucket(config, "s3", "zfs2cloud");
+        },
+        "s3:zfs2cloud/tank",
+    );
+    assert_idle(server.pid(), || server.log());
+    for (name, data) in &stored {
+        let on_disk = root.join(format!("zfs2cloud/tank/{name}/chunk.bin"));
+        assert!(
+            std::fs::read(&on_disk).unwrap() == *data,
+            "{} differs; server log:\n{}",
+            on_disk.display(),
+            server.log()
+        );
+    }
+    drop(server);
+    assert!(!listening(port), "the server still listens after drop");
+    assert!(!root.exists(), "the served directory outlived the server");
 }
