@@ -57,6 +57,43 @@
 //! # }
 //! ```
 //!
+//! A stage need not be a program. This exporter streams from memory, as
+//! a test or an embedder with its own source of send streams might; the
+//! export pipeline reads its output like `zfs send`'s:
+//!
+//! ```
+//! use std::io::{Cursor, Read};
+//!
+//! use zfs2cloud_core::{Exporter, SnapshotName, Started, ZfsError};
+//!
+//! struct FromMemory(Vec<u8>);
+//!
+//! impl Exporter for FromMemory {
+//!     fn describe(&self, snapshot: &SnapshotName, _base: Option<&SnapshotName>) -> String {
+//!         format!("stream of {snapshot} from memory")
+//!     }
+//!
+//!     fn send(
+//!         &self,
+//!         snapshot: &SnapshotName,
+//!         base: Option<&SnapshotName>,
+//!     ) -> Result<Started<ZfsError>, ZfsError> {
+//!         let what = self.describe(snapshot, base);
+//!         Ok(Started::reading(what, Cursor::new(self.0.clone())))
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let snapshot = SnapshotName::parse("tank/data@20240101000000")?;
+//! let Started { stage, mut output } = FromMemory(b"a send stream".to_vec()).send(&snapshot, None)?;
+//! let mut bytes = Vec::new();
+//! output.read_to_end(&mut bytes)?;
+//! stage.wait()?;
+//! assert_eq!(bytes, b"a send stream");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layers
 //!
 //! The modules are private and import only downward; what an embedder
