@@ -11,6 +11,8 @@ mod remote;
 mod secret;
 mod snapshot;
 mod steps;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use compression::*;
 pub use filemode::*;

@@ -1,12 +1,11 @@
 //! Pure checks over a remote listing: is a backup complete and intact, and
 //! which incrementals hang off which full.
 
-use crate::model::{ExportKind, RemoteBackup, MANIFEST_FILE};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::model::RemoteFile;
+use crate::model::{ExportKind, RemoteBackup, RemoteFile, MANIFEST_FILE};
 
 /// The state of one backup, as `verify` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -100,57 +99,17 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::model::ChunkEntry;
-    use crate::model::Manifest;
+    use crate::model::testing::remote_backup;
 
+    /// A listed backup; an incremental is based on `20240101000000`.
     fn backup(
         dir: &str,
         chunks: &[(&str, u64, &str)],
         files: &[(&str, u64, Option<&str>)],
         manifest: bool,
     ) -> RemoteBackup {
-        let snapshot = dir.trim_end_matches("-full").to_owned();
-        let kind = if dir.ends_with("-full") {
-            ExportKind::Full
-        } else {
-            ExportKind::Incremental
-        };
-        RemoteBackup {
-            dir_name: dir.into(),
-            snapshot: snapshot.clone(),
-            kind,
-            manifest_error: None,
-            manifest: manifest.then(|| Manifest {
-                format: 1,
-                tool: "zfs2cloud".into(),
-                tool_version: "0".into(),
-                dataset: "tank/data".into(),
-                snapshot,
-                kind,
-                base: (kind == ExportKind::Incremental).then(|| "20240101000000".into()),
-                created_at: String::new(),
-                encryption: String::new(),
-                compression: "none".into(),
-                split_size: 0,
-                total_size: 0,
-                chunks: chunks
-                    .iter()
-                    .map(|(n, s, h)| ChunkEntry {
-                        name: (*n).into(),
-                        size: *s,
-                        sha256: (*h).into(),
-                    })
-                    .collect(),
-            }),
-            files: files
-                .iter()
-                .map(|(n, s, h)| RemoteFile {
-                    name: (*n).into(),
-                    size: *s,
-                    sha256: h.map(Into::into),
-                })
-                .collect(),
-        }
+        let base = (!dir.ends_with("-full")).then_some("20240101000000");
+        remote_backup(dir, base, chunks, files, manifest)
     }
 
     #[test]

@@ -87,45 +87,19 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::model::RemoteFile;
+    use crate::model::testing::remote_backup;
 
+    /// A listed backup of one chunk.
     fn backup(dir: &str, base: Option<&str>, manifest: bool) -> RemoteBackup {
-        let snapshot = dir.trim_end_matches("-full").to_owned();
-        let kind = if dir.ends_with("-full") {
-            ExportKind::Full
-        } else {
-            ExportKind::Incremental
-        };
-        RemoteBackup {
-            dir_name: dir.into(),
-            snapshot: snapshot.clone(),
-            kind,
-            manifest_error: None,
-            manifest: manifest.then(|| crate::model::Manifest {
-                format: 1,
-                tool: String::new(),
-                tool_version: String::new(),
-                dataset: "tank/data".into(),
-                snapshot: snapshot.clone(),
-                kind,
-                base: base.map(Into::into),
-                created_at: String::new(),
-                encryption: String::new(),
-                compression: String::new(),
-                split_size: 0,
-                total_size: 0,
-                chunks: vec![crate::model::ChunkEntry {
-                    name: format!("x@{snapshot}.zfs.gpg.0000"),
-                    size: 1,
-                    sha256: String::new(),
-                }],
-            }),
-            files: vec![RemoteFile {
-                name: format!("x@{snapshot}.zfs.gpg.0000"),
-                size: 1,
-                sha256: None,
-            }],
-        }
+        let snapshot = dir.trim_end_matches("-full");
+        let chunk = format!("x@{snapshot}.zfs.gpg.0000");
+        remote_backup(
+            dir,
+            base,
+            &[(&chunk, 1, "")],
+            &[(&chunk, 1, None)],
+            manifest,
+        )
     }
 
     fn dirs(chain: &[&RemoteBackup]) -> Vec<String> {

@@ -1,7 +1,8 @@
 //! Orchestration tests against the stage mocks: verify's verdicts.
 #![allow(clippy::unwrap_used)]
 
-use crate::model::{ChunkEntry, ExportKind, Manifest, Passphrase, RemoteFile};
+use crate::model::testing::remote_backup;
+use crate::model::{Passphrase, RemoteBackup};
 use crate::process::CancelToken;
 use crate::stages::MockUploader;
 
@@ -9,65 +10,20 @@ use super::*;
 
 /// A backup `dir` on the remote whose manifest lists `chunks` (name, size,
 /// sha256), holding `files` (name, size, sha256 if the backend says), with
-/// the manifest only if `manifest`. An incremental is based on
-/// `20240101000000`.
+/// the manifest only if `manifest`, and then listed too. An incremental is
+/// based on `20240101000000`.
 fn backup(
     dir: &str,
     chunks: &[(&str, u64, &str)],
     files: &[(&str, u64, Option<&str>)],
     manifest: bool,
 ) -> RemoteBackup {
-    let snapshot = dir.trim_end_matches("-full").to_owned();
-    let kind = if dir.ends_with("-full") {
-        ExportKind::Full
-    } else {
-        ExportKind::Incremental
-    };
-    let chunks: Vec<ChunkEntry> = chunks
-        .iter()
-        .map(|(n, s, h)| ChunkEntry {
-            name: (*n).into(),
-            size: *s,
-            sha256: (*h).into(),
-        })
-        .collect();
-    let mut listed: Vec<RemoteFile> = files
-        .iter()
-        .map(|(n, s, h)| RemoteFile {
-            name: (*n).into(),
-            size: *s,
-            sha256: h.map(Into::into),
-        })
-        .collect();
+    let base = (!dir.ends_with("-full")).then_some("20240101000000");
+    let mut listed = files.to_vec();
     if manifest {
-        listed.push(RemoteFile {
-            name: "manifest.json".into(),
-            size: 100,
-            sha256: None,
-        });
+        listed.push(("manifest.json", 100, None));
     }
-    RemoteBackup {
-        dir_name: dir.into(),
-        snapshot: snapshot.clone(),
-        kind,
-        manifest_error: None,
-        manifest: manifest.then(|| Manifest {
-            format: 1,
-            tool: "zfs2cloud".into(),
-            tool_version: "0".into(),
-            dataset: "tank/data".into(),
-            snapshot,
-            kind,
-            base: (kind == ExportKind::Incremental).then(|| "20240101000000".into()),
-            created_at: "2024-01-01T00:00:00Z".into(),
-            encryption: "gpg-symmetric-aes256".into(),
-            compression: "none".into(),
-            split_size: 1024,
-            total_size: chunks.iter().map(|c| c.size).sum(),
-            chunks,
-        }),
-        files: listed,
-    }
+    remote_backup(dir, base, chunks, &listed, manifest)
 }
 
 /// A whole backup of `dir`: two chunks, listed with their hashes.
