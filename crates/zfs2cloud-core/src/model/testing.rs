@@ -1,6 +1,15 @@
-//! Fixtures for the crate's unit tests: remote backups as listed.
+//! Fixtures for the crate's unit tests: remote backups as listed, and
+//! exports on local disk.
+#![allow(clippy::unwrap_used)]
 
-use super::{ChunkEntry, ExportKind, Manifest, RemoteBackup, RemoteFile};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    hex, sha256sums_text, ChunkEntry, DatasetName, ExportKind, ExportLayout, Manifest,
+    RemoteBackup, RemoteFile, SnapshotName, MANIFEST_FILE, SHA256SUMS_FILE,
+};
 
 /// A backup directory `dir` (`<snap>-full` or `<snap>`) as a listing
 /// shows it: `files` (name, size, SHA-256 where the backend gives one)
@@ -56,4 +65,54 @@ pub(crate) fn remote_backup(
             })
             .collect(),
     }
+}
+
+/// Writes a complete export of `tank/data@snap` under `basedir` in the
+/// real layout (chunks with these contents, `SHA256SUMS`, the manifest),
+/// incremental if it has a `base`; returns its directory name.
+pub(crate) fn write_local_export(
+    basedir: &Path,
+    snap: &str,
+    base: Option<&str>,
+    chunks: &[&[u8]],
+) -> String {
+    let kind = if base.is_some() {
+        ExportKind::Incremental
+    } else {
+        ExportKind::Full
+    };
+    let dataset = DatasetName::parse("tank/data").unwrap();
+    let snapshot = SnapshotName::new(dataset.clone(), snap).unwrap();
+    let dir_name = ExportLayout::dir_name(&snapshot, kind);
+    let dir = basedir.join(&dir_name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut entries = Vec::new();
+    for (i, bytes) in chunks.iter().enumerate() {
+        let name = format!("{}{i:04}", ExportLayout::chunk_prefix(&snapshot));
+        std::fs::write(dir.join(&name), bytes).unwrap();
+        entries.push(ChunkEntry {
+            name,
+            size: bytes.len() as u64,
+            sha256: hex(&Sha256::digest(bytes)),
+        });
+    }
+    std::fs::write(dir.join(SHA256SUMS_FILE), sha256sums_text(&entries)).unwrap();
+    let manifest = Manifest {
+        format: 1,
+        tool: "zfs2cloud".into(),
+        tool_version: "0".into(),
+        dataset: dataset.to_string(),
+        snapshot: snap.into(),
+        kind,
+        base: base.map(Into::into),
+        created_at: "2024-01-01T00:00:00Z".into(),
+        encryption: "gpg-symmetric-aes256".into(),
+        compression: "none".into(),
+        split_size: 1024,
+        total_size: entries.iter().map(|c| c.size).sum(),
+        chunks: entries,
+    };
+    let json = serde_json::to_vec(&manifest).unwrap();
+    std::fs::write(dir.join(MANIFEST_FILE), json).unwrap();
+    dir_name
 }

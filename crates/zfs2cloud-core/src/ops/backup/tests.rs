@@ -10,10 +10,8 @@ use chrono::TimeZone;
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::model::{
-    hex, sha256sums_text, ChunkEntry, Manifest, RemoteFile, SnapshotInfo, MANIFEST_FILE,
-    PROP_UPLOADED, SHA256SUMS_FILE,
-};
+use crate::model::testing::write_local_export;
+use crate::model::{hex, RemoteFile, SnapshotInfo, MANIFEST_FILE, PROP_UPLOADED, SHA256SUMS_FILE};
 use crate::ops::status::LAST_BACKUP_FILE;
 use crate::ops::upload::UploadStepError;
 use crate::process::ProcessError;
@@ -41,35 +39,7 @@ fn chunk(snap: &str) -> String {
 
 /// Writes a complete one-chunk full export of `snap` under `parent`.
 fn write_full(parent: &Path, snap: &str, bytes: &[u8]) {
-    let dir = parent.join(format!("{snap}-full"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(chunk(snap)), bytes).unwrap();
-    let chunks = vec![ChunkEntry {
-        name: chunk(snap),
-        size: bytes.len() as u64,
-        sha256: sha(bytes),
-    }];
-    std::fs::write(dir.join(SHA256SUMS_FILE), sha256sums_text(&chunks)).unwrap();
-    let manifest = Manifest {
-        format: 1,
-        tool: "zfs2cloud".into(),
-        tool_version: "0".into(),
-        dataset: "tank/data".into(),
-        snapshot: snap.into(),
-        kind: ExportKind::Full,
-        base: None,
-        created_at: "2024-01-01T00:00:00Z".into(),
-        encryption: "gpg-symmetric-aes256".into(),
-        compression: "none".into(),
-        split_size: 1024,
-        total_size: bytes.len() as u64,
-        chunks,
-    };
-    std::fs::write(
-        dir.join(MANIFEST_FILE),
-        serde_json::to_vec(&manifest).unwrap(),
-    )
-    .unwrap();
+    write_local_export(parent, snap, None, &[bytes]);
 }
 
 fn info(snap: &str, kind: Option<ExportKind>, uploaded: Option<String>) -> SnapshotInfo {

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use chrono::TimeZone;
 
 use super::*;
-use crate::model::{hex, sha256sums_text, ChunkEntry, Manifest};
+use crate::model::hex;
+use crate::model::testing::write_local_export;
 use crate::stages::{MockSnapshotter, MockUploader};
 
 /// Every state-changing stage call, in order.
@@ -34,50 +35,6 @@ fn sha(bytes: &[u8]) -> String {
 /// The name of chunk `i` of `snap`'s export.
 fn chunk(snap: &str, i: usize) -> String {
     format!("{}{i:04}", ExportLayout::chunk_prefix(&name(snap)))
-}
-
-/// Writes a complete export of `snap` (incremental if it has a `base`)
-/// under `basedir` in the real layout; returns its directory name.
-fn write_export(basedir: &Path, snap: &str, base: Option<&str>, chunks: &[&[u8]]) -> String {
-    let kind = if base.is_some() {
-        ExportKind::Incremental
-    } else {
-        ExportKind::Full
-    };
-    let dir_name = ExportLayout::dir_name(&name(snap), kind);
-    let dir = basedir.join(&dir_name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut entries = Vec::new();
-    for (i, bytes) in chunks.iter().enumerate() {
-        std::fs::write(dir.join(chunk(snap, i)), bytes).unwrap();
-        entries.push(ChunkEntry {
-            name: chunk(snap, i),
-            size: bytes.len() as u64,
-            sha256: sha(bytes),
-        });
-    }
-    std::fs::write(dir.join(SHA256SUMS_FILE), sha256sums_text(&entries)).unwrap();
-    let manifest = Manifest {
-        format: 1,
-        tool: "zfs2cloud".into(),
-        tool_version: "0".into(),
-        dataset: DATASET.into(),
-        snapshot: snap.into(),
-        kind,
-        base: base.map(Into::into),
-        created_at: "2024-01-01T00:00:00Z".into(),
-        encryption: "gpg-symmetric-aes256".into(),
-        compression: "none".into(),
-        split_size: 1024,
-        total_size: entries.iter().map(|c| c.size).sum(),
-        chunks: entries,
-    };
-    std::fs::write(
-        dir.join(MANIFEST_FILE),
-        serde_json::to_vec(&manifest).unwrap(),
-    )
-    .unwrap();
-    dir_name
 }
 
 /// A snapshot of the dataset as `zfs list` reports it.
@@ -230,8 +187,8 @@ fn taken(log: &Log) -> Vec<String> {
 fn uploads_oldest_first_with_the_manifest_last_and_records_each_confirmation() {
     let d = dirs();
     // Written newest first, so the order cannot come from creation order.
-    let newer = write_export(&d.base, "20240102000000", Some("20240101000000"), &[b"i0"]);
-    let full = write_export(&d.base, "20240101000000", None, &[b"f0", b"f1"]);
+    let newer = write_local_export(&d.base, "20240102000000", Some("20240101000000"), &[b"i0"]);
+    let full = write_local_export(&d.base, "20240101000000", None, &[b"f0", b"f1"]);
     let log = Log::default();
     let snaps = vec![
         info("20240102000000", Some(ExportKind::Incremental), None),
@@ -263,10 +220,10 @@ fn uploads_oldest_first_with_the_manifest_last_and_records_each_confirmation() {
 #[test]
 fn exports_already_confirmed_are_skipped() {
     let d = dirs();
-    let full = write_export(&d.base, "20240101000000", None, &[b"f0"]);
-    let incr = write_export(&d.base, "20240102000000", Some("20240101000000"), &[b"i0"]);
+    let full = write_local_export(&d.base, "20240101000000", None, &[b"f0"]);
+    let incr = write_local_export(&d.base, "20240102000000", Some("20240101000000"), &[b"i0"]);
     // The full is on the remote, and recorded so on its snapshot.
-    write_export(&d.remote, "20240101000000", None, &[b"f0"]);
+    write_local_export(&d.remote, "20240101000000", None, &[b"f0"]);
     let remote_name = d.remote.display().to_string();
     let snaps = vec![
         info(
@@ -288,7 +245,7 @@ fn exports_already_confirmed_are_skipped() {
 #[test]
 fn a_confirmation_counts_only_for_its_remote_directory_and_kind() {
     let d = dirs();
-    write_export(&d.base, "20240101000000", None, &[b"f0"]);
+    write_local_export(&d.base, "20240101000000", None, &[b"f0"]);
     let export = ExportLayout::new(d.base.clone())
         .complete_exports(&ds())
         .unwrap()
@@ -318,7 +275,7 @@ fn a_confirmation_counts_only_for_its_remote_directory_and_kind() {
 #[test]
 fn an_interrupted_upload_resumes_sending_only_what_is_missing_or_wrong() {
     let d = dirs();
-    let full = write_export(&d.base, "20240101000000", None, &[b"c0", b"c1", b"c2"]);
+    let full = write_local_export(&d.base, "20240101000000", None, &[b"c0", b"c1", b"c2"]);
     // The killed run left chunk 0 whole and chunk 1 torn (same size).
     let on_remote = d.remote.join(&full);
     std::fs::create_dir_all(&on_remote).unwrap();
@@ -343,9 +300,9 @@ fn an_interrupted_upload_resumes_sending_only_what_is_missing_or_wrong() {
 #[test]
 fn a_complete_upload_that_was_never_recorded_is_only_recorded() {
     let d = dirs();
-    let full = write_export(&d.base, "20240101000000", None, &[b"c0"]);
+    let full = write_local_export(&d.base, "20240101000000", None, &[b"c0"]);
     // Killed after the manifest went up, before `zfs set`.
-    write_export(&d.remote, "20240101000000", None, &[b"c0"]);
+    write_local_export(&d.remote, "20240101000000", None, &[b"c0"]);
     let log = Log::default();
     let up = remote(&d.remote, &log, "", 0);
     let snaps = vec![info("20240101000000", Some(ExportKind::Full), None)];
@@ -367,8 +324,8 @@ fn a_complete_upload_that_was_never_recorded_is_only_recorded() {
 fn an_incremental_without_its_base_is_refused_but_a_later_full_goes_up() {
     let d = dirs();
     // The base's export was lost locally and never uploaded.
-    write_export(&d.base, "20240102000000", Some("20240101000000"), &[b"i0"]);
-    let full = write_export(&d.base, "20240103000000", None, &[b"f0"]);
+    write_local_export(&d.base, "20240102000000", Some("20240101000000"), &[b"i0"]);
+    let full = write_local_export(&d.base, "20240103000000", None, &[b"f0"]);
     let snaps = vec![
         info("20240101000000", Some(ExportKind::Full), None),
         info("20240102000000", Some(ExportKind::Incremental), None),
@@ -397,7 +354,7 @@ fn an_incremental_without_its_base_is_refused_but_a_later_full_goes_up() {
 #[test]
 fn a_base_recorded_as_uploaded_but_gone_from_the_remote_is_forgotten() {
     let d = dirs();
-    write_export(&d.base, "20240102000000", Some("20240101000000"), &[b"i0"]);
+    write_local_export(&d.base, "20240102000000", Some("20240101000000"), &[b"i0"]);
     let remote_name = d.remote.display().to_string();
     let snaps = vec![
         info(
@@ -420,9 +377,9 @@ fn a_base_recorded_as_uploaded_but_gone_from_the_remote_is_forgotten() {
 #[test]
 fn only_uploads_the_named_export_and_its_pending_base() {
     let d = dirs();
-    let full = write_export(&d.base, "20240101000000", None, &[b"f0"]);
-    let incr = write_export(&d.base, "20240102000000", Some("20240101000000"), &[b"i0"]);
-    write_export(&d.base, "20240103000000", None, &[b"g0"]);
+    let full = write_local_export(&d.base, "20240101000000", None, &[b"f0"]);
+    let incr = write_local_export(&d.base, "20240102000000", Some("20240101000000"), &[b"i0"]);
+    write_local_export(&d.base, "20240103000000", None, &[b"g0"]);
     let snaps = ["20240101000000", "20240102000000", "20240103000000"]
         .iter()
         .zip([ExportKind::Full, ExportKind::Incremental, ExportKind::Full])
@@ -441,7 +398,7 @@ fn only_uploads_the_named_export_and_its_pending_base() {
 /// Uploads one full whose chunk 0 fails `failures` times, with 2 retries.
 fn upload_with_failures(failures: u32) -> (Result<usize, UploadStepError>, Vec<String>, String) {
     let d = dirs();
-    let full = write_export(&d.base, "20240101000000", None, &[b"f0", b"f1"]);
+    let full = write_local_export(&d.base, "20240101000000", None, &[b"f0", b"f1"]);
     let log = Log::default();
     let up = remote(&d.remote, &log, &chunk("20240101000000", 0), failures);
     let snaps = vec![info("20240101000000", Some(ExportKind::Full), None)];
@@ -507,7 +464,7 @@ fn a_tool_that_cannot_start_is_not_retried_and_a_cancelled_run_tries_nothing() {
 #[test]
 fn stray_chunks_on_the_remote_stop_the_upload_before_the_manifest() {
     let d = dirs();
-    let full = write_export(&d.base, "20240101000000", None, &[b"f0"]);
+    let full = write_local_export(&d.base, "20240101000000", None, &[b"f0"]);
     let stray = chunk("20240101000000", 7);
     std::fs::create_dir_all(d.remote.join(&full)).unwrap();
     std::fs::write(d.remote.join(&full).join(&stray), b"old").unwrap();
