@@ -13,16 +13,13 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::hex;
-use crate::model::remote_join;
-use crate::model::DatasetName;
-use crate::model::RemoteBackup;
-use crate::model::{Compression, CompressionSettings};
+use crate::model::{hex, remote_join, Compression, CompressionSettings, DatasetName, RemoteBackup};
 use crate::policy::RestorePlanError;
 use crate::process::{CancelToken, CommandLine, ProcessError, Runner};
-use crate::stages::{compressor_for, ByteStream, Compressor, ProcessStage, RunningStage, Started};
-use crate::stages::{GpgEncryptor, GpgError};
-use crate::stages::{UploadError, Uploader};
+use crate::stages::{
+    compressor_for, ByteStream, Compressor, GpgEncryptor, GpgError, ProcessStage, RunningStage,
+    Started, UploadError, Uploader, ZfsCli,
+};
 
 /// Errors of restore.
 #[derive(Debug, thiserror::Error)]
@@ -120,31 +117,6 @@ pub struct RestoreSettings {
     pub cancel: CancelToken,
 }
 
-/// Whether `dataset` exists.
-///
-/// # Errors
-///
-/// [`ProcessError`] if `zfs list` fails for another reason than absence.
-pub fn dataset_exists(
-    runner: &Runner,
-    zfs: &std::path::Path,
-    dataset: &DatasetName,
-) -> Result<bool, ProcessError> {
-    // Also asked while cleaning up after an interruption, so it must run
-    // even then.
-    let options = crate::process::RunOptions::cleanup(runner);
-    match runner.query_with(
-        &CommandLine::new(zfs)
-            .args(["list", "-H", "-o", "name"])
-            .arg(dataset.as_str()),
-        &options,
-    ) {
-        Ok(_) => Ok(true),
-        Err(e) if e.stderr().contains("does not exist") => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// Receives `chain` (full first) into `settings.target`.
 ///
 /// # Errors
@@ -158,12 +130,13 @@ pub fn restore_chain(
     chain: &[&RemoteBackup],
     settings: &RestoreSettings,
 ) -> Result<(), RestoreError> {
-    let exists = dataset_exists(runner, &settings.zfs, &settings.target).map_err(|source| {
-        RestoreError::Receive {
+    let zfs = ZfsCli::new(runner.clone(), settings.zfs.clone());
+    let exists = zfs
+        .exists(&settings.target)
+        .map_err(|source| RestoreError::Receive {
             backup: String::new(),
             source,
-        }
-    })?;
+        })?;
     if exists && !settings.force {
         return Err(RestoreError::TargetExists(settings.target.to_string()));
     }
@@ -176,7 +149,7 @@ pub fn restore_chain(
         }
         // -F: overwrite an existing target (--force), and roll the freshly
         // received full back to its snapshot before the incremental.
-        let recv = recv_command(settings, i > 0 || settings.force);
+        let recv = zfs.recv_command(&settings.target, i > 0 || settings.force);
         let dir = remote_join(&settings.remote, &backup.dir_name);
         let chunks = backup.chunk_names();
         if runner.skip_in_dry_run(&format!(
@@ -202,48 +175,31 @@ pub fn restore_chain(
             // than asked for, and an aborted full receive may leave an
             // empty dataset on some ZFS versions. It did not exist before,
             // so it is ours to remove.
-            let created = !exists
-                && (i > 0
-                    || dataset_exists(runner, &settings.zfs, &settings.target).unwrap_or(false));
+            let created = !exists && (i > 0 || zfs.exists(&settings.target).unwrap_or(false));
             if created {
-                destroy_partly_restored(runner, settings);
+                destroy_partly_restored(&zfs, &settings.target);
             }
             return Err(e);
         }
         log::info!("received {} into {}", backup.dir_name, settings.target);
     }
     if settings.mount {
-        let cmd = CommandLine::new(&settings.zfs)
-            .arg("mount")
-            .arg(settings.target.as_str());
-        runner.mutate(&cmd).map_err(|source| RestoreError::Mount {
-            target: settings.target.to_string(),
-            source,
-        })?;
+        zfs.mount(&settings.target)
+            .map_err(|source| RestoreError::Mount {
+                target: settings.target.to_string(),
+                source,
+            })?;
     }
     Ok(())
 }
 
-/// `zfs recv -u [-F] <target>`. `-u`: receive without mounting. A mount
-/// that fails (a non-empty mountpoint) would fail the receive of data that
-/// arrived whole; the dataset is mounted once the whole chain is in.
-fn recv_command(settings: &RestoreSettings, force: bool) -> CommandLine {
-    let mut recv = CommandLine::new(&settings.zfs).args(["recv", "-u"]);
-    if force {
-        recv = recv.arg("-F");
-    }
-    recv.arg(settings.target.as_str())
-}
-
 /// Removes the target this restore created, after a failed receive. A
 /// failure is logged: the receive's error is the one to report.
-fn destroy_partly_restored(runner: &Runner, settings: &RestoreSettings) {
-    match crate::stages::destroy_own_dataset(runner, &settings.zfs, settings.target.as_str(), true)
-    {
-        Ok(()) => log::warn!("destroyed the partly restored {}", settings.target),
+fn destroy_partly_restored(zfs: &ZfsCli, target: &DatasetName) {
+    match zfs.destroy_own(target.as_str(), true) {
+        Ok(()) => log::warn!("destroyed the partly restored {target}"),
         Err(d) => log::error!(
-            "could not destroy the partly restored {}: {}",
-            settings.target,
+            "could not destroy the partly restored {target}: {}",
             crate::util::error_chain(&d)
         ),
     }

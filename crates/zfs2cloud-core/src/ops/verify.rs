@@ -9,14 +9,11 @@
 
 use serde::Serialize;
 
-use crate::policy::{chains, check_listing, Health};
-
-use crate::model::RemoteBackup;
-use crate::model::{DatasetName, SnapshotName};
+use crate::model::{DatasetName, RemoteBackup, SnapshotName};
 use crate::ops::restore::{restore_chain, RestoreError, RestoreSettings};
-use crate::process::{CommandLine, Runner};
-use crate::stages::GpgEncryptor;
-use crate::stages::Uploader;
+use crate::policy::{chains, check_listing, Health};
+use crate::process::Runner;
+use crate::stages::{GpgEncryptor, Uploader, ZfsCli};
 
 /// One backup's verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -192,13 +189,7 @@ fn deep_check_chain(
         }
         // Back to the full, so every incremental lands on its base.
         if let Ok(base) = SnapshotName::new(scratch.clone(), &chain.full.snapshot) {
-            let must = crate::process::RunOptions::cleanup(runner);
-            runner.mutate_with(
-                &CommandLine::new(&settings.zfs)
-                    .args(["rollback", "-r"])
-                    .arg(base.to_string()),
-                &must,
-            )?;
+            ZfsCli::new(runner.clone(), settings.zfs.clone()).rollback_own(&base)?;
         }
         let mut incr_settings = settings.clone();
         incr_settings.force = true;
@@ -218,8 +209,9 @@ fn destroy_scratch(
     if !scratch.as_str().contains("/zfs2cloud-verify-") {
         return Ok(());
     }
-    if crate::ops::restore::dataset_exists(runner, &settings.zfs, scratch)? {
-        crate::stages::destroy_own_dataset(runner, &settings.zfs, scratch.as_str(), true)?;
+    let zfs = ZfsCli::new(runner.clone(), settings.zfs.clone());
+    if zfs.exists(scratch)? {
+        zfs.destroy_own(scratch.as_str(), true)?;
     }
     Ok(())
 }

@@ -10,6 +10,8 @@ use crate::model::{
 };
 use crate::process::{CommandLine, ProcessError, Runner};
 
+use super::ZfsCli;
+
 /// How a snapshot was exposed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exposure {
@@ -94,18 +96,19 @@ fn read_proc_mounts() -> String {
 #[derive(Debug, Clone)]
 pub struct Mounter {
     runner: Runner,
-    zfs: PathBuf,
+    zfs: ZfsCli,
 }
 
 impl Mounter {
     /// Uses `zfs` for clones and properties, `mount`/`umount` from `PATH`.
     #[must_use]
     pub fn new(runner: Runner, zfs: PathBuf) -> Self {
+        let zfs = ZfsCli::new(runner.clone(), zfs);
         Self { runner, zfs }
     }
 
     fn zfs(&self) -> CommandLine {
-        CommandLine::new(&self.zfs)
+        self.zfs.cmd()
     }
 
     /// Exposes `snapshot` read-only at `<basedir>/<snap>-full/`, with
@@ -269,12 +272,7 @@ impl Mounter {
 
     /// `zfs destroy` of a temporary clone (retrying zfs-fuse's "busy").
     fn destroy_clone(&self, clone: &str) -> Result<(), MountError> {
-        Ok(crate::stages::destroy_own_dataset(
-            &self.runner,
-            &self.zfs,
-            clone,
-            false,
-        )?)
+        Ok(self.zfs.destroy_own(clone, false)?)
     }
 
     /// Takes the exposure down: unmounts, or destroys the temporary clone

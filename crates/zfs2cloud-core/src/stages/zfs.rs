@@ -14,7 +14,7 @@ use super::error::{classify_stderr, KnownZfsFailure, ZfsError};
 use crate::model::ExportKind;
 use crate::model::{DatasetName, SnapshotName};
 use crate::model::{SnapshotInfo, PROP_KIND};
-use crate::process::{CommandLine, ProcessError, Runner};
+use crate::process::{CommandLine, ProcessError, RunOptions, Runner};
 use crate::stages::{Exporter, ProcessStage, PruneError, Pruner, Snapshotter, Started};
 
 fn map_error(target: &str, tag: Option<&str>, e: ProcessError) -> ZfsError {
@@ -98,42 +98,6 @@ pub fn parse_snapshot_list(
     Ok(out)
 }
 
-/// `zfs destroy [-r] <dataset>` of a dataset zfs2cloud created itself (a
-/// temporary clone, a verification scratch dataset, a partly restored
-/// target). Runs even when the run is interrupted. zfs-fuse reports a
-/// dataset busy for a moment after it was mounted or received into, so
-/// "busy" is retried for up to ten seconds.
-///
-/// # Errors
-///
-/// [`ProcessError`] if it still fails.
-pub fn destroy_own_dataset(
-    runner: &Runner,
-    zfs: &std::path::Path,
-    dataset: &str,
-    recursive: bool,
-) -> Result<(), ProcessError> {
-    let mut cmd = CommandLine::new(zfs).arg("destroy");
-    if recursive {
-        cmd = cmd.arg("-r");
-    }
-    let cmd = cmd.arg(dataset);
-    let must = crate::process::RunOptions::cleanup(runner);
-    let mut attempt = 0;
-    loop {
-        match runner.mutate_with(&cmd, &must) {
-            Ok(_) => return Ok(()),
-            Err(e)
-                if attempt < 40 && classify_stderr(e.stderr()) == Some(KnownZfsFailure::Busy) =>
-            {
-                attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(250));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// [`Snapshotter`] and [`Exporter`] backed by the `zfs` binary.
 #[derive(Debug, Clone)]
 pub struct ZfsCli {
@@ -148,8 +112,99 @@ impl ZfsCli {
         Self { runner, zfs }
     }
 
-    fn cmd(&self) -> CommandLine {
+    /// `zfs`, for the subcommands other stages of the crate run (the
+    /// mounter's `clone` and `set`): every zfs command line is made here.
+    pub(crate) fn cmd(&self) -> CommandLine {
         CommandLine::new(&self.zfs)
+    }
+
+    /// `zfs recv -u [-F] <target>`, for restore to run as a pipeline
+    /// stage. `-u`: receive without mounting. A mount that fails (a
+    /// non-empty mountpoint) would fail the receive of data that arrived
+    /// whole; the dataset is mounted once the whole chain is in.
+    #[must_use]
+    pub fn recv_command(&self, target: &DatasetName, force: bool) -> CommandLine {
+        let mut recv = self.cmd().args(["recv", "-u"]);
+        if force {
+            recv = recv.arg("-F");
+        }
+        recv.arg(target.as_str())
+    }
+
+    /// Whether `dataset` exists. Also asked while cleaning up after an
+    /// interruption, so it runs even then.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError`] if `zfs list` fails for another reason than absence.
+    pub fn exists(&self, dataset: &DatasetName) -> Result<bool, ProcessError> {
+        let options = RunOptions::cleanup(&self.runner);
+        let cmd = self
+            .cmd()
+            .args(["list", "-H", "-o", "name"])
+            .arg(dataset.as_str());
+        match self.runner.query_with(&cmd, &options) {
+            Ok(_) => Ok(true),
+            Err(e) if e.stderr().contains("does not exist") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `zfs mount <dataset>`.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError`] if it fails.
+    pub fn mount(&self, dataset: &DatasetName) -> Result<(), ProcessError> {
+        let cmd = self.cmd().arg("mount").arg(dataset.as_str());
+        self.runner.mutate(&cmd).map(|_| ())
+    }
+
+    /// `zfs rollback -r <snapshot>`, even when the run is interrupted (it
+    /// only ever rolls back a dataset zfs2cloud received itself).
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError`] if it fails.
+    pub fn rollback_own(&self, snapshot: &SnapshotName) -> Result<(), ProcessError> {
+        let cmd = self
+            .cmd()
+            .args(["rollback", "-r"])
+            .arg(snapshot.to_string());
+        let must = RunOptions::cleanup(&self.runner);
+        self.runner.mutate_with(&cmd, &must).map(|_| ())
+    }
+
+    /// `zfs destroy [-r] <dataset>` of a dataset zfs2cloud created itself (a
+    /// temporary clone, a verification scratch dataset, a partly restored
+    /// target). Runs even when the run is interrupted. zfs-fuse reports a
+    /// dataset busy for a moment after it was mounted or received into, so
+    /// "busy" is retried for up to ten seconds.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError`] if it still fails.
+    pub fn destroy_own(&self, dataset: &str, recursive: bool) -> Result<(), ProcessError> {
+        let mut cmd = self.cmd().arg("destroy");
+        if recursive {
+            cmd = cmd.arg("-r");
+        }
+        let cmd = cmd.arg(dataset);
+        let must = RunOptions::cleanup(&self.runner);
+        let mut attempt = 0;
+        loop {
+            match self.runner.mutate_with(&cmd, &must) {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if attempt < 40
+                        && classify_stderr(e.stderr()) == Some(KnownZfsFailure::Busy) =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn send_command(&self, snapshot: &SnapshotName, base: Option<&SnapshotName>) -> CommandLine {
