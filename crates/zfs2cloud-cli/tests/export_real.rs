@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -64,36 +64,32 @@ fn restore_with_stock_tools(setup: &Setup, export_dir: &Path, target: &str) {
     ));
 }
 
-#[test]
-fn since_last_full_chain_restores_byte_identical_with_stock_tools() {
-    let Some(zfs) = ZfsSession::start(&["gpg"]) else {
-        return;
-    };
-    let src = zfs.pool("src");
-    let dst = zfs.pool("dst");
-    let data = src.create_dataset("data");
-    let ds = src.dataset("data");
-    let setup = Setup::new(&ds, "");
-
+/// Days 1 to 3 of `data`, each snapshotted and exported; returns the
+/// source's digest at day 3.
+fn export_days_one_to_three(setup: &Setup, data: &Path) -> BTreeMap<String, String> {
     // Day 1: a full.
     std::fs::create_dir(data.join("docs")).unwrap();
     write_random_file(&data.join("big.bin"), 400_000, 1);
     std::fs::write(data.join("docs/a.txt"), "day one\n").unwrap();
-    let out = snapshot_and_export(&setup, DAY1);
+    let out = snapshot_and_export(setup, DAY1);
     assert!(out.contains("(full)"), "{out}");
 
     // Day 2: an incremental from day 1.
     std::fs::write(data.join("docs/a.txt"), "day two\n").unwrap();
     write_random_file(&data.join("day2.bin"), 100_000, 2);
-    snapshot_and_export(&setup, DAY2);
+    snapshot_and_export(setup, DAY2);
 
     // Day 3: an incremental from day 1 again, not from day 2.
     std::fs::write(data.join("docs/a.txt"), "day three\n").unwrap();
     std::fs::remove_file(data.join("day2.bin")).unwrap();
     write_random_file(&data.join("day3.bin"), 150_000, 3);
-    snapshot_and_export(&setup, DAY3);
-    let source_at_day3 = tree_digest(&data);
+    snapshot_and_export(setup, DAY3);
+    tree_digest(data)
+}
 
+/// The manifests and the pool's properties say: one full, and both
+/// incrementals based on it.
+fn check_the_chain_of_days_one_to_three(setup: &Setup, ds: &str) {
     assert_eq!(
         setup.complete_exports(),
         ["20240101000000-full", "20240102000000", "20240103000000"]
@@ -101,7 +97,7 @@ fn since_last_full_chain_restores_byte_identical_with_stock_tools() {
     let full = manifest(&setup.export_dir("20240101000000-full"));
     assert_eq!(full["kind"], "full");
     assert_eq!(full["base"], serde_json::Value::Null);
-    assert_eq!(full["dataset"], ds.as_str());
+    assert_eq!(full["dataset"], ds);
     assert!(
         full["chunks"].as_array().unwrap().len() > 1,
         "64K chunks of a 400K stream"
@@ -124,15 +120,16 @@ fn since_last_full_chain_restores_byte_identical_with_stock_tools() {
         "20240101000000"
     );
     assert_eq!(zfs_get("userrefs", &format!("{ds}@20240101000000")), "1");
+}
 
-    // SHA256SUMS is in `sha256sum -c` format and matches.
+/// SHA256SUMS is in `sha256sum -c` format and matches; dirs are 0700 and
+/// files 0600.
+fn check_sums_and_permissions(setup: &Setup) {
     run_ok(
         Command::new("sha256sum")
             .args(["-c", "--quiet", "SHA256SUMS"])
             .current_dir(setup.export_dir("20240101000000-full")),
     );
-
-    // Permissions: dirs 0700, files 0600.
     for entry in setup.all_entries() {
         let mode = std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777;
         let want = if entry.is_dir() { 0o700 } else { 0o600 };
@@ -146,19 +143,13 @@ fn since_last_full_chain_restores_byte_identical_with_stock_tools() {
             & 0o777,
         0o700
     );
+}
 
-    // Restore full + day-3 incremental, skipping day 2, with stock tools.
-    let target = dst.dataset("restored");
-    restore_with_stock_tools(&setup, &setup.export_dir("20240101000000-full"), &target);
-    restore_with_stock_tools(&setup, &setup.export_dir("20240103000000"), &target);
-    let restored = tree_digest(&dst.mountpoint(&target));
-    assert_eq!(restored, source_at_day3);
-    assert!(restored.contains_key("day3.bin") && !restored.contains_key("day2.bin"));
-
-    // Day 36: the last full is 35 days old (> full_every_x_days = 30), so
-    // this is a full, and the hold moves to it.
+/// Day 36: the last full is 35 days old (> full_every_x_days = 30), so
+/// this is a full, and the hold moves to it.
+fn day_36_is_a_full_that_takes_the_hold(setup: &Setup, data: &Path, ds: &str) {
     write_random_file(&data.join("day36.bin"), 50_000, 36);
-    let out = snapshot_and_export(&setup, DAY36);
+    let out = snapshot_and_export(setup, DAY36);
     assert!(out.contains("(full)"), "{out}");
     assert!(setup
         .export_dir("20240205000000-full")
@@ -170,7 +161,32 @@ fn since_last_full_chain_restores_byte_identical_with_stock_tools() {
         zfs_get("zfs2cloud:kind", &format!("{ds}@20240205000000")),
         "full"
     );
+}
 
+#[test]
+fn since_last_full_chain_restores_byte_identical_with_stock_tools() {
+    let Some(zfs) = ZfsSession::start(&["gpg"]) else {
+        return;
+    };
+    let src = zfs.pool("src");
+    let dst = zfs.pool("dst");
+    let data = src.create_dataset("data");
+    let ds = src.dataset("data");
+    let setup = Setup::new(&ds, "");
+
+    let source_at_day3 = export_days_one_to_three(&setup, &data);
+    check_the_chain_of_days_one_to_three(&setup, &ds);
+    check_sums_and_permissions(&setup);
+
+    // Restore full + day-3 incremental, skipping day 2, with stock tools.
+    let target = dst.dataset("restored");
+    restore_with_stock_tools(&setup, &setup.export_dir("20240101000000-full"), &target);
+    restore_with_stock_tools(&setup, &setup.export_dir("20240103000000"), &target);
+    let restored = tree_digest(&dst.mountpoint(&target));
+    assert_eq!(restored, source_at_day3);
+    assert!(restored.contains_key("day3.bin") && !restored.contains_key("day2.bin"));
+
+    day_36_is_a_full_that_takes_the_hold(&setup, &data, &ds);
     // The new full restores on its own too.
     let target2 = dst.dataset("restored2");
     restore_with_stock_tools(&setup, &setup.export_dir("20240205000000-full"), &target2);

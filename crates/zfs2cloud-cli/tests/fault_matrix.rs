@@ -194,6 +194,102 @@ fn which(tool: &str) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// The case's source: dataset `c<n>` with a few files, and a snapshot
+/// zfs2cloud did not make (`@manual`, never to be touched). Returns the
+/// dataset and its mountpoint.
+fn source_dataset(pool: &Pool<'_>, n: usize) -> (String, PathBuf) {
+    let dataset = pool.dataset(&format!("c{n}"));
+    let data = pool.create_dataset(&format!("c{n}"));
+    write_random_file(&data.join("a.bin"), 150_000, n as u64);
+    std::fs::create_dir(data.join("sub")).unwrap();
+    std::fs::write(data.join("sub/notes.txt"), "base\n").unwrap();
+    run_ok(
+        Command::new("zfs")
+            .arg("snapshot")
+            .arg(format!("{dataset}@manual")),
+    );
+    (dataset, data)
+}
+
+/// The case's remote directory and, beside it, a remote object zfs2cloud
+/// did not make. File mode mirrors the snapshot into the remote, so there
+/// the object lives next to it rather than in it. Returns both paths.
+fn remote_with_a_foreign_object(pool: &Pool<'_>, mode: Mode, n: usize) -> (PathBuf, PathBuf) {
+    let remote_root = pool.scratch().join(format!("remote{n}"));
+    std::fs::create_dir_all(&remote_root).unwrap();
+    let remote = remote_root.join("backup");
+    let foreign_remote = match mode {
+        Mode::Intermediate => remote.join("foreign.txt"),
+        Mode::File => remote_root.join("foreign.txt"),
+    };
+    std::fs::create_dir_all(foreign_remote.parent().unwrap()).unwrap();
+    std::fs::write(&foreign_remote, "not zfs2cloud's\n").unwrap();
+    (remote, foreign_remote)
+}
+
+/// The config keys of a case: its mode, no retries, the step sequence
+/// with `./arm.sh` just before `step`, `step`'s relaxed limit, and hooks
+/// that log to the case's directory.
+fn case_config(mode: Mode, step: &str) -> String {
+    let mut steps: Vec<String> = Vec::new();
+    for s in sequence(mode) {
+        if s == step {
+            steps.push("./arm.sh".into());
+        }
+        steps.push(s.into());
+    }
+    let steps = steps
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mode_keys = match mode {
+        Mode::Intermediate => String::new(),
+        Mode::File => "mode = \"file\"\nmount_strategy = \"clone\"\n".into(),
+    };
+    format!(
+        "{mode_keys}upload_retries = 0\nsteps = [{steps}]\n\
+         [step_timeouts]\n{step} = {RELAXED_LIMIT_SECONDS}\n\
+         [hooks]\n\
+         pre_snapshot = [\"/bin/sh\", \"-c\", \"echo pre >> hooks.log\"]\n\
+         post_snapshot = [\"/bin/sh\", \"-c\", \"echo post >> hooks.log\"]\n\
+         on_failure = [\"/bin/sh\", \"-c\", \"cat > on_failure.txt\"]\n"
+    )
+}
+
+/// Writes `dir/arm.sh`, which moves the rules staged under `staged` into
+/// the wrappers' state dirs.
+fn write_arming_script(dir: &Path, zfs: &FakeZfs, rclone: &FakeRclone, staged: &Path) {
+    let arm = dir.join("arm.sh");
+    std::fs::write(
+        &arm,
+        format!(
+            "#!/bin/sh\n# Moves staged faults into place: they hit the next step only.\n\
+             for t in zfs:{} rclone:{}; do\n\
+               src=\"{}/${{t%%:*}}/faults.json\"; dst=\"${{t#*:}}/faults.json\"\n\
+               if [ -f \"$src\" ]; then mv \"$src\" \"$dst\"; fi\n\
+             done\n",
+            zfs.state_dir().display(),
+            rclone.state_dir().display(),
+            staged.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&arm, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Mounts a small file system of its own (4 MiB) at `basedir`, the
+/// intermediate_basedir, so that it can be filled.
+fn mount_small_tmpfs(basedir: &Path) -> PathBuf {
+    std::fs::create_dir_all(basedir).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"])
+            .arg(basedir),
+    );
+    basedir.to_path_buf()
+}
+
 /// One case's world: a dataset, a remote, the wrappers' state, hooks and
 /// an arming script.
 struct Case {
@@ -211,90 +307,17 @@ struct Case {
 
 impl Case {
     fn new(pool: &Pool<'_>, mode: Mode, n: usize, step: &str, disk: bool) -> Self {
-        let dataset = pool.dataset(&format!("c{n}"));
-        let data = pool.create_dataset(&format!("c{n}"));
-        write_random_file(&data.join("a.bin"), 150_000, n as u64);
-        std::fs::create_dir(data.join("sub")).unwrap();
-        std::fs::write(data.join("sub/notes.txt"), "base\n").unwrap();
-        // A snapshot zfs2cloud did not make: never touched.
-        run_ok(
-            Command::new("zfs")
-                .arg("snapshot")
-                .arg(format!("{dataset}@manual")),
-        );
-
-        let remote_root = pool.scratch().join(format!("remote{n}"));
-        std::fs::create_dir_all(&remote_root).unwrap();
-        let remote = remote_root.join("backup");
-        // A remote object zfs2cloud did not make. File mode mirrors the
-        // snapshot into `remote`, so there it lives next to it.
-        let foreign_remote = match mode {
-            Mode::Intermediate => remote.join("foreign.txt"),
-            Mode::File => remote_root.join("foreign.txt"),
-        };
-        std::fs::create_dir_all(foreign_remote.parent().unwrap()).unwrap();
-        std::fs::write(&foreign_remote, "not zfs2cloud's\n").unwrap();
-
+        let (dataset, data) = source_dataset(pool, n);
+        let (remote, foreign_remote) = remote_with_a_foreign_object(pool, mode, n);
         let zfs = FakeZfs::new();
         let rclone = FakeRclone::new();
-        let mut steps: Vec<String> = Vec::new();
-        for s in sequence(mode) {
-            if s == step {
-                steps.push("./arm.sh".into());
-            }
-            steps.push(s.into());
-        }
-        let steps = steps
-            .iter()
-            .map(|s| format!("{s:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mode_keys = match mode {
-            Mode::Intermediate => String::new(),
-            Mode::File => "mode = \"file\"\nmount_strategy = \"clone\"\n".into(),
-        };
-        let setup = Setup::with_remote(
-            &dataset,
-            remote.to_str().unwrap(),
-            &format!(
-                "{mode_keys}upload_retries = 0\nsteps = [{steps}]\n\
-                 [step_timeouts]\n{step} = {RELAXED_LIMIT_SECONDS}\n\
-                 [hooks]\n\
-                 pre_snapshot = [\"/bin/sh\", \"-c\", \"echo pre >> hooks.log\"]\n\
-                 post_snapshot = [\"/bin/sh\", \"-c\", \"echo post >> hooks.log\"]\n\
-                 on_failure = [\"/bin/sh\", \"-c\", \"cat > on_failure.txt\"]\n"
-            ),
-        );
+        let setup =
+            Setup::with_remote(&dataset, remote.to_str().unwrap(), &case_config(mode, step));
         let staged = setup.dir.path().join("staged");
         std::fs::create_dir_all(staged.join("zfs")).unwrap();
         std::fs::create_dir_all(staged.join("rclone")).unwrap();
-        let arm = setup.dir.path().join("arm.sh");
-        std::fs::write(
-            &arm,
-            format!(
-                "#!/bin/sh\n# Moves staged faults into place: they hit the next step only.\n\
-                 for t in zfs:{} rclone:{}; do\n\
-                   src=\"{}/${{t%%:*}}/faults.json\"; dst=\"${{t#*:}}/faults.json\"\n\
-                   if [ -f \"$src\" ]; then mv \"$src\" \"$dst\"; fi\n\
-                 done\n",
-                zfs.state_dir().display(),
-                rclone.state_dir().display(),
-                staged.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&arm, std::fs::Permissions::from_mode(0o755)).unwrap();
-
-        let tmpfs = disk.then(|| {
-            // A small file system of its own as intermediate_basedir.
-            std::fs::create_dir_all(&setup.basedir).unwrap();
-            run_ok(
-                Command::new("mount")
-                    .args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"])
-                    .arg(&setup.basedir),
-            );
-            setup.basedir.clone()
-        });
+        write_arming_script(setup.dir.path(), &zfs, &rclone, &staged);
+        let tmpfs = disk.then(|| mount_small_tmpfs(&setup.basedir));
         Self {
             setup,
             mode,

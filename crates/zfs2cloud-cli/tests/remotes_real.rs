@@ -13,7 +13,8 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
@@ -77,6 +78,111 @@ fn release_holds(ds: &str) {
     }
 }
 
+/// Day 1 (a full) and day 2 (an incremental) of `data`, backed up with
+/// `client`; returns the source's digest at day 2.
+fn back_up_two_days(
+    setup: &Setup,
+    client: &RcloneClient,
+    kind: &str,
+    data: &Path,
+) -> BTreeMap<String, String> {
+    let name = client.name();
+    // Day 1: a few MiB (several 1M chunks), a subdirectory and a symlink.
+    write_random_file(&data.join("big.bin"), 2 * 1024 * 1024 + 12_345, 1);
+    std::fs::write(data.join("notes.txt"), format!("{kind} {name} day 1\n")).unwrap();
+    std::fs::create_dir(data.join("sub")).unwrap();
+    write_random_file(&data.join("sub/old.bin"), 100_000, 2);
+    std::os::unix::fs::symlink("notes.txt", data.join("link")).unwrap();
+    timed(
+        "full backup",
+        client,
+        kind,
+        zfs2cloud(setup, client, DAY1).arg("backup"),
+    );
+
+    // Day 2: a new file, a changed one, a removed one.
+    write_random_file(&data.join("sub/new.bin"), 1024 * 1024 + 7, 3);
+    std::fs::write(data.join("notes.txt"), format!("{kind} {name} day 2\n")).unwrap();
+    std::fs::remove_file(data.join("sub/old.bin")).unwrap();
+    timed(
+        "incremental backup",
+        client,
+        kind,
+        zfs2cloud(setup, client, DAY2).arg("backup"),
+    );
+    tree_digest(data)
+}
+
+/// Both backups are on the remote, as the client itself lists them, and
+/// what the server stored (when it is on this disk) checks out with
+/// coreutils.
+fn check_the_remote(rclone: &RcloneConfig, target: &Target, kind: &str, name: &str) {
+    let out = run_ok(rclone.rclone().args(["lsf", "--dirs-only", &target.remote]));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let mut dirs: Vec<&str> = listed.lines().collect();
+    dirs.sort_unstable();
+    assert_eq!(
+        dirs,
+        [format!("{FULL}/"), format!("{INCREMENTAL}/")],
+        "{kind}/{name}: {listed}"
+    );
+    if let Some(dir) = &target.on_disk {
+        for backup in [FULL, INCREMENTAL] {
+            run_ok(
+                Command::new("sha256sum")
+                    .args(["-c", "--quiet", "SHA256SUMS"])
+                    .current_dir(dir.join(backup)),
+            );
+        }
+    }
+}
+
+/// `verify` finds both backups OK, and `restore --at latest` into a new
+/// dataset gives files equal to `source` byte for byte.
+fn verify_and_restore_latest(
+    pool: &Pool<'_>,
+    setup: &Setup,
+    client: &RcloneClient,
+    kind: &str,
+    source: &BTreeMap<String, String>,
+) {
+    let name = client.name();
+    let out = timed(
+        "verify",
+        client,
+        kind,
+        zfs2cloud(setup, client, DAY2).arg("verify"),
+    );
+    assert_eq!(
+        text(&out).matches("OK ").count(),
+        2,
+        "{kind}/{name}: {}",
+        text(&out)
+    );
+
+    let restored = pool.dataset(&format!("restored-{name}"));
+    let out = timed(
+        "restore --at latest",
+        client,
+        kind,
+        zfs2cloud(setup, client, DAY2).args(["restore", "--to", &restored, "--at", "latest"]),
+    );
+    assert!(
+        text(&out).contains(&format!("{FULL} + {INCREMENTAL}")),
+        "{kind}/{name}: {}",
+        text(&out)
+    );
+    let restored_tree = tree_digest(&pool.mountpoint(&restored));
+    assert_eq!(
+        &restored_tree, source,
+        "{kind}/{name}: the restored files differ from the source"
+    );
+    assert!(
+        source.contains_key("sub/new.bin") && !source.contains_key("sub/old.bin"),
+        "{source:?}"
+    );
+}
+
 /// Full backup, incremental backup, verify, restore --at latest and a
 /// byte-for-byte comparison, for `client` over the remote `configure`
 /// adds to its rclone config.
@@ -103,86 +209,9 @@ fn round_trip(
         ),
     );
 
-    // Day 1: a few MiB (several 1M chunks), a subdirectory and a symlink.
-    write_random_file(&data.join("big.bin"), 2 * 1024 * 1024 + 12_345, 1);
-    std::fs::write(data.join("notes.txt"), format!("{kind} {name} day 1\n")).unwrap();
-    std::fs::create_dir(data.join("sub")).unwrap();
-    write_random_file(&data.join("sub/old.bin"), 100_000, 2);
-    std::os::unix::fs::symlink("notes.txt", data.join("link")).unwrap();
-    timed(
-        "full backup",
-        client,
-        kind,
-        zfs2cloud(&setup, client, DAY1).arg("backup"),
-    );
-
-    // Day 2: a new file, a changed one, a removed one.
-    write_random_file(&data.join("sub/new.bin"), 1024 * 1024 + 7, 3);
-    std::fs::write(data.join("notes.txt"), format!("{kind} {name} day 2\n")).unwrap();
-    std::fs::remove_file(data.join("sub/old.bin")).unwrap();
-    timed(
-        "incremental backup",
-        client,
-        kind,
-        zfs2cloud(&setup, client, DAY2).arg("backup"),
-    );
-    let source = tree_digest(&data);
-
-    // Both backups are on the remote, as the client itself lists them.
-    let out = run_ok(rclone.rclone().args(["lsf", "--dirs-only", &target.remote]));
-    let listed = String::from_utf8_lossy(&out.stdout);
-    let mut dirs: Vec<&str> = listed.lines().collect();
-    dirs.sort_unstable();
-    assert_eq!(
-        dirs,
-        [format!("{FULL}/"), format!("{INCREMENTAL}/")],
-        "{kind}/{name}: {listed}"
-    );
-    if let Some(dir) = &target.on_disk {
-        // What the server stored checks out with coreutils.
-        for backup in [FULL, INCREMENTAL] {
-            run_ok(
-                Command::new("sha256sum")
-                    .args(["-c", "--quiet", "SHA256SUMS"])
-                    .current_dir(dir.join(backup)),
-            );
-        }
-    }
-
-    let out = timed(
-        "verify",
-        client,
-        kind,
-        zfs2cloud(&setup, client, DAY2).arg("verify"),
-    );
-    assert_eq!(
-        text(&out).matches("OK ").count(),
-        2,
-        "{kind}/{name}: {}",
-        text(&out)
-    );
-
-    let restored = pool.dataset(&format!("restored-{name}"));
-    let out = timed(
-        "restore --at latest",
-        client,
-        kind,
-        zfs2cloud(&setup, client, DAY2).args(["restore", "--to", &restored, "--at", "latest"]),
-    );
-    assert!(
-        text(&out).contains(&format!("{FULL} + {INCREMENTAL}")),
-        "{kind}/{name}: {}",
-        text(&out)
-    );
-    let restored_tree = tree_digest(&pool.mountpoint(&restored));
-    assert_eq!(
-        restored_tree, source,
-        "{kind}/{name}: the restored files differ from the source"
-    );
-    assert!(
-        source.contains_key("sub/new.bin") && !source.contains_key("sub/old.bin"),
-        "{source:?}"
-    );
+    let source = back_up_two_days(&setup, client, kind, &data);
+    check_the_remote(&rclone, &target, kind, name);
+    verify_and_restore_latest(pool, &setup, client, kind, &source);
     release_holds(&ds);
     eprintln!(
         "{kind}/{name}: {} entries restored identical; round trip {:.2?}",

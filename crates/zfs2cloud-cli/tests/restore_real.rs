@@ -74,35 +74,38 @@ fn exists(dataset: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn last_chunk(dir: &Path) -> PathBuf {
+/// The chunks in `dir`, in name order (the order they are restored in).
+fn sorted_chunks(dir: &Path) -> Vec<PathBuf> {
     let mut chunks: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.to_string_lossy().contains(".zfs.gpg."))
         .collect();
     chunks.sort();
-    chunks.pop().unwrap()
+    chunks
+}
+
+fn last_chunk(dir: &Path) -> PathBuf {
+    sorted_chunks(dir).pop().unwrap()
 }
 
 fn first_chunk(dir: &Path) -> PathBuf {
-    let mut chunks: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".zfs.gpg."))
-        .collect();
-    chunks.sort();
-    chunks.remove(0)
+    sorted_chunks(dir).remove(0)
 }
 
-#[test]
-fn restore_at_a_point_and_at_latest_and_without_any_config() {
-    let Some(zfs) = ZfsSession::start(&["gpg", "rclone"]) else {
-        return;
-    };
-    let src = zfs.pool("rs");
-    let dst = zfs.pool("rd");
-    let b = three_backups(&src);
+/// XORs the byte at `index(len)` of `chunk` with `mask`; returns the
+/// chunk's file name, which the errors must show.
+fn flip(chunk: &Path, index: impl FnOnce(usize) -> usize, mask: u8) -> String {
+    let name = chunk.file_name().unwrap().to_string_lossy().into_owned();
+    let mut bytes = std::fs::read(chunk).unwrap();
+    let at = index(bytes.len());
+    bytes[at] ^= mask;
+    std::fs::write(chunk, &bytes).unwrap();
+    name
+}
 
+/// `restore --at` by point in time and by `latest` both get the day-3 state.
+fn restores_at_a_point_and_at_latest(b: &Backed, dst: &Pool<'_>) {
     for (at, name) in [("20240103000000", "at3"), ("latest", "latest")] {
         let target = dst.dataset(name);
         let out = run_ok(
@@ -121,8 +124,11 @@ fn restore_at_a_point_and_at_latest_and_without_any_config() {
             "--at {at}"
         );
     }
+}
 
-    // Disaster recovery: no config file, only the remote and the passphrase.
+/// Disaster recovery: no config file, only the remote and the passphrase.
+/// Returns the restored dataset.
+fn restores_without_any_config(b: &Backed, dst: &Pool<'_>) -> String {
     let target = dst.dataset("dr");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_zfs2cloud"));
     cmd.args(["restore", "--to", &target, "--from", &b.remote])
@@ -136,9 +142,12 @@ fn restore_at_a_point_and_at_latest_and_without_any_config() {
     sanitize_env(&mut cmd);
     run_ok(&mut cmd);
     assert_eq!(tree_digest(&dst.mountpoint(&target)), b.at_day3);
+    target
+}
 
-    // `status --json --remote` of this real state validates against the
-    // documented schema.
+/// `status --json --remote` of this real state validates against the
+/// documented schema, and the table shows the same chain.
+fn status_of_the_real_state_matches_the_schema(b: &Backed) {
     let out = run_ok(b.setup.cmd(DAYS[2]).args(["status", "--json", "--remote"]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/status.schema.json");
@@ -164,8 +173,10 @@ fn restore_at_a_point_and_at_latest_and_without_any_config() {
         table.contains("chain 20240101000000-full: 20240102000000, 20240103000000"),
         "{table}"
     );
+}
 
-    // A wrong passphrase is reported as gpg's failure, and no target stays.
+/// A wrong passphrase is reported as gpg's failure, and no target stays.
+fn a_wrong_passphrase_fails_and_leaves_no_target(b: &Backed, dst: &Pool<'_>) {
     let wrong = b.setup.dir.path().join("wrong-passphrase");
     std::fs::write(&wrong, "not the passphrase\n").unwrap();
     std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
@@ -182,12 +193,17 @@ fn restore_at_a_point_and_at_latest_and_without_any_config() {
         text(&out)
     );
     assert!(!exists(&target));
-    let target = dst.dataset("dr");
+}
 
-    // An existing target is refused without --force.
-    let out = run_fail(b.setup.cmd(DAYS[2]).args(["restore", "--to", &target]));
+/// An `existing` target is refused without --force; --dry-run prints the
+/// chain and the commands and receives nothing.
+fn an_existing_target_is_refused_and_dry_run_receives_nothing(
+    b: &Backed,
+    dst: &Pool<'_>,
+    existing: &str,
+) {
+    let out = run_fail(b.setup.cmd(DAYS[2]).args(["restore", "--to", existing]));
     assert!(text(&out).contains("already exists"), "{}", text(&out));
-    // --dry-run prints the chain and the commands and receives nothing.
     let out =
         run_ok(
             b.setup
@@ -201,18 +217,29 @@ fn restore_at_a_point_and_at_latest_and_without_any_config() {
     );
     assert!(text(&out).contains("zfs recv"), "{}", text(&out));
     assert!(!exists(&dst.dataset("dry")));
-    release(&src.dataset("data"), "20240101000000");
 }
 
 #[test]
-fn a_flipped_byte_is_found_by_verify_and_stops_restore_and_a_missing_chunk_is_incomplete() {
+fn restore_at_a_point_and_at_latest_and_without_any_config() {
     let Some(zfs) = ZfsSession::start(&["gpg", "rclone"]) else {
         return;
     };
-    let src = zfs.pool("vs");
-    let dst = zfs.pool("vd");
+    let src = zfs.pool("rs");
+    let dst = zfs.pool("rd");
     let b = three_backups(&src);
 
+    restores_at_a_point_and_at_latest(&b, &dst);
+    let recovered = restores_without_any_config(&b, &dst);
+    status_of_the_real_state_matches_the_schema(&b);
+    a_wrong_passphrase_fails_and_leaves_no_target(&b, &dst);
+    // The disaster-recovery target is the one that already exists.
+    an_existing_target_is_refused_and_dry_run_receives_nothing(&b, &dst, &recovered);
+    release(&src.dataset("data"), "20240101000000");
+}
+
+/// Both verify depths find the three intact backups OK, and the deep one
+/// leaves no scratch dataset behind.
+fn verify_finds_three_ok_and_leaves_nothing(b: &Backed, src: &Pool<'_>) {
     let out = run_ok(b.setup.cmd(DAYS[2]).arg("verify"));
     assert_eq!(text(&out).matches("OK ").count(), 3, "{}", text(&out));
     let out = run_ok(b.setup.cmd(DAYS[2]).args(["verify", "--deep"]));
@@ -220,91 +247,49 @@ fn a_flipped_byte_is_found_by_verify_and_stops_restore_and_a_missing_chunk_is_in
     let leftovers =
         run_ok(Command::new("zfs").args(["list", "-H", "-o", "name", "-r", src.name()]));
     assert!(!String::from_utf8_lossy(&leftovers.stdout).contains("zfs2cloud-verify"));
+}
 
-    // Flip one byte in the first chunk of the day-3 incremental.
-    let chunk = first_chunk(&b.remote_dir.join("20240103000000"));
-    let chunk_name = chunk.file_name().unwrap().to_string_lossy().into_owned();
-    let mut bytes = std::fs::read(&chunk).unwrap();
-    bytes[100] ^= 0x01;
-    std::fs::write(&chunk, &bytes).unwrap();
-
+/// Shallow and deep verify both report the day-3 backup DAMAGED and name
+/// `chunk_name`.
+fn verify_names_the_damaged_chunk(b: &Backed, chunk_name: &str) {
     let out = run_fail(b.setup.cmd(DAYS[2]).arg("verify"));
     let shown = text(&out);
     assert!(shown.contains("DAMAGED     20240103000000"), "{shown}");
-    assert!(shown.contains(&chunk_name), "the chunk is named: {shown}");
+    assert!(shown.contains(chunk_name), "the chunk is named: {shown}");
     let out =
         run_fail(
             b.setup
                 .cmd(DAYS[2])
                 .args(["verify", "--deep", "--snapshot", "20240103000000"]),
         );
-    assert!(text(&out).contains(&chunk_name), "{}", text(&out));
+    assert!(text(&out).contains(chunk_name), "{}", text(&out));
+}
 
-    let target = dst.dataset("damaged");
-    let out =
-        run_fail(
-            b.setup
-                .cmd(DAYS[2])
-                .args(["restore", "--to", &target, "--at", "20240103000000"]),
-        );
+/// A restore `--at` into `dst/<name>` fails naming `chunk_name`, and
+/// nothing of the target is left.
+fn restore_stops_at_the_damaged_chunk(
+    b: &Backed,
+    dst: &Pool<'_>,
+    name: &str,
+    at: &str,
+    chunk_name: &str,
+) {
+    let target = dst.dataset(name);
+    let out = run_fail(
+        b.setup
+            .cmd(DAYS[2])
+            .args(["restore", "--to", &target, "--at", at]),
+    );
     let shown = text(&out);
     assert!(shown.contains(&format!("chunk {chunk_name}")), "{shown}");
     assert!(!exists(&target), "a half-received target was left behind");
+}
 
-    // A dry run cannot prove anything deep, so it refuses instead of saying OK.
-    let out = run_fail(b.setup.cmd(DAYS[2]).args(["--dry-run", "verify", "--deep"]));
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-
-    // Damage in the LAST chunk of a backup: its final bytes are held back
-    // until the chunk is proven, so zfs recv never sees the stream's end.
-    let last = last_chunk(&b.remote_dir.join("20240102000000"));
-    let last_name = last.file_name().unwrap().to_string_lossy().into_owned();
-    let mut bytes = std::fs::read(&last).unwrap();
-    let end = bytes.len() - 1;
-    bytes[end] ^= 0x01;
-    std::fs::write(&last, &bytes).unwrap();
-    let target = dst.dataset("damagedlast");
-    let out =
-        run_fail(
-            b.setup
-                .cmd(DAYS[2])
-                .args(["restore", "--to", &target, "--at", "20240102000000"]),
-        );
-    assert!(
-        text(&out).contains(&format!("chunk {last_name}")),
-        "{}",
-        text(&out)
-    );
-    assert!(!exists(&target), "a half-received target was left behind");
-
-    // The same for a damaged full: nothing is left of the target.
-    let full_chunk = first_chunk(&b.remote_dir.join("20240101000000-full"));
-    let full_chunk_name = full_chunk
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let mut bytes = std::fs::read(&full_chunk).unwrap();
-    bytes[200] ^= 0x80;
-    std::fs::write(&full_chunk, &bytes).unwrap();
-    let target = dst.dataset("damagedfull");
-    let out =
-        run_fail(
-            b.setup
-                .cmd(DAYS[2])
-                .args(["restore", "--to", &target, "--at", "20240101000000"]),
-        );
-    assert!(
-        text(&out).contains(&format!("chunk {full_chunk_name}")),
-        "{}",
-        text(&out)
-    );
-    assert!(!exists(&target), "a half-received target was left behind");
-
-    // A deleted chunk, and a deleted manifest: INCOMPLETE.
+/// A deleted chunk and a deleted manifest are INCOMPLETE; a corrupt
+/// manifest is DAMAGED, never treated as a manifest-less backup.
+fn missing_parts_are_incomplete_and_a_corrupt_manifest_is_damaged(b: &Backed) {
     std::fs::remove_file(first_chunk(&b.remote_dir.join("20240102000000"))).unwrap();
     std::fs::remove_file(b.remote_dir.join("20240101000000-full/manifest.json")).unwrap();
-    // A corrupt manifest is DAMAGED, never treated as a manifest-less backup.
     std::fs::write(
         b.remote_dir.join("20240103000000/manifest.json"),
         b"{ not json",
@@ -324,6 +309,40 @@ fn a_flipped_byte_is_found_by_verify_and_stops_restore_and_a_missing_chunk_is_in
         shown.contains("INCOMPLETE  20240101000000-full: manifest.json is missing"),
         "{shown}"
     );
+}
+
+#[test]
+fn a_flipped_byte_is_found_by_verify_and_stops_restore_and_a_missing_chunk_is_incomplete() {
+    let Some(zfs) = ZfsSession::start(&["gpg", "rclone"]) else {
+        return;
+    };
+    let src = zfs.pool("vs");
+    let dst = zfs.pool("vd");
+    let b = three_backups(&src);
+    verify_finds_three_ok_and_leaves_nothing(&b, &src);
+
+    // Flip one byte in the first chunk of the day-3 incremental.
+    let chunk = first_chunk(&b.remote_dir.join("20240103000000"));
+    let chunk_name = flip(&chunk, |_| 100, 0x01);
+    verify_names_the_damaged_chunk(&b, &chunk_name);
+    restore_stops_at_the_damaged_chunk(&b, &dst, "damaged", "20240103000000", &chunk_name);
+
+    // A dry run cannot prove anything deep, so it refuses instead of saying OK.
+    let out = run_fail(b.setup.cmd(DAYS[2]).args(["--dry-run", "verify", "--deep"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // Damage in the LAST chunk of a backup: its final bytes are held back
+    // until the chunk is proven, so zfs recv never sees the stream's end.
+    let last = last_chunk(&b.remote_dir.join("20240102000000"));
+    let last_name = flip(&last, |len| len - 1, 0x01);
+    restore_stops_at_the_damaged_chunk(&b, &dst, "damagedlast", "20240102000000", &last_name);
+
+    // The same for a damaged full: nothing is left of the target.
+    let full_chunk = first_chunk(&b.remote_dir.join("20240101000000-full"));
+    let full_chunk_name = flip(&full_chunk, |_| 200, 0x80);
+    restore_stops_at_the_damaged_chunk(&b, &dst, "damagedfull", "20240101000000", &full_chunk_name);
+
+    missing_parts_are_incomplete_and_a_corrupt_manifest_is_damaged(&b);
     release(&src.dataset("data"), "20240101000000");
 }
 
