@@ -116,3 +116,15 @@ pub(crate) fn write_local_export(
     std::fs::write(dir.join(MANIFEST_FILE), json).unwrap();
     dir_name
 }
+
+/// `len` bytes that neither repeat nor compress (xorshift from `seed`).
+pub(crate) fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed.to_le_bytes()[0]
+        })
+        .collect()
+}

@@ -538,22 +538,11 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::model::testing::noise;
     use crate::model::{ChunkEntry, ExportKind, Manifest, MANIFEST_FORMAT};
     use crate::stages::MockUploader;
 
     const DIR: &str = "r:b/20240101000000-full";
-
-    /// Bytes that do not repeat (xorshift).
-    fn noise(len: usize, mut state: u64) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state.to_le_bytes()[0]
-            })
-            .collect()
-    }
 
     /// A remote holding `files` (name, bytes) under [`DIR`], each read in
     /// place by whoever reads the `cat` stage's output.

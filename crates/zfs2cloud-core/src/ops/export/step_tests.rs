@@ -12,6 +12,7 @@ use mockall::predicate::eq;
 use sha2::{Digest, Sha256};
 
 use super::*;
+use crate::model::testing::noise;
 use crate::model::{hex, sha256sums_text, Compression, MANIFEST_FILE, SHA256SUMS_FILE};
 use crate::process::ProcessError;
 use crate::stages::{
@@ -19,25 +20,15 @@ use crate::stages::{
 };
 use crate::util::NoProgress;
 
+/// The seed of the test streams (any will do; fixed, so runs repeat).
+const SEED: u64 = 0x2545_f491_4f6c_dd1d;
+
 const SNAP: &str = "20240101000000";
 const SPLIT: u64 = 4096;
 const KEY: u8 = 0x5a;
 
 fn snapshot() -> SnapshotName {
     SnapshotName::parse(&format!("tank/data@{SNAP}")).unwrap()
-}
-
-/// Bytes that do not compress (xorshift).
-fn noise(len: usize) -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[0]
-        })
-        .collect()
 }
 
 fn xor(bytes: &[u8]) -> Vec<u8> {
@@ -229,7 +220,7 @@ fn left_in(basedir: &Path) -> Vec<String> {
 #[test]
 fn the_chunks_are_the_encrypted_send_stream_and_the_manifest_says_so() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = noise(3 * SPLIT as usize + 1000);
+    let data = noise(3 * SPLIT as usize + 1000, SEED);
     let outcome = export(
         &snapshotter(true),
         &exporter(data.clone()),
@@ -289,7 +280,7 @@ fn a_send_that_dies_mid_stream_fails_the_export_and_leaves_nothing() {
         // only the send's own failure tells.
         let err = export(
             &snapshotter(false),
-            &writing_exporter(noise(100_000), true),
+            &writing_exporter(noise(100_000, SEED), true),
             &encryptor(None),
             tmp.path(),
             &request(compression, CancelToken::new()),
@@ -313,7 +304,7 @@ fn a_failing_encryptor_is_the_cause_not_the_send_it_broke() {
         // send (and zstd) fail with a broken pipe.
         let err = export(
             &snapshotter(false),
-            &writing_exporter(noise(4 << 20), false),
+            &writing_exporter(noise(4 << 20, SEED), false),
             &encryptor(Some(64 * 1024)),
             tmp.path(),
             &request(compression, CancelToken::new()),
