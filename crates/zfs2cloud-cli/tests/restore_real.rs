@@ -145,6 +145,29 @@ fn restores_without_any_config(b: &Backed, dst: &Pool<'_>) -> String {
     target
 }
 
+/// A target under a parent with `mountpoint=none` inherits it, so
+/// `zfs mount` would fail: the restore succeeds and leaves it unmounted,
+/// and every byte is there once it is given a mountpoint.
+fn a_target_that_cannot_be_mounted_is_restored_unmounted(b: &Backed, dst: &Pool<'_>) {
+    let parent = dst.dataset("nomount");
+    run_ok(Command::new("zfs").args(["create", "-o", "mountpoint=none", &parent]));
+    let target = format!("{parent}/data");
+    let out = run_ok(b.setup.cmd(DAYS[2]).args(["restore", "--to", &target]));
+    assert!(
+        text(&out).contains(&format!("restored {target}")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(zfs_get("mounted", &target), "no");
+    let dir = dst.scratch().join("nomount-data");
+    let mountpoint = format!("mountpoint={}", dir.display());
+    run_ok(Command::new("zfs").args(["set", &mountpoint, &target]));
+    if zfs_get("mounted", &target) != "yes" {
+        run_ok(Command::new("zfs").args(["mount", &target]));
+    }
+    assert_eq!(tree_digest(&dir), b.at_day3);
+}
+
 /// `status --json --remote` of this real state validates against the
 /// documented schema, and the table shows the same chain.
 fn status_of_the_real_state_matches_the_schema(b: &Backed) {
@@ -229,6 +252,7 @@ fn restore_at_a_point_and_at_latest_and_without_any_config() {
     let b = three_backups(&src);
 
     restores_at_a_point_and_at_latest(&b, &dst);
+    a_target_that_cannot_be_mounted_is_restored_unmounted(&b, &dst);
     let recovered = restores_without_any_config(&b, &dst);
     status_of_the_real_state_matches_the_schema(&b);
     a_wrong_passphrase_fails_and_leaves_no_target(&b, &dst);

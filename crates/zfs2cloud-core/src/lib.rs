@@ -139,10 +139,11 @@ pub use process::{
 // of the programs' output. A streaming stage takes and gives a
 // `ByteStream` and runs as a `RunningStage`, a process or a thread.
 pub use stages::{
-    compressor_for, parse_lsjson, parse_lsjson_stat, parse_snapshot_list, ByteStream, Compressor,
-    Encryptor, Exporter, Exposure, GpgEncryptor, GpgError, MountError, Mounter, ProcessStage,
-    PruneError, Pruner, RcloneOptions, RcloneUploader, RunningStage, SnapshotMount, Snapshotter,
-    Started, ThreadStage, UploadError, Uploader, ZfsCli, ZfsError, ZstdCompressor,
+    classify_stderr, compressor_for, parse_lsjson, parse_lsjson_stat, parse_mount_properties,
+    parse_snapshot_list, ByteStream, Compressor, Encryptor, Exporter, Exposure, GpgEncryptor,
+    GpgError, KnownZfsFailure, MountError, MountProperties, Mounter, ProcessStage, PruneError,
+    Pruner, RcloneOptions, RcloneUploader, RunningStage, SnapshotMount, Snapshotter, Started,
+    ThreadStage, UploadError, Uploader, ZfsCli, ZfsError, ZstdCompressor,
 };
 
 // Pure decisions.

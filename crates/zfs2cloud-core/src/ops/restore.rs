@@ -17,8 +17,8 @@ use crate::model::{hex, remote_join, Compression, CompressionSettings, DatasetNa
 use crate::policy::RestorePlanError;
 use crate::process::{CancelToken, CommandLine, ProcessError, Runner};
 use crate::stages::{
-    compressor_for, ByteStream, Compressor, GpgEncryptor, GpgError, ProcessStage, RunningStage,
-    Started, UploadError, Uploader, ZfsCli,
+    compressor_for, ByteStream, Compressor, GpgEncryptor, GpgError, MountProperties, ProcessStage,
+    RunningStage, Started, UploadError, Uploader, ZfsCli,
 };
 
 /// Errors of restore.
@@ -184,13 +184,43 @@ pub fn restore_chain(
         log::info!("received {} into {}", backup.dir_name, settings.target);
     }
     if settings.mount {
-        zfs.mount(&settings.target)
-            .map_err(|source| RestoreError::Mount {
-                target: settings.target.to_string(),
-                source,
-            })?;
+        mount_restored(&zfs, runner, &settings.target)?;
     }
     Ok(())
+}
+
+/// Mounts the restored `target`, unless it is not meant to be mounted:
+/// `zfs mount` fails for those, and the restore would report a failure
+/// although every byte arrived.
+fn mount_restored(zfs: &ZfsCli, runner: &Runner, target: &DatasetName) -> Result<(), RestoreError> {
+    let mount_err = |source| RestoreError::Mount {
+        target: target.to_string(),
+        source,
+    };
+    if runner.is_dry_run() {
+        // Nothing was received, so there is nothing to ask; `zfs mount`
+        // only says what would run.
+        return zfs.mount(target).map_err(mount_err);
+    }
+    let props = zfs.mount_properties(target).map_err(mount_err)?;
+    if let Some(why) = not_mountable(&props) {
+        log::info!("{target} is restored and left unmounted: {why}");
+        return Ok(());
+    }
+    zfs.mount(target).map_err(mount_err)
+}
+
+/// Why a dataset with these properties must not be given to `zfs mount`,
+/// if it must not: a volume, a file system whose mountpoint is `none` or
+/// `legacy` (mounted by the admin, or never), or one with `canmount=off`.
+fn not_mountable(props: &MountProperties) -> Option<String> {
+    if props.kind != "filesystem" {
+        return Some(format!("it is a {}, not a file system", props.kind));
+    }
+    if props.mountpoint == "none" || props.mountpoint == "legacy" {
+        return Some(format!("its mountpoint is {}", props.mountpoint));
+    }
+    (props.canmount == "off").then(|| "canmount is off".to_owned())
 }
 
 /// Removes the target this restore created, after a failed receive. A
@@ -658,5 +688,33 @@ mod tests {
         let (fed, sink) = feed(&chunks, &chunks, &cancel);
         assert!(matches!(fed, Err(FeedError::Interrupted)));
         assert!(sink.is_empty());
+    }
+
+    #[test]
+    fn only_file_systems_with_a_mountpoint_and_canmount_are_mounted() {
+        let props = |kind: &str, mountpoint: &str, canmount: &str| MountProperties {
+            kind: kind.into(),
+            mountpoint: mountpoint.into(),
+            canmount: canmount.into(),
+        };
+        assert_eq!(not_mountable(&props("filesystem", "/tank/r", "on")), None);
+        assert_eq!(
+            not_mountable(&props("filesystem", "/tank/r", "noauto")),
+            None
+        );
+        for (p, why) in [
+            (
+                props("volume", "-", "-"),
+                "it is a volume, not a file system",
+            ),
+            (props("filesystem", "none", "on"), "its mountpoint is none"),
+            (
+                props("filesystem", "legacy", "on"),
+                "its mountpoint is legacy",
+            ),
+            (props("filesystem", "/tank/r", "off"), "canmount is off"),
+        ] {
+            assert_eq!(not_mountable(&p).as_deref(), Some(why));
+        }
     }
 }

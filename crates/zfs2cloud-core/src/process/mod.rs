@@ -201,6 +201,16 @@ impl CommandLine {
         &self.program
     }
 
+    /// The value the child gets for `key` from this command line, if set.
+    #[cfg(test)]
+    pub(crate) fn env_value(&self, key: &str) -> Option<&OsStr> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_os_str())
+    }
+
     /// The arguments as they are passed to the program (secrets included),
     /// for tests that check a secret reaches the program.
     #[cfg(test)]

@@ -79,9 +79,10 @@ pub enum KnownZfsFailure {
     AlreadyExists,
     /// "does not exist"
     NotFound,
-    /// "dataset is busy", or "snapshot has dependent clones" (a restore
-    /// test clone of an old snapshot): it cannot go now, and that is no
-    /// reason to stop pruning the others.
+    /// "dataset is busy", "snapshot has dependent clones" or "snapshot is
+    /// cloned" (a restore test clone of an old snapshot), or "it's being
+    /// held" (OpenZFS, for a hold placed since the listing): it cannot go
+    /// now, and that is no reason to stop pruning the others.
     Busy,
     /// "no such tag on this dataset"
     NoSuchTag,
@@ -100,7 +101,15 @@ pub fn classify_stderr(stderr: &str) -> Option<KnownZfsFailure> {
         Some(KnownZfsFailure::TagExists)
     } else if s.contains("dataset already exists") {
         Some(KnownZfsFailure::AlreadyExists)
-    } else if s.contains("dataset is busy") || s.contains("has dependent clones") {
+    } else if [
+        "dataset is busy",
+        "has dependent clones",
+        "snapshot is cloned",
+        "being held",
+    ]
+    .iter()
+    .any(|m| s.contains(m))
+    {
         Some(KnownZfsFailure::Busy)
     } else if s.contains("does not exist") || s.contains("could not find any snapshots") {
         Some(KnownZfsFailure::NotFound)

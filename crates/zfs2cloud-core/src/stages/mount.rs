@@ -92,6 +92,12 @@ fn read_proc_mounts() -> String {
     std::fs::read_to_string("/proc/mounts").unwrap_or_default()
 }
 
+/// `mount` or `umount`, in the C locale: their messages are matched, and
+/// a translated one would not be.
+fn system_cmd(program: &str) -> CommandLine {
+    CommandLine::new(program).env("LC_ALL", "C")
+}
+
 /// Exposes and hides snapshots; see the module documentation.
 #[derive(Debug, Clone)]
 pub struct Mounter {
@@ -194,7 +200,7 @@ impl Mounter {
     ) -> Result<Exposure, MountError> {
         match strategy {
             MountStrategy::Mount => {
-                let cmd = CommandLine::new("mount")
+                let cmd = system_cmd("mount")
                     .args(["-t", "zfs", "-o", "ro"])
                     .arg(snapshot.to_string())
                     .arg(dir);
@@ -222,7 +228,7 @@ impl Mounter {
                     });
                 }
                 // util-linux >= 2.27 turns `--bind -o ro` into bind + remount ro.
-                let cmd = CommandLine::new("mount")
+                let cmd = system_cmd("mount")
                     .args(["--bind", "-o", "ro"])
                     .arg(&source)
                     .arg(dir);
@@ -287,7 +293,7 @@ impl Mounter {
         match &m.exposure {
             Exposure::Mounted => {
                 self.runner
-                    .mutate_with(&CommandLine::new("umount").arg(&m.dir), &must)?;
+                    .mutate_with(&system_cmd("umount").arg(&m.dir), &must)?;
             }
             // This run created it; destroying it also unmounts it.
             Exposure::Clone(clone) => self.destroy_clone(clone.as_str())?,
@@ -402,8 +408,7 @@ impl Mounter {
         for point in parse_mount_points(&read_proc_mounts()) {
             if is_ours(&point) {
                 log::warn!("unmounting {} left by an earlier run", point.display());
-                self.runner
-                    .mutate(&CommandLine::new("umount").arg(&point))?;
+                self.runner.mutate(&system_cmd("umount").arg(&point))?;
                 cleaned.push(point.display().to_string());
             }
         }
@@ -449,5 +454,17 @@ mod tests {
         let points = parse_mount_points(text);
         assert_eq!(points[0], PathBuf::from("/var/lib/z b/20240101000000-full"));
         assert_eq!(points[1], PathBuf::from("/tank"));
+    }
+
+    #[test]
+    fn mount_and_umount_run_in_the_c_locale() {
+        for program in ["mount", "umount"] {
+            let cmd = system_cmd(program);
+            assert_eq!(
+                cmd.env_value("LC_ALL"),
+                Some(std::ffi::OsStr::new("C")),
+                "{cmd}"
+            );
+        }
     }
 }

@@ -98,6 +98,34 @@ pub fn parse_snapshot_list(
     Ok(out)
 }
 
+/// A dataset's properties that decide whether `zfs mount` applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountProperties {
+    /// `filesystem`, `volume`, …
+    pub kind: String,
+    /// A path, `none` or `legacy`; `-` for a volume.
+    pub mountpoint: String,
+    /// `on`, `off` or `noauto`; `-` for a volume.
+    pub canmount: String,
+}
+
+/// The properties [`ZfsCli::mount_properties`] asks for, in this order.
+pub const MOUNT_PROPERTIES: &str = "type,mountpoint,canmount";
+
+/// Parses `zfs get -H -o value type,mountpoint,canmount`: one value a
+/// line, in the order asked. A missing line reads as `-`, as zfs prints a
+/// property that does not apply.
+#[must_use]
+pub fn parse_mount_properties(text: &str) -> MountProperties {
+    let mut values = text.lines().map(|l| l.trim_end().to_owned());
+    let mut next = || values.next().unwrap_or_else(|| "-".to_owned());
+    MountProperties {
+        kind: next(),
+        mountpoint: next(),
+        canmount: next(),
+    }
+}
+
 /// [`Snapshotter`] and [`Exporter`] backed by the `zfs` binary.
 #[derive(Debug, Clone)]
 pub struct ZfsCli {
@@ -114,8 +142,11 @@ impl ZfsCli {
 
     /// `zfs`, for the subcommands other stages of the crate run (the
     /// mounter's `clone` and `set`): every zfs command line is made here.
+    ///
+    /// Always in the C locale: zfs2cloud matches zfs's messages, and a
+    /// translated one would not match.
     pub(crate) fn cmd(&self) -> CommandLine {
-        CommandLine::new(&self.zfs)
+        CommandLine::new(&self.zfs).env("LC_ALL", "C")
     }
 
     /// `zfs recv -u [-F] <target>`, for restore to run as a pipeline
@@ -148,6 +179,21 @@ impl ZfsCli {
             Err(e) if e.stderr().contains("does not exist") => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// What decides whether `dataset` can be mounted: its type,
+    /// mountpoint and canmount (`-` where a property does not apply).
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError`] if `zfs get` fails.
+    pub fn mount_properties(&self, dataset: &DatasetName) -> Result<MountProperties, ProcessError> {
+        let cmd = self
+            .cmd()
+            .args(["get", "-H", "-o", "value", MOUNT_PROPERTIES])
+            .arg(dataset.as_str());
+        let out = self.runner.query(&cmd)?;
+        Ok(parse_mount_properties(&out.stdout_lossy()))
     }
 
     /// `zfs mount <dataset>`.
@@ -420,6 +466,19 @@ zt1/data@20240103000000\t2\tfull\t-\t-\n";
         ];
         for (stderr, expected) in cases {
             assert_eq!(classify_stderr(stderr), expected, "{stderr}");
+        }
+    }
+
+    #[test]
+    fn every_zfs_command_runs_in_the_c_locale() {
+        let zfs = ZfsCli::new(Runner::new(), "zfs".into());
+        let ds = ds();
+        for cmd in [zfs.cmd(), zfs.recv_command(&ds, true)] {
+            assert_eq!(
+                cmd.env_value("LC_ALL"),
+                Some(std::ffi::OsStr::new("C")),
+                "{cmd}"
+            );
         }
     }
 }
