@@ -242,6 +242,30 @@ fn an_existing_target_is_refused_and_dry_run_receives_nothing(
     assert!(!exists(&dst.dataset("dry")));
 }
 
+/// `--force` over a target with snapshots (an earlier restore) is
+/// refused before anything is downloaded, naming the cause, as
+/// `zfs recv -F` would refuse it; over one without snapshots it replaces
+/// the content.
+fn force_overwrites_only_what_recv_f_accepts(b: &Backed, dst: &Pool<'_>, restored: &str) {
+    let out = run_fail(
+        b.setup
+            .cmd(DAYS[2])
+            .args(["restore", "--force", "--to", restored]),
+    );
+    let shown = text(&out);
+    assert!(shown.contains("--force cannot overwrite"), "{shown}");
+    assert!(shown.contains("snapshot(s)"), "{shown}");
+    let dir = dst.create_dataset("plain");
+    std::fs::write(dir.join("old.txt"), "replaced by the restore\n").unwrap();
+    let plain = dst.dataset("plain");
+    run_ok(
+        b.setup
+            .cmd(DAYS[2])
+            .args(["restore", "--force", "--to", &plain]),
+    );
+    assert_eq!(tree_digest(&dst.mountpoint(&plain)), b.at_day3);
+}
+
 #[test]
 fn restore_at_a_point_and_at_latest_and_without_any_config() {
     let Some(zfs) = ZfsSession::start(&["gpg", "rclone"]) else {
@@ -258,6 +282,7 @@ fn restore_at_a_point_and_at_latest_and_without_any_config() {
     a_wrong_passphrase_fails_and_leaves_no_target(&b, &dst);
     // The disaster-recovery target is the one that already exists.
     an_existing_target_is_refused_and_dry_run_receives_nothing(&b, &dst, &recovered);
+    force_overwrites_only_what_recv_f_accepts(&b, &dst, &recovered);
     release(&src.dataset("data"), "20240101000000");
 }
 

@@ -13,12 +13,14 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{hex, remote_join, Compression, CompressionSettings, DatasetName, RemoteBackup};
+use crate::model::{
+    hex, remote_join, Compression, CompressionSettings, DatasetName, ExportKind, RemoteBackup,
+};
 use crate::policy::RestorePlanError;
 use crate::process::{CancelToken, CommandLine, ProcessError, Runner};
 use crate::stages::{
-    compressor_for, ByteStream, Compressor, GpgEncryptor, GpgError, MountProperties, ProcessStage,
-    RunningStage, Started, UploadError, Uploader, ZfsCli,
+    compressor_for, ByteStream, Compressor, GpgEncryptor, GpgError, MountProperties,
+    OverwriteFacts, ProcessStage, RunningStage, Started, UploadError, Uploader, ZfsCli,
 };
 
 /// Errors of restore.
@@ -30,6 +32,19 @@ pub enum RestoreError {
     /// The target exists and `--force` was not given.
     #[error("{0} already exists; restore into a new dataset, or pass --force to overwrite it")]
     TargetExists(String),
+    /// `--force` was given, but `zfs recv -F` cannot overwrite the target
+    /// with a full stream; nothing was downloaded.
+    #[error(
+        "--force cannot overwrite {target}: {reason}, and zfs recv -F refuses such a target; \
+         restore into a new dataset, or remove it first if it is yours to remove \
+         (zfs destroy -r {target})"
+    )]
+    CannotOverwrite {
+        /// The existing target.
+        target: String,
+        /// What stops `zfs recv -F`.
+        reason: String,
+    },
     /// A chunk differs from its manifest entry.
     #[error("chunk {chunk} of {backup} is damaged: {reason}; the receive was aborted before it could commit")]
     DamagedChunk {
@@ -137,8 +152,8 @@ pub fn restore_chain(
             backup: String::new(),
             source,
         })?;
-    if exists && !settings.force {
-        return Err(RestoreError::TargetExists(settings.target.to_string()));
+    if exists {
+        check_overwrite(&zfs, chain, settings)?;
     }
     for (i, backup) in chain.iter().enumerate() {
         if backup.manifest.is_none() {
@@ -189,6 +204,51 @@ pub fn restore_chain(
     Ok(())
 }
 
+/// Whether the existing target may be received into: only with
+/// `--force`, and for a chain that starts with a full, only if
+/// `zfs recv -F` accepts the target (it refuses one with snapshots, a
+/// clone, and an encrypted one). Checked before anything is downloaded.
+fn check_overwrite(
+    zfs: &ZfsCli,
+    chain: &[&RemoteBackup],
+    settings: &RestoreSettings,
+) -> Result<(), RestoreError> {
+    let target = settings.target.to_string();
+    if !settings.force {
+        return Err(RestoreError::TargetExists(target));
+    }
+    // An incremental first (verify --deep's replay onto its scratch
+    // dataset) goes onto the snapshots it is based on.
+    if chain.first().is_none_or(|b| b.kind != ExportKind::Full) {
+        return Ok(());
+    }
+    let facts = zfs
+        .overwrite_facts(&settings.target)
+        .map_err(|source| RestoreError::Receive {
+            backup: String::new(),
+            source,
+        })?;
+    match overwrite_refusal(&facts) {
+        Some(reason) => Err(RestoreError::CannotOverwrite { target, reason }),
+        None => Ok(()),
+    }
+}
+
+/// Why `zfs recv -F` of a full stream refuses a target with these facts,
+/// as OpenZFS and zfs-fuse word it, if it does.
+fn overwrite_refusal(facts: &OverwriteFacts) -> Option<String> {
+    if let Some(first) = facts.snapshots.first() {
+        return Some(format!(
+            "it has {} snapshot(s) (e.g. {first})",
+            facts.snapshots.len()
+        ));
+    }
+    if facts.origin != "-" {
+        return Some(format!("it is a clone of {}", facts.origin));
+    }
+    (facts.encryption != "off").then(|| format!("it is encrypted ({})", facts.encryption))
+}
+
 /// Mounts the restored `target`, unless it is not meant to be mounted:
 /// `zfs mount` fails for those, and the restore would report a failure
 /// although every byte arrived.
@@ -205,6 +265,11 @@ fn mount_restored(zfs: &ZfsCli, runner: &Runner, target: &DatasetName) -> Result
     let props = zfs.mount_properties(target).map_err(mount_err)?;
     if let Some(why) = not_mountable(&props) {
         log::info!("{target} is restored and left unmounted: {why}");
+        return Ok(());
+    }
+    // A target overwritten with --force may still be mounted, and
+    // `zfs mount` fails for a mounted one.
+    if zfs.is_mounted(target).map_err(mount_err)? {
         return Ok(());
     }
     zfs.mount(target).map_err(mount_err)
@@ -715,6 +780,29 @@ mod tests {
             (props("filesystem", "/tank/r", "off"), "canmount is off"),
         ] {
             assert_eq!(not_mountable(&p).as_deref(), Some(why));
+        }
+    }
+
+    #[test]
+    fn only_a_target_recv_f_accepts_is_overwritten() {
+        let facts = |snapshots: &[&str], origin: &str, encryption: &str| OverwriteFacts {
+            snapshots: snapshots.iter().map(|s| (*s).to_owned()).collect(),
+            origin: origin.into(),
+            encryption: encryption.into(),
+        };
+        assert_eq!(overwrite_refusal(&facts(&[], "-", "off")), None);
+        for (f, why) in [
+            (
+                facts(&["t/r@a", "t/r@b"], "-", "off"),
+                "it has 2 snapshot(s) (e.g. t/r@a)",
+            ),
+            (facts(&[], "t/s@x", "off"), "it is a clone of t/s@x"),
+            (
+                facts(&[], "-", "aes-256-gcm"),
+                "it is encrypted (aes-256-gcm)",
+            ),
+        ] {
+            assert_eq!(overwrite_refusal(&f).as_deref(), Some(why));
         }
     }
 }

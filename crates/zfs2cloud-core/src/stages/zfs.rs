@@ -109,6 +109,18 @@ pub struct MountProperties {
     pub canmount: String,
 }
 
+/// What decides whether `zfs recv -F` may overwrite a dataset with a full
+/// stream ([`ZfsCli::overwrite_facts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverwriteFacts {
+    /// Its own snapshots (`zfs recv -F` of a full refuses them).
+    pub snapshots: Vec<String>,
+    /// The snapshot it was cloned from, or `-`.
+    pub origin: String,
+    /// Its encryption, `off` where there is none.
+    pub encryption: String,
+}
+
 /// The properties [`ZfsCli::mount_properties`] asks for, in this order.
 pub const MOUNT_PROPERTIES: &str = "type,mountpoint,canmount";
 
@@ -194,6 +206,54 @@ impl ZfsCli {
             .arg(dataset.as_str());
         let out = self.runner.query(&cmd)?;
         Ok(parse_mount_properties(&out.stdout_lossy()))
+    }
+
+    /// What decides whether `zfs recv -F` may overwrite `dataset` with a
+    /// full stream: its snapshots, origin and encryption. A zfs without
+    /// encryption (zfs-fuse) has no such property: that reads as `off`.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError`] if `zfs list` or `zfs get` fails.
+    pub fn overwrite_facts(&self, dataset: &DatasetName) -> Result<OverwriteFacts, ProcessError> {
+        let list = self
+            .cmd()
+            .args(["list", "-H", "-t", "snapshot", "-o", "name", "-d", "1"])
+            .arg(dataset.as_str());
+        let snapshots = self.runner.query(&list)?.stdout_lossy();
+        let origin = self.get_value(dataset, "origin")?;
+        let encryption = match self.get_value(dataset, "encryption") {
+            Err(e) if e.stderr().contains("invalid property") => "off".to_owned(),
+            other => other?,
+        };
+        Ok(OverwriteFacts {
+            snapshots: snapshots.lines().map(str::to_owned).collect(),
+            origin,
+            encryption,
+        })
+    }
+
+    /// Whether `dataset` is mounted now.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError`] if `zfs get` fails.
+    pub fn is_mounted(&self, dataset: &DatasetName) -> Result<bool, ProcessError> {
+        Ok(self.get_value(dataset, "mounted")? == "yes")
+    }
+
+    /// `zfs get -H -o value <property> <dataset>`.
+    fn get_value(&self, dataset: &DatasetName, property: &str) -> Result<String, ProcessError> {
+        let cmd = self
+            .cmd()
+            .args(["get", "-H", "-o", "value", property])
+            .arg(dataset.as_str());
+        Ok(self
+            .runner
+            .query(&cmd)?
+            .stdout_lossy()
+            .trim_end()
+            .to_owned())
     }
 
     /// `zfs mount <dataset>`.
