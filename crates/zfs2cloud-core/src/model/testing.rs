@@ -11,6 +11,30 @@ use super::{
     RemoteBackup, RemoteFile, SnapshotName, MANIFEST_FILE, SHA256SUMS_FILE,
 };
 
+/// The manifest of an export of `tank/data@snap` holding `chunks`.
+pub(crate) fn test_manifest(
+    snap: &str,
+    kind: ExportKind,
+    base: Option<&str>,
+    chunks: Vec<ChunkEntry>,
+) -> Manifest {
+    Manifest {
+        format: 1,
+        tool: "zfs2cloud".into(),
+        tool_version: "0".into(),
+        dataset: "tank/data".into(),
+        snapshot: snap.into(),
+        kind,
+        base: base.map(Into::into),
+        created_at: "2024-01-01T00:00:00Z".into(),
+        encryption: "gpg-symmetric-aes256".into(),
+        compression: "none".into(),
+        split_size: 1024,
+        total_size: chunks.iter().map(|c| c.size).sum(),
+        chunks,
+    }
+}
+
 /// A backup directory `dir` (`<snap>-full` or `<snap>`) as a listing
 /// shows it: `files` (name, size, SHA-256 where the backend gives one)
 /// and, with `manifest`, a manifest naming `chunks` (name, size, SHA-256)
@@ -41,21 +65,7 @@ pub(crate) fn remote_backup(
         snapshot: snapshot.clone(),
         kind,
         manifest_error: None,
-        manifest: manifest.then(|| Manifest {
-            format: 1,
-            tool: "zfs2cloud".into(),
-            tool_version: "0".into(),
-            dataset: "tank/data".into(),
-            snapshot,
-            kind,
-            base: base.map(Into::into),
-            created_at: "2024-01-01T00:00:00Z".into(),
-            encryption: "gpg-symmetric-aes256".into(),
-            compression: "none".into(),
-            split_size: 1024,
-            total_size: chunks.iter().map(|c| c.size).sum(),
-            chunks,
-        }),
+        manifest: manifest.then(|| test_manifest(&snapshot, kind, base, chunks)),
         files: files
             .iter()
             .map(|(name, size, sha256)| RemoteFile {
@@ -97,21 +107,7 @@ pub(crate) fn write_local_export(
         });
     }
     std::fs::write(dir.join(SHA256SUMS_FILE), sha256sums_text(&entries)).unwrap();
-    let manifest = Manifest {
-        format: 1,
-        tool: "zfs2cloud".into(),
-        tool_version: "0".into(),
-        dataset: dataset.to_string(),
-        snapshot: snap.into(),
-        kind,
-        base: base.map(Into::into),
-        created_at: "2024-01-01T00:00:00Z".into(),
-        encryption: "gpg-symmetric-aes256".into(),
-        compression: "none".into(),
-        split_size: 1024,
-        total_size: entries.iter().map(|c| c.size).sum(),
-        chunks: entries,
-    };
+    let manifest = test_manifest(snap, kind, base, entries);
     let json = serde_json::to_vec(&manifest).unwrap();
     std::fs::write(dir.join(MANIFEST_FILE), json).unwrap();
     dir_name

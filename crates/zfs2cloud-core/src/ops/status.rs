@@ -515,6 +515,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::model::testing::test_manifest;
     use crate::model::upload_record;
     use crate::model::RemoteFile;
     use crate::model::{ChunkEntry, Manifest, MANIFEST_FILE};
@@ -557,29 +558,16 @@ passphrase_file = "/etc/zfs2cloud/pass"
     }
 
     fn manifest(snap: &str, kind: ExportKind, base: Option<&str>, chunks: &[u64]) -> Manifest {
-        Manifest {
-            format: 1,
-            tool: "zfs2cloud".into(),
-            tool_version: "0".into(),
-            dataset: "tank/data".into(),
-            snapshot: snap.into(),
-            kind,
-            base: base.map(Into::into),
-            created_at: "2024-01-01T00:00:00Z".into(),
-            encryption: "gpg-symmetric-aes256".into(),
-            compression: "none".into(),
-            split_size: 1024,
-            total_size: chunks.iter().sum(),
-            chunks: chunks
-                .iter()
-                .enumerate()
-                .map(|(i, size)| ChunkEntry {
-                    name: format!("tank-data@{snap}.zfs.gpg.{i:04}"),
-                    size: *size,
-                    sha256: "00".into(),
-                })
-                .collect(),
-        }
+        let chunks = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, size)| ChunkEntry {
+                name: format!("tank-data@{snap}.zfs.gpg.{i:04}"),
+                size: *size,
+                sha256: "00".into(),
+            })
+            .collect();
+        test_manifest(snap, kind, base, chunks)
     }
 
     /// Writes an export directory (chunks of the manifest's sizes, and the
