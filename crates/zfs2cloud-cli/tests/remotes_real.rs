@@ -30,21 +30,6 @@ const DAY2: &str = "2024-01-02T00:00:00Z";
 const FULL: &str = "20240101000000-full";
 const INCREMENTAL: &str = "20240102000000";
 
-/// The clients to test, each with its `rclone version` line printed; empty
-/// means skip (never under `CI=true`, where a missing one panics).
-fn clients() -> Vec<RcloneClient> {
-    let clients = rclone_clients();
-    for c in &clients {
-        eprintln!(
-            "rclone client {} ({}): {}",
-            c.name(),
-            c.path().display(),
-            c.version_line()
-        );
-    }
-    clients
-}
-
 /// Where one client's backups go: the rclone remote string, and the same
 /// directory on this machine's disk when the remote has one.
 struct Target {
@@ -223,7 +208,7 @@ fn round_trip(
 /// The session, the clients and a pool for one remote kind; `None`: skip.
 fn start<'z>(zfs: &'z Option<ZfsSession>, tag: &str) -> Option<(Vec<RcloneClient>, Pool<'z>)> {
     let zfs = zfs.as_ref()?;
-    let clients = clients();
+    let clients = rclone_clients();
     if clients.is_empty() {
         return None;
     }

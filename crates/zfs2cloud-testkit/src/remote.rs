@@ -448,7 +448,9 @@ impl RcloneClient {
 
 /// The rclone clients to run every real-remote test with: Debian's
 /// ([`RcloneClient::debian`]) and the current one
-/// ([`RcloneClient::current`]), those that work.
+/// ([`RcloneClient::current`]), those that work, each with its
+/// `rclone version` line printed on stderr (so a test log says which
+/// versions ran).
 ///
 /// A missing one is skipped with a `SKIPPED: ...` message on stderr; the
 /// result may be empty (skip the test).
@@ -476,6 +478,17 @@ pub fn rclone_clients() -> Vec<RcloneClient> {
         #[allow(clippy::print_stderr)]
         {
             eprintln!("SKIPPED (for these clients): {msg}");
+        }
+    }
+    for c in &found {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "rclone client {} ({}): {}",
+                c.name(),
+                c.path().display(),
+                c.version_line()
+            );
         }
     }
     found

@@ -439,20 +439,6 @@ fn assert_idle(pid: u32, log: impl Fn() -> String) {
     );
 }
 
-/// Prints and returns the clients to test (empty: skip).
-fn clients() -> Vec<RcloneClient> {
-    let clients = rclone_clients();
-    for c in &clients {
-        eprintln!(
-            "rclone client {} ({}): {}",
-            c.name(),
-            c.path().display(),
-            c.version_line()
-        );
-    }
-    clients
-}
-
 /// `copyto` of a file through `remote:dir/<client>/chunk.bin` by each
 /// client, then `lsjson --hash` and `cat` of it; returns what each client
 /// stored, by client name, for the caller to find on the server's disk.
@@ -507,7 +493,7 @@ fn rclone_serve_sftp_takes_copyto_and_lsjson_from_every_client_and_stops_on_drop
     let Some(server) = RcloneSftpServer::start() else {
         return;
     };
-    let clients = clients();
+    let clients = rclone_clients();
     if clients.is_empty() {
         return;
     }
@@ -572,7 +558,7 @@ fn rclone_serve_s3_takes_copyto_and_lsjson_from_every_client_and_stops_on_drop()
     let Some(server) = RcloneS3Server::start() else {
         return;
     };
-    let clients = clients();
+    let clients = rclone_clients();
     if clients.is_empty() {
         return;
     }
