@@ -1,6 +1,7 @@
-//! File mode end to end on real zfs-fuse and rclone: the snapshot is
-//! exposed read-only (a temporary clone is the only way on zfs-fuse),
-//! synced, and always taken down again.
+//! File mode end to end on real ZFS and rclone: the snapshot is exposed
+//! read-only (a temporary clone is the only way on zfs-fuse; on OpenZFS,
+//! where `scripts/openzfs-vm/test` runs these too, `auto` picks
+//! `mount -t zfs`), synced, and always taken down again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{text, Setup};
 use zfs2cloud_testkit::fake::{FakeRclone, FaultAction};
 use zfs2cloud_testkit::harness::{
-    run_fail, run_ok, tree_digest, write_random_file, Pool, ZfsSession,
+    run_fail, run_ok, tree_digest, write_random_file, zfs_get, Pool, ZfsSession,
 };
 use zfs2cloud_testkit::remote::RcloneConfig;
 
@@ -203,6 +204,26 @@ fn slow_sync_rclone(dir: &Path) -> (PathBuf, PathBuf) {
     (wrapper, pidfile)
 }
 
+/// Starts a DAY1 backup whose rclone hangs in `sync`, and kills it and
+/// its rclone with SIGKILL while the snapshot is exposed: nothing can
+/// clean up.
+fn kill_9_while_syncing(setup: &Setup) {
+    let (wrapper, pidfile) = slow_sync_rclone(setup.dir.path());
+    let mut child = setup
+        .cmd(DAY1)
+        .arg("backup")
+        .env("ZFS2CLOUD_RCLONE", &wrapper)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&pidfile);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let wrapper_pid = std::fs::read_to_string(&pidfile).unwrap();
+    run_ok(Command::new("kill").args(["-KILL", wrapper_pid.trim()]));
+}
+
 fn wait_for(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !path.exists() {
@@ -250,24 +271,89 @@ fn after_a_kill_9_while_mounted_the_next_run_cleans_up_and_succeeds() {
     };
     let pool = zfs.pool("fmkill");
     let (ds, _rclone, root, setup) = one_file_to_a_local_remote(&pool);
-    let (wrapper, pidfile) = slow_sync_rclone(setup.dir.path());
-    let mut child = setup
-        .cmd(DAY1)
-        .arg("backup")
-        .env("ZFS2CLOUD_RCLONE", &wrapper)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&pidfile);
-    child.kill().unwrap(); // SIGKILL: nothing can clean up now
-    child.wait().unwrap();
-    let wrapper_pid = std::fs::read_to_string(&pidfile).unwrap();
-    run_ok(Command::new("kill").args(["-KILL", wrapper_pid.trim()]));
+    kill_9_while_syncing(&setup);
+    // `auto` picks a clone on zfs-fuse and `mount -t zfs` on OpenZFS.
     let clones = run_ok(Command::new("zfs").args(["list", "-H", "-o", "name", "-r", pool.name()]));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(
-        String::from_utf8_lossy(&clones.stdout).contains(".zfs2cloud-20240101000000"),
-        "the killed run should have left its clone for this test to mean anything"
+        String::from_utf8_lossy(&clones.stdout).contains(".zfs2cloud-20240101000000")
+            || mounts.contains(&setup.basedir.display().to_string()),
+        "the killed run should have left its clone or mount for this test to mean anything"
+    );
+
+    let out = run_ok(setup.cmd(DAY2).arg("-v").arg("backup"));
+    assert!(
+        text(&out).contains("left by an earlier run"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(heartbeat(&root)["snapshot"], format!("{ds}@20240102000000"));
+    assert_nothing_exposed(pool.name(), &setup.basedir);
+}
+
+/// A `zfs` that runs the real one, but reports `zfs clone` as failed after
+/// it made the clone, as OpenZFS does when it cannot mount or share it.
+fn half_failing_clone_zfs(dir: &Path) -> PathBuf {
+    let wrapper = dir.join("zfs-half-clone");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh
+if [ \"$1\" = clone ]; then
+  zfs \"$@\" || exit
+  \
+         echo 'filesystem successfully created, but not mounted' >&2
+  exit 1
+fi
+exec zfs \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+#[test]
+fn a_clone_made_but_reported_failed_is_destroyed_again() {
+    let Some(zfs) = ZfsSession::start(&["rclone"]) else {
+        return;
+    };
+    let pool = zfs.pool("fmhalf");
+    let (_ds, _rclone, _root, setup) = one_file_to_a_local_remote(&pool);
+    rewrite_strategy(&setup, "clone");
+    let wrapper = half_failing_clone_zfs(setup.dir.path());
+    let out = run_fail(setup.cmd(DAY1).arg("backup").env("ZFS2CLOUD_ZFS", &wrapper));
+    assert!(
+        text(&out).contains("created, but not mounted"),
+        "{}",
+        text(&out)
+    );
+    assert_nothing_exposed(pool.name(), &setup.basedir);
+}
+
+/// Sets `mount_strategy` in the set-up's config.
+fn rewrite_strategy(setup: &Setup, strategy: &str) {
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    let config = config.replace(
+        "mount_strategy = \"auto\"",
+        &format!("mount_strategy = {strategy:?}"),
+    );
+    std::fs::write(&setup.config, config).unwrap();
+}
+
+#[test]
+fn a_leftover_clone_that_a_snapshot_tool_snapshotted_is_still_cleaned_up() {
+    let Some(zfs) = ZfsSession::start(&["rclone"]) else {
+        return;
+    };
+    let pool = zfs.pool("fmsnapd");
+    let (ds, _rclone, root, setup) = one_file_to_a_local_remote(&pool);
+    rewrite_strategy(&setup, "clone");
+    kill_9_while_syncing(&setup);
+    // A recursive snapshot tool (zfs-auto-snapshot, sanoid) passes by.
+    run_ok(Command::new("zfs").args(["snapshot", "-r", &format!("{}@autosnap", pool.name())]));
+    let clone = format!("{ds}.zfs2cloud-20240101000000");
+    assert_eq!(
+        zfs_get("name", &format!("{clone}@autosnap")),
+        format!("{clone}@autosnap")
     );
 
     let out = run_ok(setup.cmd(DAY2).arg("-v").arg("backup"));
@@ -350,7 +436,7 @@ fn file_mode_dry_run_shows_mount_sync_and_unmount_and_does_none() {
     assert!(shown.contains(" sync --links "), "{shown}");
     assert!(
         shown.contains(&format!(
-            "[dry-run] zfs destroy {ds}.zfs2cloud-20240101000000"
+            "[dry-run] zfs destroy -r {ds}.zfs2cloud-20240101000000"
         )),
         "{shown}"
     );

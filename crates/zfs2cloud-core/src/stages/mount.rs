@@ -235,26 +235,103 @@ impl Mounter {
                 self.runner.mutate(&cmd)?;
                 Ok(Exposure::Mounted)
             }
-            MountStrategy::Clone | MountStrategy::Auto => {
-                let Some(clone) = clone_name(snapshot) else {
-                    return Err(MountError::NoStrategy {
-                        snapshot: snapshot.to_string(),
-                        attempts: vec!["no valid clone name".into()],
-                    });
-                };
-                let cmd = self
-                    .zfs()
-                    .arg("clone")
-                    .args(["-o", "readonly=on", "-o"])
-                    .arg(format!("{PROP_CLONE_OF}={snapshot}"))
-                    .arg("-o")
-                    .arg(format!("mountpoint={}", dir.display()))
-                    .arg(snapshot.to_string())
-                    .arg(clone.as_str());
-                self.runner.mutate(&cmd)?;
-                Ok(Exposure::Clone(clone))
-            }
+            MountStrategy::Clone | MountStrategy::Auto => self.mount_clone(snapshot, dir),
         }
+    }
+
+    /// Exposes `snapshot` through a temporary clone mounted at `dir`. A
+    /// clone that was made but could not be mounted is destroyed again.
+    fn mount_clone(&self, snapshot: &SnapshotName, dir: &Path) -> Result<Exposure, MountError> {
+        let Some(clone) = clone_name(snapshot) else {
+            return Err(MountError::NoStrategy {
+                snapshot: snapshot.to_string(),
+                attempts: vec!["no valid clone name".into()],
+            });
+        };
+        let made = self
+            .create_clone(snapshot, &clone)
+            .and_then(|()| self.mount_legacy_clone(&clone, dir));
+        if let Err(e) = made {
+            self.discard_failed_clone(snapshot, &clone);
+            return Err(e);
+        }
+        Ok(Exposure::Clone(clone))
+    }
+
+    /// `zfs clone` with `mountpoint=legacy`, so that zfs mounts nothing by
+    /// itself: a pool imported with an alternate root would put the clone
+    /// under `<altroot>/<dir>`, not at `dir`. It is not shared (inherited
+    /// `sharenfs`/`sharesmb` would export it) and asks snapshot tools
+    /// (zfs-auto-snapshot, sanoid's convention) to leave it alone.
+    fn create_clone(&self, snapshot: &SnapshotName, clone: &DatasetName) -> Result<(), MountError> {
+        let mut cmd = self.zfs().arg("clone");
+        for property in [
+            "readonly=on".to_owned(),
+            format!("{PROP_CLONE_OF}={snapshot}"),
+            "mountpoint=legacy".to_owned(),
+            "sharenfs=off".to_owned(),
+            "sharesmb=off".to_owned(),
+            "com.sun:auto-snapshot=false".to_owned(),
+        ] {
+            cmd = cmd.arg("-o").arg(property);
+        }
+        let cmd = cmd.arg(snapshot.to_string()).arg(clone.as_str());
+        self.runner.mutate(&cmd)?;
+        Ok(())
+    }
+
+    /// Mounts the legacy clone at `dir` with `mount -t zfs`; where that
+    /// does not exist (zfs-fuse has no `mount.zfs`), zfs mounts it itself
+    /// once its mountpoint is `dir`.
+    fn mount_legacy_clone(&self, clone: &DatasetName, dir: &Path) -> Result<(), MountError> {
+        let mount = system_cmd("mount")
+            .args(["-t", "zfs", "-o", "ro"])
+            .arg(clone.as_str())
+            .arg(dir);
+        let Err(e) = self.runner.mutate(&mount) else {
+            return Ok(());
+        };
+        log::info!(
+            "`{mount}` did not work ({}); setting the clone's mountpoint instead",
+            e.stderr().trim()
+        );
+        let set = self
+            .zfs()
+            .arg("set")
+            .arg(format!("mountpoint={}", dir.display()))
+            .arg(clone.as_str());
+        self.runner.mutate(&set)?;
+        Ok(())
+    }
+
+    /// Destroys `clone` after a failed attempt, if it exists and is this
+    /// snapshot's temporary clone (`zfs clone` can fail after creating it,
+    /// e.g. "created, but not mounted"). Failures are only logged: the
+    /// next run's leftover cleanup tries again.
+    fn discard_failed_clone(&self, snapshot: &SnapshotName, clone: &DatasetName) {
+        if self.clone_origin(clone).as_deref() != Some(&snapshot.to_string()) {
+            return;
+        }
+        log::warn!("destroying the temporary clone {clone}, which could not be mounted");
+        if let Err(e) = self.destroy_clone(clone.as_str()) {
+            log::warn!(
+                "could not destroy {clone}: {}; the next run will try again",
+                crate::util::error_chain(&e)
+            );
+        }
+    }
+
+    /// The snapshot `clone` was made from, per its `zfs2cloud:clone-of`
+    /// property; `None` if it does not exist or cannot be asked.
+    fn clone_origin(&self, clone: &DatasetName) -> Option<String> {
+        let cmd = self
+            .zfs()
+            .args(["list", "-H", "-o"])
+            .arg(PROP_CLONE_OF)
+            .arg(clone.as_str());
+        let must = crate::process::RunOptions::cleanup(&self.runner);
+        let out = self.runner.query_with(&cmd, &must).ok()?;
+        Some(out.stdout_lossy().trim().to_owned())
     }
 
     /// Whether the exposure is really read-only: creating a file in it
@@ -276,9 +353,11 @@ impl Mounter {
         }
     }
 
-    /// `zfs destroy` of a temporary clone (retrying zfs-fuse's "busy").
+    /// `zfs destroy -r` of a temporary clone (retrying zfs-fuse's "busy").
+    /// Recursive, because a snapshot tool run with `-r` over the pool may
+    /// have snapshotted the clone; nothing below it is anyone's data.
     fn destroy_clone(&self, clone: &str) -> Result<(), MountError> {
-        Ok(self.zfs.destroy_own(clone, false)?)
+        Ok(self.zfs.destroy_own(clone, true)?)
     }
 
     /// Takes the exposure down: unmounts, or destroys the temporary clone
@@ -331,14 +410,7 @@ impl Mounter {
     ) -> Result<Option<SnapshotMount>, MountError> {
         let dir = mount_dir(basedir, snapshot);
         if let Some(clone) = clone_name(snapshot) {
-            let out = self.runner.query(
-                &self
-                    .zfs()
-                    .args(["list", "-H", "-o"])
-                    .arg(PROP_CLONE_OF)
-                    .arg(clone.as_str()),
-            );
-            if out.is_ok_and(|o| o.stdout_lossy().trim() == snapshot.to_string()) {
+            if self.clone_origin(&clone) == Some(snapshot.to_string()) {
                 return Ok(Some(SnapshotMount {
                     snapshot: snapshot.clone(),
                     dir,
