@@ -182,6 +182,11 @@ impl ZfsSession {
         if !require_tools(&tools) {
             return None;
         }
+        Some(Self::lock())
+    }
+
+    /// Waits for the machine-wide lock.
+    fn lock() -> Self {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -190,13 +195,13 @@ impl ZfsSession {
             .unwrap_or_else(|e| panic!("open {ZFS_LOCK_PATH}: {e}"));
         file.lock()
             .unwrap_or_else(|e| panic!("lock {ZFS_LOCK_PATH}: {e}"));
-        Some(Self { _lock: file })
+        Self { _lock: file }
     }
 
     /// Creates a pool that lives no longer than this session.
     #[must_use]
     pub fn pool(&self, tag: &str) -> Pool<'_> {
-        Pool::create(tag, 512 << 20)
+        Pool::create_with(tag, 512 << 20, &[])
     }
 
     /// Creates a pool like [`ZfsSession::pool`], on a sparse image of
@@ -204,8 +209,61 @@ impl ZfsSession {
     /// the default 512 MiB).
     #[must_use]
     pub fn pool_sized(&self, tag: &str, bytes: u64) -> Pool<'_> {
-        Pool::create(tag, bytes)
+        Pool::create_with(tag, bytes, &[])
     }
+
+    /// Creates a pool like [`ZfsSession::pool`], with `options` added to
+    /// `zpool create` (e.g. `-R <altroot>`, `-O encryption=on`).
+    #[must_use]
+    pub fn pool_with(&self, tag: &str, options: &[&str]) -> Pool<'_> {
+        Pool::create_with(tag, 512 << 20, options)
+    }
+}
+
+/// Which ZFS implementation answers `zfs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZfsFlavor {
+    /// OpenZFS, with the first line of `zfs version` (`zfs-2.3.2-…`).
+    OpenZfs(String),
+    /// zfs-fuse, which has no `zfs version`.
+    ZfsFuse,
+}
+
+/// Asks `zfs version`, which OpenZFS has and zfs-fuse does not.
+#[must_use]
+pub fn zfs_flavor() -> ZfsFlavor {
+    match Command::new("zfs").arg("version").output() {
+        Ok(out) if out.status.success() => ZfsFlavor::OpenZfs(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        _ => ZfsFlavor::ZfsFuse,
+    }
+}
+
+/// For the tests that only OpenZFS can run (they are `#[ignore]`d, and
+/// `scripts/openzfs-vm/test` runs them in its guest): starts a
+/// [`ZfsSession`] and checks that `zfs` is OpenZFS.
+///
+/// # Panics
+///
+/// When a tool is missing or `zfs` is not OpenZFS: such a test was asked
+/// for explicitly, so it must not pass by skipping.
+#[must_use]
+pub fn openzfs_session(extra_tools: &[&str]) -> ZfsSession {
+    let mut tools = vec!["zpool", "zfs"];
+    tools.extend_from_slice(extra_tools);
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !tool_works(t)).collect();
+    assert!(missing.is_empty(), "required tools missing: {missing:?}");
+    let flavor = zfs_flavor();
+    assert!(
+        matches!(flavor, ZfsFlavor::OpenZfs(_)),
+        "this test needs OpenZFS (run scripts/openzfs-vm/test); `zfs` here is {flavor:?}"
+    );
+    ZfsSession::lock()
 }
 
 /// A file-backed ZFS pool with a unique name, mounted under a temp dir.
@@ -220,8 +278,8 @@ pub struct Pool<'session> {
 
 impl Pool<'_> {
     /// Creates a pool named `z2c<pid>x<n><tag>` on a sparse image of
-    /// `bytes` bytes.
-    fn create(tag: &str, bytes: u64) -> Self {
+    /// `bytes` bytes, with `options` for `zpool create`.
+    fn create_with(tag: &str, bytes: u64, options: &[&str]) -> Self {
         let n = POOL_COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("z2c{}x{n}{tag}", std::process::id());
         let dir = tempfile::Builder::new()
@@ -235,7 +293,9 @@ impl Pool<'_> {
         let mnt = dir.path().join("mnt");
         run_ok(
             Command::new("zpool")
-                .args(["create", "-m"])
+                .arg("create")
+                .args(options)
+                .arg("-m")
                 .arg(&mnt)
                 .arg(&name)
                 .arg(&image),
