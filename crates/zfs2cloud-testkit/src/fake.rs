@@ -15,6 +15,8 @@
 //! * `faults.json`: a JSON array of [`FaultRule`]s, consumed by the fakes.
 //! * `zfs.json` (fake-zfs only): the [`ZfsState`].
 //! * `received/<target>.bin` (fake-zfs only): bytes fed to `zfs receive`.
+//!   A fake send stream starts with a [`StreamHeader`], which `receive`
+//!   checks as zfs checks a real stream's.
 //! * `remotes/<name>/...` (fake-rclone only): the contents of remote `name:`.
 //!
 //! ```no_run
@@ -32,7 +34,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
-use std::ops::Deref;
+use std::ops::{ControlFlow, Deref};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -185,16 +187,42 @@ impl Invocation {
     }
 }
 
-/// A fake dataset (filesystem).
+/// A fake dataset (a file system, or a volume if it has `volsize`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetState {
     /// Properties set on it (user properties like `zfs2cloud:x` and any
     /// native ones given to `create -o` / `set`).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
-    /// Its mountpoint.
+    /// Its mountpoint: a path, `legacy` or `none`.
     #[serde(default)]
     pub mountpoint: String,
+    /// The snapshot it was cloned from (`zfs clone`), if it is a clone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Whether it is mounted (`zfs mount`, `zfs umount`, `recv -u`).
+    #[serde(default)]
+    pub mounted: bool,
+    /// Whether it was written to since its newest snapshot (see
+    /// [`FakeZfs::modify`]): an incremental receive without `-F` refuses
+    /// it, as zfs does.
+    #[serde(default)]
+    pub modified: bool,
+}
+
+impl DatasetState {
+    /// Whether it is a volume (`zfs create -V`).
+    pub fn is_volume(&self) -> bool {
+        self.properties.contains_key("volsize")
+    }
+
+    /// Whether `zfs mount` would mount it: a file system with a path as
+    /// mountpoint and `canmount=on`.
+    pub fn mountable(&self) -> bool {
+        !self.is_volume()
+            && self.mountpoint.starts_with('/')
+            && self.properties.get("canmount").is_none_or(|c| c == "on")
+    }
 }
 
 /// A fake snapshot.
@@ -215,6 +243,10 @@ pub struct SnapshotState {
     /// Creation order (orders snapshots created in the same second).
     #[serde(default)]
     pub createtxg: u64,
+    /// The guid it was received with (a received snapshot keeps the
+    /// sender's); `None`: one derived from its name ([`name_guid`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<u64>,
 }
 
 /// Everything fake-zfs knows (`zfs.json`).
@@ -232,22 +264,98 @@ pub struct ZfsState {
 }
 
 impl ZfsState {
-    /// Adds a dataset with mountpoint `/<name>` unless it exists, and
-    /// likewise its missing ancestors (so `tank` exists once `tank/a` does).
+    /// Adds a file system unless it exists, and likewise its missing
+    /// ancestors (so `tank` exists once `tank/a` does). A pool's mountpoint
+    /// is `/<pool>`; a child inherits its parent's (`<parent's>/<leaf>`,
+    /// or `legacy` / `none` as it is), and each is mounted if it can be.
     pub fn ensure_dataset(&mut self, name: &str) {
-        let mut prefix = String::new();
-        for (i, comp) in name.split('/').enumerate() {
-            if i > 0 {
-                prefix.push('/');
+        let mut parent: Option<String> = None;
+        for comp in name.split('/') {
+            let prefix = match &parent {
+                Some(p) => format!("{p}/{comp}"),
+                None => comp.to_owned(),
+            };
+            if !self.datasets.contains_key(&prefix) {
+                let mountpoint = self.inherited_mountpoint(&prefix);
+                // Encryption is decided when a dataset is created: a child
+                // of an encrypted one is encrypted too.
+                let mut properties = BTreeMap::new();
+                if let Some(enc) = parent
+                    .as_ref()
+                    .and_then(|p| self.datasets.get(p))
+                    .and_then(|p| p.properties.get("encryption"))
+                    .filter(|e| *e != "off")
+                {
+                    properties.insert("encryption".to_owned(), enc.clone());
+                }
+                let mut d = DatasetState {
+                    properties,
+                    mountpoint,
+                    ..DatasetState::default()
+                };
+                d.mounted = d.mountable();
+                self.datasets.insert(prefix.clone(), d);
             }
-            prefix.push_str(comp);
-            self.datasets
-                .entry(prefix.clone())
-                .or_insert_with(|| DatasetState {
-                    properties: BTreeMap::new(),
-                    mountpoint: format!("/{prefix}"),
-                });
+            parent = Some(prefix);
         }
+    }
+
+    /// The mountpoint dataset `name` inherits: its parent's with its last
+    /// component appended (the parent's `legacy` or `none` as it is), and
+    /// `/<name>` for a pool.
+    pub fn inherited_mountpoint(&self, name: &str) -> String {
+        let parent = name
+            .rsplit_once('/')
+            .and_then(|(p, leaf)| Some((self.datasets.get(p)?, leaf)));
+        match parent {
+            Some((p, leaf)) if p.mountpoint.starts_with('/') => {
+                format!("{}/{leaf}", p.mountpoint.trim_end_matches('/'))
+            }
+            Some((p, _)) => p.mountpoint.clone(),
+            None => format!("/{name}"),
+        }
+    }
+
+    /// Adds pool `name` (a dataset without a parent) mounted at
+    /// `mountpoint`, as `zpool create -m <mountpoint>` does; no-op if it
+    /// exists.
+    pub fn ensure_pool(&mut self, name: &str, mountpoint: &str) {
+        self.datasets
+            .entry(name.to_owned())
+            .or_insert_with(|| DatasetState {
+                mountpoint: mountpoint.to_owned(),
+                mounted: mountpoint.starts_with('/'),
+                ..DatasetState::default()
+            });
+    }
+
+    /// The guid of snapshot `name`: the one it was received with, else
+    /// [`name_guid`].
+    pub fn guid(&self, name: &str) -> u64 {
+        self.snapshots
+            .get(name)
+            .and_then(|s| s.guid)
+            .unwrap_or_else(|| name_guid(name))
+    }
+
+    /// The header of the stream of `zfs send [-i base] snapshot` (full
+    /// names, both existing), `len` bytes long in all.
+    pub fn stream_header(&self, snapshot: &str, base: Option<&str>, len: u64) -> StreamHeader {
+        StreamHeader {
+            snapshot: snapshot.to_owned(),
+            guid: self.guid(snapshot),
+            base_guid: base.map(|b| self.guid(b)),
+            len,
+        }
+    }
+
+    /// The datasets cloned from `snapshot`.
+    pub fn clones_of(&self, snapshot: &str) -> Vec<String> {
+        self.datasets
+            .iter()
+            .filter(|(_, d)| d.origin.as_deref() == Some(snapshot))
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// Returns a fresh `createtxg`.
@@ -748,16 +856,134 @@ pub fn incremental_size(stream_size: u64) -> u64 {
     (stream_size / 4).max(1)
 }
 
-/// The exact bytes `fake-zfs send [-i base] snapshot` writes for a stream of
-/// `len` bytes (full names; see [`incremental_size`]).
-pub fn send_stream(snapshot: &str, base: Option<&str>, len: u64) -> Vec<u8> {
-    let mut out = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
-    let mut gen = StreamGen::new(&send_seed(snapshot, base));
-    // Generate in the same 64 KiB pieces as the binary (8-byte aligned, so
-    // piece boundaries do not change the bytes).
-    for piece in out.chunks_mut(64 * 1024) {
-        gen.fill(piece);
+/// A guid for snapshot `name` (full name) derived from the name, so that
+/// the same snapshot always has the same one.
+pub fn name_guid(name: &str) -> u64 {
+    let mut g = StreamGen::new(&format!("guid:{name}"));
+    let mut b = [0u8; 8];
+    g.fill(&mut b);
+    u64::from_le_bytes(b) >> 1
+}
+
+/// How every fake send stream starts.
+pub const STREAM_MAGIC: &[u8] = b"FAKE-ZFS-STREAM\t";
+
+/// What a fake send stream says about itself in its first line, as a real
+/// one does in its BEGIN record, so that `fake-zfs receive` can apply zfs's
+/// rules: whether it is full or incremental, from which base (by guid),
+/// which snapshot it creates, and how long it is (a shorter stream is
+/// incomplete). The line is `STREAM_MAGIC` and four tab-separated fields:
+/// snapshot, guid, base guid (`-` for a full stream), length. The stream
+/// is that line followed by pseudo-random bytes ([`StreamGen`]), `len`
+/// bytes in all; a stream shorter than its header is the header cut short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHeader {
+    /// The snapshot sent, full name (its part after `@` names the snapshot
+    /// `receive` creates when given a dataset).
+    pub snapshot: String,
+    /// Its guid; the received snapshot keeps it.
+    pub guid: u64,
+    /// The incremental base's guid; `None` for a full stream.
+    pub base_guid: Option<u64>,
+    /// Length of the whole stream, header included, in bytes.
+    pub len: u64,
+}
+
+/// The start of a stream given to `fake-zfs receive`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamStart {
+    /// A complete header, and its length in bytes.
+    Header(StreamHeader, usize),
+    /// The stream ends inside the header.
+    Short,
+    /// Not a fake send stream.
+    BadMagic,
+}
+
+impl StreamHeader {
+    /// The header line.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let base = self
+            .base_guid
+            .map_or_else(|| "-".to_owned(), |g| g.to_string());
+        let mut line = STREAM_MAGIC.to_vec();
+        line.extend_from_slice(
+            format!("{}\t{}\t{base}\t{}\n", self.snapshot, self.guid, self.len).as_bytes(),
+        );
+        line
     }
+
+    /// Reads the header at the start of `stream`.
+    pub fn parse(stream: &[u8]) -> StreamStart {
+        let magic = &STREAM_MAGIC[..stream.len().min(STREAM_MAGIC.len())];
+        if !stream.starts_with(magic) {
+            return StreamStart::BadMagic;
+        }
+        let Some(end) = stream.iter().position(|b| *b == b'\n') else {
+            return StreamStart::Short;
+        };
+        let line = String::from_utf8_lossy(&stream[STREAM_MAGIC.len().min(end)..end]).into_owned();
+        match Self::from_fields(&line) {
+            Some(h) => StreamStart::Header(h, end + 1),
+            None => StreamStart::BadMagic,
+        }
+    }
+
+    /// The header from its line's fields (after the magic).
+    fn from_fields(line: &str) -> Option<Self> {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [snapshot, guid, base, len] = fields[..] else {
+            return None;
+        };
+        Some(Self {
+            snapshot: snapshot.to_owned(),
+            guid: guid.parse().ok()?,
+            base_guid: match base {
+                "-" => None,
+                g => Some(g.parse().ok()?),
+            },
+            len: len.parse().ok()?,
+        })
+    }
+}
+
+/// Hands the stream of `header` (sent incrementally from `base`, full
+/// name, if given) to `piece` in order: the header, then the payload in
+/// pieces of at most 64 KiB, until `piece` says to stop.
+pub fn for_each_stream_piece(
+    header: &StreamHeader,
+    base: Option<&str>,
+    mut piece: impl FnMut(&[u8]) -> ControlFlow<()>,
+) {
+    let line = header.to_bytes();
+    let len = usize::try_from(header.len).unwrap_or(usize::MAX);
+    let head = &line[..line.len().min(len)];
+    if piece(head).is_break() {
+        return;
+    }
+    let mut remaining = len - head.len();
+    let mut gen = StreamGen::new(&send_seed(&header.snapshot, base));
+    // 8-byte aligned pieces, so piece boundaries do not change the bytes.
+    let mut buf = vec![0u8; 64 * 1024];
+    while remaining > 0 {
+        let n = remaining.min(buf.len());
+        gen.fill(&mut buf[..n]);
+        if piece(&buf[..n]).is_break() {
+            return;
+        }
+        remaining -= n;
+    }
+}
+
+/// The exact bytes `fake-zfs send [-i base] snapshot` writes for the
+/// stream `header` describes (see [`ZfsState::stream_header`] and
+/// [`incremental_size`]).
+pub fn send_stream(header: &StreamHeader, base: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for_each_stream_piece(header, base, |p| {
+        out.extend_from_slice(p);
+        ControlFlow::Continue(())
+    });
     out
 }
 
@@ -1256,6 +1482,25 @@ impl FakeZfs {
         self.update_state(|s| s.ensure_dataset(name));
     }
 
+    /// Adds pool `name` mounted at `mountpoint` (`zpool create -m`), so
+    /// that its datasets' mountpoints are found below it.
+    pub fn add_pool(&self, name: &str, mountpoint: &str) {
+        self.update_state(|s| s.ensure_pool(name, mountpoint));
+    }
+
+    /// Marks dataset `name` as written to since its newest snapshot (as a
+    /// file written into it would): `zfs receive` of an incremental then
+    /// needs `-F`. Panics if it does not exist.
+    pub fn modify(&self, name: &str) {
+        let found = self.update_state(|s| {
+            s.datasets
+                .get_mut(name)
+                .map(|d| d.modified = true)
+                .is_some()
+        });
+        assert!(found, "fake: dataset {name} does not exist");
+    }
+
     /// Adds (or replaces) snapshot `full_name` (`ds@snap`) with user
     /// properties `props`, creating its dataset if needed.  Its creation
     /// time is parsed from a 14-digit `YYYYMMDDHHMMSS` run in the snapshot
@@ -1279,6 +1524,7 @@ impl FakeZfs {
                     creation,
                     stream_size: DEFAULT_STREAM_SIZE,
                     createtxg,
+                    guid: None,
                 },
             );
         });
@@ -1352,7 +1598,7 @@ impl FakeZfs {
             Some(_) => incremental_size(snap.stream_size),
             None => snap.stream_size,
         };
-        send_stream(snapshot, base, len)
+        send_stream(&state.stream_header(snapshot, base, len), base)
     }
 
     /// Everything `zfs receive TARGET` has read so far (`None` if nothing).
@@ -1498,13 +1744,42 @@ mod tests {
     }
 
     #[test]
-    fn stream_is_piecewise_stable() {
-        let a = send_stream("t@a", None, 100_003);
-        let mut b = vec![0u8; 100_003];
+    fn a_stream_is_its_header_and_then_piecewise_stable_bytes() {
+        let header = StreamHeader {
+            snapshot: "t@a".into(),
+            guid: 7,
+            base_guid: None,
+            len: 100_003,
+        };
+        let a = send_stream(&header, None);
+        assert_eq!(a.len(), 100_003);
+        let line = b"FAKE-ZFS-STREAM\tt@a\t7\t-\t100003\n";
+        assert_eq!(a[..line.len()], line[..]);
+        let mut b = vec![0u8; 100_003 - line.len()];
         let mut g = StreamGen::new(&send_seed("t@a", None));
         for piece in b.chunks_mut(64 * 1024) {
             g.fill(piece);
         }
-        assert_eq!(a, b);
+        assert_eq!(a[line.len()..], b[..]);
+        assert_eq!(
+            StreamHeader::parse(&a),
+            StreamStart::Header(header.clone(), line.len())
+        );
+
+        let incremental = StreamHeader {
+            base_guid: Some(3),
+            ..header.clone()
+        };
+        let bytes = send_stream(&incremental, Some("t@base"));
+        assert_eq!(
+            StreamHeader::parse(&bytes),
+            StreamStart::Header(incremental, line.len())
+        );
+        assert_eq!(StreamHeader::parse(&a[..20]), StreamStart::Short);
+        assert_eq!(StreamHeader::parse(b"FAKE"), StreamStart::Short);
+        assert_eq!(StreamHeader::parse(b"not a stream"), StreamStart::BadMagic);
+        // Shorter than its header: the header cut short.
+        let tiny = send_stream(&StreamHeader { len: 10, ..header }, None);
+        assert_eq!(tiny, line[..10]);
     }
 }

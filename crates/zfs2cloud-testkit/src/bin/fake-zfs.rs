@@ -7,18 +7,24 @@
 //! `fake-zfs`: a stateful, recording, fault-injecting stand-in for the
 //! OpenZFS 2.x `zfs` command.  State lives in `$FAKE_ZFS_STATE` (see
 //! `zfs2cloud_testkit::fake`).
+//!
+//! Where it implements a command, it follows what OpenZFS 2.3.2 was
+//! recorded doing (`crates/zfs2cloud-core/tests/fixtures/openzfs-2.3.2`,
+//! compared by `tests/recorded.rs`): the exit status and the wording of
+//! stderr, and `receive`'s rules (see [`cmd_recv`]).
 
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use zfs2cloud_testkit::fake::{
-    apply_fault, eprint_message, format_ctime, incremental_size, load_zfs_state, received_path,
-    run_real, send_seed, start_fake, unix_now, with_zfs_state, write_atomic, zfs_subcommand,
-    MidStream, SnapshotState, StreamGen, ZfsState, DEFAULT_STREAM_SIZE, HOLD_TIMESTAMP,
-    SEND_PROGRESS_FILE, SEND_PROGRESS_STEP, ZFS_NOW_ENV, ZFS_REAL_ENV, ZFS_STATE_ENV,
-    ZFS_STREAM_SIZE_ENV,
+    apply_fault, eprint_message, for_each_stream_piece, format_ctime, incremental_size,
+    load_zfs_state, name_guid, received_path, run_real, start_fake, unix_now, with_zfs_state,
+    write_atomic, zfs_subcommand, DatasetState, MidStream, SnapshotState, StreamHeader,
+    StreamStart, ZfsState, DEFAULT_STREAM_SIZE, HOLD_TIMESTAMP, SEND_PROGRESS_FILE,
+    SEND_PROGRESS_STEP, ZFS_NOW_ENV, ZFS_REAL_ENV, ZFS_STATE_ENV, ZFS_STREAM_SIZE_ENV,
 };
 
 fn main() {
@@ -119,6 +125,10 @@ fn run() -> i32 {
         "holds" => cmd_holds(&ctx, rest, &mut out),
         "destroy" => cmd_destroy(&ctx, rest, &mut out),
         "create" => cmd_create(&ctx, rest),
+        "clone" => cmd_clone(&ctx, rest),
+        "rollback" => cmd_rollback(&ctx, rest),
+        "mount" => cmd_mount(&ctx, rest),
+        "umount" | "unmount" => cmd_umount(&ctx, rest),
         "send" => return cmd_send(&ctx, rest),
         "recv" | "receive" => return cmd_recv(&ctx, rest),
         "version" => {
@@ -140,12 +150,25 @@ fn run() -> i32 {
     out.code
 }
 
+/// What OpenZFS prints after a `zfs snapshot` of a dataset that does not
+/// exist.
+const SNAPSHOT_USAGE: &str = "usage:\n\
+     \tsnapshot [-r] [-o property=value] ... <filesystem|volume>@<snap> ...\n\
+     \n\
+     For the property list, run: zfs set|get\n\
+     \n\
+     For the delegated permission list, run: zfs allow|unallow\n\
+     \n\
+     For further help on a command or topic, run: zfs help [<topic>]";
+
 fn usage_all() -> &'static str {
     "usage: zfs command args ...\nwhere 'command' is one of the following:\n\n\
      \tversion\n\tcreate [-p] [-o property=value] ... <filesystem>\n\
      \tdestroy [-fnpRrv] <filesystem|volume>\n\
      \tdestroy [-dnpRrv] <filesystem|volume>@<snap>[%<snap>][,...]\n\
      \tsnapshot [-r] [-o property=value] ... <filesystem|volume>@<snap> ...\n\
+     \trollback [-rRf] <snapshot>\n\
+     \tclone [-p] [-o property=value] ... <snapshot> <filesystem|volume>\n\
      \tlist [-Hp] [-r|-d max] [-o property[,...]] [-s property]...\n\
      \t    [-S property]... [-t type[,...]] [filesystem|volume|snapshot] ...\n\
      \tset <property=value> ... <filesystem|volume|snapshot> ...\n\
@@ -158,7 +181,9 @@ fn usage_all() -> &'static str {
      \t    <filesystem|volume|snapshot>\n\
      \thold [-r] <tag> <snapshot> ...\n\
      \tholds [-rHp] <snapshot> ...\n\
-     \trelease [-r] <tag> <snapshot> ..."
+     \trelease [-r] <tag> <snapshot> ...\n\
+     \tmount [-flvO] [-o opts] <-a|-R filesystem|filesystem>\n\
+     \tunmount [-fu] <-a | filesystem|mountpoint>"
 }
 
 // ---------------------------------------------------------------------------
@@ -282,13 +307,6 @@ fn descendants(state: &ZfsState, of: &str) -> Vec<String> {
         .filter(|n| is_descendant(n, of))
         .cloned()
         .collect()
-}
-
-fn guid(name: &str) -> u64 {
-    let mut g = StreamGen::new(&format!("guid:{name}"));
-    let mut b = [0u8; 8];
-    g.fill(&mut b);
-    u64::from_le_bytes(b) >> 1
 }
 
 const READONLY_PROPS: &[&str] = &[
@@ -415,7 +433,7 @@ fn prop_value(state: &ZfsState, obj: &Obj, prop: &str, parsable: bool) -> Option
                 "referenced" | "logicalreferenced" => computed(s.stream_size.to_string()),
                 "written" => computed(incremental_size(s.stream_size).to_string()),
                 "userrefs" => computed(s.holds.len().to_string()),
-                "guid" => computed(guid(name).to_string()),
+                "guid" => computed(state.guid(name).to_string()),
                 "defer_destroy" => computed("off".to_owned()),
                 "compressratio" | "refcompressratio" => computed("1.00x".to_owned()),
                 "mountpoint" | "available" | "mounted" | "volsize" => dash(),
@@ -448,13 +466,15 @@ fn prop_value(state: &ZfsState, obj: &Obj, prop: &str, parsable: bool) -> Option
             Some(match prop {
                 "name" => computed(name.clone()),
                 "type" => computed(
-                    if d.properties.contains_key("volsize") {
+                    if d.is_volume() {
                         "volume"
                     } else {
                         "filesystem"
                     }
                     .to_owned(),
                 ),
+                // What applies to file systems only.
+                "mountpoint" | "canmount" | "mounted" if d.is_volume() => dash(),
                 "creation" if parsable => computed("1704067200".to_owned()),
                 "creation" => computed(format_ctime(1_704_067_200)),
                 "createtxg" => computed("1".to_owned()),
@@ -465,8 +485,9 @@ fn prop_value(state: &ZfsState, obj: &Obj, prop: &str, parsable: bool) -> Option
                 }
                 "available" => computed("10737418240".to_owned()),
                 "written" => computed("0".to_owned()),
-                "guid" => computed(guid(name).to_string()),
-                "mounted" => computed("yes".to_owned()),
+                "guid" => computed(name_guid(name).to_string()),
+                "mounted" => computed(if d.mounted { "yes" } else { "no" }.to_owned()),
+                "origin" => d.origin.clone().map_or_else(dash, computed),
                 "compressratio" | "refcompressratio" => computed("1.00x".to_owned()),
                 "mountpoint" => (
                     d.mountpoint.clone(),
@@ -549,7 +570,31 @@ fn emit_table(out: &mut Out, header: &[String], rows: &[Vec<String>], scripted: 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Types {
     fs: bool,
+    vol: bool,
     snap: bool,
+}
+
+impl Types {
+    /// File systems and volumes.
+    const DATASETS: Self = Self {
+        fs: true,
+        vol: true,
+        snap: false,
+    };
+    const ALL: Self = Self {
+        fs: true,
+        vol: true,
+        snap: true,
+    };
+
+    /// Whether dataset `name` is of a type asked for.
+    fn wants(self, state: &ZfsState, name: &str) -> bool {
+        match state.datasets.get(name) {
+            Some(d) if d.is_volume() => self.vol,
+            Some(_) => self.fs,
+            None => false,
+        }
+    }
 }
 
 fn parse_types(spec: Option<&str>, default: Types) -> Result<Types, Fail> {
@@ -558,17 +603,16 @@ fn parse_types(spec: Option<&str>, default: Types) -> Result<Types, Fail> {
     };
     let mut t = Types {
         fs: false,
+        vol: false,
         snap: false,
     };
     for ty in spec.split(',') {
         match ty {
-            "filesystem" | "fs" | "volume" | "vol" => t.fs = true,
+            "filesystem" | "fs" => t.fs = true,
+            "volume" | "vol" => t.vol = true,
             "snapshot" | "snap" => t.snap = true,
             "bookmark" => {}
-            "all" => {
-                t.fs = true;
-                t.snap = true;
-            }
+            "all" => t = Types::ALL,
             other => return Err(fail(2, format!("invalid type '{other}'\n{}", usage_all()))),
         }
     }
@@ -592,7 +636,7 @@ fn collect_objects(
             if limit.is_some_and(|l| rel > l) {
                 continue;
             }
-            if types.fs {
+            if types.wants(state, &ds) {
                 objs.push(Obj::Ds(ds.clone()));
             }
             if types.snap && limit.is_none_or(|l| rel < l) {
@@ -624,7 +668,7 @@ fn collect_objects(
             match limit {
                 Some(l) => push_tree(target, l, &mut objs),
                 None => {
-                    if types.fs {
+                    if types.wants(state, target) {
                         objs.push(Obj::Ds(target.clone()));
                     }
                 }
@@ -662,15 +706,9 @@ fn cmd_list(ctx: &Ctx, args: &[String], out: &mut Out) -> Result<(), Fail> {
         .map(|(f, v)| (v.clone(), *f == 'S'))
         .collect();
     check_props(&sort_keys.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())?;
-    let types = parse_types(
-        opts.val('t'),
-        Types {
-            fs: true,
-            snap: false,
-        },
-    )?;
+    let types = parse_types(opts.val('t'), Types::DATASETS)?;
     let mut limit = recursion_limit(&opts)?;
-    if limit.is_none() && !opts.pos.is_empty() && types.snap && !types.fs {
+    if limit.is_none() && !opts.pos.is_empty() && types.snap && !types.fs && !types.vol {
         limit = Some(Some(1));
     }
     let state = load_zfs_state(&ctx.dir)?;
@@ -737,13 +775,7 @@ fn cmd_get(ctx: &Ctx, args: &[String], out: &mut Out) -> Result<(), Fail> {
     if !all {
         check_props(&props)?;
     }
-    let types = parse_types(
-        opts.val('t'),
-        Types {
-            fs: true,
-            snap: true,
-        },
-    )?;
+    let types = parse_types(opts.val('t'), Types::ALL)?;
     let state = load_zfs_state(&ctx.dir)?;
     let limit = recursion_limit(&opts)?;
     let mut objs = collect_objects(&state, targets, types, limit, out);
@@ -854,7 +886,8 @@ fn cmd_snapshot(ctx: &Ctx, args: &[String]) -> Result<(), Fail> {
                 ));
             }
             if !state.datasets.contains_key(ds) {
-                return Err(no_such(ds));
+                // OpenZFS adds the command's usage and exits 2 here.
+                return Err(fail(2, format!("{}\n{SNAPSHOT_USAGE}", no_such(ds).msg)));
             }
             if opts.has('r') {
                 names.extend(
@@ -874,6 +907,12 @@ fn cmd_snapshot(ctx: &Ctx, args: &[String]) -> Result<(), Fail> {
         }
         let txg = state.bump_txg();
         for name in names {
+            if let Some(d) = name
+                .split_once('@')
+                .and_then(|(ds, _)| state.datasets.get_mut(ds))
+            {
+                d.modified = false;
+            }
             state.snapshots.insert(
                 name,
                 SnapshotState {
@@ -882,6 +921,7 @@ fn cmd_snapshot(ctx: &Ctx, args: &[String]) -> Result<(), Fail> {
                     creation: now,
                     stream_size: size,
                     createtxg: txg,
+                    guid: None,
                 },
             );
         }
@@ -980,9 +1020,10 @@ fn cmd_inherit(ctx: &Ctx, args: &[String]) -> Result<(), Fail> {
                 vec![target.clone()]
             };
             for ds in &affected {
+                let inherited = state.inherited_mountpoint(ds);
                 if let Some(d) = state.datasets.get_mut(ds) {
                     if prop == "mountpoint" {
-                        d.mountpoint = format!("/{ds}");
+                        d.mountpoint = inherited;
                     }
                     d.properties.remove(prop);
                 }
@@ -1028,9 +1069,20 @@ fn cmd_hold(ctx: &Ctx, args: &[String], hold: bool) -> Result<(), Fail> {
             format!("missing snapshot argument\n{}", usage_all()),
         ));
     }
+    let missing = |t: &String| {
+        let what = if hold {
+            "hold snapshot"
+        } else {
+            "release hold from snapshot"
+        };
+        fail(1, format!("cannot {what} '{t}': dataset does not exist"))
+    };
     with_zfs_state(&ctx.dir, |state| {
         let mut names = Vec::new();
         for t in targets {
+            if t.contains('@') && !state.snapshots.contains_key(t) {
+                return Err(missing(t));
+            }
             names.extend(expand_snapshot(state, t, opts.has('r'))?);
         }
         for name in &names {
@@ -1194,8 +1246,36 @@ fn cmd_destroy(ctx: &Ctx, args: &[String], out: &mut Out) -> Result<(), Fail> {
                     ),
                 ));
             }
+            let clones: Vec<String> = snaps
+                .iter()
+                .flat_map(|n| state.clones_of(n))
+                .filter(|c| !tree.contains(c))
+                .collect();
+            if !clones.is_empty() {
+                return Err(fail(
+                    1,
+                    format!(
+                        "cannot destroy '{target}': filesystem has dependent clones\nuse '-R' to destroy the following datasets:\n{}",
+                        clones.join("\n")
+                    ),
+                ));
+            }
             doomed_snaps = snaps;
             doomed_ds = tree;
+        }
+        if target.contains('@') {
+            for n in &doomed_snaps {
+                let clones = state.clones_of(n);
+                if !clones.is_empty() {
+                    return Err(fail(
+                        1,
+                        format!(
+                            "cannot destroy '{n}': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\n{}",
+                            clones.join("\n")
+                        ),
+                    ));
+                }
+            }
         }
         let busy: Vec<&String> = doomed_snaps
             .iter()
@@ -1204,7 +1284,11 @@ fn cmd_destroy(ctx: &Ctx, args: &[String], out: &mut Out) -> Result<(), Fail> {
         if !busy.is_empty() {
             let msg: Vec<String> = busy
                 .iter()
-                .map(|n| format!("cannot destroy snapshot {n}: dataset is busy"))
+                .map(|n| {
+                    format!(
+                        "cannot destroy snapshot {n}: it's being held. Run 'zfs holds -r {n}' to see holders."
+                    )
+                })
                 .collect();
             return Err(fail(1, msg.join("\n")));
         }
@@ -1285,16 +1369,173 @@ fn cmd_create(ctx: &Ctx, args: &[String]) -> Result<(), Fail> {
         }
         state.ensure_dataset(name);
         if let Some(d) = state.datasets.get_mut(name.as_str()) {
-            for (k, v) in props {
-                if k == "mountpoint" {
-                    d.mountpoint = v;
-                } else {
-                    d.properties.insert(k, v);
-                }
-            }
+            apply_create_props(d, props);
         }
         Ok(())
     })
+}
+
+/// `zfs clone [-p] [-o property=value]... <snapshot> <dataset>`: a new
+/// dataset whose origin is the snapshot, with the properties given.
+fn cmd_clone(ctx: &Ctx, args: &[String]) -> Result<(), Fail> {
+    let opts = getopt(args, "po:")?;
+    let [snapshot, name] = opts.pos.as_slice() else {
+        return Err(fail(
+            2,
+            format!("missing source or target dataset\n{}", usage_all()),
+        ));
+    };
+    let props = opts
+        .vals('o')
+        .into_iter()
+        .map(parse_assignment)
+        .collect::<Result<Vec<_>, _>>()?;
+    with_zfs_state(&ctx.dir, |state| {
+        if !state.snapshots.contains_key(snapshot) {
+            return Err(no_such(snapshot));
+        }
+        if state.datasets.contains_key(name) {
+            return Err(fail(
+                1,
+                format!("cannot create '{name}': dataset already exists"),
+            ));
+        }
+        if parent_of(name).is_some_and(|p| !state.datasets.contains_key(p)) && !opts.has('p') {
+            return Err(fail(
+                1,
+                format!("cannot create '{name}': parent does not exist"),
+            ));
+        }
+        state.ensure_dataset(name);
+        if let Some(d) = state.datasets.get_mut(name.as_str()) {
+            d.origin = Some(snapshot.clone());
+            apply_create_props(d, props);
+        }
+        Ok(())
+    })
+}
+
+/// `zfs rollback [-rRf] <snapshot>`: with `-r`, destroys the newer
+/// snapshots; without, refuses if there are any.
+fn cmd_rollback(ctx: &Ctx, args: &[String]) -> Result<(), Fail> {
+    let opts = getopt(args, "rRf")?;
+    let [snapshot] = opts.pos.as_slice() else {
+        return Err(fail(
+            2,
+            format!("wrong number of arguments\n{}", usage_all()),
+        ));
+    };
+    with_zfs_state(&ctx.dir, |state| {
+        let Some((ds, _)) = snapshot.split_once('@') else {
+            return Err(fail(
+                1,
+                format!(
+                    "cannot open '{snapshot}': operation not applicable to datasets of this type"
+                ),
+            ));
+        };
+        if !state.snapshots.contains_key(snapshot) {
+            return Err(no_such(snapshot));
+        }
+        let all = state.snapshots_of(ds);
+        let newer = all
+            .iter()
+            .skip_while(|s| *s != snapshot)
+            .skip(1)
+            .cloned()
+            .collect::<Vec<_>>();
+        if !newer.is_empty() && !opts.has('r') && !opts.has('R') {
+            return Err(fail(
+                1,
+                format!(
+                    "cannot rollback to '{snapshot}': more recent snapshots or bookmarks exist\n\
+                     use '-r' to force deletion of the following snapshots and bookmarks:\n{}",
+                    newer.join("\n")
+                ),
+            ));
+        }
+        destroy_after(state, snapshot);
+        Ok(())
+    })
+}
+
+/// `zfs mount <filesystem>`, with OpenZFS's checks in its order: a volume,
+/// a legacy or no mountpoint, canmount=off, already mounted.
+fn cmd_mount(ctx: &Ctx, args: &[String]) -> Result<(), Fail> {
+    let opts = getopt(args, "flvOo:")?;
+    let [name] = opts.pos.as_slice() else {
+        return Err(fail(
+            2,
+            format!("missing filesystem argument\n{}", usage_all()),
+        ));
+    };
+    with_zfs_state(&ctx.dir, |state| {
+        let Some(d) = state.datasets.get_mut(name.as_str()) else {
+            return Err(no_such(name));
+        };
+        let cannot = |why: &str| Err(fail(1, format!("cannot mount '{name}': {why}")));
+        if d.is_volume() {
+            return Err(fail(
+                1,
+                format!("cannot open '{name}': operation not applicable to datasets of this type"),
+            ));
+        }
+        match d.mountpoint.as_str() {
+            "legacy" => return cannot("legacy mountpoint\nuse mount(8) to mount this filesystem"),
+            "none" => return cannot("no mountpoint set"),
+            _ => {}
+        }
+        if d.properties.get("canmount").is_some_and(|c| c == "off") {
+            return cannot("'canmount' property is set to 'off'");
+        }
+        if d.mounted {
+            return cannot("filesystem already mounted");
+        }
+        d.mounted = true;
+        Ok(())
+    })
+}
+
+/// `zfs umount <filesystem>`.
+fn cmd_umount(ctx: &Ctx, args: &[String]) -> Result<(), Fail> {
+    let opts = getopt(args, "fu")?;
+    let [name] = opts.pos.as_slice() else {
+        return Err(fail(
+            2,
+            format!("missing filesystem argument\n{}", usage_all()),
+        ));
+    };
+    with_zfs_state(&ctx.dir, |state| {
+        let Some(d) = state.datasets.get_mut(name.as_str()) else {
+            return Err(no_such(name));
+        };
+        if !d.mounted {
+            return Err(fail(
+                1,
+                format!("cannot unmount '{name}': not currently mounted"),
+            ));
+        }
+        d.mounted = false;
+        Ok(())
+    })
+}
+
+/// Sets the `-o` properties of `zfs create` or `zfs clone` on the new
+/// dataset `d`, and whether it is mounted after them.
+fn apply_create_props(d: &mut DatasetState, props: Vec<(String, String)>) {
+    for (k, v) in props {
+        match (k.as_str(), v.as_str()) {
+            ("mountpoint", _) => d.mountpoint = v,
+            // What OpenZFS reports for encryption=on.
+            ("encryption", "on") => {
+                d.properties.insert(k, "aes-256-gcm".to_owned());
+            }
+            _ => {
+                d.properties.insert(k, v);
+            }
+        }
+    }
+    d.mounted = d.mountable();
 }
 
 /// Prints a failure and returns its status (for the streaming commands).
@@ -1340,10 +1581,7 @@ fn cmd_send(ctx: &Ctx, args: &[String]) -> i32 {
         return report(no_such(snap));
     };
     let Some(target) = state.snapshots.get(snap) else {
-        return report(fail(
-            1,
-            format!("WARNING: could not send {snap}: does not exist"),
-        ));
+        return report(no_such(snap));
     };
     let base = opts.val('I').or(opts.val('i')).map(|b| {
         if b.contains('@') {
@@ -1358,10 +1596,7 @@ fn cmd_send(ctx: &Ctx, args: &[String]) -> i32 {
     });
     let len = if let Some(base) = &base {
         let Some(b) = state.snapshots.get(base) else {
-            return report(fail(
-                1,
-                format!("cannot send '{snap}': incremental source ({base}) does not exist"),
-            ));
+            return report(no_such(base));
         };
         if base.split_once('@').map(|(d, _)| d) != Some(ds) {
             return report(fail(
@@ -1372,7 +1607,7 @@ fn cmd_send(ctx: &Ctx, args: &[String]) -> i32 {
         if base == snap || (b.creation, b.createtxg) > (target.creation, target.createtxg) {
             return report(fail(
                 1,
-                format!("cannot send '{snap}': incremental source ({base}) is not earlier than it"),
+                format!("warning: cannot send '{snap}': not an earlier snapshot from the same fs"),
             ));
         }
         incremental_size(target.stream_size)
@@ -1395,36 +1630,41 @@ fn cmd_send(ctx: &Ctx, args: &[String]) -> i32 {
         eprint!("{estimate}");
     }
 
+    let header = state.stream_header(snap, base.as_deref(), len);
     let mut out = io::stdout().lock();
-    let mut gen = StreamGen::new(&send_seed(snap, base.as_deref()));
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut remaining = len;
     let mut written: u64 = 0;
+    let mut next_progress: u64 = 0;
+    let mut failed: Option<i32> = None;
     let progress = |written: u64| {
         let _ = write_atomic(
             &ctx.dir.join(SEND_PROGRESS_FILE),
             written.to_string().as_bytes(),
         );
     };
-    progress(0);
-    while remaining > 0 {
-        if written.is_multiple_of(SEND_PROGRESS_STEP) {
+    for_each_stream_piece(&header, base.as_deref(), |piece| {
+        if written >= next_progress {
             progress(written);
+            next_progress += SEND_PROGRESS_STEP;
         }
-        let n = usize::try_from(remaining.min(buf.len() as u64)).unwrap_or(buf.len());
-        gen.fill(&mut buf[..n]);
         let allowed = match ctx.die_after {
-            Some(limit) => n.min(usize::try_from(limit.saturating_sub(written)).unwrap_or(n)),
-            None => n,
+            Some(limit) => piece
+                .len()
+                .min(usize::try_from(limit.saturating_sub(written)).unwrap_or(piece.len())),
+            None => piece.len(),
         };
-        if let Err(e) = out.write_all(&buf[..allowed]) {
-            return write_error(&e);
+        if let Err(e) = out.write_all(&piece[..allowed]) {
+            failed = Some(write_error(&e));
+            return ControlFlow::Break(());
         }
         written += allowed as u64;
-        if allowed < n {
-            return die_mid_stream(&mut out);
+        if allowed < piece.len() {
+            failed = Some(die_mid_stream(&mut out));
+            return ControlFlow::Break(());
         }
-        remaining -= n as u64;
+        ControlFlow::Continue(())
+    });
+    if let Some(code) = failed {
+        return code;
     }
     if let Err(e) = out.flush() {
         return write_error(&e);
@@ -1445,6 +1685,24 @@ fn write_error(e: &io::Error) -> i32 {
     1
 }
 
+/// `zfs receive [-uFn] <target>`: reads the stream (storing it, see
+/// [`received_path`]), then applies OpenZFS's rules in its order and
+/// wording, all exit status 1:
+///
+/// * no bytes: "failed to read from stream"; not a fake stream: "invalid
+///   stream (bad magic number)"; cut inside its header: "failed to read";
+/// * a full stream into an existing target: only with `-F`, and then not
+///   over snapshots, a clone, or an encrypted target;
+/// * an incremental: the target must exist and hold the base (by guid);
+///   if the base is not its newest snapshot or the target was modified
+///   since, only `-F` goes on, rolling back to the base first;
+/// * a stream shorter than its header says: "incomplete stream", and
+///   nothing changes.
+///
+/// The received snapshot is named after the target's `@snap`, else after
+/// the stream's; it keeps the stream's guid. A new dataset is mounted
+/// unless `-u`. (A missing parent is created, not refused: tests receive
+/// into pools the fake never had.)
 fn cmd_recv(ctx: &Ctx, args: &[String]) -> i32 {
     let opts = match getopt(args, "FnsuvhMeAdx:o:") {
         Ok(o) => o,
@@ -1457,47 +1715,169 @@ fn cmd_recv(ctx: &Ctx, args: &[String]) -> i32 {
         ));
     };
     let path = received_path(&ctx.dir, target);
-    match read_stream(&path, ctx.die_after, opts.has('n')) {
-        Ok((total, died)) => {
-            if died {
-                return die_mid_stream(&mut io::stdout());
+    let (total, died, head) = match read_stream(&path, ctx.die_after, opts.has('n')) {
+        Ok(read) => read,
+        Err(e) => return report(fail(1, format!("cannot receive: {e}"))),
+    };
+    if died {
+        return die_mid_stream(&mut io::stdout());
+    }
+    let header = match StreamHeader::parse(&head) {
+        _ if total == 0 => return report(fail(1, "cannot receive: failed to read from stream")),
+        StreamStart::Header(header, _) => header,
+        StreamStart::Short => return report(fail(1, "cannot receive: failed to read from stream")),
+        StreamStart::BadMagic => {
+            return report(fail(1, "cannot receive: invalid stream (bad magic number)"))
+        }
+    };
+    let (ds, snap) = match target.split_once('@') {
+        Some((ds, snap)) => (ds, snap),
+        None => (
+            target.as_str(),
+            header.snapshot.split_once('@').map_or("", |(_, s)| s),
+        ),
+    };
+    let (now, _) = now_and_size();
+    let result = with_zfs_state(&ctx.dir, |state| {
+        let rollback_to = match header.base_guid {
+            None => {
+                check_full_recv(state, ds, opts.has('F'))?;
+                None
             }
-            if total == 0 {
-                return report(fail(1, "cannot receive: failed to read from stream"));
-            }
-            if opts.has('n') {
-                return 0;
-            }
-            let (now, _) = now_and_size();
-            let result = with_zfs_state(&ctx.dir, |state| {
-                let ds = target.split_once('@').map_or(target.as_str(), |(d, _)| d);
-                state.ensure_dataset(ds);
-                if target.contains('@') {
-                    let createtxg = state.bump_txg();
-                    state.snapshots.insert(
-                        target.clone(),
-                        SnapshotState {
-                            creation: now,
-                            stream_size: total,
-                            createtxg,
-                            ..SnapshotState::default()
-                        },
-                    );
-                }
-                Ok::<(), Fail>(())
-            });
-            match result {
-                Ok(()) => 0,
-                Err(f) => report(f),
+            Some(base_guid) => check_incremental_recv(state, ds, base_guid, opts.has('F'))?,
+        };
+        if total < header.len {
+            let kind = match header.base_guid {
+                None => "new filesystem",
+                Some(_) => "incremental",
+            };
+            return Err(fail(
+                1,
+                format!("cannot receive {kind} stream: incomplete stream"),
+            ));
+        }
+        if opts.has('n') {
+            return Ok(());
+        }
+        if let Some(base) = rollback_to {
+            destroy_after(state, &base);
+        }
+        if !state.datasets.contains_key(ds) {
+            state.ensure_dataset(ds);
+            if let Some(d) = state.datasets.get_mut(ds) {
+                d.mounted = !opts.has('u') && d.mountable();
             }
         }
-        Err(e) => report(fail(1, format!("cannot receive: {e}"))),
+        if let Some(d) = state.datasets.get_mut(ds) {
+            d.modified = false;
+        }
+        let createtxg = state.bump_txg();
+        state.snapshots.insert(
+            format!("{ds}@{snap}"),
+            SnapshotState {
+                creation: now,
+                stream_size: total,
+                createtxg,
+                guid: Some(header.guid),
+                ..SnapshotState::default()
+            },
+        );
+        Ok(())
+    });
+    match result {
+        Ok(()) => 0,
+        Err(f) => report(f),
     }
 }
 
+/// Whether a full stream may be received into `ds`.
+fn check_full_recv(state: &ZfsState, ds: &str, force: bool) -> Result<(), Fail> {
+    let Some(d) = state.datasets.get(ds) else {
+        return Ok(());
+    };
+    let refuse = |why: String| {
+        Err(fail(
+            1,
+            format!("cannot receive new filesystem stream: {why}"),
+        ))
+    };
+    if !force {
+        return refuse(format!(
+            "destination '{ds}' exists\nmust specify -F to overwrite it"
+        ));
+    }
+    if let Some(first) = state.snapshots_of(ds).first() {
+        return refuse(format!(
+            "destination has snapshots (eg. {first})\nmust destroy them to overwrite it"
+        ));
+    }
+    if d.origin.is_some() {
+        return refuse(format!(
+            "destination '{ds}' is a clone\nmust destroy it to overwrite it"
+        ));
+    }
+    if d.properties.get("encryption").is_some_and(|e| e != "off") {
+        return refuse(
+            "zfs receive -F cannot be used to destroy an encrypted filesystem or overwrite an \
+             unencrypted one with an encrypted one"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// Whether an incremental stream from the snapshot with `base_guid` may
+/// be received into `ds`; with `-F`, the snapshot to roll back to first.
+fn check_incremental_recv(
+    state: &ZfsState,
+    ds: &str,
+    base_guid: u64,
+    force: bool,
+) -> Result<Option<String>, Fail> {
+    let refuse = |why: String| Err(fail(1, format!("cannot receive incremental stream: {why}")));
+    let Some(d) = state.datasets.get(ds) else {
+        return refuse(format!("destination '{ds}' does not exist"));
+    };
+    let snapshots = state.snapshots_of(ds);
+    let Some(base) = snapshots.iter().find(|s| state.guid(s) == base_guid) else {
+        return refuse(format!(
+            "most recent snapshot of {ds} does not\nmatch incremental source"
+        ));
+    };
+    let newest = snapshots.last() == Some(base);
+    if !force && (!newest || d.modified) {
+        // OpenZFS says "modified" also when the base is an older snapshot.
+        return refuse(format!(
+            "destination {ds} has been modified\nsince most recent snapshot"
+        ));
+    }
+    Ok(force.then(|| base.clone()))
+}
+
+/// Rolls the dataset of `snapshot` back to it: destroys its newer
+/// snapshots and forgets any modification.
+fn destroy_after(state: &mut ZfsState, snapshot: &str) {
+    let Some((ds, _)) = snapshot.split_once('@') else {
+        return;
+    };
+    let all = state.snapshots_of(ds);
+    if let Some(i) = all.iter().position(|s| s == snapshot) {
+        for newer in &all[i + 1..] {
+            state.snapshots.remove(newer);
+        }
+    }
+    if let Some(d) = state.datasets.get_mut(ds) {
+        d.modified = false;
+    }
+}
+
+/// How much of a received stream's start is kept to read its header.
+const HEAD_BYTES: usize = 4096;
+
 /// Copies stdin to `path` (appending), at most `limit` bytes.  Returns the
-/// byte count and whether the limit cut it short.
-fn read_stream(path: &Path, limit: Option<u64>, dry: bool) -> io::Result<(u64, bool)> {
+/// byte count, whether the limit cut it short, and its first bytes (up to
+/// [`HEAD_BYTES`]).
+fn read_stream(path: &Path, limit: Option<u64>, dry: bool) -> io::Result<(u64, bool, Vec<u8>)> {
     let mut file = if dry {
         None
     } else {
@@ -1508,10 +1888,11 @@ fn read_stream(path: &Path, limit: Option<u64>, dry: bool) -> io::Result<(u64, b
     };
     let mut stdin = io::stdin().lock();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut head = Vec::new();
     let mut total: u64 = 0;
     loop {
         let want = match limit {
-            Some(l) if l <= total => return Ok((total, true)),
+            Some(l) if l <= total => return Ok((total, true, head)),
             Some(l) => buf
                 .len()
                 .min(usize::try_from(l - total).unwrap_or(buf.len())),
@@ -1526,7 +1907,9 @@ fn read_stream(path: &Path, limit: Option<u64>, dry: bool) -> io::Result<(u64, b
         if let Some(f) = file.as_mut() {
             f.write_all(&buf[..n])?;
         }
+        let keep = n.min(HEAD_BYTES.saturating_sub(head.len()));
+        head.extend_from_slice(&buf[..keep]);
         total += n as u64;
     }
-    Ok((total, limit.is_some()))
+    Ok((total, limit.is_some(), head))
 }
