@@ -192,6 +192,7 @@ const CASES: &[(&str, Outcome, Outcome)] = &[
     ("get-mountpoint", Succeeds, Succeeds),
     // mount(8), not zfs: zfs-fuse has no kernel file system to mount.
     ("mount-snapshot", Succeeds, Fails(None)),
+    // The temporary clone of file mode (Mounter's clone strategy).
     ("clone", Succeeds, Succeeds),
     (
         "clone-exists",
@@ -203,14 +204,23 @@ const CASES: &[(&str, Outcome, Outcome)] = &[
         Fails(Some(NotFound)),
         Fails(Some(NotFound)),
     ),
-    ("get-clone-props", Succeeds, Succeeds),
-    ("find-clone", Succeeds, Succeeds),
+    // What Mounter asks after a failed `zfs clone`: was it made anyway?
     (
         "find-clone-missing",
         Fails(Some(NotFound)),
         Fails(Some(NotFound)),
     ),
+    // mount(8) of the legacy clone; zfs-fuse has no mount.zfs, so zfs
+    // mounts it once its mountpoint is the directory (and only there).
+    ("mount-clone", Succeeds, Fails(None)),
+    ("set-clone-mountpoint", NotRecorded, Succeeds),
+    ("get-clone-props", Succeeds, Succeeds),
+    ("find-clone", Succeeds, Succeeds),
     ("list-clones", Succeeds, Succeeds),
+    // As a snapshot tool run with -r over the pool would.
+    ("snapshot-clone", Succeeds, Succeeds),
+    // Why the clone is destroyed with -r: "filesystem has children".
+    ("destroy-clone-with-snapshot", Fails(None), Fails(None)),
     // zfs-fuse: busy for a moment after the clone was mounted, which is
     // why ZfsCli::destroy_own retries "busy".
     (
@@ -237,6 +247,9 @@ const CASES: &[(&str, Outcome, Outcome)] = &[
         Fails(Some(NotFound)),
     ),
 ];
+
+/// Recorded cases that are mount(8), not zfs.
+const NOT_ZFS: &[&str] = &["mount-snapshot", "mount-clone"];
 
 /// Which zfs a set of recordings comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -492,7 +505,7 @@ fn every_recording_succeeds_or_fails_as_expected_and_is_classified() {
                 r.status,
                 r.stderr
             );
-            if r.status == 0 && !case.starts_with("mount-snapshot") {
+            if r.status == 0 && !NOT_ZFS.contains(case) {
                 // zfs prints nothing on stderr when it succeeds here, so
                 // a success with a message would be a recording gone wrong.
                 assert_eq!(r.stderr, "", "{:?}: {case}", set.zfs);
@@ -735,8 +748,8 @@ fn the_mounter_finds_and_cleans_temporary_clones() {
             Exposure::Clone(set.ds("ds.zfs2cloud-20240101000000")),
             "{at}"
         );
-        let s2 = set.snap("ds@20240102000000");
-        assert_eq!(mounter.find(&s2, basedir.path()).unwrap(), None, "{at}");
+        let none = set.snap("ds@19990101000000");
+        assert_eq!(mounter.find(&none, basedir.path()).unwrap(), None, "{at}");
 
         // Every line of the pool's listing is read; none is a clone of
         // `restored`, so nothing is destroyed.
@@ -747,7 +760,8 @@ fn the_mounter_finds_and_cleans_temporary_clones() {
             .unwrap();
         assert!(cleaned.is_empty(), "{at}: {cleaned:?}");
     });
-    // The clone of ds@20240101000000 is found and destroyed. (On zfs-fuse
+    // The clone of ds@20240101000000 is found and destroyed, with -r: it
+    // may have a snapshot (destroy-clone-with-snapshot). (On zfs-fuse
     // that destroy may have recorded its transient "busy", which
     // destroy_own retries; the retries are not recorded, so a replay would
     // only repeat the busy for ten seconds.)
@@ -757,5 +771,8 @@ fn the_mounter_finds_and_cleans_temporary_clones() {
     let cleaned = Mounter::new(Runner::new(), script)
         .clean_leftovers(&openzfs.ds("ds"), basedir.path())
         .unwrap();
-    assert_eq!(cleaned, ["cap/ds.zfs2cloud-20240101000000"]);
+    assert_eq!(
+        cleaned,
+        [openzfs.ds("ds.zfs2cloud-20240101000000").as_str()]
+    );
 }

@@ -20,7 +20,7 @@ use std::process::{Output, Stdio};
 use zfs2cloud_testkit::fake::FakeZfs;
 
 /// Recorded cases that are not zfs commands, so not the fake's.
-const NOT_ZFS: &[&str] = &["mount-snapshot"];
+const NOT_ZFS: &[&str] = &["mount-snapshot", "mount-clone"];
 
 /// What `capture.sh` feeds `zfs recv` for its "garbage" case.
 fn garbage() -> Vec<u8> {
@@ -385,14 +385,18 @@ fn fake_zfs_does_what_openzfs_was_recorded_doing() {
         "get-mountpoint",
     ]);
 
+    // mount-clone (mount(8)) came between find-clone-missing and
+    // get-clone-props; OpenZFS needed no set-clone-mountpoint fallback.
     s.cases(&[
         "clone",
         "clone-exists",
         "clone-missing-snapshot",
+        "find-clone-missing",
         "get-clone-props",
         "find-clone",
-        "find-clone-missing",
         "list-clones",
+        "snapshot-clone",
+        "destroy-clone-with-snapshot",
         "destroy-clone",
         "destroy-cloned",
         "destroy-origin-recursive",
