@@ -8,6 +8,8 @@
 //! `ZfsCli` and `Mounter` are run against a replaying `zfs`: a script that
 //! answers a command only if its argv is exactly a recorded one, so these
 //! tests also prove that the code still runs the recorded command lines.
+//! What cannot be replayed (the clone strategy's mount(8) and read-only
+//! probe) is compared in a dry run instead, line for line.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -16,9 +18,9 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use zfs2cloud_core::{
-    classify_stderr, parse_mount_properties, parse_snapshot_list, DatasetName, ExportKind,
-    Exposure, KnownZfsFailure, MountProperties, Mounter, Runner, SnapshotName, Snapshotter, ZfsCli,
-    ZfsError, HOLD_TAG,
+    classify_stderr, parse_mount_properties, parse_snapshot_list, CommandLine, DatasetName,
+    ExportKind, Exposure, KnownZfsFailure, MountError, MountProperties, MountStrategy, Mounter,
+    Runner, SnapshotName, Snapshotter, ZfsCli, ZfsError, HOLD_TAG,
 };
 
 use KnownZfsFailure::{AlreadyExists, Busy, NoSuchTag, NotFound, TagExists};
@@ -264,6 +266,8 @@ struct Set {
     dir: PathBuf,
     pool: String,
     mountroot: String,
+    /// Where the capture exposed snapshots: file mode's base directory.
+    exposeroot: PathBuf,
 }
 
 /// One recorded command.
@@ -295,6 +299,7 @@ fn sets() -> [Set; 2] {
             zfs,
             pool: name("pool"),
             mountroot: name("mountroot"),
+            exposeroot: PathBuf::from(name("exposeroot")),
             dir,
         }
     })
@@ -349,9 +354,9 @@ impl Set {
         SnapshotName::parse(&format!("{}/{rel}", self.pool)).unwrap()
     }
 
-    /// A `ZfsCli` whose `zfs` answers exactly the recorded commands of
-    /// `cases` (the first whose argv matches), and fails with status 99
-    /// for anything else.
+    /// A `zfs` that answers exactly the recorded commands of `cases` (the
+    /// first whose argv matches), and fails with status 99 for anything
+    /// else. Each call is logged (see `calls`).
     fn replay(&self, cases: &[&str]) -> (tempfile::TempDir, PathBuf) {
         for case in cases {
             assert_ne!(
@@ -372,12 +377,15 @@ impl Set {
                 "#!/bin/bash\n\
                  dir='{}'\n\
                  want=$(printf '%s\\n' zfs \"$@\")\n\
+                 calls=\"$(dirname \"$0\")/calls\"\n\
                  for c in {}; do\n\
                  \x20 if [ \"$(cat \"$dir/$c.argv\")\" = \"$want\" ]; then\n\
+                 \x20   echo \"$c\" >>\"$calls\"\n\
                  \x20   cat \"$dir/$c.stdout\"; cat \"$dir/$c.stderr\" >&2\n\
                  \x20   exit \"$(cat \"$dir/$c.status\")\"\n\
                  \x20 fi\n\
                  done\n\
+                 echo \"unrecorded: zfs $*\" >>\"$calls\"\n\
                  echo \"replay: no recording of: zfs $*\" >&2\n\
                  exit 99\n",
                 self.dir.display(),
@@ -387,6 +395,16 @@ impl Set {
         .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         (tmp, script)
+    }
+
+    /// The cases a `replay` zfs answered, in order, and `unrecorded: ...`
+    /// for each command it did not know.
+    fn calls(replay: &tempfile::TempDir) -> Vec<String> {
+        std::fs::read_to_string(replay.path().join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     fn zfs_cli(&self, cases: &[&str]) -> (tempfile::TempDir, ZfsCli) {
@@ -735,6 +753,127 @@ fn zfs_cli_answers_what_restore_asks() {
 }
 
 #[test]
+fn the_temporary_clone_has_the_properties_the_mounter_gives_it() {
+    each_set(|set| {
+        let r = set.recorded("get-clone-props");
+        let seen: Vec<&str> = r.stdout.lines().collect();
+        let dir = set.exposeroot.join("20240101000000-full");
+        let (readonly, mountpoint) = match set.zfs {
+            // Mounted by mount(8): the mountpoint stays legacy.
+            Zfs::OpenZfs => ("on", "legacy".to_owned()),
+            // zfs-fuse says readonly=off, yet refuses writes (EROFS), as
+            // Mounter::is_read_only checks; zfs mounted it at the
+            // mountpoint the fallback set.
+            Zfs::ZfsFuse => ("off", dir.display().to_string()),
+        };
+        let origin = format!("{}/ds@20240101000000", set.pool);
+        assert_eq!(
+            seen,
+            [
+                readonly,
+                origin.as_str(),
+                mountpoint.as_str(),
+                "off",
+                "off",
+                "false"
+            ],
+            "{:?}",
+            set.zfs
+        );
+    });
+}
+
+/// A dry run of `Mounter::mount` and `unmount` with the clone strategy
+/// shows the command lines of the path that succeeds, which a replay
+/// cannot run: mount(8) comes from `PATH`, and the read-only probe needs
+/// a real read-only mount. They are the recorded ones.
+#[test]
+fn the_mounters_clone_commands_are_the_recorded_ones() {
+    each_set(|set| {
+        let at = format!("{:?}", set.zfs);
+        let (_t, script) = set.replay(&[]);
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = {
+            let lines = std::sync::Arc::clone(&lines);
+            std::sync::Arc::new(move |line: &str| lines.lock().unwrap().push(line.to_owned()))
+        };
+        let mounter = Mounter::new(Runner::dry_run(sink), script.clone());
+        let s1 = set.snap("ds@20240101000000");
+        let m = mounter
+            .mount(&s1, &set.exposeroot, MountStrategy::Clone)
+            .unwrap();
+        assert_eq!(
+            m.exposure,
+            Exposure::Clone(set.ds("ds.zfs2cloud-20240101000000")),
+            "{at}"
+        );
+        mounter.unmount(&m).unwrap();
+        let recorded = |case: &str, program: &Path| {
+            let argv = set.recorded(case).argv;
+            CommandLine::new(program).args(&argv[1..]).to_string()
+        };
+        let dir = set.exposeroot.join("20240101000000-full");
+        assert_eq!(
+            *lines.lock().unwrap(),
+            [
+                format!("mkdir -m 700 {}", dir.display()),
+                recorded("clone", &script),
+                recorded("mount-clone", Path::new("mount")),
+                recorded("destroy-clone", &script),
+                format!("rmdir {}", dir.display()),
+            ],
+            "{at}"
+        );
+    });
+}
+
+/// Where `zfs clone` fails, the Mounter asks whether the clone was made
+/// anyway, and destroys it if it is this snapshot's: the failed paths of
+/// `Mounter::mount` with the clone strategy, replayed.
+#[test]
+fn the_mounter_cleans_up_after_a_failed_clone() {
+    each_set(|set| {
+        let at = format!("{:?}", set.zfs);
+        let basedir = tempfile::tempdir().unwrap();
+        let none = set.snap("ds@19990101000000");
+        let (t, script) = set.replay(&["clone-missing-snapshot", "find-clone-missing"]);
+        let err = Mounter::new(Runner::new(), script)
+            .mount(&none, basedir.path(), MountStrategy::Clone)
+            .unwrap_err();
+        assert!(
+            matches!(&err, MountError::NoStrategy { attempts, .. }
+                if attempts.len() == 1 && attempts[0].contains("dataset does not exist")),
+            "{at}: {err}"
+        );
+        assert_eq!(
+            Set::calls(&t),
+            ["clone-missing-snapshot", "find-clone-missing"],
+            "{at}"
+        );
+        assert!(!basedir.path().join("19990101000000-full").exists(), "{at}");
+    });
+    // The clone exists (an earlier run's, by its zfs2cloud:clone-of): it
+    // is destroyed, with -r. Not on zfs-fuse, whose recorded destroy may
+    // be its transient "busy", which destroy_own would retry for ten
+    // seconds.
+    let [openzfs, _] = sets();
+    let basedir = tempfile::tempdir().unwrap();
+    let (t, script) = openzfs.replay(&["clone-exists", "find-clone", "destroy-clone"]);
+    let err = Mounter::new(Runner::new(), script)
+        .mount(
+            &openzfs.snap("ds@20240101000000"),
+            basedir.path(),
+            MountStrategy::Clone,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("dataset already exists"), "{err}");
+    assert_eq!(
+        Set::calls(&t),
+        ["clone-exists", "find-clone", "destroy-clone"]
+    );
+}
+
+#[test]
 fn the_mounter_finds_and_cleans_temporary_clones() {
     each_set(|set| {
         let at = format!("{:?}", set.zfs);
@@ -761,13 +900,11 @@ fn the_mounter_finds_and_cleans_temporary_clones() {
         assert!(cleaned.is_empty(), "{at}: {cleaned:?}");
     });
     // The clone of ds@20240101000000 is found and destroyed, with -r: it
-    // may have a snapshot (destroy-clone-with-snapshot). (On zfs-fuse
-    // that destroy may have recorded its transient "busy", which
-    // destroy_own retries; the retries are not recorded, so a replay would
-    // only repeat the busy for ten seconds.)
+    // may have a snapshot (destroy-clone-with-snapshot). Not on zfs-fuse,
+    // for the reason above.
     let [openzfs, _] = sets();
     let basedir = tempfile::tempdir().unwrap();
-    let (_t, script) = openzfs.replay(&["list-clones", "destroy-clone"]);
+    let (t, script) = openzfs.replay(&["list-clones", "destroy-clone"]);
     let cleaned = Mounter::new(Runner::new(), script)
         .clean_leftovers(&openzfs.ds("ds"), basedir.path())
         .unwrap();
@@ -775,4 +912,5 @@ fn the_mounter_finds_and_cleans_temporary_clones() {
         cleaned,
         [openzfs.ds("ds.zfs2cloud-20240101000000").as_str()]
     );
+    assert_eq!(Set::calls(&t), ["list-clones", "destroy-clone"]);
 }
