@@ -47,11 +47,14 @@ fn file_mode(ds: &str, rclone: &RcloneConfig, root: &Path, strategy: &str) -> Se
     )
 }
 
-/// An intermediate-mode config of `ds` uploading to `<root>/<name>`.
+/// An intermediate-mode config of `ds` uploading to `<root>/<name>`, in
+/// 1 MiB chunks: under emulation each rclone process costs about a
+/// second, and the default 64 KiB chunks of the other tests mean dozens.
 fn intermediate(ds: &str, rclone: &RcloneConfig, root: &Path) -> Setup {
-    Setup::with_remote(
+    Setup::with_split(
         ds,
         &format!("cloud:{}", root.display()),
+        "1M",
         &format!(
             "rclone_config = {:?}\n",
             rclone.path().display().to_string()
@@ -94,7 +97,7 @@ fn dataset_with_files(pool: &Pool<'_>, rel: &str) -> (String, PathBuf) {
     std::fs::write(dir.join("2024/jan/beach day.jpg"), b"sunny").unwrap();
     std::fs::write(dir.join("notes.txt"), b"notes\n").unwrap();
     std::os::unix::fs::symlink("2024/jan", dir.join("latest")).unwrap();
-    write_random_file(&dir.join("video.bin"), 3 << 20, 5);
+    write_random_file(&dir.join("video.bin"), 1 << 20, 5);
     (pool.dataset(rel), dir)
 }
 
