@@ -6,8 +6,9 @@
 //!
 //! * `mount`: `mount -t zfs -o ro <ds>@<snap> <dir>` (OpenZFS on Linux);
 //! * `bind`: a read-only bind mount of `<mountpoint>/.zfs/snapshot/<snap>`;
-//! * `clone`: `zfs clone -o readonly=on -o mountpoint=<dir>` to a temporary
-//!   dataset, destroyed afterwards (the only one zfs-fuse supports);
+//! * `clone`: a temporary read-only clone with `mountpoint=legacy`, mounted
+//!   with `mount -t zfs` (zfs-fuse, which lacks that, mounts it itself),
+//!   destroyed afterwards (the only strategy zfs-fuse supports);
 //! * `auto`: the first of these that works.
 //!
 //! The mount directory is `<intermediate_basedir>/<snap>-full/`, the original
