@@ -121,12 +121,12 @@ pub use config::{
 
 // Names, steps, snapshot metadata, and the formats on disk and remote.
 pub use model::{
-    mask_secret_flags, upload_record, ChunkEntry, Compression, CompressionSettings, DatasetName,
-    ExportKind, ExportLayout, LocalExport, Manifest, Mode, MountStrategy, NameError, Passphrase,
-    PassphraseError, RemoteBackup, RemoteFile, SnapTime, SnapshotInfo, SnapshotName,
-    SnapshotTimeZone, Step, UnknownStep, CLONE_INFIX, DEFAULT_ZSTD_LEVEL, HOLD_TAG, MANIFEST_FILE,
-    MANIFEST_FORMAT, PROP_BASE, PROP_CLONE_OF, PROP_KIND, PROP_UPLOADED, SHA256SUMS_FILE,
-    ZSTD_LEVELS,
+    mask_secret_flags, parse_guid, upload_record, ChunkEntry, Compression, CompressionSettings,
+    DatasetName, ExportKind, ExportLayout, LocalExport, Manifest, Mode, MountStrategy, NameError,
+    OwnerMarker, OwnerMarkerError, Passphrase, PassphraseError, RemoteBackup, RemoteFile, SnapTime,
+    SnapshotInfo, SnapshotName, SnapshotTimeZone, Step, UnknownStep, CLONE_INFIX,
+    DEFAULT_ZSTD_LEVEL, HOLD_TAG, MANIFEST_FILE, MANIFEST_FORMAT, OWNER_FILE, OWNER_FORMAT,
+    PROP_BASE, PROP_CLONE_OF, PROP_KIND, PROP_UPLOADED, SHA256SUMS_FILE, ZSTD_LEVELS,
 };
 
 // Running external programs.
