@@ -148,9 +148,10 @@ pub use stages::{
 
 // Pure decisions.
 pub use policy::{
-    chains, check_listing, latest_own, plan_export, plan_export_prune, plan_restore,
-    plan_snapshot_prune, Chain, ExportDecision, ExportPlan, Health, PlanError, RestorePlanError,
-    RestorePoint, SnapshotDecision, SnapshotRetention, Verdict,
+    backups_of, chains, check_listing, check_sync_target, decide_ownership, latest_own,
+    plan_export, plan_export_prune, plan_restore, plan_snapshot_prune, Chain, ExportDecision,
+    ExportPlan, Health, OwnerConflict, Ownership, PlanError, RestorePlanError, RestorePoint,
+    SkippedBackup, SnapshotDecision, SnapshotRetention, Verdict,
 };
 
 // Operations: the steps and the sequence that runs them.
