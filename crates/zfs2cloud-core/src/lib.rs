@@ -156,11 +156,11 @@ pub use policy::{
 
 // Operations: the steps and the sequence that runs them.
 pub use ops::backup::{Backup, BackupFailure, ExportOptions, ProcessStages, StepError, StepReport};
-pub use ops::catalog::{list_remote_backups, CatalogError};
+pub use ops::catalog::{list_backups_of, list_remote_backups, CatalogError};
 pub use ops::export::{ExportError, ExportOutcome, ExportStepOutcome, StreamReport};
 pub use ops::lock::{LockError, RunLock, LOCK_FILE};
 pub use ops::snapshot::{HookError, SnapshotError};
-pub use ops::upload::{RetryPolicy, UploadReport, UploadStepError};
+pub use ops::upload::{read_owner, OwnerReadError, RetryPolicy, UploadReport, UploadStepError};
 
 // Operations outside the sequence: restore, verify and status.
 pub use ops::restore::{restore_chain, RestoreError, RestoreSettings};

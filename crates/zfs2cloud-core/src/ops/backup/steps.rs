@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::model::{ExportKind, ExportLayout, LocalExport, SnapTime, SnapshotName};
-use crate::ops::catalog::{list_remote_backups, CatalogError};
+use crate::ops::catalog::{list_backups_of, CatalogError};
 use crate::ops::export::{
     export_step, ExportRequest, ExportSettings, ExportStepOutcome, StreamUpload,
 };
@@ -256,15 +256,16 @@ impl Backup<'_> {
         }
     }
 
-    /// The verify step (and `verify` without `--deep`): every backup on
-    /// the remote, or only the one of snapshot `only`, checked from the
-    /// listing against its manifest.
+    /// The verify step (and `verify` without `--deep`): every backup of
+    /// the dataset on the remote (backups of other datasets are skipped,
+    /// with a warning), or only the one of snapshot `only`, checked from
+    /// the listing against its manifest.
     ///
     /// # Errors
     ///
     /// [`CatalogError`] if the remote cannot be listed.
     pub fn verify_listing(&self, only: Option<&str>) -> Result<Vec<BackupCheck>, CatalogError> {
-        let backups = list_remote_backups(self.uploader, &self.config.remote)?;
+        let backups = list_backups_of(self.uploader, &self.config.remote, &self.config.dataset)?;
         let only = only.map(|o| vec![o.to_owned()]);
         Ok(verify_listing(&backups, only.as_deref()))
     }
