@@ -93,6 +93,7 @@ fn check_sync_remote(
         dataset: dataset.to_string(),
         remote: remote.to_owned(),
         object: object.to_owned(),
+        path: remote_join(remote, object),
         reason,
     };
     let read = |object: &str| {

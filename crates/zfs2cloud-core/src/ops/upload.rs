@@ -142,7 +142,7 @@ pub enum UploadStepError {
     /// so it is not replaced; nothing was written.
     #[error(
         "refusing to {action} {dataset} to {remote}: its {object} cannot be read ({reason}), so \
-         whose the directory is cannot be told; look at it (rclone cat {remote}/{object})"
+         whose the directory is cannot be told; look at it (rclone cat {path})"
     )]
     UnreadableOwner {
         /// `upload` or `sync`.
@@ -153,6 +153,8 @@ pub enum UploadStepError {
         remote: String,
         /// The marker or heartbeat.
         object: String,
+        /// Its remote path.
+        path: String,
         /// Why it cannot be read.
         reason: String,
     },

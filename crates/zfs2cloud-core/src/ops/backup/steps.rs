@@ -80,11 +80,15 @@ impl Backup<'_> {
     }
 
     /// The export step: plan, `zfs send | [zstd |] gpg | split`, record.
+    /// Uploading while exporting, it first makes sure the remote directory
+    /// is the dataset's, as the upload step does.
     ///
     /// # Errors
     ///
     /// [`StepError::Unsupported`] without an encryptor (file mode, or no
-    /// `passphrase_file`), else the [`ExportError`](crate::ExportError) of the part that failed.
+    /// `passphrase_file`), else the [`ExportError`](crate::ExportError) of
+    /// the part that failed (`ExportError::Remote` for a remote directory
+    /// that is another dataset's, before anything is written).
     pub fn export(&self, options: &ExportOptions) -> Result<ExportStepOutcome, StepError> {
         let Some(encryptor) = self.encryptor else {
             return Err(StepError::Unsupported(
@@ -120,11 +124,15 @@ impl Backup<'_> {
     }
 
     /// The upload step: every complete local export not yet confirmed on
-    /// the remote (or only the export of snapshot `only`), oldest first.
+    /// the remote (or only the export of snapshot `only`), oldest first,
+    /// into a remote directory that is the dataset's (see
+    /// [`decide_ownership`](crate::decide_ownership)).
     ///
     /// # Errors
     ///
-    /// [`UploadStepError`] for the first export that fails.
+    /// [`UploadStepError`] for the first export that fails;
+    /// [`UploadStepError::NotOwner`], with nothing written, if the remote
+    /// directory is another dataset's.
     pub fn upload(
         &self,
         only: Option<&str>,
@@ -216,7 +224,9 @@ impl Backup<'_> {
     ///
     /// # Errors
     ///
-    /// [`StepError`] if nothing is mounted or the sync fails for good.
+    /// [`StepError`] if nothing is mounted, the remote directory holds
+    /// what the sync would delete and is not the dataset's
+    /// ([`UploadStepError::NotOwner`]), or the sync fails for good.
     pub fn upload_snapshot_files(
         &self,
         mount: Option<&SnapshotMount>,

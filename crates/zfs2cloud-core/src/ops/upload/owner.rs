@@ -111,6 +111,7 @@ pub(crate) fn claim_remote(claim: &RemoteClaim<'_>) -> Result<(), UploadStepErro
             dataset: dataset.to_string(),
             remote: remote.to_owned(),
             object: OWNER_FILE.to_owned(),
+            path: path.clone(),
             reason: e.to_string(),
         })?;
     // Only without a marker do the manifests speak: an older version left
