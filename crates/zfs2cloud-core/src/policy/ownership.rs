@@ -30,7 +30,7 @@ pub enum Ownership {
 }
 
 /// Why the dataset must not write into a directory. The text completes
-/// "refusing to upload/sync <dataset> to <remote>: that directory …".
+/// `refusing to upload/sync <dataset> to <remote>: that directory …`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OwnerConflict {
     /// The marker names another dataset.
