@@ -121,12 +121,12 @@ pub use config::{
 
 // Names, steps, snapshot metadata, and the formats on disk and remote.
 pub use model::{
-    mask_secret_flags, upload_record, ChunkEntry, Compression, CompressionSettings, DatasetName,
-    ExportKind, ExportLayout, LocalExport, Manifest, Mode, MountStrategy, NameError, Passphrase,
-    PassphraseError, RemoteBackup, RemoteFile, SnapTime, SnapshotInfo, SnapshotName,
-    SnapshotTimeZone, Step, UnknownStep, CLONE_INFIX, DEFAULT_ZSTD_LEVEL, HOLD_TAG, MANIFEST_FILE,
-    MANIFEST_FORMAT, PROP_BASE, PROP_CLONE_OF, PROP_KIND, PROP_UPLOADED, SHA256SUMS_FILE,
-    ZSTD_LEVELS,
+    mask_secret_flags, parse_guid, upload_record, ChunkEntry, Compression, CompressionSettings,
+    DatasetName, ExportKind, ExportLayout, LocalExport, Manifest, Mode, MountStrategy, NameError,
+    OwnerMarker, OwnerMarkerError, Passphrase, PassphraseError, RemoteBackup, RemoteFile, SnapTime,
+    SnapshotInfo, SnapshotName, SnapshotTimeZone, Step, UnknownStep, CLONE_INFIX,
+    DEFAULT_ZSTD_LEVEL, HOLD_TAG, MANIFEST_FILE, MANIFEST_FORMAT, OWNER_FILE, OWNER_FORMAT,
+    PROP_BASE, PROP_CLONE_OF, PROP_KIND, PROP_UPLOADED, SHA256SUMS_FILE, ZSTD_LEVELS,
 };
 
 // Running external programs.
@@ -148,18 +148,19 @@ pub use stages::{
 
 // Pure decisions.
 pub use policy::{
-    chains, check_listing, latest_own, plan_export, plan_export_prune, plan_restore,
-    plan_snapshot_prune, Chain, ExportDecision, ExportPlan, Health, PlanError, RestorePlanError,
-    RestorePoint, SnapshotDecision, SnapshotRetention, Verdict,
+    backups_of, chains, check_listing, check_sync_target, decide_ownership, latest_own,
+    plan_export, plan_export_prune, plan_restore, plan_snapshot_prune, Chain, ExportDecision,
+    ExportPlan, Health, OwnerConflict, Ownership, PlanError, RestorePlanError, RestorePoint,
+    SkippedBackup, SnapshotDecision, SnapshotRetention, Verdict,
 };
 
 // Operations: the steps and the sequence that runs them.
 pub use ops::backup::{Backup, BackupFailure, ExportOptions, ProcessStages, StepError, StepReport};
-pub use ops::catalog::{list_remote_backups, CatalogError};
+pub use ops::catalog::{list_backups_of, list_remote_backups, CatalogError};
 pub use ops::export::{ExportError, ExportOutcome, ExportStepOutcome, StreamReport};
 pub use ops::lock::{LockError, RunLock, LOCK_FILE};
 pub use ops::snapshot::{HookError, SnapshotError};
-pub use ops::upload::{RetryPolicy, UploadReport, UploadStepError};
+pub use ops::upload::{read_owner, OwnerReadError, RetryPolicy, UploadReport, UploadStepError};
 
 // Operations outside the sequence: restore, verify and status.
 pub use ops::restore::{restore_chain, RestoreError, RestoreSettings};

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 use zfs2cloud_core::{
-    list_remote_backups, plan_restore, restore_chain, CancelToken, Config, DatasetName,
-    GpgEncryptor, Passphrase, RcloneOptions, RcloneUploader, RestorePoint, RestoreSettings,
-    ToolPaths,
+    error_chain, list_backups_of, list_remote_backups, plan_restore, read_owner, restore_chain,
+    CancelToken, Config, DatasetName, GpgEncryptor, OwnerMarker, Passphrase, RcloneOptions,
+    RcloneUploader, RemoteBackup, RestorePoint, RestoreSettings, ToolPaths, OWNER_FILE,
 };
 
 use crate::app::{out, runner, UsageError};
@@ -41,16 +41,18 @@ pub fn run(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
     );
     let passphrase = passphrase(args.passphrase_file, config.as_ref())?;
     let gpg = GpgEncryptor::new(runner.clone(), tools.gpg.clone(), passphrase);
-    let backups = list_remote_backups(&store, &remote).context("cannot list the remote")?;
+    let dataset = restore_dataset(&store, &remote, args.from, config.as_ref());
+    let backups = backups(&store, &remote, dataset.as_ref())?;
     let point = if args.at == "latest" {
         RestorePoint::Latest
     } else {
         RestorePoint::Snapshot(args.at.to_owned())
     };
-    let chain = plan_restore(&backups, &point)?;
+    let of = dataset.map(|d| format!(" of {d}")).unwrap_or_default();
+    let chain = plan_restore(&backups, &point).with_context(|| format!("restore{of}"))?;
     let dirs: Vec<&str> = chain.iter().map(|b| b.dir_name.as_str()).collect();
     out(&format!(
-        "restoring {} into {target} from {remote}: {}",
+        "restoring {}{of} into {target} from {remote}: {}",
         args.at,
         dirs.join(" + ")
     ));
@@ -67,6 +69,62 @@ pub fn run(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
         out(&format!("restored {target}"));
     }
     Ok(())
+}
+
+/// The dataset whose backups this restore considers: the config's, when
+/// restoring from the config's remote; else the one the remote's owner
+/// marker names; else none (every backup there, as before the marker).
+fn restore_dataset(
+    store: &RcloneUploader,
+    remote: &str,
+    from: Option<&str>,
+    config: Option<&Config>,
+) -> Option<DatasetName> {
+    let marker = owner(store, remote);
+    let marked = marker.and_then(|m| DatasetName::parse(&m.dataset).ok());
+    match config.filter(|c| from.is_none_or(|f| f == c.remote)) {
+        Some(c) => {
+            if let Some(other) = marked.filter(|m| *m != c.dataset) {
+                log::warn!(
+                    "the {OWNER_FILE} of {remote} says it holds backups of {other}, but the \
+                     config's dataset is {}: only its backups are considered",
+                    c.dataset
+                );
+            }
+            Some(c.dataset.clone())
+        }
+        None => {
+            if let Some(d) = &marked {
+                log::info!("the {OWNER_FILE} of {remote} says it holds backups of {d}");
+            }
+            marked
+        }
+    }
+}
+
+/// The remote's owner marker; one that cannot be read is only a warning
+/// here: a disaster restore must not fail for it.
+fn owner(store: &RcloneUploader, remote: &str) -> Option<OwnerMarker> {
+    read_owner(store, remote).unwrap_or_else(|e| {
+        log::warn!(
+            "{}; restoring without knowing whose backups {remote} holds",
+            error_chain(&e)
+        );
+        None
+    })
+}
+
+/// The backups of `dataset` on the remote, or all of them without one.
+fn backups(
+    store: &RcloneUploader,
+    remote: &str,
+    dataset: Option<&DatasetName>,
+) -> anyhow::Result<Vec<RemoteBackup>> {
+    match dataset {
+        Some(d) => list_backups_of(store, remote, d),
+        None => list_remote_backups(store, remote),
+    }
+    .context("cannot list the remote")
 }
 
 /// `--from`, else the config's remote.

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context as _};
 
 use zfs2cloud_core::{
-    list_remote_backups, scratch_dataset, verify_deep, BackupCheck, Health, RestoreSettings,
+    list_backups_of, scratch_dataset, verify_deep, BackupCheck, Health, RestoreSettings,
 };
 
 use crate::app::{out, App, UsageError};
@@ -54,8 +54,8 @@ fn deep_checks(app: &App, only: Option<&str>) -> anyhow::Result<Vec<BackupCheck>
         bail!(UsageError("verify --deep needs passphrase_file".into()));
     };
     let store = &app.stages.rclone;
-    let backups =
-        list_remote_backups(store, &app.config.remote).context("cannot list the remote")?;
+    let backups = list_backups_of(store, &app.config.remote, &app.config.dataset)
+        .context("cannot list the remote")?;
     let pool = app
         .config
         .dataset

@@ -1,12 +1,14 @@
 //! The bottom layer: names, step names, snapshot metadata, and the formats
-//! on local disk and on the remote (manifest, layout, `SHA256SUMS`). Pure
-//! data with its validation; it imports nothing else from the crate.
+//! on local disk and on the remote (manifest, layout, `SHA256SUMS`, the
+//! owner marker). Pure data with its validation; it imports nothing else
+//! from the crate.
 
 mod compression;
 mod filemode;
 mod layout;
 mod manifest;
 mod names;
+mod owner;
 mod remote;
 mod secret;
 mod snapshot;
@@ -19,6 +21,7 @@ pub use filemode::*;
 pub use layout::*;
 pub use manifest::*;
 pub use names::*;
+pub use owner::*;
 pub use remote::*;
 pub use secret::*;
 pub use snapshot::*;

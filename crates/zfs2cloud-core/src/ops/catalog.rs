@@ -9,10 +9,12 @@
 use std::io::Read;
 
 use crate::model::remote_join;
+use crate::model::DatasetName;
 use crate::model::ExportKind;
 use crate::model::RemoteBackup;
 use crate::model::SnapTime;
 use crate::model::{Manifest, MANIFEST_FILE};
+use crate::policy::backups_of;
 use crate::stages::{Started, UploadError, Uploader};
 
 /// Errors reading the remote catalog.
@@ -87,4 +89,28 @@ pub fn list_remote_backups(
     }
     out.sort_by(|a, b| a.snapshot.cmp(&b.snapshot));
     Ok(out)
+}
+
+/// The backups of `dataset` under `remote`, oldest first (as
+/// [`list_remote_backups`]): a restore or verify of one dataset never
+/// considers another's, even where two shared a directory before the owner
+/// marker. Each one left out is logged with whose it is.
+///
+/// # Errors
+///
+/// [`CatalogError`] if the remote cannot be listed.
+pub fn list_backups_of(
+    store: &dyn Uploader,
+    remote: &str,
+    dataset: &DatasetName,
+) -> Result<Vec<RemoteBackup>, CatalogError> {
+    let (kept, skipped) = backups_of(list_remote_backups(store, remote)?, dataset);
+    for s in &skipped {
+        log::warn!(
+            "skipping {}: it is a backup of {}, not of {dataset}",
+            remote_join(remote, &s.dir_name),
+            s.dataset
+        );
+    }
+    Ok(kept)
 }

@@ -10,6 +10,10 @@
 //! sends what is missing. Only after the manifest is confirmed is the upload
 //! recorded on the snapshot ([`PROP_UPLOADED`]); pruning depends on that
 //! record.
+//!
+//! Before the first file goes up, the remote directory must be the
+//! dataset's (`owner`): its owner marker must name the dataset, or be
+//! written now if the directory has no owner yet.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,9 +29,15 @@ use crate::model::RemoteFile;
 use crate::model::{upload_record, SnapshotInfo, PROP_UPLOADED};
 use crate::model::{DatasetName, SnapshotName};
 use crate::model::{ExportLayout, LocalExport, MANIFEST_FILE, SHA256SUMS_FILE};
+use crate::policy::OwnerConflict;
 use crate::process::{CancelToken, ProcessError};
 use crate::stages::ZfsError;
 use crate::stages::{Snapshotter, UploadError, Uploader};
+
+mod owner;
+
+pub(crate) use owner::{claim_remote, RemoteClaim};
+pub use owner::{read_object, read_owner, OwnerReadError};
 
 /// How failed transfers are retried.
 #[derive(Debug, Clone)]
@@ -112,6 +122,42 @@ pub enum UploadStepError {
     /// `--snapshot` names a snapshot with no local export.
     #[error("there is no complete local export of {0}")]
     NoSuchExport(String),
+    /// The remote directory belongs to another dataset (or, in file mode,
+    /// holds what a sync would delete); nothing was written.
+    #[error(
+        "refusing to {action} {dataset} to {remote}: that directory {conflict}; point `remote` \
+         in the config of {dataset} at a directory of its own"
+    )]
+    NotOwner {
+        /// `upload` or `sync`.
+        action: &'static str,
+        /// The dataset being backed up.
+        dataset: String,
+        /// The configured remote directory.
+        remote: String,
+        /// Whose it is.
+        conflict: OwnerConflict,
+    },
+    /// The object that says whose the remote directory is cannot be read,
+    /// so it is not replaced; nothing was written.
+    #[error(
+        "refusing to {action} {dataset} to {remote}: its {object} cannot be read ({reason}), so \
+         whose the directory is cannot be told; look at it (rclone cat {path})"
+    )]
+    UnreadableOwner {
+        /// `upload` or `sync`.
+        action: &'static str,
+        /// The dataset being backed up.
+        dataset: String,
+        /// The configured remote directory.
+        remote: String,
+        /// The marker or heartbeat.
+        object: String,
+        /// Its remote path.
+        path: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
     /// The run was interrupted.
     #[error("interrupted")]
     Interrupted,
@@ -364,6 +410,8 @@ pub struct UploadSettings {
 /// The upload step: uploads every complete local export whose upload is not
 /// yet confirmed, oldest first (or only `only`, with its base first if
 /// that is pending too), and records each confirmed upload on its snapshot.
+/// Before the first file goes up, the remote directory must be the
+/// dataset's or nobody's (then it gets the dataset's owner marker).
 ///
 /// Oldest first means a full is always sent before the incrementals based
 /// on it. An incremental whose base is neither confirmed uploaded nor about
@@ -374,7 +422,8 @@ pub struct UploadSettings {
 /// # Errors
 ///
 /// [`UploadStepError`] for the first export that fails; the ones before it
-/// stay recorded.
+/// stay recorded. [`UploadStepError::NotOwner`] before anything is written
+/// if the remote directory is another dataset's.
 pub fn upload_step(
     snapshotter: &dyn Snapshotter,
     uploader: &dyn Uploader,
@@ -391,6 +440,16 @@ pub fn upload_step(
             source,
         })?;
     let pending = pending_exports(&exports, &snapshots, only, &settings.remote)?;
+    let claim = RemoteClaim {
+        snapshotter,
+        uploader,
+        remote: &settings.remote,
+        dataset,
+        retry: &settings.retry,
+        cancel: &settings.cancel,
+        now: settings.now,
+    };
+    let mut claimed = false;
     let mut done: Vec<(SnapshotName, UploadReport)> = Vec::new();
     for export in pending {
         let ready = base_ready(snapshotter, uploader, &snapshots, export, &done, settings)?;
@@ -406,6 +465,11 @@ pub fn upload_step(
                 export.dir.display()
             );
             continue;
+        }
+        if !claimed {
+            // Before the first file goes up, and only if one does.
+            claim_remote(&claim)?;
+            claimed = true;
         }
         let remote_dir = remote_join(&settings.remote, &export.dir_name);
         log::info!("uploading {} to {remote_dir}", export.dir.display());

@@ -1,14 +1,17 @@
 //! Pure decisions: what to export and on which base, which snapshots and
-//! exports retention keeps, which backups a restore replays, and whether a
-//! listed backup is whole. Nothing here runs a command or touches a file,
-//! so every rule is unit-tested on plain data.
+//! exports retention keeps, which backups a restore replays, whether a
+//! listed backup is whole, and whose a remote directory is. Nothing here
+//! runs a command or touches a file, so every rule is unit-tested on plain
+//! data.
 
 mod chains;
 mod export_plan;
+mod ownership;
 mod restore_plan;
 mod retention;
 
 pub use chains::*;
 pub use export_plan::*;
+pub use ownership::*;
 pub use restore_plan::*;
 pub use retention::*;

@@ -92,6 +92,18 @@ pub trait Snapshotter {
         property: &str,
         value: &str,
     ) -> Result<(), ZfsError>;
+
+    /// The GUID of `dataset` (decimal), which tells it from a namesake;
+    /// `None` where zfs gives none. The default knows none.
+    ///
+    /// # Errors
+    ///
+    /// [`ZfsError::NotFound`] if the dataset does not exist, other
+    /// [`ZfsError`]s if `zfs` fails.
+    fn guid(&self, dataset: &DatasetName) -> Result<Option<String>, ZfsError> {
+        let _ = dataset;
+        Ok(None)
+    }
 }
 
 /// Produces a ZFS send stream.

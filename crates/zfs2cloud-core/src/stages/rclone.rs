@@ -80,6 +80,18 @@ pub fn parse_lsjson_stat(text: &str) -> Result<RemoteFile, String> {
     remote_file(entry)
 }
 
+/// What [`Uploader::stat`] makes of `lsjson --stat` output: the file, or
+/// `None` for a directory. On S3 (rclone 1.60.1 and 1.75.2 alike) a path
+/// with no object under it is reported so, with exit status 0: no file
+/// is there.
+fn stat_entry(text: &str) -> Result<Option<RemoteFile>, String> {
+    let entry: LsJsonEntry = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if entry.is_dir {
+        return Ok(None);
+    }
+    remote_file(entry).map(Some)
+}
+
 fn remote_file(e: LsJsonEntry) -> Result<RemoteFile, String> {
     let size = u64::try_from(e.size)
         .map_err(|_| format!("{}: size {} is not a byte count", e.name, e.size))?;
@@ -208,12 +220,10 @@ impl Uploader for RcloneUploader {
     fn stat(&self, remote_path: &str) -> Result<Option<RemoteFile>, UploadError> {
         let cmd = self.command("lsjson").arg("--stat").arg(remote_path);
         match self.runner.query(&cmd) {
-            Ok(out) => parse_lsjson_stat(&out.stdout_lossy())
-                .map(Some)
-                .map_err(|message| UploadError::Parse {
-                    command: cmd.to_string(),
-                    message,
-                }),
+            Ok(out) => stat_entry(&out.stdout_lossy()).map_err(|message| UploadError::Parse {
+                command: cmd.to_string(),
+                message,
+            }),
             // rclone says "directory not found" (3) or "object not found"
             // (4) for a missing file, depending on the backend.
             Err(e @ ProcessError::Failed { .. })
@@ -361,6 +371,25 @@ mod tests {
 		"sha256": "98ea6e4f216f2fb4b69fff9b3a44842c38686ca685f3f55dc48c5d3fb1107be4"
 	}
 }"#;
+
+    /// Captured from rclone 1.60.1 and 1.75.2 against `rclone serve s3`:
+    /// `lsjson --stat` of a path where no object is (exit status 0).
+    const STAT_S3_MISSING: &str = r#"{
+	"Path": "",
+	"Name": "",
+	"Size": -1,
+	"MimeType": "inode/directory",
+	"ModTime": "2026-12-01T19:16:55.055855429Z",
+	"IsDir": true
+}"#;
+
+    #[test]
+    fn a_missing_object_on_s3_is_no_file() {
+        assert_eq!(stat_entry(STAT_S3_MISSING), Ok(None));
+        let file = stat_entry(STAT).unwrap().unwrap();
+        assert_eq!((file.name.as_str(), file.size), ("f", 3));
+        assert!(stat_entry("garbage").is_err());
+    }
 
     #[test]
     fn parses_captured_lsjson_stat() {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use super::error::{classify_stderr, KnownZfsFailure, ZfsError};
 use crate::model::ExportKind;
-use crate::model::{DatasetName, SnapshotName};
+use crate::model::{parse_guid, DatasetName, SnapshotName};
 use crate::model::{SnapshotInfo, PROP_KIND};
 use crate::process::{CommandLine, ProcessError, RunOptions, Runner};
 use crate::stages::{Exporter, ProcessStage, PruneError, Pruner, Snapshotter, Started};
@@ -409,6 +409,21 @@ impl Snapshotter for ZfsCli {
             .arg(format!("{property}={value}"))
             .arg(&name);
         self.mutate(&cmd, &name, None)
+    }
+
+    /// `zfs get -Hp -o value guid`: `-p`, because zfs-fuse prints the
+    /// GUID abbreviated (`11.4E`) without it; `zfs get` (unlike
+    /// `zfs list`) has `-p` there.
+    fn guid(&self, dataset: &DatasetName) -> Result<Option<String>, ZfsError> {
+        let cmd = self
+            .cmd()
+            .args(["get", "-Hp", "-o", "value", "guid"])
+            .arg(dataset.as_str());
+        let out = self
+            .runner
+            .query(&cmd)
+            .map_err(|e| map_error(dataset.as_str(), None, e))?;
+        Ok(parse_guid(&out.stdout_lossy()))
     }
 }
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::model::{ExportKind, ExportLayout, LocalExport, SnapTime, SnapshotName};
-use crate::ops::catalog::{list_remote_backups, CatalogError};
+use crate::ops::catalog::{list_backups_of, CatalogError};
 use crate::ops::export::{
     export_step, ExportRequest, ExportSettings, ExportStepOutcome, StreamUpload,
 };
@@ -80,11 +80,15 @@ impl Backup<'_> {
     }
 
     /// The export step: plan, `zfs send | [zstd |] gpg | split`, record.
+    /// Uploading while exporting, it first makes sure the remote directory
+    /// is the dataset's, as the upload step does.
     ///
     /// # Errors
     ///
     /// [`StepError::Unsupported`] without an encryptor (file mode, or no
-    /// `passphrase_file`), else the [`ExportError`](crate::ExportError) of the part that failed.
+    /// `passphrase_file`), else the [`ExportError`](crate::ExportError) of
+    /// the part that failed (`ExportError::Remote` for a remote directory
+    /// that is another dataset's, before anything is written).
     pub fn export(&self, options: &ExportOptions) -> Result<ExportStepOutcome, StepError> {
         let Some(encryptor) = self.encryptor else {
             return Err(StepError::Unsupported(
@@ -120,11 +124,15 @@ impl Backup<'_> {
     }
 
     /// The upload step: every complete local export not yet confirmed on
-    /// the remote (or only the export of snapshot `only`), oldest first.
+    /// the remote (or only the export of snapshot `only`), oldest first,
+    /// into a remote directory that is the dataset's (see
+    /// [`decide_ownership`](crate::decide_ownership)).
     ///
     /// # Errors
     ///
-    /// [`UploadStepError`] for the first export that fails.
+    /// [`UploadStepError`] for the first export that fails;
+    /// [`UploadStepError::NotOwner`], with nothing written, if the remote
+    /// directory is another dataset's.
     pub fn upload(
         &self,
         only: Option<&str>,
@@ -216,7 +224,9 @@ impl Backup<'_> {
     ///
     /// # Errors
     ///
-    /// [`StepError`] if nothing is mounted or the sync fails for good.
+    /// [`StepError`] if nothing is mounted, the remote directory holds
+    /// what the sync would delete and is not the dataset's
+    /// ([`UploadStepError::NotOwner`]), or the sync fails for good.
     pub fn upload_snapshot_files(
         &self,
         mount: Option<&SnapshotMount>,
@@ -256,15 +266,16 @@ impl Backup<'_> {
         }
     }
 
-    /// The verify step (and `verify` without `--deep`): every backup on
-    /// the remote, or only the one of snapshot `only`, checked from the
-    /// listing against its manifest.
+    /// The verify step (and `verify` without `--deep`): every backup of
+    /// the dataset on the remote (backups of other datasets are skipped,
+    /// with a warning), or only the one of snapshot `only`, checked from
+    /// the listing against its manifest.
     ///
     /// # Errors
     ///
     /// [`CatalogError`] if the remote cannot be listed.
     pub fn verify_listing(&self, only: Option<&str>) -> Result<Vec<BackupCheck>, CatalogError> {
-        let backups = list_remote_backups(self.uploader, &self.config.remote)?;
+        let backups = list_backups_of(self.uploader, &self.config.remote, &self.config.dataset)?;
         let only = only.map(|o| vec![o.to_owned()]);
         Ok(verify_listing(&backups, only.as_deref()))
     }

@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 use crate::model::testing::write_local_export;
-use crate::model::{hex, RemoteFile, SnapshotInfo, MANIFEST_FILE, PROP_UPLOADED, SHA256SUMS_FILE};
+use crate::model::{
+    hex, RemoteFile, SnapshotInfo, MANIFEST_FILE, OWNER_FILE, PROP_UPLOADED, SHA256SUMS_FILE,
+};
 use crate::ops::status::LAST_BACKUP_FILE;
 use crate::ops::upload::UploadStepError;
 use crate::process::ProcessError;
@@ -143,6 +145,7 @@ impl World {
         let snaps = Arc::clone(&self.snaps);
         zfs.expect_list()
             .returning(move |_| Ok(snaps.lock().unwrap().clone()));
+        zfs.expect_guid().returning(|_| Ok(Some("1".into())));
         let (snaps, log) = (Arc::clone(&self.snaps), Arc::clone(&self.log));
         zfs.expect_create().returning(move |name| {
             log.lock().unwrap().push(format!("create {name}"));
@@ -164,9 +167,27 @@ impl World {
     }
 
     /// An uploader over the remote directory; with `fail_puts`, every put
-    /// fails.
+    /// of a file fails.
     fn uploader(&self, fail_puts: bool) -> MockUploader {
         let mut up = MockUploader::new();
+        up.expect_stat().returning(|path| {
+            Ok(std::fs::metadata(path).ok().map(|m| RemoteFile {
+                name: Path::new(path)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into(),
+                size: m.len(),
+                sha256: None,
+            }))
+        });
+        let (log, prefix) = (Arc::clone(&self.log), format!("{}/", self.remote_name()));
+        up.expect_put_bytes().returning(move |bytes, target| {
+            std::fs::write(target, bytes).unwrap();
+            let rel = target.strip_prefix(&prefix).unwrap();
+            log.lock().unwrap().push(format!("write {rel}"));
+            Ok(())
+        });
         up.expect_list_dirs().returning(|dir| {
             Ok(std::fs::read_dir(dir)
                 .unwrap()
@@ -292,6 +313,7 @@ fn runs_the_steps_in_order_and_reports_each() {
         w.events(),
         [
             format!("create {NEW}"),
+            format!("write {OWNER_FILE}"),
             uploaded,
             format!("put {dir}/{SHA256SUMS_FILE}"),
             format!("put {dir}/{MANIFEST_FILE}"),
@@ -336,7 +358,10 @@ fn the_first_failing_step_stops_the_run_runs_on_failure_and_releases_the_lock() 
     assert_eq!(seen, ["lock", "snapshot"]);
     // Nothing after the upload's one failed transfer: no record, no prune.
     let put = format!("put 20240102000000-full/{} FAILED", chunk("20240102000000"));
-    assert_eq!(w.events(), [format!("create {NEW}"), put]);
+    assert_eq!(
+        w.events(),
+        [format!("create {NEW}"), format!("write {OWNER_FILE}"), put]
+    );
     assert!(w.base.join("20240101000000-full").exists());
     assert!(!w.base.join(LAST_BACKUP_FILE).exists());
     assert!(w.lock_is_free());

@@ -43,7 +43,7 @@ use crate::model::ExportKind;
 use crate::model::SnapshotName;
 use crate::model::{upload_record, SnapshotInfo, HOLD_TAG, PROP_BASE, PROP_KIND, PROP_UPLOADED};
 use crate::model::{CompressionSettings, ExportLayout, LocalExport, Manifest};
-use crate::ops::upload::{upload_export, UploadStepError};
+use crate::ops::upload::{claim_remote, upload_export, RemoteClaim, UploadStepError};
 use crate::policy::{plan_export, ExportPlan, PlanError};
 use crate::process::{CancelToken, Runner};
 use crate::stages::{compressor_for, GpgError, ZfsError};
@@ -105,6 +105,10 @@ pub enum ExportError {
          has no manifest unless every chunk was confirmed), and the next run starts afresh"
     )]
     Upload(#[source] UploadStepError),
+    /// The remote directory is not the dataset's (or could not be checked),
+    /// so the export did not start: nothing was written, here or there.
+    #[error(transparent)]
+    Remote(UploadStepError),
 }
 
 /// Settings for one export.
@@ -207,6 +211,18 @@ pub fn export_step(
     }
     log::info!("{}: {}", plan.snapshot, plan.reason);
     let stream = stream.filter(|s| base_uploaded(&plan, &snapshots, s));
+    if let Some(s) = stream {
+        claim_remote(&RemoteClaim {
+            snapshotter,
+            uploader: s.uploader,
+            remote: s.remote,
+            dataset,
+            retry: &s.retry,
+            cancel: &request.settings.cancel,
+            now: s.now,
+        })
+        .map_err(ExportError::Remote)?;
+    }
     let dir = layout.final_dir(&plan.snapshot, plan.kind);
     let pipeline = describe_pipeline(
         exporter,

@@ -371,3 +371,76 @@ fn an_interruption_stops_every_stage_while_the_read_is_blocked() {
         assert!(left_in(tmp.path()).is_empty(), "{:?}", left_in(tmp.path()));
     }
 }
+
+#[test]
+fn a_pipelined_export_into_another_datasets_directory_never_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = crate::model::OwnerMarker::new(
+        &DatasetName::parse("tank/other").unwrap(),
+        Some("7"),
+        "2024-01-01T00:00:00Z",
+    );
+    // The remote holds only the other dataset's marker; the mock has no
+    // expectation for a write, so any write would fail the test.
+    let mut uploader = crate::stages::MockUploader::new();
+    uploader
+        .expect_stat()
+        .with(eq(format!("r:b/{}", crate::model::OWNER_FILE)))
+        .returning(|path| {
+            Ok(Some(crate::model::RemoteFile {
+                name: path.into(),
+                size: 1,
+                sha256: None,
+            }))
+        });
+    uploader.expect_cat().returning(move |path| {
+        Ok(Started::reading(
+            format!("cat {path}"),
+            io::Cursor::new(marker.to_json()),
+        ))
+    });
+    let mut snapshotter = snapshotter(false);
+    snapshotter
+        .expect_guid()
+        .returning(|_| Ok(Some("8".into())));
+    let mut exporter = MockExporter::new();
+    exporter
+        .expect_describe()
+        .returning(|_, _| "zfs send".into());
+    exporter.expect_send().times(0);
+    let mut encryptor = MockEncryptor::new();
+    encryptor.expect_describe().return_const("xor".to_owned());
+    encryptor.expect_encrypt().times(0);
+    let stream = StreamUpload {
+        uploader: &uploader,
+        remote: "r:b",
+        retry: crate::ops::upload::RetryPolicy {
+            retries: 0,
+            delay: Duration::ZERO,
+        },
+        concurrency: 2,
+        keep_local: false,
+        now: DateTime::<Utc>::UNIX_EPOCH,
+    };
+    let err = export_step(
+        &snapshotter,
+        &exporter,
+        &encryptor,
+        &Runner::new(),
+        &ExportLayout::new(tmp.path().to_owned()),
+        &DatasetName::parse("tank/data").unwrap(),
+        &request(Compression::None, CancelToken::new()),
+        Some(&stream),
+        &NoProgress,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ExportError::Remote(UploadStepError::NotOwner { conflict, .. })
+                if conflict.to_string().contains("belongs to tank/other")
+        ),
+        "{err:?}"
+    );
+    assert!(left_in(tmp.path()).is_empty(), "{:?}", left_in(tmp.path()));
+}

@@ -2,13 +2,14 @@
 //! resumption, confirmation records and retries.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::TimeZone;
 
 use super::*;
-use crate::model::hex;
 use crate::model::testing::write_local_export;
+use crate::model::{hex, OwnerMarker, OWNER_FILE};
 use crate::stages::{MockSnapshotter, MockUploader};
 
 /// Every state-changing stage call, in order.
@@ -53,10 +54,15 @@ fn record(dir_name: &str, remote: &str) -> Option<String> {
     Some(upload_record("2024-01-02T00:00:00Z", dir_name, remote))
 }
 
-/// `zfs list` answers `snaps`; property changes go to `log`.
+/// The dataset's GUID, as `zfs get -Hp guid` gives it.
+const GUID: &str = "5673547753606268478";
+
+/// `zfs list` answers `snaps`, `zfs get guid` [`GUID`]; property changes
+/// go to `log`.
 fn zfs(snaps: Vec<SnapshotInfo>, log: &Log) -> MockSnapshotter {
     let mut zfs = MockSnapshotter::new();
     zfs.expect_list().returning(move |_| Ok(snaps.clone()));
+    zfs.expect_guid().returning(|_| Ok(Some(GUID.into())));
     let l = Arc::clone(log);
     zfs.expect_set_property().returning(move |s, p, v| {
         l.lock().unwrap().push(format!("set {s} {p}={v}"));
@@ -72,10 +78,19 @@ fn zfs(snaps: Vec<SnapshotInfo>, log: &Log) -> MockSnapshotter {
 
 /// An uploader over the local directory `root` standing in for the remote
 /// (listing with SHA-256, like local or sftp backends). Each put goes to
-/// `log` relative to `root`; the first `failures` puts of `failing` fail
-/// with a retryable error.
+/// `log` relative to `root` (a write of bytes as `write <path>`); the first
+/// `failures` puts of `failing` fail with a retryable error.
 fn remote(root: &Path, log: &Log, failing: &str, failures: u32) -> MockUploader {
     let mut up = MockUploader::new();
+    reading(&mut up);
+    let prefix = format!("{}/", root.display());
+    let l = Arc::clone(log);
+    up.expect_put_bytes().returning(move |bytes, target| {
+        let rel = target.strip_prefix(&prefix).unwrap();
+        std::fs::write(target, bytes).unwrap();
+        l.lock().unwrap().push(format!("write {rel}"));
+        Ok(())
+    });
     up.expect_list().returning(|dir| {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return Ok(Vec::new());
@@ -111,6 +126,44 @@ fn remote(root: &Path, log: &Log, failing: &str, failures: u32) -> MockUploader 
         Ok(())
     });
     up
+}
+
+/// Reading a remote that is a local directory: a file's size, its bytes,
+/// the subdirectories.
+fn reading(up: &mut MockUploader) {
+    up.expect_stat().returning(|path| {
+        Ok(std::fs::read(path).ok().map(|bytes| RemoteFile {
+            name: Path::new(path)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into(),
+            size: bytes.len() as u64,
+            sha256: None,
+        }))
+    });
+    up.expect_cat().returning(|path| {
+        let bytes = std::fs::read(path).unwrap();
+        Ok(crate::stages::Started::reading(
+            format!("cat {path}"),
+            std::io::Cursor::new(bytes),
+        ))
+    });
+    up.expect_list_dirs().returning(|dir| {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(Vec::new());
+        };
+        Ok(entries
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect())
+    });
+}
+
+/// What the step writes first into a directory without an owner.
+fn claimed() -> String {
+    format!("write {OWNER_FILE}")
 }
 
 /// A base directory and a remote directory in a fresh temp directory.
@@ -197,7 +250,8 @@ fn uploads_oldest_first_with_the_manifest_last_and_records_each_confirmation() {
     let up = remote(&d.remote, &log, "", 0);
     let done = run(&d, snaps, None, 0, &up, &log).unwrap();
 
-    let mut expected = puts(&full, "20240101000000", 2);
+    let mut expected = vec![claimed()];
+    expected.extend(puts(&full, "20240101000000", 2));
     expected.push(confirmation("20240101000000", &full, &d.remote));
     expected.extend(puts(&newer, "20240102000000", 1));
     expected.push(confirmation("20240102000000", &newer, &d.remote));
@@ -236,7 +290,9 @@ fn exports_already_confirmed_are_skipped() {
     let log = Log::default();
     let up = remote(&d.remote, &log, "", 0);
     let done = run(&d, snaps, None, 0, &up, &log).unwrap();
-    let mut expected = puts(&incr, "20240102000000", 1);
+    // Its manifests name the dataset: the directory is claimed for it.
+    let mut expected = vec![claimed()];
+    expected.extend(puts(&incr, "20240102000000", 1));
     expected.push(confirmation("20240102000000", &incr, &d.remote));
     assert_eq!(taken(&log), expected);
     assert_eq!(done.len(), 1);
@@ -287,7 +343,7 @@ fn an_interrupted_upload_resumes_sending_only_what_is_missing_or_wrong() {
     let done = run(&d, snaps, None, 0, &up, &log).unwrap();
 
     let mut expected = puts(&full, "20240101000000", 3);
-    expected.remove(0);
+    expected[0] = claimed();
     expected.push(confirmation("20240101000000", &full, &d.remote));
     assert_eq!(taken(&log), expected);
     let report = &done[0].1;
@@ -316,7 +372,7 @@ fn a_complete_upload_that_was_never_recorded_is_only_recorded() {
     assert!(done[0].1.sent.is_empty());
     assert_eq!(
         taken(&log),
-        [confirmation("20240101000000", &full, &d.remote)]
+        [claimed(), confirmation("20240101000000", &full, &d.remote)]
     );
 }
 
@@ -334,7 +390,8 @@ fn an_incremental_without_its_base_is_refused_but_a_later_full_goes_up() {
     let log = Log::default();
     let up = remote(&d.remote, &log, "", 0);
     let done = run(&d, snaps.clone(), None, 0, &up, &log).unwrap();
-    let mut expected = puts(&full, "20240103000000", 1);
+    let mut expected = vec![claimed()];
+    expected.extend(puts(&full, "20240103000000", 1));
     expected.push(confirmation("20240103000000", &full, &d.remote));
     assert_eq!(taken(&log), expected);
     assert_eq!(done.len(), 1);
@@ -388,7 +445,8 @@ fn only_uploads_the_named_export_and_its_pending_base() {
     let log = Log::default();
     let up = remote(&d.remote, &log, "", 0);
     run(&d, snaps, Some("20240102000000"), 0, &up, &log).unwrap();
-    let mut expected = puts(&full, "20240101000000", 1);
+    let mut expected = vec![claimed()];
+    expected.extend(puts(&full, "20240101000000", 1));
     expected.push(confirmation("20240101000000", &full, &d.remote));
     expected.extend(puts(&incr, "20240102000000", 1));
     expected.push(confirmation("20240102000000", &incr, &d.remote));
@@ -413,7 +471,7 @@ fn a_transfer_failing_as_often_as_it_may_be_retried_succeeds() {
     assert_eq!(result.unwrap(), 1);
     let c0 = format!("put 20240101000000-full/{}", chunk("20240101000000", 0));
     let failed = format!("{c0} FAILED");
-    assert_eq!(log[..3], [failed.clone(), failed, c0]);
+    assert_eq!(log[..4], [claimed(), failed.clone(), failed, c0]);
     assert_eq!(log.last().unwrap(), &confirmation);
 }
 
@@ -430,7 +488,7 @@ fn a_transfer_failing_more_often_fails_the_step_before_the_manifest() {
         "put 20240101000000-full/{} FAILED",
         chunk("20240101000000", 0)
     );
-    assert_eq!(log, [failed.clone(), failed.clone(), failed]);
+    assert_eq!(log, [claimed(), failed.clone(), failed.clone(), failed]);
 }
 
 #[test]
@@ -476,8 +534,155 @@ fn stray_chunks_on_the_remote_stop_the_upload_before_the_manifest() {
         matches!(&err, UploadStepError::StrayChunks { names, .. } if *names == [stray.clone()]),
         "{err:?}"
     );
-    let mut expected = puts(&full, "20240101000000", 1);
+    let mut expected = vec![claimed()];
+    expected.extend(puts(&full, "20240101000000", 1));
     expected.pop();
     assert_eq!(taken(&log), expected);
     assert!(!d.remote.join(&full).join(MANIFEST_FILE).exists());
+}
+
+/// Every file under `root` with its bytes: what a refused upload must
+/// leave as it was.
+fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap()) {
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                out.insert(e.path(), std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// A pending full of the dataset, and a remote prepared by `prepare`;
+/// runs the step and returns its result and the log.
+fn upload_into(prepare: impl FnOnce(&Path)) -> (Dirs, Result<usize, UploadStepError>, Vec<String>) {
+    let d = dirs();
+    write_local_export(&d.base, "20240105000000", None, &[b"f0"]);
+    prepare(&d.remote);
+    let log = Log::default();
+    let up = remote(&d.remote, &log, "", 0);
+    let snaps = vec![info("20240105000000", Some(ExportKind::Full), None)];
+    let result = run(&d, snaps, None, 0, &up, &log).map(|done| done.len());
+    let log = taken(&log);
+    (d, result, log)
+}
+
+fn write_marker(remote: &Path, dataset: &str, guid: Option<&str>) {
+    let marker = OwnerMarker::new(
+        &DatasetName::parse(dataset).unwrap(),
+        guid,
+        "2024-01-01T00:00:00Z",
+    );
+    std::fs::write(remote.join(OWNER_FILE), marker.to_json()).unwrap();
+}
+
+/// Writes a complete backup of `dataset` into `remote`, as an older
+/// version (without marker) did.
+fn write_backup_of(remote: &Path, dataset: &str, snap: &str) {
+    let dir = remote.join(write_local_export(remote, snap, None, &[b"x0"]));
+    let mut manifest = crate::model::read_manifest(&dir).unwrap();
+    manifest.dataset = dataset.into();
+    std::fs::write(
+        dir.join(MANIFEST_FILE),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Runs the step into a remote prepared by `prepare`, expecting a refusal
+/// that leaves the remote exactly as it was; returns the error's text with
+/// the remote's path as `<remote>`.
+fn refused(prepare: impl FnOnce(&Path)) -> String {
+    let mut before = BTreeMap::new();
+    let (d, result, log) = upload_into(|remote| {
+        prepare(remote);
+        before = tree(remote);
+    });
+    let err = result.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UploadStepError::NotOwner { .. } | UploadStepError::UnreadableOwner { .. }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        log,
+        Vec::<String>::new(),
+        "nothing written, nothing recorded"
+    );
+    assert_eq!(tree(&d.remote), before);
+    err.to_string()
+        .replace(&d.remote.display().to_string(), "<remote>")
+}
+
+#[test]
+fn a_directory_another_dataset_owns_is_refused_before_anything_is_written() {
+    let text = refused(|r| write_marker(r, "tank/other", Some("1")));
+    assert_eq!(
+        text,
+        "refusing to upload tank/data to <remote>: that directory belongs to tank/other (its \
+         zfs2cloud-owner.json says so); point `remote` in the config of tank/data at a \
+         directory of its own"
+    );
+    // Its own backups there change nothing: the marker decides.
+    let text = refused(|r| {
+        write_marker(r, "tank/other", None);
+        write_backup_of(r, DATASET, "20240101000000");
+    });
+    assert!(text.contains("belongs to tank/other"), "{text}");
+}
+
+#[test]
+fn a_directory_without_marker_whose_manifests_name_another_dataset_is_refused() {
+    let text = refused(|r| {
+        write_backup_of(r, DATASET, "20240101000000");
+        write_backup_of(r, "tank/other", "20240102000000");
+    });
+    assert!(
+        text.contains(
+            "that directory has no zfs2cloud-owner.json and holds backups of tank/other \
+             (20240102000000-full)"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_marker_that_cannot_be_read_is_not_replaced() {
+    let text = refused(|r| std::fs::write(r.join(OWNER_FILE), b"{").unwrap());
+    assert!(
+        text.contains("its zfs2cloud-owner.json cannot be read (not an owner marker"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_directory_without_owner_gets_the_marker_before_the_first_file() {
+    let (d, result, log) = upload_into(|r| write_backup_of(r, DATASET, "20240101000000"));
+    assert_eq!(result.unwrap(), 1);
+    assert_eq!(log[0], claimed());
+    let marker = OwnerMarker::parse(&std::fs::read(d.remote.join(OWNER_FILE)).unwrap()).unwrap();
+    assert_eq!(
+        (marker.dataset.as_str(), marker.guid.as_deref()),
+        (DATASET, Some(GUID))
+    );
+    assert_eq!(marker.written_at, "2024-01-03T12:00:00Z");
+}
+
+#[test]
+fn the_owner_under_another_guid_is_warned_about_and_its_marker_kept() {
+    let mut marker = Vec::new();
+    let (d, result, log) = upload_into(|r| {
+        write_marker(r, DATASET, Some("42"));
+        marker = std::fs::read(r.join(OWNER_FILE)).unwrap();
+    });
+    assert_eq!(result.unwrap(), 1);
+    assert!(!log.contains(&claimed()), "{log:?}");
+    assert_eq!(std::fs::read(d.remote.join(OWNER_FILE)).unwrap(), marker);
 }
