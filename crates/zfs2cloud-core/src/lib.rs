@@ -115,18 +115,19 @@ mod util;
 
 // The configuration file.
 pub use config::{
-    ByteSize, Config, ConfigError, HookCommand, Hooks, IncrementalStrategy, SizeError, ToolPaths,
-    ENV_GPG, ENV_RCLONE, ENV_ZFS,
+    ByteSize, Config, ConfigError, ConfigFile, HookCommand, Hooks, IncrementalStrategy, SizeError,
+    ToolPaths, ENV_GPG, ENV_RCLONE, ENV_ZFS,
 };
 
 // Names, steps, snapshot metadata, and the formats on disk and remote.
 pub use model::{
     mask_secret_flags, parse_guid, upload_record, ChunkEntry, Compression, CompressionSettings,
-    DatasetName, ExportKind, ExportLayout, LocalExport, Manifest, Mode, MountStrategy, NameError,
-    OwnerMarker, OwnerMarkerError, Passphrase, PassphraseError, RemoteBackup, RemoteFile, SnapTime,
-    SnapshotInfo, SnapshotName, SnapshotTimeZone, Step, UnknownStep, CLONE_INFIX,
-    DEFAULT_ZSTD_LEVEL, HOLD_TAG, MANIFEST_FILE, MANIFEST_FORMAT, OWNER_FILE, OWNER_FORMAT,
-    PROP_BASE, PROP_CLONE_OF, PROP_KIND, PROP_UPLOADED, SHA256SUMS_FILE, ZSTD_LEVELS,
+    DatasetName, DatasetType, ExcludePattern, ExportKind, ExportLayout, LocalExport, Manifest,
+    Mode, MountStrategy, NameError, OwnerMarker, OwnerMarkerError, Passphrase, PassphraseError,
+    RemoteBackup, RemoteFile, SnapTime, SnapshotInfo, SnapshotName, SnapshotTimeZone, Step,
+    TreeEntry, UnknownStep, CLONE_INFIX, DEFAULT_ZSTD_LEVEL, HOLD_TAG, MANIFEST_FILE,
+    MANIFEST_FORMAT, OWNER_FILE, OWNER_FORMAT, PROP_BASE, PROP_CLONE_OF, PROP_KIND, PROP_UPLOADED,
+    SHA256SUMS_FILE, SKIP_PROPERTY, ZSTD_LEVELS,
 };
 
 // Running external programs.
@@ -140,25 +141,30 @@ pub use process::{
 // `ByteStream` and runs as a `RunningStage`, a process or a thread.
 pub use stages::{
     classify_stderr, compressor_for, parse_lsjson, parse_lsjson_stat, parse_mount_properties,
-    parse_snapshot_list, ByteStream, Compressor, Encryptor, Exporter, Exposure, GpgEncryptor,
-    GpgError, KnownZfsFailure, MountError, MountProperties, Mounter, ProcessStage, PruneError,
-    Pruner, RcloneOptions, RcloneUploader, RunningStage, SnapshotMount, Snapshotter, Started,
-    ThreadStage, UploadError, Uploader, ZfsCli, ZfsError, ZstdCompressor,
+    parse_snapshot_list, parse_tree_list, ByteStream, Compressor, Encryptor, Exporter, Exposure,
+    GpgEncryptor, GpgError, KnownZfsFailure, MountError, MountProperties, Mounter, ProcessStage,
+    PruneError, Pruner, RcloneOptions, RcloneUploader, RunningStage, SnapshotMount, Snapshotter,
+    Started, ThreadStage, UploadError, Uploader, ZfsCli, ZfsError, ZstdCompressor,
 };
 
 // Pure decisions.
 pub use policy::{
-    backups_of, chains, check_listing, check_sync_target, decide_ownership, latest_own,
-    plan_export, plan_export_prune, plan_restore, plan_snapshot_prune, Chain, ExportDecision,
-    ExportPlan, Health, OwnerConflict, Ownership, PlanError, RestorePlanError, RestorePoint,
-    SkippedBackup, SnapshotDecision, SnapshotRetention, Verdict,
+    backups_of, chains, check_listing, check_sync_target, decide_ownership, exclude_patterns,
+    latest_own, member_config, member_restore_point, plan_export, plan_export_prune, plan_restore,
+    plan_snapshot_prune, plan_tree, tree_restore_point, Chain, ExportDecision, ExportPlan, Health,
+    OwnerConflict, Ownership, PlanError, RestorePlanError, RestorePoint, SkippedBackup,
+    SnapshotDecision, SnapshotRetention, TreeExclusion, TreeMember, TreePlan, Verdict,
 };
 
 // Operations: the steps and the sequence that runs them.
-pub use ops::backup::{Backup, BackupFailure, ExportOptions, ProcessStages, StepError, StepReport};
+pub use ops::backup::{
+    Backup, BackupFailure, ExportOptions, MemberFailure, MemberFailures, ProcessStages, StepError,
+    StepReport,
+};
 pub use ops::catalog::{list_backups_of, list_remote_backups, CatalogError};
 pub use ops::export::{ExportError, ExportOutcome, ExportStepOutcome, StreamReport};
 pub use ops::lock::{LockError, RunLock, LOCK_FILE};
+pub use ops::remote_tree::{find_tree, RemoteTreeMember};
 pub use ops::snapshot::{HookError, SnapshotError};
 pub use ops::upload::{read_owner, OwnerReadError, RetryPolicy, UploadReport, UploadStepError};
 

@@ -126,6 +126,8 @@ const KEYS: &[(&str, &[&str])] = &[
     ("split_size", &[INT, STR]),
     ("upload_while_exporting", &[BOOL]),
     ("keep_local_export", &[BOOL]),
+    ("recursive", &[BOOL]),
+    ("exclude", &[STR_LIST]),
     ("hooks", &[TABLE]),
     ("step_timeouts", &[TABLE]),
     // Refused with a migration hint, whatever it holds.

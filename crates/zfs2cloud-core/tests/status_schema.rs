@@ -36,6 +36,12 @@ impl Snapshotter for FixedSnapshots {
     fn create(&self, _: &SnapshotName) -> Result<(), ZfsError> {
         panic!("status must not create snapshots")
     }
+    fn create_recursive(&self, _: &SnapshotName) -> Result<(), ZfsError> {
+        panic!("status must not create snapshots")
+    }
+    fn list_tree(&self, _: &DatasetName) -> Result<Vec<zfs2cloud_core::TreeEntry>, ZfsError> {
+        panic!("status of one dataset lists no tree")
+    }
     fn destroy(&self, _: &SnapshotName) -> Result<(), ZfsError> {
         panic!("status must not destroy snapshots")
     }

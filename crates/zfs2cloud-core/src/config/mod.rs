@@ -16,9 +16,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod jobs;
+
+pub use jobs::ConfigFile;
+
 use crate::model::{
-    mask_secret_flags, Compression, DatasetName, Mode, MountStrategy, Passphrase, SnapshotTimeZone,
-    Step, DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS,
+    mask_secret_flags, Compression, DatasetName, ExcludePattern, Mode, MountStrategy, Passphrase,
+    SnapshotTimeZone, Step, DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS,
 };
 
 /// Environment variable that overrides the `zfs` binary.
@@ -299,6 +303,17 @@ pub struct Config {
     pub step_timeouts: BTreeMap<String, u64>,
     /// The external programs, after environment overrides.
     pub tools: ToolPaths,
+    /// The job's name in a file of `[[job]]` tables; `None` in the
+    /// single-dataset form.
+    #[serde(rename = "name", skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Back up every dataset under `dataset` too, each as its own chain in
+    /// its own remote directory, from one `zfs snapshot -r`.
+    pub recursive: bool,
+    /// With `recursive`: datasets left out (with their descendants), as
+    /// patterns over their names (see [`crate::TreeFilter`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 fn serialize_masked_flags<S: serde::Serializer>(flags: &[String], s: S) -> Result<S::Ok, S::Error> {
@@ -363,6 +378,10 @@ struct RawConfig {
     zfs_path: Option<PathBuf>,
     gpg_path: Option<PathBuf>,
     rclone_path: Option<PathBuf>,
+    #[serde(default)]
+    recursive: bool,
+    #[serde(default)]
+    exclude: Vec<String>,
 }
 
 /// Limits for the steps that should never take long. A hung `zfs` or
@@ -505,12 +524,7 @@ impl Config {
     ///
     /// [`ConfigError`] naming the file and, for bad values, the key.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let text = String::from_utf8(bytes).map_err(|e| not_utf8(path, e.as_bytes()))?;
-        let config = Self::parse(&text, path)?;
+        let config = Self::parse(&read_text(path)?, path)?;
         config.check_files()?;
         Ok(config)
     }
@@ -524,6 +538,15 @@ impl Config {
     /// [`ConfigError::Parse`] for bad TOML, wrong types and unknown keys;
     /// [`ConfigError::Invalid`] for unacceptable values.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        if toml::from_str::<toml::Table>(text).is_ok_and(|t| t.contains_key("job")) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: "job".into(),
+                message: "this file holds [[job]] tables: load it with ConfigFile, which \
+                          gives each job"
+                    .into(),
+            });
+        }
         let raw = deserialize(text, path)?;
         let base_dir = path
             .parent()
@@ -544,6 +567,7 @@ impl Config {
         check_paths(&raw)?;
         let split_size = split_size(raw.split_size.as_ref())?;
         check_ranges(&raw)?;
+        check_tree(&raw)?;
         let step_timeouts = step_timeouts(raw.step_timeouts.clone())
             .map_err(|m| KeyError::new("step_timeouts", m))?;
         if raw.mode == Mode::Intermediate && raw.passphrase_file.is_none() {
@@ -590,6 +614,9 @@ impl Config {
                 gpg: ToolPaths::resolve(ENV_GPG, raw.gpg_path, "gpg"),
                 rclone: ToolPaths::resolve(ENV_RCLONE, raw.rclone_path, "rclone"),
             },
+            job: None,
+            recursive: raw.recursive,
+            exclude: raw.exclude,
         })
     }
 
@@ -685,6 +712,15 @@ impl Config {
     }
 }
 
+/// The file's text, which must be UTF-8.
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| not_utf8(path, e.as_bytes()))
+}
+
 /// An unacceptable value: the key and what is wrong with it.
 #[derive(Debug)]
 struct KeyError {
@@ -703,14 +739,24 @@ impl KeyError {
 
 /// The TOML text as [`RawConfig`]: syntax, types and unknown keys.
 fn deserialize(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    deserialize_from(toml::Deserializer::new(text), path)
+}
+
+/// [`RawConfig`] from any TOML deserializer (the file's text, or one job's
+/// table merged with the defaults).
+fn deserialize_from<'de, D>(from: D, path: &Path) -> Result<RawConfig, ConfigError>
+where
+    D: serde::Deserializer<'de>,
+    D::Error: Into<toml::de::Error>,
+{
     // The TOML parser gives the line, but not the key: a wrong type in a
     // list spread over lines, or `-3` where a count belongs ("expected
     // u32"), would be reported without it. serde_path_to_error records
     // the key being read when deserialization failed (`steps[2]`,
     // `hooks.pre_snapshot`), and the message leads with it.
-    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+    serde_path_to_error::deserialize(from).map_err(|e| {
         let key = e.path().to_string();
-        let e = e.into_inner();
+        let e: toml::de::Error = e.into_inner().into();
         if let Some((key, message)) = alias_conflict(e.message()) {
             return ConfigError::Invalid {
                 path: path.to_owned(),
@@ -809,6 +855,28 @@ fn check_ranges(raw: &RawConfig) -> Result<(), KeyError> {
     }
     check_days(raw)?;
     check_upload_and_compression(raw)
+}
+
+/// `recursive` and `exclude`: intermediate mode only (file mode syncs the
+/// files of one file system), patterns only for a tree.
+fn check_tree(raw: &RawConfig) -> Result<(), KeyError> {
+    if raw.recursive && raw.mode == Mode::File {
+        return Err(KeyError::new(
+            "recursive",
+            "needs mode = \"intermediate\": file mode copies the files of one file system; \
+             give each file system its own [[job]] instead",
+        ));
+    }
+    if !raw.recursive && !raw.exclude.is_empty() {
+        return Err(KeyError::new(
+            "exclude",
+            "only applies with recursive = true (it leaves datasets out of the tree)",
+        ));
+    }
+    for pattern in &raw.exclude {
+        ExcludePattern::parse(pattern).map_err(|e| KeyError::new("exclude", e))?;
+    }
+    Ok(())
 }
 
 /// `full_every_x_days` and `oldest_snapshot_days`.

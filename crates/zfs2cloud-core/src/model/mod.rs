@@ -15,6 +15,7 @@ mod snapshot;
 mod steps;
 #[cfg(test)]
 pub(crate) mod testing;
+mod tree;
 
 pub use compression::*;
 pub use filemode::*;
@@ -26,3 +27,4 @@ pub use remote::*;
 pub use secret::*;
 pub use snapshot::*;
 pub use steps::*;
+pub use tree::*;

@@ -8,6 +8,7 @@ pub mod export;
 pub mod filemode;
 pub mod lock;
 pub mod prune;
+pub mod remote_tree;
 pub mod restore;
 pub mod snapshot;
 pub mod status;

@@ -190,6 +190,17 @@ fn recover_window(marker: &Path, post: &dyn Fn() -> Option<HookError>) {
     }
 }
 
+/// How [`take_snapshot`] runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnapshotOptions<'a> {
+    /// The limit of each hook.
+    pub hook_timeout: Option<Duration>,
+    /// The marker of the downtime window, under the run lock.
+    pub window: Option<&'a Path>,
+    /// `zfs snapshot -r`: the dataset's whole tree at one instant.
+    pub recursive: bool,
+}
+
 /// Takes the snapshot `dataset@<at>` between the two hooks.
 ///
 /// Before anything runs, the name is checked against the existing
@@ -208,10 +219,12 @@ pub fn take_snapshot(
     hooks: &Hooks,
     dataset: &DatasetName,
     at: SnapTime,
-    hook_timeout: Option<Duration>,
-    window: Option<&Path>,
+    options: &SnapshotOptions<'_>,
 ) -> Result<SnapshotName, SnapshotError> {
-    let window = window.filter(|_| !runner.is_dry_run() && hooks.post_snapshot.is_some());
+    let hook_timeout = options.hook_timeout;
+    let window = options
+        .window
+        .filter(|_| !runner.is_dry_run() && hooks.post_snapshot.is_some());
     let post_options = HookOptions {
         timeout: hook_timeout,
         must_run: true,
@@ -267,7 +280,11 @@ pub fn take_snapshot(
         }
     }
     // Downtime: only `zfs snapshot` runs here.
-    let created = snapshotter.create(&name);
+    let created = if options.recursive {
+        snapshotter.create_recursive(&name)
+    } else {
+        snapshotter.create(&name)
+    };
     let post_result = post();
     match (created, post_result) {
         (Err(source), post) => Err(SnapshotError::Zfs { source, post }),
@@ -420,8 +437,10 @@ mod tests {
             &hooks,
             &ds(),
             at("20240102000000"),
-            None,
-            Some(&marker),
+            &SnapshotOptions {
+                window: Some(&marker),
+                ..SnapshotOptions::default()
+            },
         )
         .unwrap();
         assert_eq!(
@@ -450,8 +469,7 @@ mod tests {
             &hooks,
             &ds(),
             at("20240102000000"),
-            None,
-            None,
+            &SnapshotOptions::default(),
         )
         .unwrap();
         assert_eq!(name.to_string(), "tank/data@20240102000000");
@@ -475,8 +493,7 @@ mod tests {
             &hooks,
             &ds(),
             at("20240102000000"),
-            None,
-            None,
+            &SnapshotOptions::default(),
         )
         .unwrap_err();
         assert!(
@@ -505,8 +522,7 @@ mod tests {
             &hooks,
             &ds(),
             at("20240102000000"),
-            None,
-            None,
+            &SnapshotOptions::default(),
         )
         .unwrap_err();
         assert!(
@@ -548,8 +564,7 @@ mod tests {
             &hooks,
             &ds(),
             at("20240102000000"),
-            None,
-            None,
+            &SnapshotOptions::default(),
         )
         .unwrap_err();
         t.join().unwrap();
@@ -575,8 +590,7 @@ mod tests {
             &hooks,
             &ds(),
             at("20240102000000"),
-            None,
-            None,
+            &SnapshotOptions::default(),
         )
         .unwrap_err();
         assert!(matches!(err, SnapshotError::Exists(_)), "{err}");
@@ -586,8 +600,7 @@ mod tests {
             &hooks,
             &ds(),
             at("20240101000000"),
-            None,
-            None,
+            &SnapshotOptions::default(),
         )
         .unwrap_err();
         assert!(matches!(err, SnapshotError::ClockBehind { .. }), "{err}");
@@ -606,8 +619,7 @@ mod tests {
             &Hooks::default(),
             &ds(),
             at("20240102000000"),
-            None,
-            None,
+            &SnapshotOptions::default(),
         )
         .unwrap();
     }

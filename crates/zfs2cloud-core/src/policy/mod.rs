@@ -9,9 +9,11 @@ mod export_plan;
 mod ownership;
 mod restore_plan;
 mod retention;
+mod tree;
 
 pub use chains::*;
 pub use export_plan::*;
 pub use ownership::*;
 pub use restore_plan::*;
 pub use retention::*;
+pub use tree::*;

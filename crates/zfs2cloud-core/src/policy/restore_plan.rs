@@ -82,6 +82,37 @@ pub fn plan_restore<'a>(
     }
 }
 
+/// The snapshot a restore of a whole tree restores every member at: `at`
+/// itself, or for `"latest"` the root's newest complete backup (the tree
+/// was snapshotted at one instant, so the same name is every member's).
+///
+/// # Errors
+///
+/// [`RestorePlanError::NoBackups`] if the root has no complete backup.
+pub fn tree_restore_point(root: &[RemoteBackup], at: &str) -> Result<String, RestorePlanError> {
+    if at != "latest" {
+        return Ok(at.to_owned());
+    }
+    root.iter()
+        .filter(|b| b.has_manifest())
+        .map(|b| b.snapshot.clone())
+        .max()
+        .ok_or(RestorePlanError::NoBackups)
+}
+
+/// What one member of a tree restores for the tree's point `at`: its
+/// backup of `at`, else its newest complete one before `at` (a member that
+/// failed that night); `None` if it has none that old (added later).
+#[must_use]
+pub fn member_restore_point(backups: &[RemoteBackup], at: &str) -> Option<RestorePoint> {
+    backups
+        .iter()
+        .filter(|b| b.has_manifest() && b.snapshot.as_str() <= at)
+        .map(|b| b.snapshot.clone())
+        .max()
+        .map(RestorePoint::Snapshot)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -157,6 +188,36 @@ mod tests {
         assert_eq!(
             dirs(&plan_restore(&b, &RestorePoint::Latest).unwrap()),
             ["20240101000000-full", "20240103000000"]
+        );
+    }
+
+    #[test]
+    fn a_tree_restores_every_member_at_the_roots_point_or_just_before() {
+        let b = |snap: &str| {
+            crate::model::testing::remote_backup(&format!("{snap}-full"), None, &[], &[], true)
+        };
+        let root = [b("20240101000000"), b("20240102000000")];
+        assert_eq!(
+            tree_restore_point(&root, "latest").unwrap(),
+            "20240102000000"
+        );
+        assert_eq!(
+            tree_restore_point(&root, "20240101000000").unwrap(),
+            "20240101000000"
+        );
+        assert_eq!(
+            tree_restore_point(&[], "latest"),
+            Err(RestorePlanError::NoBackups)
+        );
+        // A member that failed on the 2nd restores the 1st; one added on
+        // the 3rd has nothing to restore.
+        assert_eq!(
+            member_restore_point(&[b("20240101000000")], "20240102000000"),
+            Some(RestorePoint::Snapshot("20240101000000".into()))
+        );
+        assert_eq!(
+            member_restore_point(&[b("20240103000000")], "20240102000000"),
+            None
         );
     }
 }

@@ -30,6 +30,7 @@ use std::path::Path;
 
 use crate::model::RemoteFile;
 use crate::model::SnapshotInfo;
+use crate::model::TreeEntry;
 use crate::model::{DatasetName, SnapshotName};
 
 /// Creates, lists, destroys, holds and releases snapshots.
@@ -51,6 +52,25 @@ pub trait Snapshotter {
     /// [`ZfsError::AlreadyExists`] if it exists, other [`ZfsError`]s on
     /// failure.
     fn create(&self, snapshot: &SnapshotName) -> Result<(), ZfsError>;
+
+    /// Creates `snapshot` and the snapshot of that name of every dataset
+    /// below its dataset, at one instant (`zfs snapshot -r`).
+    ///
+    /// # Errors
+    ///
+    /// [`ZfsError::AlreadyExists`] if one exists, other [`ZfsError`]s on
+    /// failure (then none was created: zfs takes them all or none).
+    fn create_recursive(&self, snapshot: &SnapshotName) -> Result<(), ZfsError>;
+
+    /// `root` and every file system and volume below it, parents first,
+    /// with their type and whether [`SKIP_PROPERTY`](crate::model::SKIP_PROPERTY)
+    /// is on.
+    ///
+    /// # Errors
+    ///
+    /// [`ZfsError::NotFound`] if `root` does not exist, other [`ZfsError`]s
+    /// if `zfs` fails or prints something unparseable.
+    fn list_tree(&self, root: &DatasetName) -> Result<Vec<TreeEntry>, ZfsError>;
 
     /// Destroys `snapshot`. Only snapshots can be passed: a [`SnapshotName`]
     /// always contains an `@`.

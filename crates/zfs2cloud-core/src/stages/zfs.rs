@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use super::error::{classify_stderr, KnownZfsFailure, ZfsError};
 use crate::model::ExportKind;
 use crate::model::{parse_guid, DatasetName, SnapshotName};
+use crate::model::{relative_to, DatasetType, TreeEntry, SKIP_PROPERTY};
 use crate::model::{SnapshotInfo, PROP_KIND};
 use crate::process::{CommandLine, ProcessError, RunOptions, Runner};
 use crate::stages::{Exporter, ProcessStage, PruneError, Pruner, Snapshotter, Started};
@@ -50,6 +51,45 @@ pub const LIST_COLUMNS: &str = "name,userrefs,zfs2cloud:kind,zfs2cloud:base,zfs2
 ///
 /// [`ZfsError::Parse`] for a line that does not have the five columns or
 /// whose name or hold count is malformed.
+/// Parses `zfs list -H -r -t filesystem,volume -o name,type,zfs2cloud:skip`:
+/// the datasets of `root`'s tree, sorted by name, which puts every parent
+/// before its children. A user property that is not set shows as `-`.
+///
+/// # Errors
+///
+/// [`ZfsError::Parse`] for a line that is not three columns, a bad name
+/// or an unknown type.
+pub fn parse_tree_list(
+    root: &DatasetName,
+    command: &str,
+    text: &str,
+) -> Result<Vec<TreeEntry>, ZfsError> {
+    let parse_err = |line: &str, reason: String| ZfsError::Parse {
+        command: command.to_owned(),
+        line: line.to_owned(),
+        reason,
+    };
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let [name, kind, skip] = line.split('\t').collect::<Vec<_>>()[..] else {
+            return Err(parse_err(line, "expected 3 tab-separated columns".into()));
+        };
+        let dataset = DatasetName::parse(name).map_err(|e| parse_err(line, e.to_string()))?;
+        if relative_to(root, &dataset).is_none() {
+            continue;
+        }
+        let kind = DatasetType::parse(kind)
+            .ok_or_else(|| parse_err(line, format!("unknown dataset type {kind:?}")))?;
+        out.push(TreeEntry {
+            dataset,
+            kind,
+            skip: skip.eq_ignore_ascii_case("on"),
+        });
+    }
+    out.sort_by(|a, b| a.dataset.as_str().cmp(b.dataset.as_str()));
+    Ok(out)
+}
+
 pub fn parse_snapshot_list(
     dataset: &DatasetName,
     command: &str,
@@ -354,6 +394,24 @@ impl Snapshotter for ZfsCli {
     fn create(&self, snapshot: &SnapshotName) -> Result<(), ZfsError> {
         let name = snapshot.to_string();
         self.mutate(&self.cmd().arg("snapshot").arg(&name), &name, None)
+    }
+
+    fn create_recursive(&self, snapshot: &SnapshotName) -> Result<(), ZfsError> {
+        let name = snapshot.to_string();
+        self.mutate(&self.cmd().args(["snapshot", "-r"]).arg(&name), &name, None)
+    }
+
+    fn list_tree(&self, root: &DatasetName) -> Result<Vec<TreeEntry>, ZfsError> {
+        let cmd = self
+            .cmd()
+            .args(["list", "-H", "-r", "-t", "filesystem,volume", "-o"])
+            .arg(format!("name,type,{SKIP_PROPERTY}"))
+            .arg(root.as_str());
+        let out = self
+            .runner
+            .query(&cmd)
+            .map_err(|e| map_error(root.as_str(), None, e))?;
+        parse_tree_list(root, &cmd.to_string(), &out.stdout_lossy())
     }
 
     fn destroy(&self, snapshot: &SnapshotName) -> Result<(), ZfsError> {

@@ -19,7 +19,7 @@ use crate::ops::lock::{LockError, RunLock};
 use crate::ops::snapshot::{run_hook, HookEnv, HookError, HookOptions, SnapshotError};
 use crate::ops::status::{record_last_backup, LastBackup, LAST_BACKUP_KIND_FILE};
 use crate::ops::upload::{UploadReport, UploadStepError};
-use crate::policy::{Health, PlanError, Verdict};
+use crate::policy::{Health, PlanError, TreePlan, Verdict};
 use crate::process::Runner;
 use crate::stages::{
     Encryptor, Exporter, MountError, Mounter, PruneError, Pruner, SnapshotMount, Snapshotter,
@@ -29,9 +29,11 @@ use crate::util::{error_chain, Progress};
 
 mod process_stages;
 mod steps;
+mod tree;
 
 pub use process_stages::ProcessStages;
 pub use steps::ExportOptions;
+pub use tree::{MemberFailure, MemberFailures};
 
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,9 @@ pub enum StepError {
     /// Listing the remote failed.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// Members of a recursive job's tree failed; the others were backed up.
+    #[error("{0}")]
+    Members(MemberFailures),
     /// The step is not available in this build or mode.
     #[error("{0}")]
     Unsupported(String),
@@ -149,6 +154,8 @@ pub struct StepReport {
     pub duration: Duration,
     /// What it did, in a few words.
     pub summary: String,
+    /// The bytes it exported, where it exported any.
+    pub bytes: Option<u64>,
 }
 
 /// What the run knows so far, for hooks.
@@ -158,6 +165,12 @@ struct RunState {
     snapshot: Option<SnapshotName>,
     kind: Option<ExportKind>,
     mount: Option<SnapshotMount>,
+    /// The bytes the step that just ran exported.
+    step_bytes: Option<u64>,
+    /// A recursive job's tree, once listed.
+    tree: Option<TreePlan>,
+    /// The members of the tree that failed so far.
+    failed: Vec<MemberFailure>,
 }
 
 impl Backup<'_> {
@@ -188,6 +201,15 @@ impl Backup<'_> {
             log::info!("step {name}: started");
             let result = if self.runner.cancel_token().is_cancelled() {
                 Err(StepError::Interrupted)
+            } else if self.config.recursive && !tree::runs_once(step) {
+                self.run_tree_step(step, &mut state)
+                    .map(|(summary, members)| {
+                        for report in members {
+                            on_step(&report);
+                            reports.push(report);
+                        }
+                        summary
+                    })
             } else {
                 self.run_step_limited(step, &mut state)
             };
@@ -197,6 +219,7 @@ impl Backup<'_> {
                         step: name.clone(),
                         duration: started.elapsed(),
                         summary,
+                        bytes: state.step_bytes.take(),
                     };
                     log::info!(
                         "step {name}: done in {:.1}s: {}",
@@ -217,6 +240,13 @@ impl Backup<'_> {
         }
         // "Then it is unmounted, always", also when `steps` forgot to.
         self.unmount_if_mounted(&mut state);
+        if let Some(error) = self.member_failures(&state) {
+            let step = state
+                .failed
+                .first()
+                .map_or_else(String::new, |f| f.step.clone());
+            return Err(self.fail(state, step, error));
+        }
         if let Some(hook) = &self.config.hooks.on_success {
             let options = HookOptions {
                 timeout: self.config.hook_timeout(),
@@ -378,6 +408,11 @@ impl Backup<'_> {
                 state.lock = None;
                 Ok("released".into())
             }
+            Step::Snapshot if self.config.recursive => {
+                let summary = self.snapshot_tree(state)?;
+                self.fail_unusable_members(state);
+                Ok(summary)
+            }
             Step::Snapshot => {
                 let name = self.snapshot(state.lock.is_some())?;
                 let summary = if self.runner.is_dry_run() {
@@ -474,6 +509,9 @@ impl Backup<'_> {
             &outcome
         {
             state.kind = Some(plan.kind);
+        }
+        if let ExportStepOutcome::Exported { outcome, .. } = &outcome {
+            state.step_bytes = Some(outcome.manifest.total_size);
         }
         Ok(export_summary(&outcome))
     }

@@ -12,7 +12,9 @@ use crate::ops::export::{
 use crate::ops::filemode::sync_snapshot;
 use crate::ops::lock::{LockError, RunLock, LOCK_FILE};
 use crate::ops::prune::{prune_exports, prune_snapshots};
-use crate::ops::snapshot::{take_snapshot, HookError, SnapshotError, SNAPSHOT_WINDOW_FILE};
+use crate::ops::snapshot::{
+    take_snapshot, HookError, SnapshotError, SnapshotOptions, SNAPSHOT_WINDOW_FILE,
+};
 use crate::ops::upload::{
     export_confirmed, upload_step, RetryPolicy, UploadReport, UploadSettings, UploadStepError,
 };
@@ -74,8 +76,11 @@ impl Backup<'_> {
             &config.hooks,
             &config.dataset,
             SnapTime::from_instant(self.now, config.snapshot_time_zone),
-            config.hook_timeout(),
-            window.as_deref(),
+            &SnapshotOptions {
+                hook_timeout: config.hook_timeout(),
+                window: window.as_deref(),
+                recursive: config.recursive,
+            },
         )
     }
 
