@@ -8,7 +8,7 @@ use anyhow::bail;
 use chrono::{DateTime, Utc};
 
 use zfs2cloud_core::{
-    now, Backup, CancelToken, Config, Mode, NoProgress, ProcessStages, RunLock, Runner,
+    now, Backup, CancelToken, Config, ConfigFile, Mode, NoProgress, ProcessStages, RunLock, Runner,
 };
 
 use crate::args::Cli;
@@ -42,24 +42,31 @@ pub fn runner(cli: &Cli, cancel: &CancelToken) -> Runner {
     .with_cancel(cancel.clone())
 }
 
-/// Everything a command needs, built from the config.
+/// Everything a command needs, built from one job's config.
 #[derive(Debug)]
 pub struct App {
     pub config: Config,
     pub runner: Runner,
     pub stages: ProcessStages,
     pub now: DateTime<Utc>,
+    /// The job's lock is held by the caller (a member of a recursive
+    /// job's tree runs under the job's lock): commands take none.
+    pub under_job_lock: bool,
+}
+
+/// The config file named on the command line, every job validated.
+pub fn load_config_file(cli: &Cli) -> anyhow::Result<ConfigFile> {
+    let Some(path) = &cli.config else {
+        bail!(UsageError(
+            "no config file given: pass -c FILE or set ZFS2CLOUD_CONFIG".into()
+        ));
+    };
+    Ok(ConfigFile::load(path)?)
 }
 
 impl App {
-    /// Loads the config named on the command line and builds the stages.
-    pub fn new(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<Self> {
-        let Some(path) = &cli.config else {
-            bail!(UsageError(
-                "no config file given: pass -c FILE or set ZFS2CLOUD_CONFIG".into()
-            ));
-        };
-        let config = Config::load(path)?;
+    /// The stages for `config`, on the run's clock.
+    pub fn new(cli: &Cli, cancel: &CancelToken, config: Config) -> anyhow::Result<Self> {
         let now = now().map_err(|e| UsageError(e.to_string()))?;
         let runner = runner(cli, cancel);
         let stages = ProcessStages::new(&config, &runner)?;
@@ -68,6 +75,19 @@ impl App {
             runner,
             stages,
             now,
+            under_job_lock: false,
+        })
+    }
+
+    /// The same runner and clock for a member of this job's tree.
+    pub fn member(&self, config: Config) -> anyhow::Result<Self> {
+        let stages = ProcessStages::new(&config, &self.runner)?;
+        Ok(Self {
+            config,
+            runner: self.runner.clone(),
+            stages,
+            now: self.now,
+            under_job_lock: true,
         })
     }
 
@@ -79,7 +99,7 @@ impl App {
 
     /// The run lock for a standalone command (a dry run takes none).
     pub fn lock(&self) -> anyhow::Result<Option<RunLock>> {
-        if self.runner.is_dry_run() {
+        if self.runner.is_dry_run() || self.under_job_lock {
             return Ok(None);
         }
         Ok(Some(RunLock::acquire(

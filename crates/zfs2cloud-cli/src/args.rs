@@ -18,6 +18,11 @@ pub struct Cli {
     )]
     pub config: Option<PathBuf>,
 
+    /// Only this job of a config file with [[job]] tables (repeatable);
+    /// default: every job.
+    #[arg(long = "job", global = true, value_name = "NAME")]
+    pub jobs: Vec<String>,
+
     /// Print every command that would change state instead of running it.
     /// Read-only queries (zfs list, rclone lsjson) still run.
     #[arg(long, global = true)]
@@ -37,7 +42,11 @@ pub enum Command {
     /// Run the whole configured sequence (default: lock, snapshot, export,
     /// upload, prune-intermediates, prune-snapshots, unlock).
     #[command(alias = "perform")]
-    Backup,
+    Backup {
+        /// Run up to N jobs at the same time (default: one after another).
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        parallel: u32,
+    },
 
     /// Validate the config file and print the effective configuration, with
     /// secrets masked.
@@ -107,6 +116,10 @@ pub enum Command {
         /// Overwrite the target if it exists (zfs recv -F).
         #[arg(long)]
         force: bool,
+        /// Restore a recursive job's whole tree into --to, parents first:
+        /// every dataset whose directory lies below --from.
+        #[arg(long)]
+        recursive: bool,
     },
 
     /// Check the backups on the remote: OK, DAMAGED or INCOMPLETE, with the

@@ -19,6 +19,7 @@ use zfs2cloud_core::{
 
 use app::{App, UsageError};
 use args::{Cli, Command};
+use cmd::backup::JobsFailed;
 
 mod app;
 mod args;
@@ -85,6 +86,13 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, ()> {
 
 fn exit_code(err: &anyhow::Error) -> u8 {
     let chain = || err.chain();
+    if let Some(jobs) = err.downcast_ref::<JobsFailed>() {
+        return if jobs.all_locked {
+            EXIT_LOCKED
+        } else {
+            EXIT_FAILURE
+        };
+    }
     if chain().any(|e| e.is::<UsageError>() || e.is::<ConfigError>()) {
         EXIT_CONFIG
     } else if chain().any(|e| {
@@ -112,6 +120,7 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
         passphrase_file,
         rclone_config,
         force,
+        recursive,
     } = &cli.command
     {
         let args = cmd::restore::RestoreArgs {
@@ -121,14 +130,23 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
             passphrase_file: passphrase_file.as_deref(),
             rclone_config: rclone_config.as_deref(),
             force: *force,
+            recursive: *recursive,
         };
         return cmd::restore::run(cli, cancel, &args);
     }
-    let app = App::new(cli, cancel)?;
+    let file = app::load_config_file(cli)?;
+    let jobs = file.select(&cli.jobs)?;
     match &cli.command {
-        Command::Backup => cmd::backup::run(&app),
-        Command::CheckConfig => cmd::check_config::run(&app),
-        Command::Snapshot => cmd::snapshot::run(&app),
+        Command::Backup { parallel } => cmd::backup::run(cli, cancel, &jobs, *parallel),
+        Command::CheckConfig => cmd::check_config::run(&file, &jobs),
+        command => cmd::jobs::run_each(cli, cancel, &jobs, command),
+    }
+}
+
+/// Runs one command for one job (or one member of a recursive job's tree).
+fn dispatch(app: &App, command: &Command) -> anyhow::Result<()> {
+    match command {
+        Command::Snapshot => cmd::snapshot::run(app),
         Command::Export {
             full,
             incremental,
@@ -143,20 +161,18 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
                 target: snapshot.clone(),
                 force,
             };
-            cmd::export::run(&app, &options)
+            cmd::export::run(app, &options)
         }
-        Command::Upload { snapshot } => cmd::upload::run(&app, snapshot.as_deref()),
-        Command::PruneIntermediates { yes } => cmd::prune::intermediates(&app, *yes),
-        Command::PruneSnapshots { yes } => cmd::prune::snapshots(&app, *yes),
-        // Handled above: it needs no config.
-        Command::Restore { .. } => Ok(()),
-        Command::Status { json, remote } => cmd::status::run(&app, *json, *remote),
-        Command::Verify { snapshot, deep, .. } => {
-            cmd::verify::run(&app, snapshot.as_deref(), *deep)
-        }
-        Command::MountSnapshot => cmd::filemode::run(&app, &Step::MountSnapshot),
-        Command::UploadSnapshotFiles => cmd::filemode::run(&app, &Step::UploadSnapshotFiles),
-        Command::UmountSnapshot => cmd::filemode::run(&app, &Step::UmountSnapshot),
+        Command::Upload { snapshot } => cmd::upload::run(app, snapshot.as_deref()),
+        Command::PruneIntermediates { yes } => cmd::prune::intermediates(app, *yes),
+        Command::PruneSnapshots { yes } => cmd::prune::snapshots(app, *yes),
+        Command::Status { json, remote } => cmd::status::run(app, *json, *remote),
+        Command::Verify { snapshot, deep, .. } => cmd::verify::run(app, snapshot.as_deref(), *deep),
+        Command::MountSnapshot => cmd::filemode::run(app, &Step::MountSnapshot),
+        Command::UploadSnapshotFiles => cmd::filemode::run(app, &Step::UploadSnapshotFiles),
+        Command::UmountSnapshot => cmd::filemode::run(app, &Step::UmountSnapshot),
+        // Handled by `run`: they work on the whole file, or need no config.
+        Command::Backup { .. } | Command::CheckConfig | Command::Restore { .. } => Ok(()),
     }
 }
 

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use zfs2cloud_core::Config;
+use zfs2cloud_core::ConfigFile;
 use zfs2cloud_testkit::harness::{run_fail, run_ok};
 
 fn examples_dir() -> PathBuf {
@@ -39,7 +39,7 @@ fn every_example_parses() {
         let text = std::fs::read_to_string(&path).unwrap();
         // The examples point at /etc/zfs2cloud/..., which does not exist
         // here; parse checks everything but those files.
-        Config::parse(&text, &path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        ConfigFile::parse(&text, &path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 }
 

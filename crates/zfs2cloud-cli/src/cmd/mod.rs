@@ -5,6 +5,7 @@ pub mod backup;
 pub mod check_config;
 pub mod export;
 pub mod filemode;
+pub mod jobs;
 pub mod prune;
 pub mod restore;
 pub mod snapshot;

@@ -7,9 +7,11 @@ use anyhow::{bail, Context as _};
 
 use zfs2cloud_core::{
     error_chain, list_backups_of, list_remote_backups, plan_restore, read_owner, restore_chain,
-    CancelToken, Config, DatasetName, GpgEncryptor, OwnerMarker, Passphrase, RcloneOptions,
-    RcloneUploader, RemoteBackup, RestorePoint, RestoreSettings, ToolPaths, OWNER_FILE,
+    CancelToken, Config, ConfigFile, DatasetName, GpgEncryptor, OwnerMarker, Passphrase,
+    RcloneOptions, RcloneUploader, RemoteBackup, RestorePoint, RestoreSettings, Runner, ToolPaths,
+    OWNER_FILE,
 };
+use zfs2cloud_core::{find_tree, member_restore_point, tree_restore_point};
 
 use crate::app::{out, runner, UsageError};
 use crate::args::Cli;
@@ -23,11 +25,24 @@ pub struct RestoreArgs<'a> {
     pub passphrase_file: Option<&'a Path>,
     pub rclone_config: Option<&'a Path>,
     pub force: bool,
+    pub recursive: bool,
 }
 
-/// Restores `args.at` from the remote into `args.to`.
+/// What every dataset's restore of one invocation shares.
+struct Restorer<'a> {
+    args: &'a RestoreArgs<'a>,
+    config: Option<Config>,
+    store: RcloneUploader,
+    gpg: GpgEncryptor,
+    runner: Runner,
+    tools: ToolPaths,
+    cancel: CancelToken,
+}
+
+/// Restores `args.at` from the remote into `args.to` (with `--recursive`,
+/// every dataset of the tree below the remote directory).
 pub fn run(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::Result<()> {
-    let config = cli.config.as_deref().map(Config::load).transpose()?;
+    let config = job_config(cli)?;
     let remote = remote(args.from, config.as_ref())?;
     let target = DatasetName::parse(args.to).map_err(|e| UsageError(e.to_string()))?;
     let tools = config
@@ -41,34 +56,126 @@ pub fn run(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
     );
     let passphrase = passphrase(args.passphrase_file, config.as_ref())?;
     let gpg = GpgEncryptor::new(runner.clone(), tools.gpg.clone(), passphrase);
-    let dataset = restore_dataset(&store, &remote, args.from, config.as_ref());
-    let backups = backups(&store, &remote, dataset.as_ref())?;
-    let point = if args.at == "latest" {
-        RestorePoint::Latest
-    } else {
-        RestorePoint::Snapshot(args.at.to_owned())
-    };
-    let of = dataset.map(|d| format!(" of {d}")).unwrap_or_default();
-    let chain = plan_restore(&backups, &point).with_context(|| format!("restore{of}"))?;
-    let dirs: Vec<&str> = chain.iter().map(|b| b.dir_name.as_str()).collect();
-    out(&format!(
-        "restoring {}{of} into {target} from {remote}: {}",
-        args.at,
-        dirs.join(" + ")
-    ));
-    let settings = RestoreSettings {
-        target: target.clone(),
-        force: args.force,
-        mount: true,
-        zfs: tools.zfs.clone(),
-        remote: remote.clone(),
+    let restorer = Restorer {
+        args,
+        config,
+        store,
+        gpg,
+        runner,
+        tools,
         cancel: cancel.clone(),
     };
-    restore_chain(&store, &gpg, &runner, &chain, &settings).context("restore")?;
-    if !runner.is_dry_run() {
-        out(&format!("restored {target}"));
+    if args.recursive {
+        return restorer.tree(&remote, &target);
     }
-    Ok(())
+    let dataset = restore_dataset(
+        &restorer.store,
+        &remote,
+        args.from,
+        restorer.config.as_ref(),
+    );
+    restorer.one(&remote, dataset.as_ref(), &target, &point(args.at))
+}
+
+/// The job whose backups to restore: the only one of the file, or the one
+/// `--job` names. None without a config file.
+fn job_config(cli: &Cli) -> anyhow::Result<Option<Config>> {
+    let Some(path) = &cli.config else {
+        return Ok(None);
+    };
+    let file = ConfigFile::load(path)?;
+    match file.select(&cli.jobs)?.as_slice() {
+        [job] => Ok(Some((*job).clone())),
+        jobs => bail!(UsageError(format!(
+            "restore works on one job, and {} has {}: pass --job NAME",
+            path.display(),
+            jobs.len()
+        ))),
+    }
+}
+
+fn point(at: &str) -> RestorePoint {
+    if at == "latest" {
+        RestorePoint::Latest
+    } else {
+        RestorePoint::Snapshot(at.to_owned())
+    }
+}
+
+impl Restorer<'_> {
+    /// Restores `point` of the backups of `dataset` (all there without
+    /// one) in `remote` into `target`.
+    fn one(
+        &self,
+        remote: &str,
+        dataset: Option<&DatasetName>,
+        target: &DatasetName,
+        point: &RestorePoint,
+    ) -> anyhow::Result<()> {
+        let backups = backups(&self.store, remote, dataset)?;
+        let of = dataset.map(|d| format!(" of {d}")).unwrap_or_default();
+        let chain = plan_restore(&backups, point).with_context(|| format!("restore{of}"))?;
+        let dirs: Vec<&str> = chain.iter().map(|b| b.dir_name.as_str()).collect();
+        let at = match point {
+            RestorePoint::Latest => "latest",
+            RestorePoint::Snapshot(s) => s,
+        };
+        out(&format!(
+            "restoring {at}{of} into {target} from {remote}: {}",
+            dirs.join(" + ")
+        ));
+        let settings = RestoreSettings {
+            target: target.clone(),
+            force: self.args.force,
+            mount: true,
+            zfs: self.tools.zfs.clone(),
+            remote: remote.to_owned(),
+            cancel: self.cancel.clone(),
+        };
+        restore_chain(&self.store, &self.gpg, &self.runner, &chain, &settings)
+            .context("restore")?;
+        if !self.runner.is_dry_run() {
+            out(&format!("restored {target}"));
+        }
+        Ok(())
+    }
+
+    /// `--recursive`: every dataset whose directory lies below `remote`,
+    /// parents first, each into the same place below `target`, all at the
+    /// root's snapshot (the tree was snapshotted at one instant).
+    fn tree(&self, remote: &str, target: &DatasetName) -> anyhow::Result<()> {
+        let members = find_tree(&self.store, remote).context("cannot list the remote")?;
+        let Some(root) = members.first().filter(|m| m.relative.is_empty()) else {
+            bail!(
+                "{remote} holds no backups of its own, so it is not the top of a tree backed up                  with recursive = true"
+            );
+        };
+        let at = tree_restore_point(&root.backups, self.args.at)
+            .with_context(|| format!("restore of the tree in {remote}"))?;
+        out(&format!(
+            "restoring the tree of {} at {at} ({} dataset(s)) into {target}",
+            root.dataset
+                .as_ref()
+                .map_or("?".to_owned(), ToString::to_string),
+            members.len()
+        ));
+        for member in &members {
+            let Some(point) = member_restore_point(&member.backups, &at) else {
+                log::warn!(
+                    "skipping {}: it has no complete backup at or before {at} (it was added to                      the tree later)",
+                    member.dir
+                );
+                continue;
+            };
+            let member_target = if member.relative.is_empty() {
+                target.clone()
+            } else {
+                DatasetName::parse(&format!("{target}/{}", member.relative))?
+            };
+            self.one(&member.dir, member.dataset.as_ref(), &member_target, &point)?;
+        }
+        Ok(())
+    }
 }
 
 /// The dataset whose backups this restore considers: the config's, when

@@ -1,3 +1,4 @@
 //! Human-readable renderings of what core returns.
 
 pub mod status;
+pub mod summary;
