@@ -18,7 +18,8 @@ use crate::render::summary::{render_jobs, JobRow};
 pub struct JobsFailed {
     pub failed: usize,
     pub total: usize,
-    /// Every failure was another run holding the job's lock.
+    /// Every job failed because another run holds its lock: nothing was
+    /// done (exit code 75, as for one job).
     pub all_locked: bool,
 }
 
@@ -48,7 +49,8 @@ pub fn run(cli: &Cli, cancel: &CancelToken, jobs: &[&Config], parallel: u32) -> 
     Err(JobsFailed {
         failed: failed.len(),
         total: rows.len(),
-        all_locked: failed.iter().all(|r| r.locked),
+        // Nothing was done at all: "try again later", as for one job.
+        all_locked: failed.len() == rows.len() && failed.iter().all(|r| r.locked),
     }
     .into())
 }

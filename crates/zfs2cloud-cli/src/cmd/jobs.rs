@@ -113,7 +113,7 @@ impl Outcome {
         Err(JobsFailed {
             failed: self.failed,
             total: self.total,
-            all_locked: self.locked == self.failed,
+            all_locked: self.locked == self.total,
         }
         .into())
     }
