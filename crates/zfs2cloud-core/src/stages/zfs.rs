@@ -532,6 +532,29 @@ zt1/data/child@20240101000000\t0\tfull\t-\t-\n\
 zt1/data@20240103000000\t2\tfull\t-\t-\n";
 
     #[test]
+    fn a_tree_listing_is_parsed_parents_first_and_stays_in_the_tree() {
+        // `zfs list -H -r -t filesystem,volume -o name,type,zfs2cloud:skip`:
+        // an unset user property prints `-`; the order is zfs's (by
+        // creation within a level), which is not parents-first by name.
+        let text = "zt1/data\tfilesystem\t-\n\
+                    zt1/data/b\tfilesystem\ton\n\
+                    zt1/data/a\tvolume\t-\n\
+                    zt1/data/a-x\tfilesystem\toff\n\
+                    zt1/database\tfilesystem\t-\n";
+        let tree = parse_tree_list(&ds(), "zfs list", text).unwrap();
+        let names: Vec<&str> = tree.iter().map(|e| e.dataset.as_str()).collect();
+        assert_eq!(
+            names,
+            ["zt1/data", "zt1/data/a", "zt1/data/a-x", "zt1/data/b"]
+        );
+        assert_eq!(tree[1].kind, DatasetType::Volume);
+        assert!(tree[3].skip && !tree[2].skip && !tree[0].skip);
+        let err = parse_tree_list(&ds(), "zfs list", "zt1/data\tsnapshot\t-\n").unwrap_err();
+        assert!(err.to_string().contains("unknown dataset type"), "{err}");
+        assert!(parse_tree_list(&ds(), "zfs list", "zt1/data\tfilesystem\n").is_err());
+    }
+
+    #[test]
     fn parses_captured_list_output() {
         let snaps = parse_snapshot_list(&ds(), "zfs list", ZFS_FUSE_LIST).unwrap();
         assert_eq!(snaps.len(), 3);
