@@ -128,6 +128,10 @@ pub use model::{
     DEFAULT_ZSTD_LEVEL, HOLD_TAG, MANIFEST_FILE, MANIFEST_FORMAT, OWNER_FILE, OWNER_FORMAT,
     PROP_BASE, PROP_CLONE_OF, PROP_KIND, PROP_UPLOADED, SHA256SUMS_FILE, ZSTD_LEVELS,
 };
+// Send flags and the encryption choice (their own list, for an easy merge).
+pub use model::{Encryption, SendFlag, SendFlags, MANIFEST_GPG, PROP_SEND_FLAGS};
+pub use policy::BaseFacts;
+pub use stages::{parse_send_usage, NoEncryption, SendUsage};
 
 // Running external programs.
 pub use process::{
@@ -163,6 +167,7 @@ pub use ops::snapshot::{HookError, SnapshotError};
 pub use ops::upload::{read_owner, OwnerReadError, RetryPolicy, UploadReport, UploadStepError};
 
 // Operations outside the sequence: restore, verify and status.
+pub use ops::restore::{backup_encryption, chain_is_raw, chain_needs_passphrase};
 pub use ops::restore::{restore_chain, RestoreError, RestoreSettings};
 pub use ops::status::{
     collect_status, record_last_backup, ChainStatus, HealthState, LastBackup, LocalExportStatus,

@@ -126,6 +126,9 @@ const KEYS: &[(&str, &[&str])] = &[
     ("split_size", &[INT, STR]),
     ("upload_while_exporting", &[BOOL]),
     ("keep_local_export", &[BOOL]),
+    ("send_flags", &[STR_LIST]),
+    ("encryption", &[STR, TABLE]),
+    ("allow_unencrypted", &[BOOL]),
     ("hooks", &[TABLE]),
     ("step_timeouts", &[TABLE]),
     // Refused with a migration hint, whatever it holds.

@@ -15,6 +15,30 @@ pub fn run(app: &App) -> anyhow::Result<()> {
             p.display()
         ));
     }
+    warn_unsupported_send_flags(app);
     out(config.to_effective_toml()?.trim_end());
     Ok(())
+}
+
+/// Warns about each configured send flag the installed zfs does not list
+/// in its `zfs send` usage. Only a warning: the file may be checked on
+/// another machine than the one that runs the backups.
+fn warn_unsupported_send_flags(app: &App) {
+    let flags = &app.config.send_flags;
+    if flags.is_empty() {
+        return;
+    }
+    let zfs = app.config.tools.zfs.display();
+    match app.stages.zfs.send_usage() {
+        Ok(usage) => {
+            for flag in usage.lacking(flags) {
+                log::warn!(
+                    "send_flags: {flag} (zfs send -{}) is not supported by the zfs here ({zfs}): \
+                     backups with this config fail on this machine",
+                    flag.letter()
+                );
+            }
+        }
+        Err(e) => log::warn!("send_flags: cannot tell which send flags {zfs} supports: {e}"),
+    }
 }

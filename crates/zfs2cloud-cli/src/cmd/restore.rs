@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 use zfs2cloud_core::{
-    error_chain, list_backups_of, list_remote_backups, plan_restore, read_owner, restore_chain,
-    CancelToken, Config, DatasetName, GpgEncryptor, OwnerMarker, Passphrase, RcloneOptions,
-    RcloneUploader, RemoteBackup, RestorePoint, RestoreSettings, ToolPaths, OWNER_FILE,
+    chain_is_raw, chain_needs_passphrase, error_chain, list_backups_of, list_remote_backups,
+    plan_restore, read_owner, restore_chain, CancelToken, Config, DatasetName, GpgEncryptor,
+    OwnerMarker, Passphrase, RcloneOptions, RcloneUploader, RemoteBackup, RestorePoint,
+    RestoreSettings, ToolPaths, OWNER_FILE,
 };
 
 use crate::app::{out, runner, UsageError};
@@ -39,8 +40,6 @@ pub fn run(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
         tools.rclone.clone(),
         rclone_options(args.rclone_config, config.as_ref()),
     );
-    let passphrase = passphrase(args.passphrase_file, config.as_ref())?;
-    let gpg = GpgEncryptor::new(runner.clone(), tools.gpg.clone(), passphrase);
     let dataset = restore_dataset(&store, &remote, args.from, config.as_ref());
     let backups = backups(&store, &remote, dataset.as_ref())?;
     let point = if args.at == "latest" {
@@ -56,6 +55,18 @@ pub fn run(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
         args.at,
         dirs.join(" + ")
     ));
+    // Backups sent with `encryption = "none"` need no passphrase: none is
+    // asked for unless a backup of the chain is gpg's.
+    let gpg = if chain_needs_passphrase(&chain) {
+        let passphrase = passphrase(args.passphrase_file, config.as_ref())?;
+        Some(GpgEncryptor::new(
+            runner.clone(),
+            tools.gpg.clone(),
+            passphrase,
+        ))
+    } else {
+        None
+    };
     let settings = RestoreSettings {
         target: target.clone(),
         force: args.force,
@@ -64,11 +75,25 @@ pub fn run(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
         remote: remote.clone(),
         cancel: cancel.clone(),
     };
-    restore_chain(&store, &gpg, &runner, &chain, &settings).context("restore")?;
+    restore_chain(&store, gpg.as_ref(), &runner, &chain, &settings).context("restore")?;
     if !runner.is_dry_run() {
         out(&format!("restored {target}"));
     }
+    if chain_is_raw(&chain) && !runner.is_dry_run() {
+        out(&raw_restore_hint(&target));
+    }
     Ok(())
+}
+
+/// What to do after restoring a raw send: the dataset is encrypted with
+/// its original key, which is not loaded, so restore did not mount it.
+fn raw_restore_hint(target: &DatasetName) -> String {
+    format!(
+        "{target} was sent raw: it is encrypted with its original key, which is not loaded, so \
+         it was not mounted. Load the key with `zfs load-key {target}` (for a key file: \
+         `zfs load-key -L file:///path/to/key {target}`), then `zfs mount {target}` (a file \
+         system; a volume appears under /dev/zvol once its key is loaded)"
+    )
 }
 
 /// The dataset whose backups this restore considers: the config's, when

@@ -16,10 +16,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod send_options;
+
 use crate::model::{
     mask_secret_flags, Compression, DatasetName, Mode, MountStrategy, Passphrase, SnapshotTimeZone,
     Step, DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS,
 };
+use crate::model::{Encryption, SendFlags};
 
 /// Environment variable that overrides the `zfs` binary.
 pub const ENV_ZFS: &str = "ZFS2CLOUD_ZFS";
@@ -299,6 +302,13 @@ pub struct Config {
     pub step_timeouts: BTreeMap<String, u64>,
     /// The external programs, after environment overrides.
     pub tools: ToolPaths,
+    /// The `zfs send` flags (`-w`, `-c`, `-L`, `-e`, `-p`); none by
+    /// default. An incremental is only based on a full sent with the same.
+    pub send_flags: SendFlags,
+    /// gpg (default) or none: with none the chunks are the send stream.
+    pub encryption: Encryption,
+    /// `encryption = "none"` without a raw send: explicitly wanted.
+    pub allow_unencrypted: bool,
 }
 
 fn serialize_masked_flags<S: serde::Serializer>(flags: &[String], s: S) -> Result<S::Ok, S::Error> {
@@ -363,6 +373,12 @@ struct RawConfig {
     zfs_path: Option<PathBuf>,
     gpg_path: Option<PathBuf>,
     rclone_path: Option<PathBuf>,
+    #[serde(default)]
+    send_flags: Vec<String>,
+    #[serde(default)]
+    encryption: Encryption,
+    #[serde(default)]
+    allow_unencrypted: bool,
 }
 
 /// Limits for the steps that should never take long. A hung `zfs` or
@@ -546,11 +562,14 @@ impl Config {
         check_ranges(&raw)?;
         let step_timeouts = step_timeouts(raw.step_timeouts.clone())
             .map_err(|m| KeyError::new("step_timeouts", m))?;
-        if raw.mode == Mode::Intermediate && raw.passphrase_file.is_none() {
+        let send_flags = send_options::send_flags(&raw.send_flags)?;
+        send_options::check_encryption(raw.encryption, &send_flags, raw.allow_unencrypted)?;
+        if send_options::needs_passphrase(raw.mode, raw.encryption) && raw.passphrase_file.is_none()
+        {
             return Err(KeyError::new(
                 "passphrase_file",
                 "is missing: intermediate mode encrypts every export with gpg and needs a file \
-                 holding the passphrase",
+                 holding the passphrase (or encryption = \"none\", see the docs)",
             ));
         }
         let (steps, steps_overridden) = steps(raw.steps.as_deref(), raw.mode, base_dir)?;
@@ -590,6 +609,9 @@ impl Config {
                 gpg: ToolPaths::resolve(ENV_GPG, raw.gpg_path, "gpg"),
                 rclone: ToolPaths::resolve(ENV_RCLONE, raw.rclone_path, "rclone"),
             },
+            send_flags,
+            encryption: raw.encryption,
+            allow_unencrypted: raw.allow_unencrypted,
         })
     }
 

@@ -459,7 +459,17 @@ impl Backup<'_> {
                 // The dry run took no snapshot, so there is nothing to plan
                 // from; say what would happen instead.
                 self.runner.skip_in_dry_run(&format!(
-                    "export {snap}: zfs send [-i <last full>] {snap} | gpg ... | split into {}",
+                    "export {snap}: zfs send {}[-i <last full>] {snap} | {} | split into {}",
+                    self.config
+                        .send_flags
+                        .args()
+                        .iter()
+                        .map(|a| format!("{a} "))
+                        .collect::<String>(),
+                    match self.config.encryption {
+                        crate::model::Encryption::Gpg => "gpg ...",
+                        crate::model::Encryption::None => "(no encryption)",
+                    },
                     self.config.intermediate_basedir.display()
                 ));
                 return Ok("dry run".into());

@@ -106,6 +106,8 @@ impl Backup<'_> {
                 created_at: self.now,
                 cancel: self.runner.cancel_token().clone(),
                 compression: config.compression_settings(),
+                send_flags: config.send_flags.clone(),
+                encryption: config.encryption,
             },
         };
         let stream = StreamUpload::from_config(config, self.stream_uploader, self.now);
