@@ -11,7 +11,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 
-use common::{manifest, text, with_fake, with_fakes, Setup};
+use common::{manifest, sorted_chunks, text, with_fake, with_fakes, Setup};
 use zfs2cloud_testkit::fake::{send_stream, FakeRclone, FakeZfs};
 use zfs2cloud_testkit::harness::{require_tools, run_fail, run_ok};
 
@@ -129,12 +129,7 @@ fn every_configured_flag_reaches_zfs_send_and_the_manifest_and_the_snapshot() {
         None,
         state.snapshots["tank/data@20240101000000"].stream_size,
     );
-    let mut chunks: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".zfs.gpg."))
-        .collect();
-    chunks.sort();
+    let chunks = sorted_chunks(&dir);
     let joined: Vec<u8> = chunks
         .iter()
         .flat_map(|c| std::fs::read(c).unwrap())
