@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{text, Setup};
+use common::{sorted_chunks, text, Setup};
 use zfs2cloud_testkit::harness::{
     run_fail, run_ok, run_pipeline, tree_digest, write_random_file, zfs_get, Pool, ZfsSession,
 };
@@ -72,17 +72,6 @@ fn exists(dataset: &str) -> bool {
         .args(["list", "-H", "-o", "name", dataset])
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-/// The chunks in `dir`, in name order (the order they are restored in).
-fn sorted_chunks(dir: &Path) -> Vec<PathBuf> {
-    let mut chunks: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".zfs.gpg."))
-        .collect();
-    chunks.sort();
-    chunks
 }
 
 fn last_chunk(dir: &Path) -> PathBuf {

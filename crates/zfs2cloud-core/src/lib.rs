@@ -124,11 +124,15 @@ pub use model::{
     mask_secret_flags, parse_guid, upload_record, ChunkEntry, Compression, CompressionSettings,
     DatasetName, DatasetType, ExcludePattern, ExportKind, ExportLayout, LocalExport, Manifest,
     Mode, MountStrategy, NameError, OwnerMarker, OwnerMarkerError, Passphrase, PassphraseError,
-    RemoteBackup, RemoteFile, SnapTime, SnapshotInfo, SnapshotName, SnapshotTimeZone, Step,
-    TreeEntry, UnknownStep, CLONE_INFIX, DEFAULT_ZSTD_LEVEL, HOLD_TAG, MANIFEST_FILE,
+    PatternError, RemoteBackup, RemoteFile, SnapTime, SnapshotInfo, SnapshotName, SnapshotTimeZone,
+    Step, TreeEntry, UnknownStep, CLONE_INFIX, DEFAULT_ZSTD_LEVEL, HOLD_TAG, MANIFEST_FILE,
     MANIFEST_FORMAT, OWNER_FILE, OWNER_FORMAT, PROP_BASE, PROP_CLONE_OF, PROP_KIND, PROP_UPLOADED,
     SHA256SUMS_FILE, SKIP_PROPERTY, ZSTD_LEVELS,
 };
+// Send flags and the encryption choice (their own list, for an easy merge).
+pub use model::{Encryption, SendFlag, SendFlags, MANIFEST_GPG, PROP_SEND_FLAGS};
+pub use policy::BaseFacts;
+pub use stages::{parse_send_usage, NoEncryption, SendUsage};
 
 // Running external programs.
 pub use process::{
@@ -169,6 +173,7 @@ pub use ops::snapshot::{HookError, SnapshotError};
 pub use ops::upload::{read_owner, OwnerReadError, RetryPolicy, UploadReport, UploadStepError};
 
 // Operations outside the sequence: restore, verify and status.
+pub use ops::restore::{backup_encryption, chain_is_raw, chain_needs_passphrase};
 pub use ops::restore::{restore_chain, RestoreError, RestoreSettings};
 pub use ops::status::{
     collect_status, record_last_backup, ChainStatus, HealthState, LastBackup, LocalExportStatus,

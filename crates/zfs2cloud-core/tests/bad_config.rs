@@ -128,6 +128,9 @@ const KEYS: &[(&str, &[&str])] = &[
     ("keep_local_export", &[BOOL]),
     ("recursive", &[BOOL]),
     ("exclude", &[STR_LIST]),
+    ("send_flags", &[STR_LIST]),
+    ("encryption", &[STR, TABLE]),
+    ("allow_unencrypted", &[BOOL]),
     ("hooks", &[TABLE]),
     ("step_timeouts", &[TABLE]),
     // Refused with a migration hint, whatever it holds.

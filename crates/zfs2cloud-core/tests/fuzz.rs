@@ -961,6 +961,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                     .into_iter()
                     .map(|(name, size, sha256)| ChunkEntry { name, size, sha256 })
                     .collect(),
+                send_flags: zfs2cloud_core::SendFlags::default(),
             },
         )
 }

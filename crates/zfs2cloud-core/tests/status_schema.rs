@@ -135,6 +135,7 @@ fn manifest(name: &str, kind: ExportKind, sizes: &[u64]) -> Manifest {
                 sha256: "00".into(),
             })
             .collect(),
+        send_flags: zfs2cloud_core::SendFlags::default(),
     }
 }
 

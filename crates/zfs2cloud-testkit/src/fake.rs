@@ -341,11 +341,16 @@ impl ZfsState {
     /// The header of the stream of `zfs send [-i base] snapshot` (full
     /// names, both existing), `len` bytes long in all.
     pub fn stream_header(&self, snapshot: &str, base: Option<&str>, len: u64) -> StreamHeader {
+        let dataset = snapshot.split_once('@').map_or(snapshot, |(d, _)| d);
         StreamHeader {
             snapshot: snapshot.to_owned(),
             guid: self.guid(snapshot),
             base_guid: base.map(|b| self.guid(b)),
             len,
+            volsize: self
+                .datasets
+                .get(dataset)
+                .and_then(|d| d.properties.get("volsize").cloned()),
         }
     }
 
@@ -887,6 +892,9 @@ pub struct StreamHeader {
     pub base_guid: Option<u64>,
     /// Length of the whole stream, header included, in bytes.
     pub len: u64,
+    /// The volume size of a volume's stream (a fifth field); `None` for a
+    /// file system's, whose header has four fields as before.
+    pub volsize: Option<String>,
 }
 
 /// The start of a stream given to `fake-zfs receive`.
@@ -906,9 +914,18 @@ impl StreamHeader {
         let base = self
             .base_guid
             .map_or_else(|| "-".to_owned(), |g| g.to_string());
+        let volume = self
+            .volsize
+            .as_ref()
+            .map(|v| format!("\t{v}"))
+            .unwrap_or_default();
         let mut line = STREAM_MAGIC.to_vec();
         line.extend_from_slice(
-            format!("{}\t{}\t{base}\t{}\n", self.snapshot, self.guid, self.len).as_bytes(),
+            format!(
+                "{}\t{}\t{base}\t{}{volume}\n",
+                self.snapshot, self.guid, self.len
+            )
+            .as_bytes(),
         );
         line
     }
@@ -932,8 +949,12 @@ impl StreamHeader {
     /// The header from its line's fields (after the magic).
     fn from_fields(line: &str) -> Option<Self> {
         let fields: Vec<&str> = line.split('\t').collect();
-        let [snapshot, guid, base, len] = fields[..] else {
-            return None;
+        let (snapshot, guid, base, len, volsize) = match fields[..] {
+            [snapshot, guid, base, len] => (snapshot, guid, base, len, None),
+            [snapshot, guid, base, len, volsize] => {
+                (snapshot, guid, base, len, Some(volsize.to_owned()))
+            }
+            _ => return None,
         };
         Some(Self {
             snapshot: snapshot.to_owned(),
@@ -943,6 +964,7 @@ impl StreamHeader {
                 g => Some(g.parse().ok()?),
             },
             len: len.parse().ok()?,
+            volsize,
         })
     }
 }
@@ -1746,6 +1768,7 @@ mod tests {
     #[test]
     fn a_stream_is_its_header_and_then_piecewise_stable_bytes() {
         let header = StreamHeader {
+            volsize: None,
             snapshot: "t@a".into(),
             guid: 7,
             base_guid: None,
@@ -1775,6 +1798,17 @@ mod tests {
             StreamHeader::parse(&bytes),
             StreamStart::Header(incremental, line.len())
         );
+        // A volume's stream says its size in a fifth field.
+        let volume = StreamHeader {
+            volsize: Some("64M".into()),
+            ..header.clone()
+        };
+        let bytes = send_stream(&volume, None);
+        assert!(bytes.starts_with(b"FAKE-ZFS-STREAM\tt@a\t7\t-\t100003\t64M\n"));
+        assert!(matches!(
+            StreamHeader::parse(&bytes),
+            StreamStart::Header(h, _) if h == volume
+        ));
         assert_eq!(StreamHeader::parse(&a[..20]), StreamStart::Short);
         assert_eq!(StreamHeader::parse(b"FAKE"), StreamStart::Short);
         assert_eq!(StreamHeader::parse(b"not a stream"), StreamStart::BadMagic);

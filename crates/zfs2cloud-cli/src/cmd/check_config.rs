@@ -1,6 +1,6 @@
 //! `zfs2cloud check-config`: the effective configuration, secrets masked.
 
-use zfs2cloud_core::{Config, ConfigFile};
+use zfs2cloud_core::{Config, ConfigFile, Runner, ZfsCli};
 
 use crate::app::out;
 
@@ -24,10 +24,37 @@ pub fn run(file: &ConfigFile, jobs: &[&Config]) -> anyhow::Result<()> {
             ));
         }
     }
+    for config in jobs {
+        warn_unsupported_send_flags(config);
+    }
     let shown = ConfigFile {
         path: file.path.clone(),
         jobs: jobs.iter().map(|c| (*c).clone()).collect(),
     };
     out(shown.to_effective_toml()?.trim_end());
     Ok(())
+}
+
+/// Warns about each configured send flag the installed zfs does not list
+/// in its `zfs send` usage. Only a warning: the file may be checked on
+/// another machine than the one that runs the backups.
+fn warn_unsupported_send_flags(config: &Config) {
+    let flags = &config.send_flags;
+    if flags.is_empty() {
+        return;
+    }
+    let zfs = config.tools.zfs.display();
+    let cli = ZfsCli::new(Runner::new(), config.tools.zfs.clone());
+    match cli.send_usage() {
+        Ok(usage) => {
+            for flag in usage.lacking(flags) {
+                log::warn!(
+                    "send_flags: {flag} (zfs send -{}) is not supported by the zfs here ({zfs}): \
+                     backups with this config fail on this machine",
+                    flag.letter()
+                );
+            }
+        }
+        Err(e) => log::warn!("send_flags: cannot tell which send flags {zfs} supports: {e}"),
+    }
 }

@@ -9,7 +9,7 @@ use crate::app::{out, App, UsageError};
 /// Exports a snapshot (`options`), then says what was written where.
 pub fn run(app: &App, options: &ExportOptions) -> anyhow::Result<()> {
     app.require_intermediate("export")?;
-    if app.stages.gpg.is_none() {
+    if app.stages.encryptor(&app.config).is_none() {
         bail!(UsageError("intermediate mode needs passphrase_file".into()));
     }
     let _lock = app.lock()?;

@@ -1,15 +1,16 @@
 //! `zfs2cloud restore`: with or without a config file, since disaster
 //! recovery needs only the remote and the passphrase.
 
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
 use zfs2cloud_core::{
-    error_chain, list_backups_of, list_remote_backups, plan_restore, read_owner, restore_chain,
-    CancelToken, Config, ConfigFile, DatasetName, GpgEncryptor, OwnerMarker, Passphrase,
-    RcloneOptions, RcloneUploader, RemoteBackup, RestorePoint, RestoreSettings, Runner, ToolPaths,
-    OWNER_FILE,
+    chain_is_raw, chain_needs_passphrase, error_chain, list_backups_of, list_remote_backups,
+    plan_restore, read_owner, restore_chain, CancelToken, Config, ConfigFile, DatasetName,
+    GpgEncryptor, OwnerMarker, Passphrase, RcloneOptions, RcloneUploader, RemoteBackup,
+    RestorePoint, RestoreSettings, Runner, ToolPaths, OWNER_FILE,
 };
 use zfs2cloud_core::{find_tree, member_restore_point, tree_restore_point};
 
@@ -33,7 +34,10 @@ struct Restorer<'a> {
     args: &'a RestoreArgs<'a>,
     config: Option<Config>,
     store: RcloneUploader,
-    gpg: GpgEncryptor,
+    /// gpg with the passphrase, once a backup encrypted with gpg needs it:
+    /// backups sent with `encryption = "none"` need none, so none is asked
+    /// for.
+    gpg: OnceCell<GpgEncryptor>,
     runner: Runner,
     tools: ToolPaths,
     cancel: CancelToken,
@@ -54,13 +58,11 @@ pub fn run(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
         tools.rclone.clone(),
         rclone_options(args.rclone_config, config.as_ref()),
     );
-    let passphrase = passphrase(args.passphrase_file, config.as_ref())?;
-    let gpg = GpgEncryptor::new(runner.clone(), tools.gpg.clone(), passphrase);
     let restorer = Restorer {
         args,
         config,
         store,
-        gpg,
+        gpg: OnceCell::new(),
         runner,
         tools,
         cancel: cancel.clone(),
@@ -132,12 +134,29 @@ impl Restorer<'_> {
             remote: remote.to_owned(),
             cancel: self.cancel.clone(),
         };
-        restore_chain(&self.store, &self.gpg, &self.runner, &chain, &settings)
-            .context("restore")?;
+        let gpg = if chain_needs_passphrase(&chain) {
+            Some(self.gpg()?)
+        } else {
+            None
+        };
+        restore_chain(&self.store, gpg, &self.runner, &chain, &settings).context("restore")?;
         if !self.runner.is_dry_run() {
             out(&format!("restored {target}"));
+            if chain_is_raw(&chain) {
+                out(&raw_restore_hint(target));
+            }
         }
         Ok(())
+    }
+
+    /// gpg with the passphrase, asked for (or read) the first time only.
+    fn gpg(&self) -> anyhow::Result<&GpgEncryptor> {
+        if let Some(gpg) = self.gpg.get() {
+            return Ok(gpg);
+        }
+        let passphrase = passphrase(self.args.passphrase_file, self.config.as_ref())?;
+        let gpg = GpgEncryptor::new(self.runner.clone(), self.tools.gpg.clone(), passphrase);
+        Ok(self.gpg.get_or_init(|| gpg))
     }
 
     /// `--recursive`: every dataset whose directory lies below `remote`,
@@ -147,7 +166,8 @@ impl Restorer<'_> {
         let members = find_tree(&self.store, remote).context("cannot list the remote")?;
         let Some(root) = members.first().filter(|m| m.relative.is_empty()) else {
             bail!(
-                "{remote} holds no backups of its own, so it is not the top of a tree backed up                  with recursive = true"
+                "{remote} holds no backups of its own, so it is not the top of a tree backed up \
+                 with recursive = true"
             );
         };
         let at = tree_restore_point(&root.backups, self.args.at)
@@ -162,7 +182,8 @@ impl Restorer<'_> {
         for member in &members {
             let Some(point) = member_restore_point(&member.backups, &at) else {
                 log::warn!(
-                    "skipping {}: it has no complete backup at or before {at} (it was added to                      the tree later)",
+                    "skipping {}: it has no complete backup at or before {at} (it was added to \
+                     the tree later)",
                     member.dir
                 );
                 continue;
@@ -176,6 +197,17 @@ impl Restorer<'_> {
         }
         Ok(())
     }
+}
+
+/// What to do after restoring a raw send: the dataset is encrypted with
+/// its original key, which is not loaded, so restore did not mount it.
+fn raw_restore_hint(target: &DatasetName) -> String {
+    format!(
+        "{target} was sent raw: it is encrypted with its original key, which is not loaded, so \
+         it was not mounted. Load the key with `zfs load-key {target}` (for a key file: \
+         `zfs load-key -L file:///path/to/key {target}`), then `zfs mount {target}` (a file \
+         system; a volume appears under /dev/zvol once its key is loaded)"
+    )
 }
 
 /// The dataset whose backups this restore considers: the config's, when

@@ -178,6 +178,18 @@ pub fn text(out: &std::process::Output) -> String {
     )
 }
 
+/// The chunks in the export directory `dir`, in name order (the order they
+/// are restored in).
+pub fn sorted_chunks(dir: &Path) -> Vec<PathBuf> {
+    let mut chunks: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".zfs.gpg."))
+        .collect();
+    chunks.sort();
+    chunks
+}
+
 /// Reads an export's manifest.
 pub fn manifest(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()

@@ -20,10 +20,13 @@ mod jobs;
 
 pub use jobs::ConfigFile;
 
+mod send_options;
+
 use crate::model::{
     mask_secret_flags, Compression, DatasetName, ExcludePattern, Mode, MountStrategy, Passphrase,
     SnapshotTimeZone, Step, DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS,
 };
+use crate::model::{Encryption, SendFlags};
 
 /// Environment variable that overrides the `zfs` binary.
 pub const ENV_ZFS: &str = "ZFS2CLOUD_ZFS";
@@ -311,9 +314,16 @@ pub struct Config {
     /// its own remote directory, from one `zfs snapshot -r`.
     pub recursive: bool,
     /// With `recursive`: datasets left out (with their descendants), as
-    /// patterns over their names (see [`crate::TreeFilter`]).
+    /// patterns over their names (see [`crate::ExcludePattern`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// The `zfs send` flags (`-w`, `-c`, `-L`, `-e`, `-p`); none by
+    /// default. An incremental is only based on a full sent with the same.
+    pub send_flags: SendFlags,
+    /// gpg (default) or none: with none the chunks are the send stream.
+    pub encryption: Encryption,
+    /// `encryption = "none"` without a raw send: explicitly wanted.
+    pub allow_unencrypted: bool,
 }
 
 fn serialize_masked_flags<S: serde::Serializer>(flags: &[String], s: S) -> Result<S::Ok, S::Error> {
@@ -382,6 +392,12 @@ struct RawConfig {
     recursive: bool,
     #[serde(default)]
     exclude: Vec<String>,
+    #[serde(default)]
+    send_flags: Vec<String>,
+    #[serde(default)]
+    encryption: Encryption,
+    #[serde(default)]
+    allow_unencrypted: bool,
 }
 
 /// Limits for the steps that should never take long. A hung `zfs` or
@@ -570,11 +586,14 @@ impl Config {
         check_tree(&raw)?;
         let step_timeouts = step_timeouts(raw.step_timeouts.clone())
             .map_err(|m| KeyError::new("step_timeouts", m))?;
-        if raw.mode == Mode::Intermediate && raw.passphrase_file.is_none() {
+        let send_flags = send_options::send_flags(&raw.send_flags)?;
+        send_options::check_encryption(raw.encryption, &send_flags, raw.allow_unencrypted)?;
+        if send_options::needs_passphrase(raw.mode, raw.encryption) && raw.passphrase_file.is_none()
+        {
             return Err(KeyError::new(
                 "passphrase_file",
                 "is missing: intermediate mode encrypts every export with gpg and needs a file \
-                 holding the passphrase",
+                 holding the passphrase (or encryption = \"none\", see the docs)",
             ));
         }
         let (steps, steps_overridden) = steps(raw.steps.as_deref(), raw.mode, base_dir)?;
@@ -617,6 +636,9 @@ impl Config {
             job: None,
             recursive: raw.recursive,
             exclude: raw.exclude,
+            send_flags,
+            encryption: raw.encryption,
+            allow_unencrypted: raw.allow_unencrypted,
         })
     }
 

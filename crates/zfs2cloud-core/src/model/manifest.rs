@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::send_flags::SendFlags;
 use super::snapshot::ExportKind;
 
 /// File name of the manifest inside an export directory.
@@ -47,7 +48,8 @@ pub struct Manifest {
     pub base: Option<String>,
     /// When the export was made (RFC 3339, UTC).
     pub created_at: String,
-    /// How the stream is encrypted: `gpg-symmetric-aes256`.
+    /// How the stream is encrypted: `gpg-symmetric-aes256`, or `none`
+    /// (`encryption = "none"`: the chunks are the send stream itself).
     pub encryption: String,
     /// How the stream is compressed before encryption: `none`.
     pub compression: String,
@@ -57,6 +59,11 @@ pub struct Manifest {
     pub total_size: u64,
     /// The chunks, in stream order.
     pub chunks: Vec<ChunkEntry>,
+    /// The `zfs send` flags the stream was made with (`["raw",
+    /// "compressed"]`). Absent in manifests written before send flags
+    /// existed, which were all sent without any.
+    #[serde(default)]
+    pub send_flags: SendFlags,
 }
 
 /// Lower-case hex of `bytes`.

@@ -11,6 +11,7 @@ mod names;
 mod owner;
 mod remote;
 mod secret;
+mod send_flags;
 mod snapshot;
 mod steps;
 #[cfg(test)]
@@ -25,6 +26,7 @@ pub use names::*;
 pub use owner::*;
 pub use remote::*;
 pub use secret::*;
+pub use send_flags::*;
 pub use snapshot::*;
 pub use steps::*;
 pub use tree::*;

@@ -32,6 +32,7 @@ pub(crate) fn test_manifest(
         split_size: 1024,
         total_size: chunks.iter().map(|c| c.size).sum(),
         chunks,
+        send_flags: crate::model::SendFlags::default(),
     }
 }
 

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use crate::model::{
-    hex, remote_join, Compression, CompressionSettings, DatasetName, ExportKind, RemoteBackup,
+    hex, remote_join, Compression, CompressionSettings, DatasetName, Encryption, ExportKind,
+    RemoteBackup,
 };
 use crate::policy::RestorePlanError;
 use crate::process::{CancelToken, CommandLine, ProcessError, Runner};
@@ -112,6 +113,57 @@ pub enum RestoreError {
     /// The run was interrupted; the receive was aborted.
     #[error("interrupted; the receive was aborted")]
     Interrupted,
+    /// A backup is gpg-encrypted, but no passphrase was given.
+    #[error("{backup} is encrypted with gpg, and no passphrase was given")]
+    NoPassphrase {
+        /// The backup directory.
+        backup: String,
+    },
+    /// The manifest names an encryption this version cannot undo.
+    #[error("{backup} is encrypted with {encryption:?}, which this version of zfs2cloud cannot decrypt; use a newer version")]
+    UnknownEncryption {
+        /// The backup directory.
+        backup: String,
+        /// The manifest's `encryption`.
+        encryption: String,
+    },
+}
+
+/// How `backup` is encrypted, from its manifest: gpg without one (the
+/// original tool's backups).
+///
+/// # Errors
+///
+/// [`RestoreError::UnknownEncryption`] for a name this version does not know.
+pub fn backup_encryption(backup: &RemoteBackup) -> Result<Encryption, RestoreError> {
+    let Some(manifest) = &backup.manifest else {
+        return Ok(Encryption::Gpg);
+    };
+    Encryption::from_manifest(&manifest.encryption).map_err(|encryption| {
+        RestoreError::UnknownEncryption {
+            backup: backup.dir_name.clone(),
+            encryption,
+        }
+    })
+}
+
+/// Whether restoring `chain` needs the gpg passphrase: unless every backup
+/// says `encryption = none`. An unknown encryption counts as needing it
+/// (the restore then fails for it, naming it).
+#[must_use]
+pub fn chain_needs_passphrase(chain: &[&RemoteBackup]) -> bool {
+    chain
+        .iter()
+        .any(|b| !matches!(backup_encryption(b), Ok(Encryption::None)))
+}
+
+/// Whether `chain` was sent raw (`zfs send -w`): received, it is an
+/// encrypted dataset whose key is not loaded, so it is not mounted.
+#[must_use]
+pub fn chain_is_raw(chain: &[&RemoteBackup]) -> bool {
+    chain
+        .iter()
+        .any(|b| b.manifest.as_ref().is_some_and(|m| m.send_flags.is_raw()))
 }
 
 /// Everything a restore needs besides the chain.
@@ -140,7 +192,7 @@ pub struct RestoreSettings {
 /// that backup before `zfs recv` can commit it.
 pub fn restore_chain(
     store: &dyn Uploader,
-    gpg: &GpgEncryptor,
+    gpg: Option<&GpgEncryptor>,
     runner: &Runner,
     chain: &[&RemoteBackup],
     settings: &RestoreSettings,
@@ -170,7 +222,7 @@ pub fn restore_chain(
         if runner.skip_in_dry_run(&format!(
             "rclone cat {dir}/{{{}}} (checked against the manifest) | {} | {recv}",
             chunks.join(","),
-            gpg.decrypt_command()
+            decrypt_description(gpg, backup)
         )) {
             continue;
         }
@@ -198,10 +250,27 @@ pub fn restore_chain(
         }
         log::info!("received {} into {}", backup.dir_name, settings.target);
     }
-    if settings.mount {
+    if settings.mount && chain_is_raw(chain) {
+        // `zfs mount` would fail: the key is not loaded. The caller says
+        // how to load it.
+        log::info!(
+            "{} is a raw receive of an encrypted dataset; its key is not loaded, so it is left \
+             unmounted",
+            settings.target
+        );
+    } else if settings.mount {
         mount_restored(&zfs, runner, &settings.target)?;
     }
     Ok(())
+}
+
+/// What decrypts `backup`, for the dry run's pipeline.
+fn decrypt_description(gpg: Option<&GpgEncryptor>, backup: &RemoteBackup) -> String {
+    match (backup_encryption(backup), gpg) {
+        (Ok(Encryption::None), _) => "(not encrypted)".to_owned(),
+        (_, Some(gpg)) => gpg.decrypt_command().to_string(),
+        (_, None) => "gpg --decrypt (no passphrase given)".to_owned(),
+    }
 }
 
 /// Whether the existing target may be received into: only with
@@ -305,7 +374,7 @@ fn destroy_partly_restored(zfs: &ZfsCli, target: &DatasetName) {
 #[allow(clippy::too_many_arguments)]
 fn receive_one(
     store: &dyn Uploader,
-    gpg: &GpgEncryptor,
+    gpg: Option<&GpgEncryptor>,
     runner: &Runner,
     backup: &RemoteBackup,
     dir: &str,
@@ -367,7 +436,7 @@ impl ReceiveStages {
     /// Starts the stages, and returns them with the pipe into gpg. If one
     /// cannot start, those already started are dropped, which stops them.
     fn start(
-        gpg: &GpgEncryptor,
+        gpg: Option<&GpgEncryptor>,
         decompressor: Option<&dyn Compressor>,
         runner: &Runner,
         recv_cmd: &CommandLine,
@@ -378,9 +447,7 @@ impl ReceiveStages {
         let Started {
             stage: decrypt,
             output: plain,
-        } = gpg
-            .decrypt(ByteStream::Pipe(cipher_out))
-            .map_err(|e| decrypt_error(backup, e))?;
+        } = start_decrypt(gpg, backup, ByteStream::Pipe(cipher_out))?;
         let (decompress, plain) = match decompressor {
             None => (None, plain),
             Some(compressor) => {
@@ -452,6 +519,22 @@ impl ReceiveStages {
             }
         }
         failure.into_restore_error(backup)
+    }
+}
+
+/// Starts gpg on `input` for a gpg-encrypted backup; for one sent
+/// unencrypted, a stage that passes `input` on as it is.
+fn start_decrypt(
+    gpg: Option<&GpgEncryptor>,
+    backup: &RemoteBackup,
+    input: ByteStream,
+) -> Result<Started<GpgError>, RestoreError> {
+    match (backup_encryption(backup)?, gpg) {
+        (Encryption::None, _) => Ok(Started::passing("(not encrypted)", input)),
+        (Encryption::Gpg, Some(gpg)) => gpg.decrypt(input).map_err(|e| decrypt_error(backup, e)),
+        (Encryption::Gpg, None) => Err(RestoreError::NoPassphrase {
+            backup: backup.dir_name.clone(),
+        }),
     }
 }
 
@@ -684,6 +767,7 @@ mod tests {
                 split_size: 3 << 20,
                 total_size: chunks.iter().map(|c| c.size).sum(),
                 chunks,
+                send_flags: crate::model::SendFlags::default(),
             }),
             manifest_error: None,
             files: Vec::new(),

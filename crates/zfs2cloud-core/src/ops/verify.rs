@@ -56,7 +56,9 @@ pub enum VerifyError {
 /// backup: those must not mark good backups DAMAGED.
 fn is_run_problem(e: &RestoreError) -> bool {
     match e {
-        RestoreError::Interrupted | RestoreError::Mount { .. } => true,
+        RestoreError::Interrupted
+        | RestoreError::Mount { .. }
+        | RestoreError::NoPassphrase { .. } => true,
         RestoreError::Decrypt { .. } => {
             let text = crate::util::error_chain(e).to_ascii_lowercase();
             text.contains("session key") || text.contains("passphrase")
@@ -99,7 +101,7 @@ fn verdict_from(
 /// failures, or a scratch dataset that cannot be cleaned up.
 pub fn verify_deep(
     store: &dyn Uploader,
-    gpg: &GpgEncryptor,
+    gpg: Option<&GpgEncryptor>,
     runner: &Runner,
     backups: &[RemoteBackup],
     only: Option<&[String]>,
@@ -157,7 +159,7 @@ pub fn verify_deep(
 
 fn deep_check_chain(
     store: &dyn Uploader,
-    gpg: &GpgEncryptor,
+    gpg: Option<&GpgEncryptor>,
     runner: &Runner,
     chain: &crate::policy::Chain<'_>,
     wanted: &dyn Fn(&RemoteBackup) -> bool,

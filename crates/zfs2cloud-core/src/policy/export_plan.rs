@@ -9,6 +9,7 @@
 use chrono::TimeDelta;
 
 use crate::model::ExportKind;
+use crate::model::SendFlags;
 use crate::model::SnapshotInfo;
 use crate::model::{SnapTime, SnapshotName};
 
@@ -23,6 +24,8 @@ pub struct ExportPlan {
     pub base: Option<SnapshotName>,
     /// Why, for the log.
     pub reason: String,
+    /// The `zfs send` flags it is sent with (recorded on the snapshot).
+    pub send_flags: SendFlags,
 }
 
 /// Why no plan could be made.
@@ -40,6 +43,32 @@ pub enum PlanError {
     /// `--incremental` was forced but there is no full to base it on.
     #[error("an incremental export was requested, but there is no earlier full export of {0} to base it on")]
     NoFullBase(String),
+    /// `--incremental` was forced, but the last full was sent with other
+    /// flags: the incremental could not be received onto it.
+    #[error("an incremental export was requested, but the last full {base} was sent with flags {base_flags} and this config sends {flags}; an incremental is only received onto a full sent with the same flags, so export a full (--full or no option)")]
+    IncompatibleBase {
+        /// The last full (part after `@`).
+        base: String,
+        /// Its flags, as recorded (`unknown` if unreadable).
+        base_flags: String,
+        /// The configured flags.
+        flags: String,
+    },
+}
+
+/// What the planner needs to know about the fulls that could be a base.
+pub struct BaseFacts<'a> {
+    /// Whether a full may be the base of a new incremental. The caller
+    /// accepts a full whose upload is confirmed, or whose complete export
+    /// is still on local disk (the upload step sends a base before any
+    /// incremental on it). A full that is neither never gets an
+    /// incremental: the next export is full instead, so no incremental is
+    /// ever uploaded whose base is missing remotely.
+    pub usable: &'a dyn Fn(&SnapshotInfo) -> bool,
+    /// The `zfs send` flags a full was sent with; `None` if its record
+    /// cannot be read (which matches no flags). A full with no record
+    /// was sent with none.
+    pub flags: &'a dyn Fn(&SnapshotInfo) -> Option<SendFlags>,
 }
 
 /// The newest of zfs2cloud's own snapshots. Snapshots with other names
@@ -75,29 +104,30 @@ pub fn last_full_before<'a>(
 /// * `target`: a snapshot name (`snap` part), or `None` for the newest of
 ///   zfs2cloud's own snapshots;
 /// * `force`: `--full` / `--incremental`;
-/// * `base_usable`: whether a full may be the base of a new incremental.
-///   The caller accepts a full whose upload is confirmed, or whose complete
-///   export is still on local disk (the upload step sends a base before any
-///   incremental on it). A full that is neither never gets an incremental:
-///   the next export is full instead, so no incremental is ever uploaded
-///   whose base is missing remotely.
+/// * `send_flags`: the flags this export is sent with;
+/// * `bases`: which fulls may be a base, and their flags ([`BaseFacts`]).
 ///
-/// Without `force`, the export is full if there is no earlier full, or if
-/// the last full is `full_every_x_days` days or more older than the target
-/// (compared by the times in the names, so the result does not depend on
-/// when the export runs); otherwise incremental against that full.
+/// Without `force`, the export is full if there is no earlier full, if
+/// the last full was sent with other flags than `send_flags` (an
+/// incremental is received only onto a full of the same kind; see
+/// [`SendFlags::compatible_with`]), or if the last full is
+/// `full_every_x_days` days or more older than the target (compared by the
+/// times in the names, so the result does not depend on when the export
+/// runs); otherwise incremental against that full.
 ///
 /// # Errors
 ///
-/// [`PlanError`] when there is nothing (valid) to export or no base for a
-/// forced incremental.
+/// [`PlanError`] when there is nothing (valid) to export, or no
+/// (compatible) base for a forced incremental.
 pub fn plan_export(
     snapshots: &[SnapshotInfo],
     target: Option<&str>,
     full_every_x_days: u32,
     force: Option<ExportKind>,
-    base_usable: &dyn Fn(&SnapshotInfo) -> bool,
+    send_flags: &SendFlags,
+    bases: &BaseFacts<'_>,
 ) -> Result<ExportPlan, PlanError> {
+    let base_usable = bases.usable;
     let target = match target {
         None => latest_own(snapshots).ok_or(PlanError::NoSnapshot)?,
         Some(name) => snapshots
@@ -116,7 +146,9 @@ pub fn plan_export(
         kind,
         base: base.map(|b| b.name.clone()),
         reason,
+        send_flags: send_flags.clone(),
     };
+    let mismatch = last_full.and_then(|full| flags_mismatch(full, send_flags, bases));
     match (force, last_full, unusable) {
         (Some(ExportKind::Full), _, _) => Ok(plan(
             ExportKind::Full,
@@ -125,6 +157,13 @@ pub fn plan_export(
         )),
         (Some(ExportKind::Incremental), None, _) => {
             Err(PlanError::NoFullBase(target.name.dataset().to_string()))
+        }
+        (Some(ExportKind::Incremental), Some(base), _) if mismatch.is_some() => {
+            Err(PlanError::IncompatibleBase {
+                base: base.name.snap().to_owned(),
+                base_flags: mismatch.unwrap_or_default(),
+                flags: send_flags.to_string(),
+            })
         }
         (Some(ExportKind::Incremental), Some(base), _) => Ok(plan(
             ExportKind::Incremental,
@@ -145,6 +184,17 @@ pub fn plan_export(
             format!(
                 "full export: the last full {} was never confirmed uploaded and its local export is gone, so nothing may be based on it",
                 newest.name.snap()
+            ),
+        )),
+        (None, Some(base), None) if mismatch.is_some() => Ok(plan(
+            ExportKind::Full,
+            None,
+            format!(
+                "full export: the last full {} was sent with flags {}, this config sends {}, \
+                 and an incremental is only received onto a full sent with the same flags",
+                base.name.snap(),
+                mismatch.unwrap_or_default(),
+                send_flags
             ),
         )),
         (None, Some(base), None) => {
@@ -174,6 +224,22 @@ pub fn plan_export(
     }
 }
 
+impl std::fmt::Debug for BaseFacts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BaseFacts").finish_non_exhaustive()
+    }
+}
+
+/// The flags `full` was sent with, in words, if an incremental sent with
+/// `flags` cannot be based on it.
+fn flags_mismatch(full: &SnapshotInfo, flags: &SendFlags, bases: &BaseFacts<'_>) -> Option<String> {
+    match (bases.flags)(full) {
+        Some(base_flags) if flags.compatible_with(&base_flags) => None,
+        Some(base_flags) => Some(base_flags.to_string()),
+        None => Some("unknown (its record cannot be read)".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -192,10 +258,32 @@ mod tests {
 
     use ExportKind::{Full, Incremental};
 
+    /// `plan_export` with no flags configured or recorded anywhere.
+    fn plan(
+        snapshots: &[SnapshotInfo],
+        target: Option<&str>,
+        days: u32,
+        force: Option<ExportKind>,
+        usable: &dyn Fn(&SnapshotInfo) -> bool,
+    ) -> Result<ExportPlan, PlanError> {
+        let bases = BaseFacts {
+            usable,
+            flags: &|_| Some(SendFlags::default()),
+        };
+        plan_export(
+            snapshots,
+            target,
+            days,
+            force,
+            &SendFlags::default(),
+            &bases,
+        )
+    }
+
     #[test]
     fn first_export_is_full() {
         let snaps = [snap("20240101000000", None)];
-        let p = plan_export(&snaps, None, 30, None, &|_| true).unwrap();
+        let p = plan(&snaps, None, 30, None, &|_| true).unwrap();
         assert_eq!(p.kind, Full);
         assert_eq!(p.base, None);
     }
@@ -207,7 +295,7 @@ mod tests {
             snap("20240102000000", Some(Incremental)),
             snap("20240103000000", None),
         ];
-        let p = plan_export(&snaps, None, 30, None, &|_| true).unwrap();
+        let p = plan(&snaps, None, 30, None, &|_| true).unwrap();
         assert_eq!(p.snapshot.snap(), "20240103000000");
         assert_eq!(p.kind, Incremental);
         assert_eq!(p.base.unwrap().snap(), "20240101000000");
@@ -219,12 +307,9 @@ mod tests {
             snap("20240101000000", Some(Full)),
             snap("20240205000000", None),
         ];
+        assert_eq!(plan(&snaps, None, 30, None, &|_| true).unwrap().kind, Full);
         assert_eq!(
-            plan_export(&snaps, None, 30, None, &|_| true).unwrap().kind,
-            Full
-        );
-        assert_eq!(
-            plan_export(&snaps, None, 36, None, &|_| true).unwrap().kind,
+            plan(&snaps, None, 36, None, &|_| true).unwrap().kind,
             Incremental
         );
         // Exactly full_every_x_days old: full.
@@ -232,10 +317,7 @@ mod tests {
             snap("20240101000000", Some(Full)),
             snap("20240131000000", None),
         ];
-        assert_eq!(
-            plan_export(&snaps, None, 30, None, &|_| true).unwrap().kind,
-            Full
-        );
+        assert_eq!(plan(&snaps, None, 30, None, &|_| true).unwrap().kind, Full);
     }
 
     #[test]
@@ -247,11 +329,11 @@ mod tests {
             manual,
             snap("autosnap_2024-02-01_00:00:00_daily", None),
         ];
-        let p = plan_export(&snaps, None, 30, None, &|_| true).unwrap();
+        let p = plan(&snaps, None, 30, None, &|_| true).unwrap();
         assert_eq!(p.snapshot.snap(), "20240101000000");
         assert_eq!(p.kind, Full, "a foreign snapshot marked full is no base");
         assert_eq!(
-            plan_export(&snaps, Some("zzz-manual"), 30, None, &|_| true).unwrap_err(),
+            plan(&snaps, Some("zzz-manual"), 30, None, &|_| true).unwrap_err(),
             PlanError::NotOwn("tank/data@zzz-manual".into())
         );
     }
@@ -263,7 +345,7 @@ mod tests {
             snap("20240102000000", None),
         ];
         let uploaded_or_local = |_: &SnapshotInfo| false;
-        let p = plan_export(&snaps, None, 30, None, &uploaded_or_local).unwrap();
+        let p = plan(&snaps, None, 30, None, &uploaded_or_local).unwrap();
         assert_eq!(p.kind, Full);
         assert!(
             p.reason.contains("never confirmed uploaded"),
@@ -278,12 +360,9 @@ mod tests {
             snap("20240102000000", None),
         ];
         let only_old = |s: &SnapshotInfo| s.name.snap() == "20231201000000";
-        assert_eq!(
-            plan_export(&snaps, None, 60, None, &only_old).unwrap().kind,
-            Full
-        );
+        assert_eq!(plan(&snaps, None, 60, None, &only_old).unwrap().kind, Full);
         assert!(matches!(
-            plan_export(&snaps, None, 60, Some(Incremental), &uploaded_or_local),
+            plan(&snaps, None, 60, Some(Incremental), &uploaded_or_local),
             Err(PlanError::NoFullBase(_))
         ));
     }
@@ -295,23 +374,21 @@ mod tests {
             snap("20240102000000", None),
         ];
         assert_eq!(
-            plan_export(&snaps, None, 30, Some(Full), &|_| true)
-                .unwrap()
-                .kind,
+            plan(&snaps, None, 30, Some(Full), &|_| true).unwrap().kind,
             Full
         );
         let snaps = [
             snap("20240101000000", Some(Full)),
             snap("20240301000000", None),
         ];
-        let p = plan_export(&snaps, None, 30, Some(Incremental), &|_| true).unwrap();
+        let p = plan(&snaps, None, 30, Some(Incremental), &|_| true).unwrap();
         assert_eq!(
             (p.kind, p.base.unwrap().snap().to_owned()),
             (Incremental, "20240101000000".to_owned())
         );
         let snaps = [snap("20240101000000", None)];
         assert!(matches!(
-            plan_export(&snaps, None, 30, Some(Incremental), &|_| true),
+            plan(&snaps, None, 30, Some(Incremental), &|_| true),
             Err(PlanError::NoFullBase(_))
         ));
     }
@@ -322,15 +399,118 @@ mod tests {
             snap("20240101000000", Some(Full)),
             snap("20240102000000", None),
         ];
-        let p = plan_export(&snaps, Some("20240101000000"), 30, None, &|_| true).unwrap();
+        let p = plan(&snaps, Some("20240101000000"), 30, None, &|_| true).unwrap();
         assert_eq!(p.kind, Full, "the base of a full is never itself");
         assert_eq!(
-            plan_export(&snaps, Some("20990101000000"), 30, None, &|_| true).unwrap_err(),
+            plan(&snaps, Some("20990101000000"), 30, None, &|_| true).unwrap_err(),
             PlanError::NoSuchSnapshot("20990101000000".into())
         );
         assert_eq!(
-            plan_export(&[], None, 30, None, &|_| true).unwrap_err(),
+            plan(&[], None, 30, None, &|_| true).unwrap_err(),
             PlanError::NoSnapshot
         );
+    }
+
+    /// `plan_export` with `flags` configured and each full's recorded
+    /// flags from `recorded` (by snap name; absent: none).
+    /// The full of 2024-01-01 was sent raw.
+    const RAW_FULL: &[(&str, Option<&[&str]>)] = &[("20240101000000", Some(&["raw"]))];
+
+    /// The full of 2024-01-01 and a snapshot `next` to export.
+    fn full_then(next: &str) -> [SnapshotInfo; 2] {
+        [snap("20240101000000", Some(Full)), snap(next, None)]
+    }
+
+    fn plan_with_flags(
+        snapshots: &[SnapshotInfo],
+        force: Option<ExportKind>,
+        flags: &[&str],
+        recorded: &[(&str, Option<&[&str]>)],
+    ) -> Result<ExportPlan, PlanError> {
+        let flags_of = |s: &SnapshotInfo| match recorded.iter().find(|(n, _)| *n == s.name.snap()) {
+            None => Some(SendFlags::default()),
+            Some((_, None)) => None,
+            Some((_, Some(names))) => Some(SendFlags::parse_names(names).unwrap()),
+        };
+        let bases = BaseFacts {
+            usable: &|_| true,
+            flags: &flags_of,
+        };
+        let flags = SendFlags::parse_names(flags).unwrap();
+        plan_export(snapshots, None, 30, force, &flags, &bases)
+    }
+
+    #[test]
+    fn a_flag_change_forces_a_full_and_says_why() {
+        let snaps = full_then("20240102000000");
+        // Same flags: incremental, and the plan carries the flags.
+        let p = plan_with_flags(&snaps, None, &["raw"], RAW_FULL).unwrap();
+        assert_eq!(p.kind, Incremental);
+        assert_eq!(p.send_flags.args(), ["-w"]);
+        // Flags added since the full (which has no record: none).
+        let p = plan_with_flags(&snaps, None, &["compressed", "raw"], &[]).unwrap();
+        assert_eq!(p.kind, Full);
+        assert!(
+            p.reason.contains(
+                "the last full 20240101000000 was sent with flags none, this config sends -w -c"
+            ),
+            "{}",
+            p.reason
+        );
+        // Flags removed since the full.
+        let p = plan_with_flags(&snaps, None, &[], RAW_FULL).unwrap();
+        assert_eq!(p.kind, Full);
+        assert!(
+            p.reason
+                .contains("sent with flags -w, this config sends none"),
+            "{}",
+            p.reason
+        );
+        // A subset is a change too.
+        let p = plan_with_flags(
+            &snaps,
+            None,
+            &["raw"],
+            &[("20240101000000", Some(&["raw", "large_blocks"]))],
+        )
+        .unwrap();
+        assert_eq!(p.kind, Full);
+        // An unreadable record matches nothing.
+        let p = plan_with_flags(&snaps, None, &[], &[("20240101000000", None)]).unwrap();
+        assert_eq!(p.kind, Full);
+        assert!(p.reason.contains("unknown"), "{}", p.reason);
+    }
+
+    #[test]
+    fn a_forced_incremental_onto_a_full_of_other_flags_is_refused() {
+        let snaps = full_then("20240102000000");
+        let err = plan_with_flags(&snaps, Some(Incremental), &["raw"], &[]).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::IncompatibleBase {
+                base: "20240101000000".into(),
+                base_flags: "none".into(),
+                flags: "-w".into(),
+            }
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("--full"), "{msg}");
+        // Same flags: forced incremental as before; --full is always fine.
+        let p = plan_with_flags(&snaps, Some(Incremental), &["raw"], RAW_FULL).unwrap();
+        assert_eq!(p.kind, Incremental);
+        assert_eq!(
+            plan_with_flags(&snaps, Some(Full), &["raw"], &[])
+                .unwrap()
+                .kind,
+            Full
+        );
+    }
+
+    #[test]
+    fn an_old_enough_full_is_replaced_whatever_its_flags() {
+        let snaps = full_then("20240301000000");
+        let p = plan_with_flags(&snaps, None, &["raw"], RAW_FULL).unwrap();
+        assert_eq!(p.kind, Full);
+        assert!(p.reason.contains("days old"), "{}", p.reason);
     }
 }

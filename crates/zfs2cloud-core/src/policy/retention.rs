@@ -294,6 +294,7 @@ mod tests {
                 split_size: 0,
                 total_size: 0,
                 chunks: vec![],
+                send_flags: crate::model::SendFlags::default(),
             },
         }
     }

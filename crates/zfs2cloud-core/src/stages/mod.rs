@@ -12,7 +12,9 @@
 mod error;
 mod gpg;
 mod mount;
+mod plain;
 mod rclone;
+mod send_usage;
 mod stream;
 mod zfs;
 mod zstd;
@@ -20,7 +22,9 @@ mod zstd;
 pub use error::*;
 pub use gpg::*;
 pub use mount::*;
+pub use plain::*;
 pub use rclone::*;
+pub use send_usage::*;
 pub use stream::*;
 pub use zfs::*;
 pub use zstd::*;
@@ -122,6 +126,22 @@ pub trait Snapshotter {
     /// [`ZfsError`]s if `zfs` fails.
     fn guid(&self, dataset: &DatasetName) -> Result<Option<String>, ZfsError> {
         let _ = dataset;
+        Ok(None)
+    }
+
+    /// The value of the user property `property` (`zfs2cloud:…`) of
+    /// `snapshot`, `None` where it is not set. The default knows none.
+    ///
+    /// # Errors
+    ///
+    /// [`ZfsError::NotFound`] if the snapshot does not exist, other
+    /// [`ZfsError`]s if `zfs` fails.
+    fn property(
+        &self,
+        snapshot: &SnapshotName,
+        property: &str,
+    ) -> Result<Option<String>, ZfsError> {
+        let _ = (snapshot, property);
         Ok(None)
     }
 }

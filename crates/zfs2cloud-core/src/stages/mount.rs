@@ -69,6 +69,15 @@ pub enum MountError {
         /// The line that is not `name<TAB>value`.
         line: String,
     },
+    /// The dataset is a volume: it has blocks, not files.
+    #[error(
+        "{dataset} is a volume; file mode copies files and needs a file system — use \
+         mode = \"intermediate\""
+    )]
+    Volume {
+        /// The dataset.
+        dataset: String,
+    },
 }
 
 /// Mount points in `/proc/mounts` text, unescaped (`\040` is a space).
@@ -115,6 +124,23 @@ impl Mounter {
 
     fn zfs(&self) -> CommandLine {
         self.zfs.cmd()
+    }
+
+    /// Refuses a volume, whose snapshots have no files to expose. Runs
+    /// even in a dry run (it changes nothing).
+    ///
+    /// # Errors
+    ///
+    /// [`MountError::Volume`] for a volume; [`MountError::Process`] if
+    /// `zfs get` fails.
+    pub fn require_file_system(&self, dataset: &DatasetName) -> Result<(), MountError> {
+        let props = self.zfs.mount_properties(dataset)?;
+        if props.kind == "volume" {
+            return Err(MountError::Volume {
+                dataset: dataset.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Exposes `snapshot` read-only at `<basedir>/<snap>-full/`, with

@@ -108,6 +108,18 @@ impl<E: 'static> Started<E> {
         }
     }
 
+    /// A stage that leaves `stream` as it is: the next stage reads it
+    /// directly (a pipe stays a pipe). Stopping it does nothing, and
+    /// waiting for it succeeds.
+    pub fn passing(description: impl Into<String>, stream: ByteStream) -> Self {
+        Self {
+            stage: Box::new(Passive {
+                description: description.into(),
+            }),
+            output: stream,
+        }
+    }
+
     /// The same stage with its error converted by `convert`, so that the
     /// stages of a pipeline can share one error type.
     #[must_use]

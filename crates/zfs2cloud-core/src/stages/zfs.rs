@@ -11,7 +11,9 @@
 use std::path::PathBuf;
 
 use super::error::{classify_stderr, KnownZfsFailure, ZfsError};
+use super::send_usage::{parse_send_usage, SendUsage};
 use crate::model::ExportKind;
+use crate::model::SendFlags;
 use crate::model::{parse_guid, DatasetName, SnapshotName};
 use crate::model::{relative_to, DatasetType, TreeEntry, SKIP_PROPERTY};
 use crate::model::{SnapshotInfo, PROP_KIND};
@@ -183,13 +185,28 @@ pub fn parse_mount_properties(text: &str) -> MountProperties {
 pub struct ZfsCli {
     runner: Runner,
     zfs: PathBuf,
+    send_flags: SendFlags,
 }
 
 impl ZfsCli {
     /// Uses the `zfs` binary at `zfs` (see [`crate::config::ToolPaths`]).
     #[must_use]
     pub fn new(runner: Runner, zfs: PathBuf) -> Self {
-        Self { runner, zfs }
+        Self {
+            runner,
+            zfs,
+            send_flags: SendFlags::default(),
+        }
+    }
+
+    /// The same, sending with `flags` (`zfs send -w -c …`; the config's
+    /// `send_flags`).
+    #[must_use]
+    pub fn with_send_flags(self, flags: SendFlags) -> Self {
+        Self {
+            send_flags: flags,
+            ..self
+        }
     }
 
     /// `zfs`, for the subcommands other stages of the crate run (the
@@ -199,6 +216,23 @@ impl ZfsCli {
     /// translated one would not match.
     pub(crate) fn cmd(&self) -> CommandLine {
         CommandLine::new(&self.zfs).env("LC_ALL", "C")
+    }
+
+    /// The send options of this zfs, from `zfs send`'s usage (printed on
+    /// stderr when it is run without arguments). Runs even in a dry run:
+    /// it changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// A message when zfs cannot be run or prints no usage for `send`.
+    pub fn send_usage(&self) -> Result<SendUsage, String> {
+        let cmd = self.cmd().arg("send");
+        let text = match self.runner.query(&cmd) {
+            Ok(out) => out.stdout_lossy(),
+            Err(e) if e.status().is_some() => e.stderr().to_owned(),
+            Err(e) => return Err(crate::util::error_chain(&e)),
+        };
+        parse_send_usage(&text).ok_or_else(|| format!("`{cmd}` printed no usage for send"))
     }
 
     /// `zfs recv -u [-F] <target>`, for restore to run as a pipeline
@@ -353,8 +387,10 @@ impl ZfsCli {
         }
     }
 
+    /// `zfs send [flags] [-i base] snapshot`: the flags go before `-i`, as
+    /// zfs's usage writes them.
     fn send_command(&self, snapshot: &SnapshotName, base: Option<&SnapshotName>) -> CommandLine {
-        let mut cmd = self.cmd().arg("send");
+        let mut cmd = self.cmd().arg("send").args(self.send_flags.args());
         if let Some(base) = base {
             cmd = cmd.arg("-i").arg(base.to_string());
         }
@@ -482,6 +518,26 @@ impl Snapshotter for ZfsCli {
             .query(&cmd)
             .map_err(|e| map_error(dataset.as_str(), None, e))?;
         Ok(parse_guid(&out.stdout_lossy()))
+    }
+
+    /// `zfs get -H -o value <property> <snapshot>`; zfs prints `-` for a
+    /// user property that is not set.
+    fn property(
+        &self,
+        snapshot: &SnapshotName,
+        property: &str,
+    ) -> Result<Option<String>, ZfsError> {
+        let name = snapshot.to_string();
+        let cmd = self
+            .cmd()
+            .args(["get", "-H", "-o", "value", property])
+            .arg(&name);
+        let out = self
+            .runner
+            .query(&cmd)
+            .map_err(|e| map_error(&name, None, e))?;
+        let value = out.stdout_lossy().trim_end_matches('\n').to_owned();
+        Ok((value != "-").then_some(value))
     }
 }
 
@@ -623,6 +679,34 @@ zt1/data@20240103000000\t2\tfull\t-\t-\n";
         for (stderr, expected) in cases {
             assert_eq!(classify_stderr(stderr), expected, "{stderr}");
         }
+    }
+
+    #[test]
+    fn send_flags_go_before_the_incremental_base() {
+        use crate::model::SendFlag;
+        let snap = SnapshotName::parse("zt1/data@20240102000000").unwrap();
+        let base = SnapshotName::parse("zt1/data@20240101000000").unwrap();
+        let plain = ZfsCli::new(Runner::new(), "zfs".into());
+        assert_eq!(
+            plain.describe(&snap, Some(&base)),
+            "zfs send -i zt1/data@20240101000000 zt1/data@20240102000000",
+            "no flags: today's command line"
+        );
+        let flagged = plain.with_send_flags(SendFlags::new([
+            SendFlag::Properties,
+            SendFlag::Raw,
+            SendFlag::Embedded,
+            SendFlag::LargeBlocks,
+            SendFlag::Compressed,
+        ]));
+        assert_eq!(
+            flagged.describe(&snap, Some(&base)),
+            "zfs send -w -c -L -e -p -i zt1/data@20240101000000 zt1/data@20240102000000"
+        );
+        assert_eq!(
+            flagged.describe(&snap, None),
+            "zfs send -w -c -L -e -p zt1/data@20240102000000"
+        );
     }
 
     #[test]

@@ -1765,6 +1765,10 @@ fn cmd_recv(ctx: &Ctx, args: &[String]) -> i32 {
         if !state.datasets.contains_key(ds) {
             state.ensure_dataset(ds);
             if let Some(d) = state.datasets.get_mut(ds) {
+                // A volume's stream makes a volume, as zfs recv does.
+                if let Some(volsize) = &header.volsize {
+                    d.properties.insert("volsize".to_owned(), volsize.clone());
+                }
                 d.mounted = !opts.has('u') && d.mountable();
             }
         }

@@ -194,6 +194,9 @@ impl Backup<'_> {
         on_step: &mut dyn FnMut(&StepReport),
     ) -> Result<Vec<StepReport>, BackupFailure> {
         let mut state = RunState::default();
+        if let Err(e) = self.refuse_volume_in_file_mode() {
+            return Err(self.fail(state, Step::MountSnapshot.to_string(), e));
+        }
         let mut reports = Vec::new();
         for step in &self.config.steps {
             let name = step.to_string();
@@ -275,6 +278,23 @@ impl Backup<'_> {
             }
         }
         Ok(reports)
+    }
+
+    /// File mode of a volume fails in `mount-snapshot`; say so before the
+    /// sequence takes a snapshot (and stops the application for it). If
+    /// zfs cannot tell, the steps find out for themselves.
+    fn refuse_volume_in_file_mode(&self) -> Result<(), StepError> {
+        if self.config.mode != Mode::File {
+            return Ok(());
+        }
+        match self.mounter.require_file_system(&self.config.dataset) {
+            Err(e @ MountError::Volume { .. }) => Err(e.into()),
+            Err(e) => {
+                log::debug!("cannot tell whether the dataset is a volume: {e}");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
     }
 
     /// Runs one step on its own, as the standalone commands do: no hooks
@@ -494,7 +514,17 @@ impl Backup<'_> {
                 // The dry run took no snapshot, so there is nothing to plan
                 // from; say what would happen instead.
                 self.runner.skip_in_dry_run(&format!(
-                    "export {snap}: zfs send [-i <last full>] {snap} | gpg ... | split into {}",
+                    "export {snap}: zfs send {}[-i <last full>] {snap} | {} | split into {}",
+                    self.config
+                        .send_flags
+                        .args()
+                        .iter()
+                        .map(|a| format!("{a} "))
+                        .collect::<String>(),
+                    match self.config.encryption {
+                        crate::model::Encryption::Gpg => "gpg ...",
+                        crate::model::Encryption::None => "(no encryption)",
+                    },
                     self.config.intermediate_basedir.display()
                 ));
                 return Ok("dry run".into());

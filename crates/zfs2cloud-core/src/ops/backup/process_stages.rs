@@ -4,9 +4,11 @@
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::model::{Mode, Passphrase, PassphraseError};
+use crate::model::{Encryption, Mode, Passphrase, PassphraseError};
 use crate::process::Runner;
-use crate::stages::{Encryptor, GpgEncryptor, Mounter, RcloneOptions, RcloneUploader, ZfsCli};
+use crate::stages::{
+    Encryptor, GpgEncryptor, Mounter, NoEncryption, RcloneOptions, RcloneUploader, ZfsCli,
+};
 use crate::util::Progress;
 
 use super::Backup;
@@ -35,8 +37,8 @@ impl ProcessStages {
     /// [`PassphraseError`] if intermediate mode's passphrase file cannot be
     /// read.
     pub fn new(config: &Config, runner: &Runner) -> Result<Self, PassphraseError> {
-        let gpg = match (config.mode, &config.passphrase_file) {
-            (Mode::Intermediate, Some(file)) => Some(GpgEncryptor::new(
+        let gpg = match (config.mode, config.encryption, &config.passphrase_file) {
+            (Mode::Intermediate, Encryption::Gpg, Some(file)) => Some(GpgEncryptor::new(
                 runner.clone(),
                 config.tools.gpg.clone(),
                 Passphrase::from_file(file)?,
@@ -49,7 +51,8 @@ impl ProcessStages {
             RcloneOptions::from(config),
         );
         Ok(Self {
-            zfs: ZfsCli::new(runner.clone(), config.tools.zfs.clone()),
+            zfs: ZfsCli::new(runner.clone(), config.tools.zfs.clone())
+                .with_send_flags(config.send_flags.clone()),
             gpg,
             stream_rclone: rclone.sharing_bwlimit(config.upload_concurrency),
             rclone,
@@ -72,12 +75,25 @@ impl ProcessStages {
             snapshotter: &self.zfs,
             pruner: &self.zfs,
             exporter: &self.zfs,
-            encryptor: self.gpg.as_ref().map(|g| g as &dyn Encryptor),
+            encryptor: self.encryptor(config),
             uploader: &self.rclone,
             stream_uploader: &self.stream_rclone,
             mounter: &self.mounter,
             now,
             progress,
+        }
+    }
+}
+
+impl ProcessStages {
+    /// The export's encryptor: gpg, or the pass-through of
+    /// `encryption = "none"`; `None` in file mode, or without gpg.
+    #[must_use]
+    pub fn encryptor(&self, config: &Config) -> Option<&dyn Encryptor> {
+        match (config.mode, config.encryption) {
+            (Mode::File, _) => None,
+            (Mode::Intermediate, Encryption::None) => Some(&NoEncryption),
+            (Mode::Intermediate, Encryption::Gpg) => self.gpg.as_ref().map(|g| g as &dyn Encryptor),
         }
     }
 }

@@ -111,6 +111,8 @@ impl Backup<'_> {
                 created_at: self.now,
                 cancel: self.runner.cancel_token().clone(),
                 compression: config.compression_settings(),
+                send_flags: config.send_flags.clone(),
+                encryption: config.encryption,
             },
         };
         let stream = StreamUpload::from_config(config, self.stream_uploader, self.now);
@@ -205,11 +207,13 @@ impl Backup<'_> {
     ///
     /// # Errors
     ///
-    /// [`StepError`] if there is no snapshot or no strategy works.
+    /// [`StepError`] if the dataset is a volume, there is no snapshot or no
+    /// strategy works.
     pub fn mount_snapshot(
         &self,
         snapshot: Option<&SnapshotName>,
     ) -> Result<SnapshotMount, StepError> {
+        self.mounter.require_file_system(&self.config.dataset)?;
         let basedir = &self.config.intermediate_basedir;
         let cleaned = self
             .mounter
@@ -229,7 +233,8 @@ impl Backup<'_> {
     ///
     /// # Errors
     ///
-    /// [`StepError`] if nothing is mounted, the remote directory holds
+    /// [`StepError`] if the dataset is a volume, nothing is mounted, the
+    /// remote directory holds
     /// what the sync would delete and is not the dataset's
     /// ([`UploadStepError::NotOwner`]), or the sync fails for good.
     pub fn upload_snapshot_files(
@@ -237,6 +242,7 @@ impl Backup<'_> {
         mount: Option<&SnapshotMount>,
         snapshot: Option<&SnapshotName>,
     ) -> Result<SnapshotMount, StepError> {
+        self.mounter.require_file_system(&self.config.dataset)?;
         let mount = match mount {
             Some(m) => m.clone(),
             None => self.find_mount(snapshot)?,

@@ -41,10 +41,12 @@ use crate::model::remote_join;
 use crate::model::DatasetName;
 use crate::model::ExportKind;
 use crate::model::SnapshotName;
+use crate::model::PROP_SEND_FLAGS;
 use crate::model::{upload_record, SnapshotInfo, HOLD_TAG, PROP_BASE, PROP_KIND, PROP_UPLOADED};
 use crate::model::{CompressionSettings, ExportLayout, LocalExport, Manifest};
+use crate::model::{Encryption, SendFlags};
 use crate::ops::upload::{claim_remote, upload_export, RemoteClaim, UploadStepError};
-use crate::policy::{plan_export, ExportPlan, PlanError};
+use crate::policy::{plan_export, BaseFacts, ExportPlan, PlanError};
 use crate::process::{CancelToken, Runner};
 use crate::stages::{compressor_for, GpgError, ZfsError};
 use crate::stages::{Encryptor, Exporter, Snapshotter};
@@ -122,6 +124,13 @@ pub struct ExportSettings {
     pub cancel: CancelToken,
     /// Compression before encryption.
     pub compression: CompressionSettings,
+    /// The flags the exporter sends with (the config's, as given to
+    /// [`ZfsCli::with_send_flags`](crate::stages::ZfsCli::with_send_flags)):
+    /// recorded in the manifest and on the snapshot, and an incremental is
+    /// only based on a full sent with the same.
+    pub send_flags: SendFlags,
+    /// How the encryptor encrypts, for the manifest.
+    pub encryption: Encryption,
 }
 
 /// A finished export.
@@ -201,7 +210,7 @@ pub fn export_step(
     progress: &dyn Progress,
 ) -> Result<ExportStepOutcome, ExportError> {
     let snapshots = snapshotter.list(dataset).map_err(ExportError::List)?;
-    let plan = plan_step(layout, &snapshots, request)?;
+    let plan = plan_step(snapshotter, layout, &snapshots, request)?;
     if let Some((dir, kind)) = layout.find_complete(&plan.snapshot) {
         record_found_export(snapshotter, &snapshots, &plan, &dir, kind, dataset)?;
         return Ok(ExportStepOutcome::AlreadyExported {
@@ -266,6 +275,7 @@ pub fn export_step(
 
 /// What to export, from the snapshots and the request.
 fn plan_step(
+    snapshotter: &dyn Snapshotter,
     layout: &ExportLayout,
     snapshots: &[SnapshotInfo],
     request: &ExportRequest,
@@ -276,13 +286,64 @@ fn plan_step(
     let base_usable = |s: &SnapshotInfo| {
         s.uploaded_to(&request.remote) || layout.find_complete(&s.name).is_some()
     };
+    let flags = fulls_flags(snapshotter, layout, snapshots, &base_usable)?;
+    let flags_of = |s: &SnapshotInfo| {
+        flags
+            .iter()
+            .find(|(name, _)| *name == s.name)
+            .and_then(|(_, f)| f.clone())
+    };
+    let bases = BaseFacts {
+        usable: &base_usable,
+        flags: &flags_of,
+    };
     Ok(plan_export(
         snapshots,
         request.target.as_deref(),
         request.full_every_x_days,
         request.force,
-        &base_usable,
+        &request.settings.send_flags,
+        &bases,
     )?)
+}
+
+/// The send flags of every own full that could be a base: from the
+/// [`PROP_SEND_FLAGS`] property, else from its local manifest, else none
+/// (exports from before send flags). `None`: a record that cannot be read.
+fn fulls_flags(
+    snapshotter: &dyn Snapshotter,
+    layout: &ExportLayout,
+    snapshots: &[SnapshotInfo],
+    usable: &dyn Fn(&SnapshotInfo) -> bool,
+) -> Result<Vec<(SnapshotName, Option<SendFlags>)>, ExportError> {
+    let candidates = snapshots
+        .iter()
+        .filter(|s| s.kind == Some(ExportKind::Full) && s.own_time().is_some() && usable(s));
+    let mut out = Vec::new();
+    for full in candidates {
+        let recorded = snapshotter
+            .property(&full.name, PROP_SEND_FLAGS)
+            .map_err(ExportError::List)?;
+        let flags = match recorded {
+            Some(text) => SendFlags::from_property(&text)
+                .inspect_err(|e| log::warn!("{}: {PROP_SEND_FLAGS}: {e}", full.name))
+                .ok(),
+            None => Some(local_manifest_flags(layout, &full.name)),
+        };
+        out.push((full.name.clone(), flags));
+    }
+    Ok(out)
+}
+
+/// The flags in the local manifest of `snapshot`'s complete export; none
+/// without one (its export predates send flags, or is pruned, and was
+/// then recorded on the snapshot).
+fn local_manifest_flags(layout: &ExportLayout, snapshot: &SnapshotName) -> SendFlags {
+    layout
+        .find_complete(snapshot)
+        .and_then(|(dir, _)| crate::model::read_manifest(&dir).ok())
+        .map(|m| m.send_flags)
+        .unwrap_or_default()
 }
 
 /// A run that died between the rename and recording it left the export in
@@ -312,6 +373,7 @@ fn record_found_export(
             .as_deref()
             .and_then(|b| SnapshotName::new(dataset.clone(), b).ok()),
         reason: "recording an export found complete on disk".into(),
+        send_flags: manifest.send_flags,
     };
     log::warn!(
         "{}: recording the complete export found at {}",
@@ -446,6 +508,9 @@ fn finish_streamed(
 /// Records a finished export in the pool, where it survives the loss of
 /// `intermediate_basedir`:
 ///
+/// * [`PROP_SEND_FLAGS`] on a full sent with flags (before [`PROP_KIND`],
+///   so that a full is never recorded without its flags; a full without
+///   flags has none, and a re-export drops an old value);
 /// * [`PROP_KIND`] (and [`PROP_BASE`] for an incremental) on the snapshot;
 /// * for a full: a [`HOLD_TAG`] hold on it, so nothing (not even a manual
 ///   `zfs destroy`) removes the base while incrementals depend on it, and
@@ -468,6 +533,7 @@ pub fn record_export(
     if target.is_some_and(|s| s.uploaded.is_some()) {
         snapshotter.clear_property(&plan.snapshot, PROP_UPLOADED)?;
     }
+    record_send_flags(snapshotter, target, plan)?;
     snapshotter.set_property(&plan.snapshot, PROP_KIND, plan.kind.as_str())?;
     if let Some(base) = &plan.base {
         snapshotter.set_property(&plan.snapshot, PROP_BASE, base.snap())?;
@@ -504,6 +570,31 @@ pub fn record_export(
             Err(ZfsError::NoSuchTag { .. }) => {}
             Err(e) => return Err(e),
         }
+    }
+    Ok(())
+}
+
+/// Records a full's send flags ([`PROP_SEND_FLAGS`]); only fulls are
+/// bases, so only theirs are asked. Without flags, nothing is set (no
+/// record means none), but a snapshot exported before may carry a value,
+/// which goes.
+fn record_send_flags(
+    snapshotter: &dyn Snapshotter,
+    target: Option<&SnapshotInfo>,
+    plan: &ExportPlan,
+) -> Result<(), ZfsError> {
+    if plan.kind != ExportKind::Full {
+        return Ok(());
+    }
+    if !plan.send_flags.is_empty() {
+        return snapshotter.set_property(
+            &plan.snapshot,
+            PROP_SEND_FLAGS,
+            &plan.send_flags.to_property(),
+        );
+    }
+    if target.is_some_and(|s| s.kind.is_some()) {
+        snapshotter.clear_property(&plan.snapshot, PROP_SEND_FLAGS)?;
     }
     Ok(())
 }
@@ -574,6 +665,7 @@ mod tests {
             kind: ExportKind::Full,
             base: None,
             reason: String::new(),
+            send_flags: SendFlags::default(),
         };
         let snaps = [
             info("20231201000000", Some(ExportKind::Full), 0),
@@ -611,6 +703,7 @@ mod tests {
             kind: ExportKind::Full,
             base: None,
             reason: String::new(),
+            send_flags: SendFlags::default(),
         };
         let mut target = info("20240103000000", Some(ExportKind::Incremental), 0);
         target.uploaded = Some("2024-01-03T00:00:00Z 20240103000000 r:x".into());
@@ -618,6 +711,12 @@ mod tests {
         let mut seq = Sequence::new();
         mock.expect_clear_property()
             .with(eq(sn("20240103000000")), eq(PROP_UPLOADED))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(()));
+        // Re-exported as a full without flags: an old flags record goes.
+        mock.expect_clear_property()
+            .with(eq(sn("20240103000000")), eq(PROP_SEND_FLAGS))
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _| Ok(()));
@@ -631,12 +730,38 @@ mod tests {
     }
 
     #[test]
+    fn recording_a_full_with_flags_records_them_before_its_kind() {
+        let plan = ExportPlan {
+            snapshot: sn("20240103000000"),
+            kind: ExportKind::Full,
+            base: None,
+            reason: String::new(),
+            send_flags: SendFlags::parse_names(&["compressed", "raw"]).unwrap(),
+        };
+        let mut mock = MockSnapshotter::new();
+        let mut seq = Sequence::new();
+        mock.expect_set_property()
+            .with(eq(sn("20240103000000")), eq(PROP_SEND_FLAGS), eq("-w -c"))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(()));
+        mock.expect_set_property()
+            .with(eq(sn("20240103000000")), eq(PROP_KIND), eq("full"))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(()));
+        mock.expect_hold().times(1).returning(|_, _| Ok(()));
+        record_export(&mock, &[], &plan).unwrap();
+    }
+
+    #[test]
     fn recording_an_incremental_sets_kind_and_base_and_touches_no_hold() {
         let plan = ExportPlan {
             snapshot: sn("20240103000000"),
             kind: ExportKind::Incremental,
             base: Some(sn("20240101000000")),
             reason: String::new(),
+            send_flags: SendFlags::default(),
         };
         let mut mock = MockSnapshotter::new();
         mock.expect_set_property()

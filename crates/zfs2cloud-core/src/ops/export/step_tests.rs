@@ -167,6 +167,8 @@ fn request(compression: Compression, cancel: CancelToken) -> ExportRequest {
                 compression,
                 level: 3,
             },
+            send_flags: SendFlags::default(),
+            encryption: Encryption::Gpg,
         },
     }
 }

@@ -121,11 +121,12 @@ fn write_manifest(
         created_at: settings
             .created_at
             .to_rfc3339_opts(SecondsFormat::Secs, true),
-        encryption: "gpg-symmetric-aes256".into(),
+        encryption: settings.encryption.manifest_name().into(),
         compression: settings.compression.compression.as_str().into(),
         split_size: settings.split_size,
         total_size: chunks.iter().map(|c| c.size).sum(),
         chunks,
+        send_flags: settings.send_flags.clone(),
     };
     let write_file = |name: &str, bytes: &[u8]| {
         let path: PathBuf = dir.join(name);

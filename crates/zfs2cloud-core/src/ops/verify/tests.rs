@@ -189,7 +189,7 @@ fn deep_without_download(
     };
     verify_deep(
         &MockUploader::new(),
-        &gpg,
+        Some(&gpg),
         &runner,
         backups,
         only,
