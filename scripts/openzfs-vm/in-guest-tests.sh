@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs inside the OpenZFS guest (started by scripts/openzfs-vm/test):
-#   in-guest-tests.sh REPO FAKE_BIN_DIR SKIP TEST_PROGRAM...
-# SKIP is a space-separated list of test names not to run.
+#   in-guest-tests.sh REPO FAKE_BIN_DIR SKIP ONLY TEST_PROGRAM...
+# SKIP is a space-separated list of test names not to run; ONLY, if not
+# empty, a space-separated list of the only test names to run.
 # The share (/host) is this checkout; it is mounted again at REPO, its path
 # on the host, so the paths compiled into the test programs resolve. Every
 # program runs, even after a failure; the exit status is 1 if any failed.
@@ -10,7 +11,8 @@ set -uo pipefail
 repo=$1
 fake_bins=$2
 skip=$3
-shift 3
+only=$4
+shift 4
 
 mkdir -p "$repo"
 mount --bind /host "$repo" || { echo "cannot mount the share at $repo" >&2; exit 1; }
@@ -42,6 +44,9 @@ for exe in "$@"; do
     for name in "${names[@]}"; do
         if [[ " $skip " == *" $name "* ]]; then
             summary+=("skipped       $program::$name")
+            continue
+        fi
+        if [ -n "$only" ] && [[ " $only " != *" $name "* ]]; then
             continue
         fi
         start=$SECONDS

@@ -51,12 +51,17 @@ fn file_mode(ds: &str, rclone: &RcloneConfig, root: &Path, strategy: &str) -> Se
 /// 1 MiB chunks: under emulation each rclone process costs about a
 /// second, and the default 64 KiB chunks of the other tests mean dozens.
 fn intermediate(ds: &str, rclone: &RcloneConfig, root: &Path) -> Setup {
+    intermediate_with(ds, rclone, root, "")
+}
+
+/// [`intermediate`] with `extra` TOML appended.
+fn intermediate_with(ds: &str, rclone: &RcloneConfig, root: &Path, extra: &str) -> Setup {
     Setup::with_split(
         ds,
         &format!("cloud:{}", root.display()),
         "1M",
         &format!(
-            "rclone_config = {:?}\n",
+            "rclone_config = {:?}\n{extra}",
             rclone.path().display().to_string()
         ),
     )
@@ -266,7 +271,7 @@ fn write_device(device: &Path, offset: u64, len: usize, seed: u64) {
 
 #[test]
 #[ignore = "needs real OpenZFS: scripts/openzfs-vm/test runs it"]
-fn a_volume_is_backed_up_and_restored_byte_identical_without_a_mount() {
+fn a_volume_is_backed_up_with_send_flags_and_restored_byte_identical_without_a_mount() {
     let zfs = openzfs_session(&["gpg", "rclone"]);
     let pool = zfs.pool("vol");
     let vol = pool.dataset("disk-101");
@@ -274,8 +279,32 @@ fn a_volume_is_backed_up_and_restored_byte_identical_without_a_mount() {
     let device = zvol_device(&vol);
     write_device(&device, 0, 4 << 20, 1);
     let (rclone, root) = local_remote();
-    let setup = intermediate(&vol, &rclone, &root.join("disk-101"));
+    // File mode refuses a volume, before it takes a snapshot.
+    let files = file_mode(&vol, &rclone, &root.join("files"), "auto");
+    let out = run_fail(files.cmd(DAY1).arg("backup"));
+    assert!(
+        text(&out).contains("is a volume; file mode copies files and needs a file system"),
+        "{}",
+        text(&out)
+    );
+    let snapshots = run_ok(Command::new("zfs").args(["list", "-H", "-t", "snapshot", "-r", &vol]));
+    assert!(snapshots.stdout.is_empty(), "file mode took a snapshot");
+    let setup = intermediate_with(
+        &vol,
+        &rclone,
+        &root.join("disk-101"),
+        "send_flags = [\"compressed\", \"large_blocks\", \"embedded\"]\n",
+    );
     run_ok(setup.cmd(DAY1).arg("backup"));
+    let full = root.join("disk-101/20240101000000-full");
+    assert_eq!(
+        common::manifest(&full)["send_flags"],
+        serde_json::json!(["compressed", "large_blocks", "embedded"])
+    );
+    assert_eq!(
+        zfs_get("zfs2cloud:send_flags", &format!("{vol}@20240101000000")),
+        "-c -L -e"
+    );
     write_device(&device, 8 << 20, 1 << 20, 2);
     run_ok(setup.cmd(DAY2).arg("backup"));
     let expected = device_sha256(&device);
@@ -360,4 +389,95 @@ fn a_natively_encrypted_dataset_restores_and_force_over_an_encrypted_target_is_r
             .args(["release", "zfs2cloud", &format!("{ds}@{snap}")])
             .output();
     }
+}
+
+/// Releases zfs2cloud's holds on `ds`'s snapshots of day 1 and day 2, so
+/// the pool can be destroyed.
+fn release_days(ds: &str) {
+    for snap in ["20240101000000", "20240102000000"] {
+        let _ = Command::new("zfs")
+            .args(["release", "zfs2cloud", &format!("{ds}@{snap}")])
+            .output();
+    }
+}
+
+#[test]
+#[ignore = "needs real OpenZFS: scripts/openzfs-vm/test runs it"]
+fn a_raw_backup_restores_encrypted_with_its_key_unloaded_until_load_key() {
+    let zfs = openzfs_session(&["rclone"]);
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("key");
+    let pool = encrypted_pool(&zfs, &key);
+    let (ds, dir) = dataset_with_files(&pool, "secret");
+    let (rclone, root) = local_remote();
+    let setup = intermediate_with(
+        &ds,
+        &rclone,
+        &root.join("secret"),
+        "send_flags = [\"raw\"]\nencryption = \"none\"\n",
+    );
+    // OpenZFS lists every send flag: check-config warns about none.
+    let all = intermediate_with(
+        &ds,
+        &rclone,
+        &root.join("unused"),
+        "send_flags = [\"raw\", \"compressed\", \"large_blocks\", \"embedded\", \"properties\"]\n",
+    );
+    let out = run_ok(all.cmd(DAY1).arg("check-config"));
+    assert!(!text(&out).contains("warning"), "{}", text(&out));
+    // gpg is never run: the stream is encrypted by ZFS.
+    run_ok(
+        setup
+            .cmd(DAY1)
+            .env("ZFS2CLOUD_GPG", "/nonexistent/gpg")
+            .arg("backup"),
+    );
+    std::fs::write(dir.join("notes.txt"), b"changed\n").unwrap();
+    run_ok(
+        setup
+            .cmd(DAY2)
+            .env("ZFS2CLOUD_GPG", "/nonexistent/gpg")
+            .arg("backup"),
+    );
+    let expected = tree_digest(&dir);
+    let full = root.join("secret/20240101000000-full");
+    assert_eq!(common::manifest(&full)["encryption"], "none");
+    assert_eq!(
+        common::manifest(&full)["send_flags"],
+        serde_json::json!(["raw"])
+    );
+    // The chunks hold no plaintext: the file's text is not in them.
+    let stream: Vec<u8> = common::sorted_chunks(&full)
+        .into_iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert!(
+        !stream.windows(5).any(|w| w == b"sunny"),
+        "plaintext in a raw stream"
+    );
+
+    let target = pool.dataset("restored");
+    let out = run_ok(
+        setup
+            .cmd(DAY2)
+            .env("ZFS2CLOUD_GPG", "/nonexistent/gpg")
+            .args(["restore", "--to", &target]),
+    );
+    assert!(
+        text(&out).contains(&format!("zfs load-key {target}")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(zfs_get("encryption", &target), "aes-256-gcm");
+    assert_eq!(zfs_get("keystatus", &target), "unavailable");
+    assert_eq!(zfs_get("mounted", &target), "no");
+    run_ok(Command::new("zfs").args([
+        "load-key",
+        "-L",
+        &format!("file://{}", key.display()),
+        &target,
+    ]));
+    run_ok(Command::new("zfs").args(["mount", &target]));
+    assert_eq!(tree_digest(&pool.mountpoint(&target)), expected);
+    release_days(&ds);
 }

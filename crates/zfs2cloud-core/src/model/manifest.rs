@@ -92,3 +92,32 @@ pub(crate) fn read_manifest(dir: &Path) -> std::io::Result<Manifest> {
     let bytes = std::fs::read(dir.join(MANIFEST_FILE))?;
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A manifest as versions before send flags wrote it: no `send_flags`.
+    const BEFORE_SEND_FLAGS: &str = r#"{
+  "format": 1, "tool": "zfs2cloud", "tool_version": "0.1.0",
+  "dataset": "tank/data", "snapshot": "20240101000000", "kind": "full",
+  "base": null, "created_at": "2024-01-01T00:00:00Z",
+  "encryption": "gpg-symmetric-aes256", "compression": "none",
+  "split_size": 1024, "total_size": 3,
+  "chunks": [{"name": "tank-data@20240101000000.zfs.gpg.0000", "size": 3, "sha256": "00"}]
+}"#;
+
+    #[test]
+    fn a_manifest_without_send_flags_loads_as_sent_without_any() {
+        let m: Manifest = serde_json::from_str(BEFORE_SEND_FLAGS).unwrap();
+        assert!(m.send_flags.is_empty());
+        assert_eq!(m.chunks.len(), 1);
+        // Written back, the flags are a list of names.
+        let mut m = m;
+        m.send_flags = SendFlags::parse_names(&["raw"]).unwrap();
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["send_flags"], serde_json::json!(["raw"]));
+    }
+}

@@ -111,6 +111,17 @@ pub enum ExportError {
     /// so the export did not start: nothing was written, here or there.
     #[error(transparent)]
     Remote(UploadStepError),
+    /// The send flags recorded on a full (`zfs2cloud:send_flags`) could
+    /// not be read, so it is unknown whether an incremental may be based
+    /// on it; nothing was exported.
+    #[error("cannot read the send flags recorded on {snapshot}")]
+    SendFlags {
+        /// The full.
+        snapshot: String,
+        /// Why.
+        #[source]
+        source: ZfsError,
+    },
 }
 
 /// Settings for one export.
@@ -323,7 +334,10 @@ fn fulls_flags(
     for full in candidates {
         let recorded = snapshotter
             .property(&full.name, PROP_SEND_FLAGS)
-            .map_err(ExportError::List)?;
+            .map_err(|source| ExportError::SendFlags {
+                snapshot: full.name.to_string(),
+                source,
+            })?;
         let flags = match recorded {
             Some(text) => SendFlags::from_property(&text)
                 .inspect_err(|e| log::warn!("{}: {PROP_SEND_FLAGS}: {e}", full.name))

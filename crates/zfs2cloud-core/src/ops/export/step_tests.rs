@@ -446,3 +446,104 @@ fn a_pipelined_export_into_another_datasets_directory_never_starts() {
     );
     assert!(left_in(tmp.path()).is_empty(), "{:?}", left_in(tmp.path()));
 }
+
+/// `20240101000000` exported as a full and confirmed on `r:b` (the
+/// request's remote), and `20240102000000` to export.
+fn uploaded_full_then_new() -> Vec<SnapshotInfo> {
+    let full = SnapshotInfo {
+        name: SnapshotName::parse("tank/data@20240101000000").unwrap(),
+        userrefs: 1,
+        kind: Some(ExportKind::Full),
+        base: None,
+        uploaded: Some("2024-01-01T00:10:00Z 20240101000000-full r:b".into()),
+    };
+    let new = SnapshotInfo {
+        name: SnapshotName::parse("tank/data@20240102000000").unwrap(),
+        userrefs: 0,
+        kind: None,
+        base: None,
+        uploaded: None,
+    };
+    vec![full, new]
+}
+
+/// The plan for `uploaded_full_then_new` with `flags` configured, the
+/// full's `zfs2cloud:send_flags` answered by `recorded`.
+fn plan_with_record(
+    flags: &[&str],
+    recorded: Result<Option<String>, ZfsError>,
+) -> Result<ExportPlan, ExportError> {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = ExportLayout::new(dir.path().to_owned());
+    let mut snapshotter = MockSnapshotter::new();
+    let mut recorded = Some(recorded);
+    snapshotter
+        .expect_property()
+        .with(
+            eq(SnapshotName::parse("tank/data@20240101000000").unwrap()),
+            eq(PROP_SEND_FLAGS),
+        )
+        .times(1)
+        .returning(move |_, _| recorded.take().unwrap());
+    let mut req = request(Compression::None, CancelToken::new());
+    req.settings.send_flags = SendFlags::parse_names(flags).unwrap();
+    plan_step(&snapshotter, &layout, &uploaded_full_then_new(), &req)
+}
+
+#[test]
+fn the_flags_recorded_on_the_full_decide_whether_it_is_a_base() {
+    let plan = plan_with_record(&["raw"], Ok(Some("-w".into()))).unwrap();
+    assert_eq!(plan.kind, ExportKind::Incremental);
+    let plan = plan_with_record(&["raw"], Ok(None)).unwrap();
+    assert_eq!(plan.kind, ExportKind::Full, "no record means no flags");
+    assert!(plan.reason.contains("flags none"), "{}", plan.reason);
+    let plan = plan_with_record(&[], Ok(Some("-w".into()))).unwrap();
+    assert_eq!(plan.kind, ExportKind::Full);
+    // A record this version cannot read matches nothing.
+    let plan = plan_with_record(&[], Ok(Some("-Z".into()))).unwrap();
+    assert_eq!(plan.kind, ExportKind::Full);
+}
+
+#[test]
+fn a_flags_record_that_cannot_be_read_stops_the_export() {
+    let err = plan_with_record(
+        &[],
+        Err(ZfsError::Parse {
+            command: "zfs get".into(),
+            line: String::new(),
+            reason: "garbage".into(),
+        }),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ExportError::SendFlags { .. }), "{err}");
+    assert!(
+        err.to_string().contains("tank/data@20240101000000"),
+        "{err}"
+    );
+}
+
+#[test]
+fn without_a_record_the_local_manifest_of_the_full_tells() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = ExportLayout::new(dir.path().to_owned());
+    let full_dir = dir.path().join("20240101000000-full");
+    fs::create_dir(&full_dir).unwrap();
+    let mut m =
+        crate::model::testing::test_manifest("20240101000000", ExportKind::Full, None, Vec::new());
+    m.send_flags = SendFlags::parse_names(&["compressed"]).unwrap();
+    fs::write(
+        full_dir.join(MANIFEST_FILE),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
+    fs::write(full_dir.join(SHA256SUMS_FILE), b"").unwrap();
+    let mut snapshotter = MockSnapshotter::new();
+    snapshotter.expect_property().returning(|_, _| Ok(None));
+    let mut req = request(Compression::None, CancelToken::new());
+    req.settings.send_flags = SendFlags::parse_names(&["compressed"]).unwrap();
+    let plan = plan_step(&snapshotter, &layout, &uploaded_full_then_new(), &req).unwrap();
+    assert_eq!(plan.kind, ExportKind::Incremental, "{}", plan.reason);
+    req.settings.send_flags = SendFlags::default();
+    let plan = plan_step(&snapshotter, &layout, &uploaded_full_then_new(), &req).unwrap();
+    assert_eq!(plan.kind, ExportKind::Full, "{}", plan.reason);
+}
