@@ -2,8 +2,9 @@
 //! (issue 13): one config file with three jobs (intermediate, file mode,
 //! and a recursive tree with an excluded child), each dataset its own
 //! chain in its own directory, a child added between runs getting a full,
-//! the tree restored byte-identical with `restore --recursive`, and a job
-//! whose dataset is missing failing on its own.
+//! the tree restored byte-identical with `restore --recursive`, a child
+//! destroyed since keeping its backups, and a job whose dataset is missing
+//! failing on its own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -204,6 +205,17 @@ fn three_jobs_in_one_file_each_dataset_its_own_chain_and_the_tree_restored() {
         "the excluded child is not in the restored tree:\n{t}"
     );
 
+    // A child destroyed since keeps its backups on the remote.
+    let b_before = tree_digest(&j.root.join("tree/b"));
+    let b = pool.dataset("tree/b");
+    for snap in [SNAP1, SNAP2] {
+        // zfs2cloud holds its bases; whoever destroys the dataset lets go.
+        let _ = Command::new("zfs")
+            .args(["release", "zfs2cloud", &format!("{b}@{snap}")])
+            .output();
+    }
+    destroy_tree(&b);
+
     // A job whose dataset is gone fails alone; the exit code says so.
     let mut four = three.to_vec();
     four.push(("gone", "missing", ""));
@@ -216,6 +228,30 @@ fn three_jobs_in_one_file_each_dataset_its_own_chain_and_the_tree_restored() {
         assert!(summary_line(&t, job).contains(" ok "), "{t}");
     }
     assert!(t.contains("1 of 4 jobs failed"), "{t}");
+    assert_eq!(tree_digest(&j.root.join("tree/b")), b_before, "{t}");
+    assert_eq!(j.backups("tree/c").len(), 2, "the tree still ran: {t}");
+}
+
+/// `zfs destroy -r`, retried: zfs-fuse reports a dataset busy for a
+/// moment after it was sent from or mounted.
+fn destroy_tree(dataset: &str) {
+    let mut last = String::new();
+    for _ in 0..40 {
+        let out = Command::new("zfs")
+            .args(["destroy", "-r", dataset])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return;
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let holds = Command::new("zfs")
+        .args(["holds", "-r", dataset])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    panic!("zfs destroy -r {dataset}: {last}\nholds: {holds:?}");
 }
 
 /// A digest of one dataset's own files: entries of child datasets'
