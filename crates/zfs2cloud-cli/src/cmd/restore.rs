@@ -188,6 +188,13 @@ impl Restorer<'_> {
                 );
                 continue;
             };
+            if point != RestorePoint::Snapshot(at.clone()) {
+                log::warn!(
+                    "{} has no complete backup of {at} (its backup failed that night?): \
+                     restoring its newest before it",
+                    member.dir
+                );
+            }
             let member_target = if member.relative.is_empty() {
                 target.clone()
             } else {
