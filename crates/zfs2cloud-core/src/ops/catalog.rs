@@ -55,8 +55,18 @@ pub fn list_remote_backups(
     store: &dyn Uploader,
     remote: &str,
 ) -> Result<Vec<RemoteBackup>, CatalogError> {
+    backups_among(store, remote, store.list_dirs(remote)?)
+}
+
+/// [`list_remote_backups`] of the directories `dir_names` of `remote`,
+/// already listed.
+pub(crate) fn backups_among(
+    store: &dyn Uploader,
+    remote: &str,
+    dir_names: Vec<String>,
+) -> Result<Vec<RemoteBackup>, CatalogError> {
     let mut out = Vec::new();
-    for dir_name in store.list_dirs(remote)? {
+    for dir_name in dir_names {
         let (snapshot, kind) = match dir_name.strip_suffix("-full") {
             Some(s) => (s.to_owned(), ExportKind::Full),
             None => (dir_name.clone(), ExportKind::Incremental),
@@ -104,7 +114,21 @@ pub fn list_backups_of(
     remote: &str,
     dataset: &DatasetName,
 ) -> Result<Vec<RemoteBackup>, CatalogError> {
-    let (kept, skipped) = backups_of(list_remote_backups(store, remote)?, dataset);
+    Ok(keep_backups_of(
+        remote,
+        list_remote_backups(store, remote)?,
+        dataset,
+    ))
+}
+
+/// The backups of `dataset` among `backups` (listed in `remote`), each one
+/// left out logged with whose it is.
+pub(crate) fn keep_backups_of(
+    remote: &str,
+    backups: Vec<RemoteBackup>,
+    dataset: &DatasetName,
+) -> Vec<RemoteBackup> {
+    let (kept, skipped) = backups_of(backups, dataset);
     for s in &skipped {
         log::warn!(
             "skipping {}: it is a backup of {}, not of {dataset}",
@@ -112,5 +136,5 @@ pub fn list_backups_of(
             s.dataset
         );
     }
-    Ok(kept)
+    kept
 }

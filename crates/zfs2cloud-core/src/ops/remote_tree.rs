@@ -4,7 +4,7 @@
 //! [`plan_tree`](crate::policy::plan_tree)), with its owner marker.
 
 use crate::model::{backup_like_component, remote_join, DatasetName, RemoteBackup};
-use crate::ops::catalog::{list_backups_of, list_remote_backups, CatalogError};
+use crate::ops::catalog::{backups_among, keep_backups_of, CatalogError};
 use crate::ops::upload::read_owner;
 use crate::stages::Uploader;
 use crate::util::error_chain;
@@ -54,9 +54,13 @@ fn walk(
         None
     });
     let dataset = marker.and_then(|m| DatasetName::parse(&m.dataset).ok());
+    // One listing serves both: the backups here, and the children's
+    // directories (every other name).
+    let mut children = store.list_dirs(dir)?;
+    let all = backups_among(store, dir, children.clone())?;
     let backups = match &dataset {
-        Some(d) => list_backups_of(store, dir, d)?,
-        None => list_remote_backups(store, dir)?,
+        Some(d) => keep_backups_of(dir, all, d),
+        None => all,
     };
     if dataset.is_some() || !backups.is_empty() {
         out.push(RemoteTreeMember {
@@ -70,7 +74,6 @@ fn walk(
         log::warn!("not looking below {dir}: deeper than {MAX_DEPTH} levels");
         return Ok(());
     }
-    let mut children = store.list_dirs(dir)?;
     children.sort();
     for child in children {
         if backup_like_component(&child).is_some() {
