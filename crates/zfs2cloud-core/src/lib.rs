@@ -121,13 +121,13 @@ pub use config::{
 
 // Names, steps, snapshot metadata, and the formats on disk and remote.
 pub use model::{
-    mask_secret_flags, parse_guid, upload_record, ChunkEntry, Compression, CompressionSettings,
-    DatasetName, DatasetType, ExcludePattern, ExportKind, ExportLayout, LocalExport, Manifest,
-    Mode, MountStrategy, NameError, OwnerMarker, OwnerMarkerError, Passphrase, PassphraseError,
-    PatternError, RemoteBackup, RemoteFile, SnapTime, SnapshotInfo, SnapshotName, SnapshotTimeZone,
-    Step, TreeEntry, UnknownStep, CLONE_INFIX, DEFAULT_ZSTD_LEVEL, HOLD_TAG, MANIFEST_FILE,
-    MANIFEST_FORMAT, OWNER_FILE, OWNER_FORMAT, PROP_BASE, PROP_CLONE_OF, PROP_KIND, PROP_UPLOADED,
-    SHA256SUMS_FILE, SKIP_PROPERTY, ZSTD_LEVELS,
+    excluded_by, mask_secret_flags, parse_guid, upload_record, ChunkEntry, Compression,
+    CompressionSettings, DatasetName, DatasetType, ExcludePattern, ExportKind, ExportLayout,
+    LocalExport, Manifest, Mode, MountStrategy, NameError, OwnerMarker, OwnerMarkerError,
+    Passphrase, PassphraseError, PatternError, RemoteBackup, RemoteFile, SnapTime, SnapshotInfo,
+    SnapshotName, SnapshotTimeZone, Step, TreeEntry, UnknownStep, CLONE_INFIX, DEFAULT_ZSTD_LEVEL,
+    HOLD_TAG, MANIFEST_FILE, MANIFEST_FORMAT, OWNER_FILE, OWNER_FORMAT, PROP_BASE, PROP_CLONE_OF,
+    PROP_KIND, PROP_UPLOADED, SHA256SUMS_FILE, SKIP_PROPERTY, ZSTD_LEVELS,
 };
 // Send flags and the encryption choice (their own list, for an easy merge).
 pub use model::{Encryption, SendFlag, SendFlags, MANIFEST_GPG, PROP_SEND_FLAGS};
@@ -153,8 +153,8 @@ pub use stages::{
 
 // Pure decisions.
 pub use policy::{
-    backups_of, chains, check_listing, check_sync_target, decide_ownership, exclude_patterns,
-    latest_own, member_config, member_restore_point, plan_export, plan_export_prune, plan_restore,
+    backups_of, chains, check_listing, check_sync_target, decide_ownership, latest_own,
+    member_config, member_restore_point, plan_export, plan_export_prune, plan_restore,
     plan_snapshot_prune, plan_tree, tree_restore_point, Chain, ExportDecision, ExportPlan, Health,
     OwnerConflict, Ownership, PlanError, RestorePlanError, RestorePoint, SkippedBackup,
     SnapshotDecision, SnapshotRetention, TreeExclusion, TreeMember, TreePlan, Verdict,

@@ -23,8 +23,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{deserialize_from, read_text, Config, ConfigError};
-use crate::model::{relative_to, ExcludePattern};
+use super::{deserialize, deserialize_from, read_text, Config, ConfigError};
+use crate::model::{excluded_by, relative_to};
 
 /// The longest job name: it appears in tables and lock messages.
 const MAX_JOB_NAME: usize = 64;
@@ -68,7 +68,8 @@ impl ConfigFile {
         let table: toml::Table =
             toml::from_str(text).map_err(|e| parse_error(e.to_string().trim_end().to_owned()))?;
         if !table.contains_key("job") {
-            let config = Config::parse(text, path)?;
+            // From the text again, not the table: its errors give the line.
+            let config = Config::build(deserialize(text, path)?, path)?;
             return Ok(Self {
                 path: path.to_owned(),
                 jobs: vec![config],
@@ -246,22 +247,9 @@ fn merge(defaults: &toml::Table, job: toml::Table) -> toml::Table {
 
 /// One job's configuration from its merged table.
 fn job_config(name: &str, table: toml::Table, path: &Path) -> Result<Config, ConfigError> {
-    let base_dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     let raw =
         deserialize_from(toml::Value::Table(table), path).map_err(|e| in_job(e, Some(name)))?;
-    let mut config = Config::from_raw(raw, path, base_dir).map_err(|e| {
-        in_job(
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                key: e.key,
-                message: e.message,
-            },
-            Some(name),
-        )
-    })?;
+    let mut config = Config::build(raw, path).map_err(|e| in_job(e, Some(name)))?;
     config.job = Some(name.to_owned());
     Ok(config)
 }
@@ -329,22 +317,8 @@ fn datasets_overlap(a: &Config, b: &Config) -> Option<String> {
     if !a.recursive {
         return None;
     }
-    let relative = relative_to(&a.dataset, &b.dataset)?;
-    let excluded = a
-        .exclude
-        .iter()
-        .filter_map(|p| ExcludePattern::parse(p).ok())
-        .any(|p| {
-            // Excluding a dataset excludes its descendants: try each
-            // ancestor of b inside the tree.
-            let mut parts: Vec<&str> = Vec::new();
-            relative.split('/').any(|c| {
-                parts.push(c);
-                let rel = parts.join("/");
-                crate::model::DatasetName::parse(&format!("{}/{rel}", a.dataset))
-                    .is_ok_and(|d| p.matches(&d, &rel))
-            })
-        });
+    relative_to(&a.dataset, &b.dataset)?;
+    let excluded = excluded_by(&a.exclude, &a.dataset, &b.dataset).is_some();
     (!excluded).then(|| {
         format!(
             "overlap: {} is in the recursive tree of {} (exclude it there, or drop the second \

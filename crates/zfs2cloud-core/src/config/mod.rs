@@ -316,7 +316,7 @@ pub struct Config {
     /// With `recursive`: datasets left out (with their descendants), as
     /// patterns over their names (see [`crate::ExcludePattern`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
+    pub exclude: Vec<ExcludePattern>,
     /// The `zfs send` flags (`-w`, `-c`, `-L`, `-e`, `-p`); none by
     /// default. An incremental is only based on a full sent with the same.
     pub send_flags: SendFlags,
@@ -563,7 +563,12 @@ impl Config {
                     .into(),
             });
         }
-        let raw = deserialize(text, path)?;
+        Self::build(deserialize(text, path)?, path)
+    }
+
+    /// [`Config::from_raw`] with relative paths resolved against `path`'s
+    /// directory, its errors naming the file.
+    fn build(raw: RawConfig, path: &Path) -> Result<Self, ConfigError> {
         let base_dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -583,7 +588,7 @@ impl Config {
         check_paths(&raw)?;
         let split_size = split_size(raw.split_size.as_ref())?;
         check_ranges(&raw)?;
-        check_tree(&raw)?;
+        let exclude = tree_patterns(&raw)?;
         let step_timeouts = step_timeouts(raw.step_timeouts.clone())
             .map_err(|m| KeyError::new("step_timeouts", m))?;
         let send_flags = send_options::send_flags(&raw.send_flags)?;
@@ -635,11 +640,18 @@ impl Config {
             },
             job: None,
             recursive: raw.recursive,
-            exclude: raw.exclude,
+            exclude,
             send_flags,
             encryption: raw.encryption,
             allow_unencrypted: raw.allow_unencrypted,
         })
+    }
+
+    /// What tables and messages call this job: its name, or its dataset
+    /// in the single-dataset form.
+    #[must_use]
+    pub fn name(&self) -> String {
+        self.job.clone().unwrap_or_else(|| self.dataset.to_string())
     }
 
     /// Checks the files the configuration points to: the passphrase file
@@ -880,8 +892,8 @@ fn check_ranges(raw: &RawConfig) -> Result<(), KeyError> {
 }
 
 /// `recursive` and `exclude`: intermediate mode only (file mode syncs the
-/// files of one file system), patterns only for a tree.
-fn check_tree(raw: &RawConfig) -> Result<(), KeyError> {
+/// files of one file system), patterns only for a tree; the patterns.
+fn tree_patterns(raw: &RawConfig) -> Result<Vec<ExcludePattern>, KeyError> {
     if raw.recursive && raw.mode == Mode::File {
         return Err(KeyError::new(
             "recursive",
@@ -895,10 +907,10 @@ fn check_tree(raw: &RawConfig) -> Result<(), KeyError> {
             "only applies with recursive = true (it leaves datasets out of the tree)",
         ));
     }
-    for pattern in &raw.exclude {
-        ExcludePattern::parse(pattern).map_err(|e| KeyError::new("exclude", e))?;
-    }
-    Ok(())
+    raw.exclude
+        .iter()
+        .map(|p| ExcludePattern::parse(p).map_err(|e| KeyError::new("exclude", e)))
+        .collect()
 }
 
 /// `full_every_x_days` and `oldest_snapshot_days`.

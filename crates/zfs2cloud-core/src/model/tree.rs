@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use serde::Serialize;
+
 use super::names::DatasetName;
 use super::names::SnapTime;
 
@@ -47,7 +49,8 @@ pub struct TreeEntry {
 /// An `exclude` pattern: a dataset name, either in full (`tank/home/tmp`)
 /// or below the job's dataset (`tmp`, `*/cache`), where `*` stands for any
 /// run of characters within one path component.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct ExcludePattern(String);
 
 /// Why a pattern is not acceptable.
@@ -113,6 +116,35 @@ pub fn relative_to<'a>(root: &DatasetName, dataset: &'a DatasetName) -> Option<&
     rest.strip_prefix('/')
 }
 
+/// The first of `patterns` that leaves `dataset` out of `root`'s tree,
+/// with the dataset it matched: `dataset` itself or, since excluding a
+/// dataset excludes everything below it, its outermost matching ancestor
+/// in the tree. `None` if no pattern does, or `dataset` is not in the tree.
+#[must_use]
+pub fn excluded_by<'p>(
+    patterns: &'p [ExcludePattern],
+    root: &DatasetName,
+    dataset: &DatasetName,
+) -> Option<(&'p ExcludePattern, DatasetName)> {
+    let relative = relative_to(root, dataset)?;
+    let mut prefixes = vec![""];
+    prefixes.extend(
+        relative
+            .match_indices('/')
+            .map(|(i, _)| &relative[..i])
+            .chain((!relative.is_empty()).then_some(relative)),
+    );
+    prefixes.into_iter().find_map(|rel| {
+        let name = if rel.is_empty() {
+            root.clone()
+        } else {
+            DatasetName::parse(&format!("{root}/{rel}")).ok()?
+        };
+        let pattern = patterns.iter().find(|p| p.matches(&name, rel))?;
+        Some((pattern, name))
+    })
+}
+
 /// A component of `relative` that the remote layout would take for a
 /// backup directory (`20240101000000`, `20240101000000-full`): such a
 /// dataset cannot get a directory of its own under its parent's.
@@ -148,6 +180,30 @@ mod tests {
         let prefix = ExcludePattern::parse("scratch*").unwrap();
         assert!(prefix.matches(&ds("tank/home/scratch-1"), "scratch-1"));
         assert!(!prefix.matches(&ds("tank/home/scratch/x"), "scratch/x"));
+    }
+
+    #[test]
+    fn a_pattern_on_an_ancestor_excludes_the_descendants() {
+        let root = ds("tank/home");
+        let patterns = [
+            ExcludePattern::parse("alice").unwrap(),
+            ExcludePattern::parse("*/cache").unwrap(),
+        ];
+        let by = |name: &str| {
+            excluded_by(&patterns, &root, &ds(name)).map(|(p, at)| (p.to_string(), at.to_string()))
+        };
+        assert_eq!(
+            by("tank/home/alice/docs/x"),
+            Some(("alice".into(), "tank/home/alice".into()))
+        );
+        assert_eq!(
+            by("tank/home/bob/cache/y"),
+            Some(("*/cache".into(), "tank/home/bob/cache".into()))
+        );
+        assert_eq!(by("tank/home/bob"), None);
+        assert_eq!(by("tank/other"), None);
+        let everything = [ExcludePattern::parse("tank/home").unwrap()];
+        assert!(excluded_by(&everything, &root, &ds("tank/home/bob")).is_some());
     }
 
     #[test]

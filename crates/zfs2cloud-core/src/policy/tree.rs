@@ -10,8 +10,8 @@
 
 use crate::config::Config;
 use crate::model::{
-    backup_like_component, relative_to, remote_join, DatasetName, DatasetType, ExcludePattern,
-    TreeEntry, SKIP_PROPERTY,
+    backup_like_component, excluded_by, relative_to, remote_join, DatasetName, DatasetType,
+    ExcludePattern, TreeEntry, SKIP_PROPERTY,
 };
 
 /// A dataset of the tree that is backed up.
@@ -58,7 +58,6 @@ pub fn plan_tree(
     patterns: &[ExcludePattern],
 ) -> TreePlan {
     let mut plan = TreePlan::default();
-    let mut excluded_roots: Vec<&DatasetName> = Vec::new();
     for entry in entries {
         let Some(relative) = relative_to(root, &entry.dataset) else {
             continue;
@@ -68,21 +67,13 @@ pub fn plan_tree(
             reason,
             chosen,
         };
-        if let Some(parent) = excluded_roots
-            .iter()
-            .find(|p| relative_to(p, &entry.dataset).is_some())
-        {
-            plan.excluded
-                .push(exclude(format!("below excluded {parent}"), true));
-        } else if let Some(p) = patterns
-            .iter()
-            .find(|p| p.matches(&entry.dataset, relative))
-        {
-            excluded_roots.push(&entry.dataset);
-            plan.excluded.push(exclude(
-                format!("matches exclude pattern {p:?}", p = p.to_string()),
-                true,
-            ));
+        if let Some((pattern, at)) = excluded_by(patterns, root, &entry.dataset) {
+            let reason = if at == entry.dataset {
+                format!("matches exclude pattern {:?}", pattern.to_string())
+            } else {
+                format!("below excluded {at}")
+            };
+            plan.excluded.push(exclude(reason, true));
         } else if entry.skip {
             plan.excluded
                 .push(exclude(format!("{SKIP_PROPERTY}=on"), true));
@@ -118,15 +109,6 @@ pub fn member_config(job: &Config, member: &TreeMember) -> Config {
     config.recursive = false;
     config.exclude.clear();
     config
-}
-
-/// The job's `exclude` patterns (checked when the config was loaded).
-#[must_use]
-pub fn exclude_patterns(job: &Config) -> Vec<ExcludePattern> {
-    job.exclude
-        .iter()
-        .filter_map(|p| ExcludePattern::parse(p).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::config::Config;
 use crate::model::{SnapshotName, Step};
-use crate::policy::{exclude_patterns, member_config, plan_tree, TreePlan};
+use crate::policy::{member_config, plan_tree, TreePlan};
 use crate::stages::ZfsError;
 use crate::util::error_chain;
 
@@ -70,7 +70,7 @@ impl Backup<'_> {
         Ok(plan_tree(
             &self.config.dataset,
             &entries,
-            &exclude_patterns(self.config),
+            &self.config.exclude,
         ))
     }
 
