@@ -31,6 +31,31 @@ impl std::fmt::Display for JobsFailed {
 
 impl std::error::Error for JobsFailed {}
 
+impl JobsFailed {
+    /// The run's result: an error if any of `total` failed, `locked` of
+    /// those because another run held the lock.
+    pub fn check(total: usize, failed: usize, locked: usize) -> anyhow::Result<()> {
+        if failed == 0 {
+            return Ok(());
+        }
+        Err(Self {
+            failed,
+            total,
+            // Nothing was done at all: "try again later", as for one job.
+            all_locked: locked == total,
+        }
+        .into())
+    }
+}
+
+/// Reports `error` (about `what`) on stderr as it happens, and says whether
+/// it was another run holding the lock.
+pub fn report_failure(error: anyhow::Error, what: &str) -> bool {
+    let error = error.context(what.to_owned());
+    crate::report_error(&error);
+    crate::exit_code(&error) == crate::EXIT_LOCKED
+}
+
 /// Runs `jobs`. A file in the single-dataset form runs as it always did:
 /// its error is the run's.
 pub fn run(cli: &Cli, cancel: &CancelToken, jobs: &[&Config], parallel: u32) -> anyhow::Result<()> {
@@ -42,17 +67,9 @@ pub fn run(cli: &Cli, cancel: &CancelToken, jobs: &[&Config], parallel: u32) -> 
     }
     let rows = run_all(cli, cancel, jobs, parallel as usize);
     out(render_jobs(&rows).trim_end());
-    let failed: Vec<&JobRow> = rows.iter().filter(|r| r.failed).collect();
-    if failed.is_empty() {
-        return Ok(());
-    }
-    Err(JobsFailed {
-        failed: failed.len(),
-        total: rows.len(),
-        // Nothing was done at all: "try again later", as for one job.
-        all_locked: failed.len() == rows.len() && failed.iter().all(|r| r.locked),
-    }
-    .into())
+    let failed = rows.iter().filter(|r| r.failed).count();
+    let locked = rows.iter().filter(|r| r.locked).count();
+    JobsFailed::check(rows.len(), failed, locked)
 }
 
 /// Every job, `parallel` at a time, in file order in the result.
@@ -82,16 +99,11 @@ fn run_all(cli: &Cli, cancel: &CancelToken, jobs: &[&Config], parallel: usize) -
 /// One job, its failure reported on stderr as it happens.
 fn run_one(cli: &Cli, cancel: &CancelToken, job: &Config) -> JobRow {
     let started = Instant::now();
-    let name = job.job.clone().unwrap_or_else(|| job.dataset.to_string());
+    let name = job.name();
     let result = App::new(cli, cancel, job.clone()).and_then(|app| run_job(&app, Some(&name)));
     let (bytes, failure) = match result {
         Ok(bytes) => (bytes, None),
-        Err(e) => {
-            let e = e.context(format!("job {name}"));
-            let locked = crate::exit_code(&e) == crate::EXIT_LOCKED;
-            crate::report_error(&e);
-            (None, Some(locked))
-        }
+        Err(e) => (None, Some(report_failure(e, &format!("job {name}")))),
     };
     JobRow {
         name,

@@ -8,7 +8,7 @@ use zfs2cloud_core::{member_config, CancelToken, Config, TreePlan};
 
 use crate::app::{out, App};
 use crate::args::{Cli, Command};
-use crate::cmd::backup::JobsFailed;
+use crate::cmd::backup::{report_failure, JobsFailed};
 
 /// Runs `command` for each of `jobs`.
 pub fn run_each(
@@ -25,7 +25,7 @@ pub fn run_each(
     }
     let mut outcome = Outcome::default();
     for job in jobs {
-        let name = job.job.clone().unwrap_or_else(|| job.dataset.to_string());
+        let name = job.name();
         if !quiet && jobs.len() > 1 {
             out(&format!("== job {name} =="));
         }
@@ -97,24 +97,14 @@ impl Outcome {
     fn record(&mut self, result: anyhow::Result<()>, what: &str) {
         self.total += 1;
         if let Err(e) = result {
-            let e = e.context(what.to_owned());
             self.failed += 1;
-            if crate::exit_code(&e) == crate::EXIT_LOCKED {
+            if report_failure(e, what) {
                 self.locked += 1;
             }
-            crate::report_error(&e);
         }
     }
 
     fn finish(self) -> anyhow::Result<()> {
-        if self.failed == 0 {
-            return Ok(());
-        }
-        Err(JobsFailed {
-            failed: self.failed,
-            total: self.total,
-            all_locked: self.locked == self.total,
-        }
-        .into())
+        JobsFailed::check(self.total, self.failed, self.locked)
     }
 }
