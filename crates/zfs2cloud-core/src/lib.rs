@@ -153,11 +153,12 @@ pub use stages::{
 
 // Pure decisions.
 pub use policy::{
-    backups_of, chains, check_listing, check_sync_target, decide_ownership, latest_own,
-    member_config, member_restore_point, plan_export, plan_export_prune, plan_restore,
-    plan_snapshot_prune, plan_tree, tree_restore_point, Chain, ExportDecision, ExportPlan, Health,
-    OwnerConflict, Ownership, PlanError, RestorePlanError, RestorePoint, SkippedBackup,
-    SnapshotDecision, SnapshotRetention, TreeExclusion, TreeMember, TreePlan, Verdict,
+    backups_of, calendar_keeps, chains, check_listing, check_sync_target, decide_ownership,
+    latest_own, member_config, member_restore_point, plan_export, plan_export_prune, plan_restore,
+    plan_snapshot_prune, plan_tree, tree_restore_point, CalendarKeeps, CalendarReason, Chain,
+    Dependencies, ExportDecision, ExportPlan, Health, OwnerConflict, Ownership, Period, PlanError,
+    RestorePlanError, RestorePoint, SkippedBackup, SnapshotDecision, SnapshotRetention,
+    TreeExclusion, TreeMember, TreePlan, Verdict,
 };
 
 // Operations: the steps and the sequence that runs them.

@@ -4,14 +4,18 @@
 //! runs a command or touches a file, so every rule is unit-tested on plain
 //! data.
 
+mod calendar;
 mod chains;
+mod dependencies;
 mod export_plan;
 mod ownership;
 mod restore_plan;
 mod retention;
 mod tree;
 
+pub use calendar::*;
 pub use chains::*;
+pub use dependencies::*;
 pub use export_plan::*;
 pub use ownership::*;
 pub use restore_plan::*;

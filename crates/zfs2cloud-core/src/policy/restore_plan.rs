@@ -1,7 +1,8 @@
 //! Which backups a restore replays: the full and at most one incremental
 //! (the original tool's since-last-full chains).
 
-use crate::model::{ExportKind, RemoteBackup};
+use super::Dependencies;
+use crate::model::RemoteBackup;
 
 /// Why no restore chain could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -12,8 +13,8 @@ pub enum RestorePlanError {
     /// There are no (complete) backups at all.
     #[error("the remote holds no backup")]
     NoBackups,
-    /// The full an incremental is based on is not on the remote.
-    #[error("{snapshot} is based on the full {base}, which is not on the remote")]
+    /// A backup in the chain of the one asked for is not on the remote.
+    #[error("{snapshot} is based on {base}, which is not on the remote (or not whole)")]
     MissingBase {
         /// The incremental.
         snapshot: String,
@@ -35,7 +36,8 @@ pub enum RestorePoint {
 /// preferred; backups without one (the original tool's) are used only when
 /// named explicitly or when the remote has no manifest at all. An
 /// incremental without manifest is based on the newest full before it (the
-/// original tool's `since_last_full`).
+/// original tool's `since_last_full`). Of the possible chains, the shortest
+/// is taken ([`Dependencies`]).
 ///
 /// # Errors
 ///
@@ -44,42 +46,45 @@ pub fn plan_restore<'a>(
     backups: &'a [RemoteBackup],
     at: &RestorePoint,
 ) -> Result<Vec<&'a RemoteBackup>, RestorePlanError> {
-    let usable = |b: &&RemoteBackup| !b.chunk_names().is_empty();
-    let target = match at {
-        RestorePoint::Snapshot(name) => backups
-            .iter()
-            .filter(usable)
-            .find(|b| &b.snapshot == name || &b.dir_name == name)
-            .ok_or_else(|| RestorePlanError::NoSuchBackup(name.clone()))?,
+    let usable = |b: &RemoteBackup| !b.chunk_names().is_empty();
+    let deps = Dependencies::new(backups, &usable);
+    let candidates: Vec<usize> = match at {
+        RestorePoint::Snapshot(name) => (0..backups.len())
+            .filter(|&i| usable(&backups[i]))
+            .filter(|&i| &backups[i].snapshot == name || &backups[i].dir_name == name)
+            .collect(),
         RestorePoint::Latest => {
             let any_manifest = backups.iter().any(RemoteBackup::has_manifest);
-            backups
+            let eligible = |b: &RemoteBackup| usable(b) && (b.has_manifest() || !any_manifest);
+            let newest = backups
                 .iter()
-                .filter(usable)
-                .filter(|b| b.has_manifest() || !any_manifest)
-                .max_by(|a, b| a.snapshot.cmp(&b.snapshot))
-                .ok_or(RestorePlanError::NoBackups)?
+                .filter(|b| eligible(b))
+                .map(|b| &b.snapshot)
+                .max();
+            (0..backups.len())
+                .filter(|&i| eligible(&backups[i]) && Some(&backups[i].snapshot) == newest)
+                .collect()
         }
     };
-    if target.kind == ExportKind::Full {
-        return Ok(vec![target]);
-    }
-    let base = match target.base() {
-        Some(base) => backups
-            .iter()
-            .find(|b| b.kind == ExportKind::Full && b.snapshot == base),
-        None => backups
-            .iter()
-            .filter(|b| b.kind == ExportKind::Full && b.snapshot < target.snapshot)
-            .max_by(|a, b| a.snapshot.cmp(&b.snapshot)),
+    // A snapshot backed up twice (a full and an incremental): the one with
+    // the shortest intact chain, else the first, to name its missing base.
+    let best = candidates
+        .iter()
+        .filter_map(|&i| deps.depth(i).map(|d| (d, i)))
+        .min()
+        .map(|(_, i)| i)
+        .or_else(|| candidates.first().copied());
+    let Some(index) = best else {
+        return Err(match at {
+            RestorePoint::Snapshot(name) => RestorePlanError::NoSuchBackup(name.clone()),
+            RestorePoint::Latest => RestorePlanError::NoBackups,
+        });
     };
-    match base.filter(usable) {
-        Some(full) => Ok(vec![full, target]),
-        None => Err(RestorePlanError::MissingBase {
-            snapshot: target.snapshot.clone(),
-            base: target.base().unwrap_or("(the full before it)").to_owned(),
-        }),
-    }
+    deps.chain(index)
+        .map_err(|base| RestorePlanError::MissingBase {
+            snapshot: backups[index].snapshot.clone(),
+            base,
+        })
 }
 
 /// The snapshot a restore of a whole tree restores every member at: `at`
