@@ -127,7 +127,7 @@ pub use model::{
     Passphrase, PassphraseError, PatternError, RemoteBackup, RemoteFile, SnapTime, SnapshotInfo,
     SnapshotName, SnapshotTimeZone, Step, TreeEntry, UnknownStep, CLONE_INFIX, DEFAULT_ZSTD_LEVEL,
     HOLD_TAG, MANIFEST_FILE, MANIFEST_FORMAT, OWNER_FILE, OWNER_FORMAT, PROP_BASE, PROP_CLONE_OF,
-    PROP_KIND, PROP_UPLOADED, SHA256SUMS_FILE, SKIP_PROPERTY, ZSTD_LEVELS,
+    PROP_KIND, PROP_LEVEL, PROP_UPLOADED, SHA256SUMS_FILE, SKIP_PROPERTY, ZSTD_LEVELS,
 };
 // Send flags and the encryption choice (their own list, for an easy merge).
 pub use model::{Encryption, SendFlag, SendFlags, MANIFEST_GPG, PROP_SEND_FLAGS};

@@ -962,6 +962,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                     .map(|(name, size, sha256)| ChunkEntry { name, size, sha256 })
                     .collect(),
                 send_flags: zfs2cloud_core::SendFlags::default(),
+                level: split.checked_rem(4).and_then(|l| u32::try_from(l).ok()),
             },
         )
 }

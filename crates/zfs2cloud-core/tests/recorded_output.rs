@@ -559,6 +559,19 @@ fn the_snapshot_list_parses() {
                 uploaded.map(str::to_owned),
             )
         };
+        let levels: Vec<_> = list.iter().map(|s| (s.level, s.level())).collect();
+        // Recorded on the incremental only; a full is level 0 by its kind.
+        assert_eq!(
+            levels,
+            [
+                (None, Some(0)),
+                (Some(2), Some(2)),
+                (None, None),
+                (None, None)
+            ],
+            "{:?}",
+            set.zfs
+        );
         assert_eq!(
             seen,
             [

@@ -104,6 +104,7 @@ fn snap(
     uploaded: Option<String>,
 ) -> SnapshotInfo {
     SnapshotInfo {
+        level: None,
         name: SnapshotName::parse(&format!("tank/data@{name}")).unwrap(),
         userrefs,
         kind,
@@ -136,6 +137,7 @@ fn manifest(name: &str, kind: ExportKind, sizes: &[u64]) -> Manifest {
             })
             .collect(),
         send_flags: zfs2cloud_core::SendFlags::default(),
+        level: None,
     }
 }
 

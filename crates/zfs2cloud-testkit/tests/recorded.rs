@@ -237,6 +237,7 @@ fn fake_zfs_does_what_openzfs_was_recorded_doing() {
     s.setup(&["snapshot", &ds(s2)]);
     s.setup(&["set", "zfs2cloud:kind=incremental", &ds(s2)]);
     s.setup(&["set", &format!("zfs2cloud:base={s1}"), &ds(s2)]);
+    s.setup(&["set", "zfs2cloud:level=2", &ds(s2)]);
     s.setup(&["snapshot", &ds(s3)]);
     s.setup(&["snapshot", &ds("manual")]);
     s.setup(&[

@@ -228,7 +228,18 @@ pub enum IncrementalStrategy {
     /// never breaks a later one.
     #[default]
     SinceLastFull,
+    /// Every incremental is based on the previous backup: the least
+    /// upload, and a restore replays every backup since the full.
+    Chain,
+    /// Dump levels (`levels`): a backup of level *k* is based on the
+    /// newest backup of a level below *k*, so a restore replays at most
+    /// one backup per level.
+    Levels,
 }
+
+/// The default `levels`: monthly fulls, weekly incrementals on the full,
+/// daily incrementals on the weekly.
+pub const DEFAULT_LEVELS: [u32; 3] = [30, 7, 1];
 
 /// A validated configuration.
 #[derive(Debug, Clone, Serialize)]
@@ -286,6 +297,11 @@ pub struct Config {
     pub mount_strategy: MountStrategy,
     /// How incrementals are based.
     pub incremental_strategy: IncrementalStrategy,
+    /// With `incremental_strategy = "levels"`: days between backups of
+    /// each level, the first being fulls (so `full_every_x_days` is
+    /// `levels[0]`); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<u32>,
     /// The export step uploads each chunk as soon as it is sealed, while
     /// the export goes on, instead of leaving the upload to the upload step.
     pub upload_while_exporting: bool,
@@ -355,8 +371,7 @@ struct RawConfig {
     hook_timeout_seconds: u64,
     #[serde(default)]
     split_size: Option<RawSize>,
-    #[serde(default = "default_full_every_x_days")]
-    full_every_x_days: u32,
+    full_every_x_days: Option<u32>,
     #[serde(default = "default_oldest_snapshot_days")]
     oldest_snapshot_days: u32,
     passphrase_file: Option<PathBuf>,
@@ -373,6 +388,7 @@ struct RawConfig {
     mount_strategy: MountStrategy,
     #[serde(default)]
     incremental_strategy: IncrementalStrategy,
+    levels: Option<Vec<u32>>,
     #[serde(default)]
     upload_while_exporting: bool,
     #[serde(default = "default_upload_concurrency")]
@@ -588,6 +604,7 @@ impl Config {
         check_paths(&raw)?;
         let split_size = split_size(raw.split_size.as_ref())?;
         check_ranges(&raw)?;
+        let (full_every_x_days, levels) = strategy_periods(&raw)?;
         let exclude = tree_patterns(&raw)?;
         let step_timeouts = step_timeouts(raw.step_timeouts.clone())
             .map_err(|m| KeyError::new("step_timeouts", m))?;
@@ -618,7 +635,7 @@ impl Config {
             upload_retry_delay_seconds: raw.upload_retry_delay_seconds,
             hook_timeout_seconds: raw.hook_timeout_seconds,
             split_size,
-            full_every_x_days: raw.full_every_x_days,
+            full_every_x_days,
             oldest_snapshot_days: raw.oldest_snapshot_days,
             passphrase_file: raw.passphrase_file.as_deref().map(resolve),
             steps,
@@ -627,6 +644,7 @@ impl Config {
             snapshot_time_zone: raw.snapshot_time_zone,
             mount_strategy: raw.mount_strategy,
             incremental_strategy: raw.incremental_strategy,
+            levels,
             upload_while_exporting: raw.upload_while_exporting,
             upload_concurrency: raw.upload_concurrency,
             keep_local_export: raw.keep_local_export,
@@ -915,16 +933,77 @@ fn tree_patterns(raw: &RawConfig) -> Result<Vec<ExcludePattern>, KeyError> {
 
 /// `full_every_x_days` and `oldest_snapshot_days`.
 fn check_days(raw: &RawConfig) -> Result<(), KeyError> {
-    if raw.full_every_x_days == 0 {
+    let (full_every_x_days, _) = strategy_periods(raw)?;
+    if full_every_x_days == 0 {
         return Err(KeyError::new("full_every_x_days", "must be at least 1"));
     }
-    if raw.oldest_snapshot_days <= raw.full_every_x_days {
+    if raw.oldest_snapshot_days <= full_every_x_days {
         return Err(KeyError::new(
             "oldest_snapshot_days",
             format!(
                 "is {} but must be greater than full_every_x_days ({}): otherwise the full \
                  snapshot that the newest incrementals are based on would be pruned",
-                raw.oldest_snapshot_days, raw.full_every_x_days
+                raw.oldest_snapshot_days, full_every_x_days
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The days between fulls and, with `levels`, between backups of each
+/// level. With levels, fulls come every `levels[0]` days, and a
+/// `full_every_x_days` that says otherwise is refused rather than ignored.
+fn strategy_periods(raw: &RawConfig) -> Result<(u32, Vec<u32>), KeyError> {
+    let full_every = raw.full_every_x_days;
+    if raw.incremental_strategy != IncrementalStrategy::Levels {
+        if raw.levels.is_some() {
+            return Err(KeyError::new(
+                "levels",
+                "only applies with incremental_strategy = \"levels\"",
+            ));
+        }
+        return Ok((
+            full_every.unwrap_or_else(default_full_every_x_days),
+            Vec::new(),
+        ));
+    }
+    let levels = raw
+        .levels
+        .clone()
+        .unwrap_or_else(|| DEFAULT_LEVELS.to_vec());
+    check_levels(&levels)?;
+    match full_every {
+        Some(days) if days != levels[0] => Err(KeyError::new(
+            "full_every_x_days",
+            format!(
+                "is {days}, but with incremental_strategy = \"levels\" fulls come every \
+                 levels[0] = {} days; remove full_every_x_days or make them equal",
+                levels[0]
+            ),
+        )),
+        _ => Ok((levels[0], levels)),
+    }
+}
+
+/// `levels`: two to nine periods in days, each shorter than the one
+/// before (a level made more often than the level below it would never
+/// be the base of anything).
+fn check_levels(levels: &[u32]) -> Result<(), KeyError> {
+    if !(2..=9).contains(&levels.len()) {
+        return Err(KeyError::new(
+            "levels",
+            format!(
+                "has {} entries; give 2 to 9 periods in days, fulls first, e.g. [30, 7, 1]",
+                levels.len()
+            ),
+        ));
+    }
+    if levels.contains(&0) || levels.windows(2).any(|w| w[1] >= w[0]) {
+        return Err(KeyError::new(
+            "levels",
+            format!(
+                "{levels:?} must be whole days, each period shorter than the one before, \
+                 e.g. [30, 7, 1]"
             ),
         ));
     }
@@ -1254,6 +1333,38 @@ backup_sequences = ["lock", "snapshot", "export-intermediate", "upload-intermedi
         }
         assert_eq!(ByteSize(1 << 30).to_string(), "1G");
         assert_eq!(ByteSize(1000).to_string(), "1000");
+    }
+
+    #[test]
+    fn levels_come_with_their_strategy_and_set_the_full_period() {
+        let with = |extra: &str| format!("{MINIMAL}{extra}");
+        let c = parse(&with("incremental_strategy = \"levels\"\n")).unwrap();
+        assert_eq!(c.levels, DEFAULT_LEVELS);
+        assert_eq!(c.full_every_x_days, 30);
+        let c = parse(&with(
+            "incremental_strategy = \"levels\"\nlevels = [14, 1]\nfull_every_x_days = 14\n",
+        ))
+        .unwrap();
+        assert_eq!((c.full_every_x_days, c.levels), (14, vec![14, 1]));
+        let c = parse(&with("incremental_strategy = \"chain\"\n")).unwrap();
+        assert_eq!(c.incremental_strategy, IncrementalStrategy::Chain);
+        assert!(c.levels.is_empty());
+        for bad in [
+            "[30]",
+            "[7, 30]",
+            "[30, 7, 7]",
+            "[30, 0]",
+            "[1,1,1,1,1,1,1,1,1,1]",
+        ] {
+            let text = with(&format!(
+                "incremental_strategy = \"levels\"\nlevels = {bad}\n"
+            ));
+            assert_eq!(invalid_key(&text), "levels", "{bad}");
+        }
+        assert_eq!(invalid_key(&with("levels = [30, 7, 1]\n")), "levels");
+        let text = with("incremental_strategy = \"levels\"\nfull_every_x_days = 20\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("levels[0] = 30"), "{err}");
     }
 
     #[test]

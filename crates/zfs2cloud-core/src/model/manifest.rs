@@ -64,6 +64,10 @@ pub struct Manifest {
     /// existed, which were all sent without any.
     #[serde(default)]
     pub send_flags: SendFlags,
+    /// The export's level (0: a full; see `incremental_strategy`). Absent
+    /// in manifests from before levels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<u32>,
 }
 
 /// Lower-case hex of `bytes`.

@@ -52,6 +52,10 @@ pub const PROP_KIND: &str = "zfs2cloud:kind";
 /// User property naming the base snapshot of an incremental export.
 pub const PROP_BASE: &str = "zfs2cloud:base";
 
+/// The level of an export (0: a full; an incremental is one more than the
+/// level of what it may be based on; see `incremental_strategy`).
+pub const PROP_LEVEL: &str = "zfs2cloud:level";
+
 /// User property recording a confirmed upload: `<time> <export dir> <remote>`
 /// (see [`upload_record`]). A confirmation counts only for the same export
 /// directory and the same remote, so changing `remote`, a second config for
@@ -82,9 +86,24 @@ pub struct SnapshotInfo {
     pub base: Option<String>,
     /// The raw [`PROP_UPLOADED`] record; use [`SnapshotInfo::uploaded_to`].
     pub uploaded: Option<String>,
+    /// The export's level, from [`PROP_LEVEL`]; `None` where it was not
+    /// recorded (exports from before levels; see [`SnapshotInfo::level`]).
+    pub level: Option<u32>,
 }
 
 impl SnapshotInfo {
+    /// The level of this snapshot's export: 0 for a full, the recorded
+    /// level for an incremental. An incremental recorded before levels
+    /// existed is 1: every incremental was then based on the last full.
+    /// `None` if it was never exported.
+    #[must_use]
+    pub fn level(&self) -> Option<u32> {
+        match self.kind? {
+            ExportKind::Full => Some(0),
+            ExportKind::Incremental => Some(self.level.unwrap_or(1)),
+        }
+    }
+
     /// The time in its name if the name is zfs2cloud's own pattern. Only
     /// such snapshots are ever treated as zfs2cloud's.
     #[must_use]

@@ -33,6 +33,7 @@ pub(crate) fn test_manifest(
         total_size: chunks.iter().map(|c| c.size).sum(),
         chunks,
         send_flags: crate::model::SendFlags::default(),
+        level: None,
     }
 }
 

@@ -768,6 +768,7 @@ mod tests {
                 total_size: chunks.iter().map(|c| c.size).sum(),
                 chunks,
                 send_flags: crate::model::SendFlags::default(),
+                level: None,
             }),
             manifest_error: None,
             files: Vec::new(),

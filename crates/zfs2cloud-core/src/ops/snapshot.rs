@@ -370,6 +370,7 @@ mod tests {
         names
             .iter()
             .map(|n| SnapshotInfo {
+                level: None,
                 name: SnapshotName::parse(&format!("tank/data@{n}")).unwrap(),
                 userrefs: 0,
                 kind: None,

@@ -549,6 +549,7 @@ passphrase_file = "/etc/zfs2cloud/pass"
         uploaded: Option<String>,
     ) -> SnapshotInfo {
         SnapshotInfo {
+            level: None,
             name: SnapshotName::parse(&format!("tank/data@{snap}")).unwrap(),
             userrefs,
             kind,

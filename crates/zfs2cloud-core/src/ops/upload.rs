@@ -560,17 +560,20 @@ fn base_ready(
     if done.iter().any(|(d, _)| *d == base) {
         return Ok(true);
     }
+    // The base may be a full or (with chain or levels) an incremental: its
+    // recorded export says which directory to look in.
     let recorded = snapshots
         .iter()
-        .any(|s| s.name == base && s.uploaded_to(&settings.remote));
-    if !recorded {
+        .find(|s| s.name == base && s.uploaded_to(&settings.remote))
+        .and_then(|s| s.kind);
+    let Some(base_kind) = recorded else {
         return Ok(false);
-    }
-    let present = base_on_remote(uploader, &settings.remote, &base, settings)?;
+    };
+    let present = base_on_remote(uploader, &settings.remote, &base, base_kind, settings)?;
     if !present && !settings.dry_run {
         log::error!(
-            "the full {base} is recorded as uploaded but its manifest is gone from the remote; \
-             forgetting that record, so the next export is full"
+            "the base {base} is recorded as uploaded but its manifest is gone from the remote; \
+             forgetting that record, so the next export is not based on it"
         );
         snapshotter.clear_property(&base, PROP_UPLOADED)?;
     }
@@ -587,14 +590,15 @@ pub fn export_confirmed(snapshots: &[SnapshotInfo], export: &LocalExport, remote
     })
 }
 
-/// Whether the full `base`'s manifest is on the remote.
+/// Whether the manifest of `base`'s export of `kind` is on the remote.
 fn base_on_remote(
     uploader: &dyn Uploader,
     remote: &str,
     base: &SnapshotName,
+    kind: ExportKind,
     settings: &UploadSettings,
 ) -> Result<bool, UploadStepError> {
-    let dir = remote_join(remote, &ExportLayout::dir_name(base, ExportKind::Full));
+    let dir = remote_join(remote, &ExportLayout::dir_name(base, kind));
     let files = with_retry(&settings.retry, &settings.cancel, &base.to_string(), || {
         uploader.list(&dir)
     })?;

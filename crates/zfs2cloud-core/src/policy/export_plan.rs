@@ -1,13 +1,16 @@
-//! Pure decisions: which snapshot to export, and whether as a full or as an
-//! incremental against which base.
+//! Pure decisions: which snapshot to export, whether as a full or as an
+//! incremental against which base, and which snapshots must stay because a
+//! future incremental will be based on them.
 //!
-//! The strategy is `since_last_full`: every incremental is based on the last
-//! *full*, never on the previous incremental, so one bad incremental never
-//! breaks a later one. These functions take the snapshot list and return a
+//! Three strategies ([`Strategy`]) pick the base of an incremental:
+//! `since_last_full` (the last full: one bad incremental never breaks a
+//! later one), `chain` (the previous backup: the least upload, the longest
+//! restore), and `levels` (dump levels: a backup of level *k* is based on
+//! the newest backup of a level below *k*, so a restore replays at most one
+//! backup per level). These functions take the snapshot list and return a
 //! plan; they run nothing, so every rule is unit-tested.
 
-use chrono::TimeDelta;
-
+use crate::config::{Config, IncrementalStrategy};
 use crate::model::ExportKind;
 use crate::model::SendFlags;
 use crate::model::SnapshotInfo;
@@ -20,12 +23,19 @@ pub struct ExportPlan {
     pub snapshot: SnapshotName,
     /// Full or incremental.
     pub kind: ExportKind,
-    /// The base of an incremental (always the last full).
+    /// The base of an incremental (chosen by the [`Strategy`]).
     pub base: Option<SnapshotName>,
+    /// Its level: 0 for a full; for an incremental one more than what
+    /// it may be based on ([`SnapshotInfo::level`]).
+    pub level: u32,
     /// Why, for the log.
     pub reason: String,
     /// The `zfs send` flags it is sent with (recorded on the snapshot).
     pub send_flags: SendFlags,
+    /// What zfs2cloud holds once this export is recorded: the snapshots a
+    /// future incremental may be based on ([`future_bases`]). Every other
+    /// hold of zfs2cloud's is released.
+    pub holds: Vec<SnapshotName>,
 }
 
 /// Why no plan could be made.
@@ -99,21 +109,74 @@ pub fn last_full_before<'a>(
         .map(|(_, s)| s)
 }
 
+/// How incrementals are based, with its periods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    /// Every incremental on the last full; a full every `full_every_days`.
+    SinceLastFull {
+        /// Days between fulls.
+        full_every_days: u32,
+    },
+    /// Every incremental on the previous backup; a full every
+    /// `full_every_days`.
+    Chain {
+        /// Days between fulls.
+        full_every_days: u32,
+    },
+    /// Dump levels: `days[k]` is how often a backup of level *k* is made
+    /// (`days[0]`: fulls), and a backup of level *k* is based on the newest
+    /// backup of a level below *k*. Days decrease; there are at least two.
+    Levels {
+        /// Days between backups of each level.
+        days: Vec<u32>,
+    },
+}
+
+impl Strategy {
+    /// The strategy a configuration asks for.
+    #[must_use]
+    pub fn from_config(config: &Config) -> Self {
+        let full_every_days = config.full_every_x_days;
+        match config.incremental_strategy {
+            IncrementalStrategy::SinceLastFull => Self::SinceLastFull { full_every_days },
+            IncrementalStrategy::Chain => Self::Chain { full_every_days },
+            IncrementalStrategy::Levels => Self::Levels {
+                days: config.levels.clone(),
+            },
+        }
+    }
+
+    /// Days between fulls.
+    #[must_use]
+    pub fn full_every_days(&self) -> u32 {
+        match self {
+            Self::SinceLastFull { full_every_days } | Self::Chain { full_every_days } => {
+                *full_every_days
+            }
+            Self::Levels { days } => days.first().copied().unwrap_or(1),
+        }
+    }
+}
+
 /// Decides how to export.
 ///
 /// * `target`: a snapshot name (`snap` part), or `None` for the newest of
 ///   zfs2cloud's own snapshots;
+/// * `strategy`: how often a full is made, and what an incremental is
+///   based on ([`Strategy`]);
 /// * `force`: `--full` / `--incremental`;
 /// * `send_flags`: the flags this export is sent with;
-/// * `bases`: which fulls may be a base, and their flags ([`BaseFacts`]).
+/// * `bases`: which exports may be a base, and the fulls' flags
+///   ([`BaseFacts`]).
 ///
 /// Without `force`, the export is full if there is no earlier full, if
 /// the last full was sent with other flags than `send_flags` (an
 /// incremental is received only onto a full of the same kind; see
-/// [`SendFlags::compatible_with`]), or if the last full is
-/// `full_every_x_days` days or more older than the target (compared by the
-/// times in the names, so the result does not depend on when the export
-/// runs); otherwise incremental against that full.
+/// [`SendFlags::compatible_with`]), or if the last full is the strategy's
+/// full period or more older than the target (compared by the times in
+/// the names, so the result does not depend on when the export runs);
+/// otherwise incremental, on the base the strategy picks among the usable
+/// exports since that full.
 ///
 /// # Errors
 ///
@@ -122,39 +185,48 @@ pub fn last_full_before<'a>(
 pub fn plan_export(
     snapshots: &[SnapshotInfo],
     target: Option<&str>,
-    full_every_x_days: u32,
+    strategy: &Strategy,
     force: Option<ExportKind>,
     send_flags: &SendFlags,
     bases: &BaseFacts<'_>,
 ) -> Result<ExportPlan, PlanError> {
-    let base_usable = bases.usable;
-    let target = match target {
-        None => latest_own(snapshots).ok_or(PlanError::NoSnapshot)?,
-        Some(name) => snapshots
-            .iter()
-            .find(|s| s.name.snap() == name || s.name.to_string() == name)
-            .ok_or_else(|| PlanError::NoSuchSnapshot(name.to_owned()))?,
-    };
+    let target = find_target(snapshots, target)?;
     let target_time = target
         .own_time()
         .ok_or_else(|| PlanError::NotOwn(target.name.to_string()))?;
-    let last_full = last_full_before(snapshots, target_time, base_usable);
+    let last_full = last_full_before(snapshots, target_time, bases.usable);
     let unusable = last_full_before(snapshots, target_time, &|_| true)
         .filter(|f| last_full.is_none_or(|u| u.name != f.name));
-    let plan = |kind, base: Option<&SnapshotInfo>, reason: String| ExportPlan {
+    let full = |reason: String| ExportPlan {
         snapshot: target.name.clone(),
-        kind,
-        base: base.map(|b| b.name.clone()),
+        kind: ExportKind::Full,
+        base: None,
+        level: 0,
         reason,
         send_flags: send_flags.clone(),
+        holds: Vec::new(),
+    };
+    let incremental = |last_full: &SnapshotInfo, forced: bool| {
+        let (base, level, why) =
+            incremental_base(strategy, snapshots, last_full, target_time, bases.usable);
+        let forced = if forced {
+            " (forced by --incremental)"
+        } else {
+            ""
+        };
+        ExportPlan {
+            snapshot: target.name.clone(),
+            kind: ExportKind::Incremental,
+            base: Some(base.name.clone()),
+            level,
+            reason: format!("incremental export against {why}{forced}"),
+            send_flags: send_flags.clone(),
+            holds: Vec::new(),
+        }
     };
     let mismatch = last_full.and_then(|full| flags_mismatch(full, send_flags, bases));
-    match (force, last_full, unusable) {
-        (Some(ExportKind::Full), _, _) => Ok(plan(
-            ExportKind::Full,
-            None,
-            "full export forced by --full".into(),
-        )),
+    let mut plan = match (force, last_full, unusable) {
+        (Some(ExportKind::Full), _, _) => Ok(full("full export forced by --full".into())),
         (Some(ExportKind::Incremental), None, _) => {
             Err(PlanError::NoFullBase(target.name.dataset().to_string()))
         }
@@ -165,63 +237,191 @@ pub fn plan_export(
                 flags: send_flags.to_string(),
             })
         }
-        (Some(ExportKind::Incremental), Some(base), _) => Ok(plan(
-            ExportKind::Incremental,
-            Some(base),
-            format!(
-                "incremental export against the last full {} (forced by --incremental)",
-                base.name.snap()
-            ),
-        )),
-        (None, None, None) => Ok(plan(
-            ExportKind::Full,
-            None,
-            "full export: there is no earlier full export".into(),
-        )),
-        (None, _, Some(newest)) => Ok(plan(
-            ExportKind::Full,
-            None,
-            format!(
-                "full export: the last full {} was never confirmed uploaded and its local export is gone, so nothing may be based on it",
-                newest.name.snap()
-            ),
-        )),
-        (None, Some(base), None) if mismatch.is_some() => Ok(plan(
-            ExportKind::Full,
-            None,
-            format!(
-                "full export: the last full {} was sent with flags {}, this config sends {}, \
-                 and an incremental is only received onto a full sent with the same flags",
-                base.name.snap(),
-                mismatch.unwrap_or_default(),
-                send_flags
-            ),
-        )),
+        (Some(ExportKind::Incremental), Some(base), _) => Ok(incremental(base, true)),
+        (None, None, None) => Ok(full("full export: there is no earlier full export".into())),
+        (None, _, Some(newest)) => Ok(full(format!(
+            "full export: the last full {} was never confirmed uploaded and its local export is gone, so nothing may be based on it",
+            newest.name.snap()
+        ))),
+        (None, Some(base), None) if mismatch.is_some() => Ok(full(format!(
+            "full export: the last full {} was sent with flags {}, this config sends {}, \
+             and an incremental is only received onto a full sent with the same flags",
+            base.name.snap(),
+            mismatch.unwrap_or_default(),
+            send_flags
+        ))),
         (None, Some(base), None) => {
-            let base_time = base.own_time().unwrap_or(target_time);
-            let age = target_time.naive() - base_time.naive();
-            if age >= TimeDelta::days(i64::from(full_every_x_days)) {
-                Ok(plan(
-                    ExportKind::Full,
-                    None,
-                    format!(
-                        "full export: the last full {} is {:.1} days old (full_every_x_days = {full_every_x_days})",
-                        base.name.snap(),
-                        age.num_seconds() as f64 / 86_400.0
-                    ),
-                ))
+            let period = strategy.full_every_days();
+            let age = days_between(base, target_time);
+            if age >= f64::from(period) {
+                Ok(full(format!(
+                    "full export: the last full {} is {age:.1} days old (fulls every {period} days)",
+                    base.name.snap(),
+                )))
             } else {
-                Ok(plan(
-                    ExportKind::Incremental,
-                    Some(base),
-                    format!(
-                        "incremental export against the last full {}",
-                        base.name.snap()
-                    ),
-                ))
+                Ok(incremental(base, false))
             }
         }
+    }?;
+    plan.holds = holds_after(strategy, snapshots, &plan);
+    Ok(plan)
+}
+
+/// [`future_bases`] once `plan`'s export is recorded.
+#[must_use]
+pub fn holds_after(
+    strategy: &Strategy,
+    snapshots: &[SnapshotInfo],
+    plan: &ExportPlan,
+) -> Vec<SnapshotName> {
+    let mut recorded = snapshots.to_vec();
+    if let Some(s) = recorded.iter_mut().find(|s| s.name == plan.snapshot) {
+        s.kind = Some(plan.kind);
+        s.level = Some(plan.level);
+        s.base = plan.base.as_ref().map(|b| b.snap().to_owned());
     }
+    future_bases(strategy, &recorded)
+}
+
+/// The snapshot to export: the one named, or the newest own one.
+fn find_target<'a>(
+    snapshots: &'a [SnapshotInfo],
+    target: Option<&str>,
+) -> Result<&'a SnapshotInfo, PlanError> {
+    match target {
+        None => latest_own(snapshots).ok_or(PlanError::NoSnapshot),
+        Some(name) => snapshots
+            .iter()
+            .find(|s| s.name.snap() == name || s.name.to_string() == name)
+            .ok_or_else(|| PlanError::NoSuchSnapshot(name.to_owned())),
+    }
+}
+
+/// Days from `from`'s name time to `to`.
+fn days_between(from: &SnapshotInfo, to: SnapTime) -> f64 {
+    let from = from.own_time().unwrap_or(to);
+    (to.naive() - from.naive()).num_seconds() as f64 / 86_400.0
+}
+
+/// The base of an incremental of a snapshot taken at `target_time`, its
+/// level, and the base in words. Only usable exports since `last_full`
+/// (itself usable) are considered, so every level obeys the rule that
+/// nothing is based on an export that is neither confirmed on the remote
+/// nor complete on local disk.
+fn incremental_base<'a>(
+    strategy: &Strategy,
+    snapshots: &'a [SnapshotInfo],
+    last_full: &'a SnapshotInfo,
+    target_time: SnapTime,
+    usable: &dyn Fn(&SnapshotInfo) -> bool,
+) -> (&'a SnapshotInfo, u32, String) {
+    let since_full = exported_between(snapshots, last_full, target_time);
+    let newest = |max_level: u32| {
+        since_full
+            .iter()
+            .copied()
+            .filter(|s| usable(s) && s.level().is_some_and(|l| l <= max_level))
+            .max_by_key(|s| s.own_time())
+            .unwrap_or(last_full)
+    };
+    match strategy {
+        Strategy::SinceLastFull { .. } => (
+            last_full,
+            1,
+            format!("the last full {}", last_full.name.snap()),
+        ),
+        Strategy::Chain { .. } => {
+            let base = newest(u32::MAX);
+            let level = base.level().unwrap_or(0).saturating_add(1);
+            (
+                base,
+                level,
+                format!("the previous backup {}", base.name.snap()),
+            )
+        }
+        Strategy::Levels { days } => {
+            let level = due_level(days, &newest, target_time);
+            let base = newest(level - 1);
+            let why = format!(
+                "{} (level {level}: based on the newest backup of a level below {level})",
+                base.name.snap()
+            );
+            (base, level, why)
+        }
+    }
+}
+
+/// The exports of own snapshots taken from `full` (included) up to
+/// `before` (excluded).
+fn exported_between<'a>(
+    snapshots: &'a [SnapshotInfo],
+    full: &SnapshotInfo,
+    before: SnapTime,
+) -> Vec<&'a SnapshotInfo> {
+    let from = full.own_time();
+    snapshots
+        .iter()
+        .filter(|s| s.kind.is_some())
+        .filter(|s| s.own_time().is_some_and(|t| Some(t) >= from && t < before))
+        .collect()
+}
+
+/// The level of a backup at `target_time` under `days` (at least two
+/// entries): the lowest level *k* ≥ 1 whose newest backup of level ≤ *k*
+/// is `days[k]` days old or more, else the deepest level.
+fn due_level<'a>(
+    days: &[u32],
+    newest: &dyn Fn(u32) -> &'a SnapshotInfo,
+    target_time: SnapTime,
+) -> u32 {
+    let deepest = u32::try_from(days.len().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1);
+    (1..deepest)
+        .find(|&k| {
+            let period = days.get(k as usize).copied().unwrap_or(1);
+            days_between(newest(k), target_time) >= f64::from(period)
+        })
+        .unwrap_or(deepest)
+}
+
+/// The snapshots a future incremental may be based on under `strategy`:
+/// what zfs2cloud holds. `since_last_full`: the newest full; `chain`: the
+/// newest export; `levels`: for each level *k* ≥ 1, the newest export of
+/// a level below *k* since the newest full. Decided from the recorded
+/// exports alone, so an export holds its future bases as soon as it is
+/// recorded.
+#[must_use]
+pub fn future_bases(strategy: &Strategy, snapshots: &[SnapshotInfo]) -> Vec<SnapshotName> {
+    let Some(full) = snapshots
+        .iter()
+        .filter(|s| s.kind == Some(ExportKind::Full))
+        .filter(|s| s.own_time().is_some())
+        .max_by_key(|s| s.own_time())
+    else {
+        return Vec::new();
+    };
+    let since_full: Vec<&SnapshotInfo> = snapshots
+        .iter()
+        .filter(|s| s.kind.is_some() && s.own_time() >= full.own_time())
+        .collect();
+    let newest_below = |level: u32| {
+        since_full
+            .iter()
+            .filter(|s| s.level().is_some_and(|l| l < level))
+            .max_by_key(|s| s.own_time())
+            .map(|s| s.name.clone())
+    };
+    let mut out: Vec<SnapshotName> = match strategy {
+        Strategy::SinceLastFull { .. } => vec![full.name.clone()],
+        Strategy::Chain { .. } => newest_below(u32::MAX).into_iter().collect(),
+        Strategy::Levels { days } => (1..u32::try_from(days.len()).unwrap_or(1))
+            .filter_map(newest_below)
+            .collect(),
+    };
+    out.sort_by(|a, b| a.snap().cmp(b.snap()));
+    out.dedup();
+    out
 }
 
 impl std::fmt::Debug for BaseFacts<'_> {
@@ -241,6 +441,9 @@ fn flags_mismatch(full: &SnapshotInfo, flags: &SendFlags, bases: &BaseFacts<'_>)
 }
 
 #[cfg(test)]
+mod year;
+
+#[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
@@ -248,6 +451,7 @@ mod tests {
 
     fn snap(name: &str, kind: Option<ExportKind>) -> SnapshotInfo {
         SnapshotInfo {
+            level: None,
             name: SnapshotName::parse(&format!("tank/data@{name}")).unwrap(),
             userrefs: 0,
             kind,
@@ -273,7 +477,9 @@ mod tests {
         plan_export(
             snapshots,
             target,
-            days,
+            &Strategy::SinceLastFull {
+                full_every_days: days,
+            },
             force,
             &SendFlags::default(),
             &bases,
@@ -437,7 +643,10 @@ mod tests {
             flags: &flags_of,
         };
         let flags = SendFlags::parse_names(flags).unwrap();
-        plan_export(snapshots, None, 30, force, &flags, &bases)
+        let strategy = Strategy::SinceLastFull {
+            full_every_days: 30,
+        };
+        plan_export(snapshots, None, &strategy, force, &flags, &bases)
     }
 
     #[test]

@@ -173,6 +173,7 @@ mod tests {
 
     fn info(name: &str, kind: Option<ExportKind>, userrefs: u64, uploaded: bool) -> SnapshotInfo {
         SnapshotInfo {
+            level: None,
             name: SnapshotName::parse(&format!("tank/data@{name}")).unwrap(),
             userrefs,
             kind,
@@ -295,6 +296,7 @@ mod tests {
                 total_size: 0,
                 chunks: vec![],
                 send_flags: crate::model::SendFlags::default(),
+                level: None,
             },
         }
     }

@@ -42,7 +42,8 @@ fn map_error(target: &str, tag: Option<&str>, e: ProcessError) -> ZfsError {
 }
 
 /// The columns [`ZfsCli::list`] asks for, in order.
-pub const LIST_COLUMNS: &str = "name,userrefs,zfs2cloud:kind,zfs2cloud:base,zfs2cloud:uploaded";
+pub const LIST_COLUMNS: &str =
+    "name,userrefs,zfs2cloud:kind,zfs2cloud:base,zfs2cloud:uploaded,zfs2cloud:level";
 
 /// Parses `zfs list -H -t snapshot -o name,userrefs,zfs2cloud:kind,…`
 /// (`LIST_COLUMNS`).
@@ -105,8 +106,11 @@ pub fn parse_snapshot_list(
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split('\t').collect();
-        let [name, userrefs, kind, base, uploaded] = fields[..] else {
-            return Err(parse_err(line, "expected 5 tab-separated columns"));
+        // Five columns: a listing from before levels (recorded fixtures).
+        let (name, userrefs, kind, base, uploaded, level) = match fields[..] {
+            [n, r, k, b, u] => (n, r, k, b, u, "-"),
+            [n, r, k, b, u, l] => (n, r, k, b, u, l),
+            _ => return Err(parse_err(line, "expected 6 tab-separated columns")),
         };
         let name = SnapshotName::parse(name).map_err(|e| parse_err(line, &e.to_string()))?;
         if name.dataset() != dataset {
@@ -129,7 +133,15 @@ pub fn parse_snapshot_list(
             }
         };
         let set = |v: &str| (v != "-").then(|| v.to_owned());
+        let level = match level {
+            "-" => None,
+            l => Some(
+                l.parse()
+                    .map_err(|_| parse_err(line, "zfs2cloud:level is not a number"))?,
+            ),
+        };
         out.push(SnapshotInfo {
+            level,
             name,
             userrefs,
             kind,

@@ -19,7 +19,9 @@ use crate::ops::upload::{
     export_confirmed, upload_step, RetryPolicy, UploadReport, UploadSettings, UploadStepError,
 };
 use crate::ops::verify::{verify_listing, BackupCheck};
-use crate::policy::{latest_own, ExportDecision, PlanError, SnapshotDecision, SnapshotRetention};
+use crate::policy::{
+    latest_own, ExportDecision, PlanError, SnapshotDecision, SnapshotRetention, Strategy,
+};
 use crate::process::{CommandLine, RunOptions};
 use crate::stages::{MountError, PruneError, SnapshotMount};
 
@@ -104,7 +106,7 @@ impl Backup<'_> {
         let request = ExportRequest {
             target: options.target.clone(),
             force: options.force,
-            full_every_x_days: config.full_every_x_days,
+            strategy: Strategy::from_config(config),
             remote: config.remote.clone(),
             settings: ExportSettings {
                 split_size: config.split_size.0,

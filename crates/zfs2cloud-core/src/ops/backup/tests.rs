@@ -46,6 +46,7 @@ fn write_full(parent: &Path, snap: &str, bytes: &[u8]) {
 
 fn info(snap: &str, kind: Option<ExportKind>, uploaded: Option<String>) -> SnapshotInfo {
     SnapshotInfo {
+        level: None,
         name: SnapshotName::parse(&format!("tank/data@{snap}")).unwrap(),
         userrefs: 0,
         kind,

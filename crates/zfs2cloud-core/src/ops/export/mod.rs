@@ -42,11 +42,13 @@ use crate::model::DatasetName;
 use crate::model::ExportKind;
 use crate::model::SnapshotName;
 use crate::model::PROP_SEND_FLAGS;
-use crate::model::{upload_record, SnapshotInfo, HOLD_TAG, PROP_BASE, PROP_KIND, PROP_UPLOADED};
+use crate::model::{
+    upload_record, SnapshotInfo, HOLD_TAG, PROP_BASE, PROP_KIND, PROP_LEVEL, PROP_UPLOADED,
+};
 use crate::model::{CompressionSettings, ExportLayout, LocalExport, Manifest};
 use crate::model::{Encryption, SendFlags};
 use crate::ops::upload::{claim_remote, upload_export, RemoteClaim, UploadStepError};
-use crate::policy::{plan_export, BaseFacts, ExportPlan, PlanError};
+use crate::policy::{holds_after, plan_export, BaseFacts, ExportPlan, PlanError, Strategy};
 use crate::process::{CancelToken, Runner};
 use crate::stages::{compressor_for, GpgError, ZfsError};
 use crate::stages::{Encryptor, Exporter, Snapshotter};
@@ -165,8 +167,8 @@ pub struct ExportRequest {
     pub target: Option<String>,
     /// `--full` / `--incremental`.
     pub force: Option<ExportKind>,
-    /// From the config.
-    pub full_every_x_days: u32,
+    /// How often a full is made and what incrementals are based on.
+    pub strategy: Strategy,
     /// The configured remote: a full is a base for incrementals only if its
     /// upload to this remote is confirmed (or its export is still local).
     pub remote: String,
@@ -223,7 +225,15 @@ pub fn export_step(
     let snapshots = snapshotter.list(dataset).map_err(ExportError::List)?;
     let plan = plan_step(snapshotter, layout, &snapshots, request)?;
     if let Some((dir, kind)) = layout.find_complete(&plan.snapshot) {
-        record_found_export(snapshotter, &snapshots, &plan, &dir, kind, dataset)?;
+        record_found_export(
+            snapshotter,
+            &snapshots,
+            &plan,
+            &dir,
+            kind,
+            dataset,
+            &request.strategy,
+        )?;
         return Ok(ExportStepOutcome::AlreadyExported {
             snapshot: plan.snapshot,
             dir,
@@ -311,7 +321,7 @@ fn plan_step(
     Ok(plan_export(
         snapshots,
         request.target.as_deref(),
-        request.full_every_x_days,
+        &request.strategy,
         request.force,
         &request.settings.send_flags,
         &bases,
@@ -370,6 +380,7 @@ fn record_found_export(
     dir: &Path,
     kind: ExportKind,
     dataset: &DatasetName,
+    strategy: &Strategy,
 ) -> Result<(), ExportError> {
     let target = snapshots.iter().find(|s| s.name == plan.snapshot);
     if !target.is_some_and(|s| s.kind != Some(kind)) {
@@ -386,8 +397,16 @@ fn record_found_export(
             .base
             .as_deref()
             .and_then(|b| SnapshotName::new(dataset.clone(), b).ok()),
+        level: manifest
+            .level
+            .unwrap_or(u32::from(kind == ExportKind::Incremental)),
         reason: "recording an export found complete on disk".into(),
         send_flags: manifest.send_flags,
+        holds: Vec::new(),
+    };
+    let recorded = ExportPlan {
+        holds: holds_after(strategy, snapshots, &recorded),
+        ..recorded
     };
     log::warn!(
         "{}: recording the complete export found at {}",
@@ -525,12 +544,12 @@ fn finish_streamed(
 /// * [`PROP_SEND_FLAGS`] on a full sent with flags (before [`PROP_KIND`],
 ///   so that a full is never recorded without its flags; a full without
 ///   flags has none, and a re-export drops an old value);
-/// * [`PROP_KIND`] (and [`PROP_BASE`] for an incremental) on the snapshot;
-/// * for a full: a [`HOLD_TAG`] hold on it, so nothing (not even a manual
-///   `zfs destroy`) removes the base while incrementals depend on it, and
-///   then the release of that hold from every older full it replaces. The
-///   new hold is placed before old ones are released, so a base is held at
-///   every moment.
+/// * [`PROP_KIND`] (and [`PROP_BASE`] and [`PROP_LEVEL`] for an
+///   incremental) on the snapshot;
+/// * a [`HOLD_TAG`] hold on every snapshot in `plan.holds` (the future
+///   bases), so nothing (not even a manual `zfs destroy`) removes a base
+///   while incrementals will depend on it, and then the release of that
+///   hold from every other exported snapshot.
 ///
 /// # Errors
 ///
@@ -552,33 +571,46 @@ pub fn record_export(
     if let Some(base) = &plan.base {
         snapshotter.set_property(&plan.snapshot, PROP_BASE, base.snap())?;
     }
-    if plan.kind != ExportKind::Full {
-        // Re-exported as an incremental: it is no base any more.
-        if target.is_some_and(|s| s.userrefs > 0) {
-            match snapshotter.release(&plan.snapshot, HOLD_TAG) {
-                Ok(()) | Err(ZfsError::NoSuchTag { .. }) => {}
+    if plan.kind == ExportKind::Incremental {
+        snapshotter.set_property(&plan.snapshot, PROP_LEVEL, &plan.level.to_string())?;
+    }
+    update_holds(snapshotter, snapshots, plan)
+}
+
+/// Holds `plan.holds` and releases zfs2cloud's hold from every other
+/// exported snapshot. New holds come first, so a base is held at every
+/// moment. A snapshot that already carries a user reference is taken to
+/// carry ours (placed when it became a base); only the exported snapshot
+/// itself is always held, as its old holds say nothing about this export.
+fn update_holds(
+    snapshotter: &dyn Snapshotter,
+    snapshots: &[SnapshotInfo],
+    plan: &ExportPlan,
+) -> Result<(), ZfsError> {
+    let userrefs = |name: &SnapshotName| {
+        snapshots
+            .iter()
+            .find(|s| &s.name == name)
+            .map_or(0, |s| s.userrefs)
+    };
+    for name in &plan.holds {
+        if *name == plan.snapshot || userrefs(name) == 0 {
+            match snapshotter.hold(name, HOLD_TAG) {
+                Ok(()) | Err(ZfsError::TagExists { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        return Ok(());
     }
-    match snapshotter.hold(&plan.snapshot, HOLD_TAG) {
-        Ok(()) | Err(ZfsError::TagExists { .. }) => {}
-        Err(e) => return Err(e),
-    }
-    // Only fulls older than this one: exporting an old snapshot as a full
-    // (`export --full --snapshot`) must not unprotect the current base.
-    let older_fulls = snapshots.iter().filter(|s| {
-        s.name != plan.snapshot
-            && s.kind == Some(ExportKind::Full)
-            && s.own_time()
-                .is_some_and(|t| Some(t) < plan.snapshot.own_time())
+    let released = snapshots.iter().filter(|s| {
+        s.own_time().is_some()
             && s.userrefs > 0
+            && (s.kind.is_some() || s.name == plan.snapshot)
+            && !plan.holds.contains(&s.name)
     });
-    for old in older_fulls {
+    for old in released {
         match snapshotter.release(&old.name, HOLD_TAG) {
             Ok(()) => log::info!(
-                "released hold {HOLD_TAG:?} from the previous full {}",
+                "released hold {HOLD_TAG:?} from {}: no future incremental is based on it",
                 old.name
             ),
             Err(ZfsError::NoSuchTag { .. }) => {}
@@ -629,6 +661,7 @@ mod tests {
 
     fn info(s: &str, kind: Option<ExportKind>, userrefs: u64) -> SnapshotInfo {
         SnapshotInfo {
+            level: None,
             name: sn(s),
             userrefs,
             kind,
@@ -680,6 +713,9 @@ mod tests {
             base: None,
             reason: String::new(),
             send_flags: SendFlags::default(),
+
+            level: 0,
+            holds: vec![sn("20240205000000")],
         };
         let snaps = [
             info("20231201000000", Some(ExportKind::Full), 0),
@@ -718,6 +754,9 @@ mod tests {
             base: None,
             reason: String::new(),
             send_flags: SendFlags::default(),
+
+            level: 0,
+            holds: vec![sn("20240103000000")],
         };
         let mut target = info("20240103000000", Some(ExportKind::Incremental), 0);
         target.uploaded = Some("2024-01-03T00:00:00Z 20240103000000 r:x".into());
@@ -751,6 +790,9 @@ mod tests {
             base: None,
             reason: String::new(),
             send_flags: SendFlags::parse_names(&["compressed", "raw"]).unwrap(),
+
+            level: 0,
+            holds: vec![sn("20240103000000")],
         };
         let mut mock = MockSnapshotter::new();
         let mut seq = Sequence::new();
@@ -769,13 +811,16 @@ mod tests {
     }
 
     #[test]
-    fn recording_an_incremental_sets_kind_and_base_and_touches_no_hold() {
+    fn recording_an_incremental_sets_kind_base_and_level_and_keeps_the_held_base() {
         let plan = ExportPlan {
             snapshot: sn("20240103000000"),
             kind: ExportKind::Incremental,
             base: Some(sn("20240101000000")),
             reason: String::new(),
             send_flags: SendFlags::default(),
+
+            level: 1,
+            holds: vec![sn("20240101000000")],
         };
         let mut mock = MockSnapshotter::new();
         mock.expect_set_property()
@@ -790,8 +835,16 @@ mod tests {
             )
             .times(1)
             .returning(|_, _, _| Ok(()));
+        mock.expect_set_property()
+            .with(eq(sn("20240103000000")), eq(PROP_LEVEL), eq("1"))
+            .times(1)
+            .returning(|_, _, _| Ok(()));
         mock.expect_hold().with(always(), always()).times(0);
         mock.expect_release().with(always(), always()).times(0);
-        record_export(&mock, &[], &plan).unwrap();
+        let snaps = [
+            info("20240101000000", Some(ExportKind::Full), 1),
+            info("20240103000000", None, 0),
+        ];
+        record_export(&mock, &snaps, &plan).unwrap();
     }
 }

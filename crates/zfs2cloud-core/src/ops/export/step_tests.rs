@@ -42,6 +42,7 @@ fn snapshotter(recorded: bool) -> MockSnapshotter {
     let mut mock = MockSnapshotter::new();
     mock.expect_list().returning(|_| {
         Ok(vec![SnapshotInfo {
+            level: None,
             name: snapshot(),
             userrefs: 0,
             kind: None,
@@ -157,7 +158,9 @@ fn request(compression: Compression, cancel: CancelToken) -> ExportRequest {
     ExportRequest {
         target: None,
         force: None,
-        full_every_x_days: 30,
+        strategy: crate::policy::Strategy::SinceLastFull {
+            full_every_days: 30,
+        },
         remote: "r:b".into(),
         settings: ExportSettings {
             split_size: SPLIT,
@@ -451,6 +454,7 @@ fn a_pipelined_export_into_another_datasets_directory_never_starts() {
 /// request's remote), and `20240102000000` to export.
 fn uploaded_full_then_new() -> Vec<SnapshotInfo> {
     let full = SnapshotInfo {
+        level: None,
         name: SnapshotName::parse("tank/data@20240101000000").unwrap(),
         userrefs: 1,
         kind: Some(ExportKind::Full),
@@ -458,6 +462,7 @@ fn uploaded_full_then_new() -> Vec<SnapshotInfo> {
         uploaded: Some("2024-01-01T00:10:00Z 20240101000000-full r:b".into()),
     };
     let new = SnapshotInfo {
+        level: None,
         name: SnapshotName::parse("tank/data@20240102000000").unwrap(),
         userrefs: 0,
         kind: None,

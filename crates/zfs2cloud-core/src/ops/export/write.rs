@@ -118,6 +118,7 @@ fn write_manifest(
         snapshot: plan.snapshot.snap().to_owned(),
         kind: plan.kind,
         base: plan.base.as_ref().map(|b| b.snap().to_owned()),
+        level: Some(plan.level),
         created_at: settings
             .created_at
             .to_rfc3339_opts(SecondsFormat::Secs, true),

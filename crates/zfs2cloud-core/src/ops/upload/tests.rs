@@ -41,6 +41,7 @@ fn chunk(snap: &str, i: usize) -> String {
 /// A snapshot of the dataset as `zfs list` reports it.
 fn info(snap: &str, kind: Option<ExportKind>, uploaded: Option<String>) -> SnapshotInfo {
     SnapshotInfo {
+        level: None,
         name: name(snap),
         userrefs: 0,
         kind,
