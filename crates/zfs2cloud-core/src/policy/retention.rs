@@ -50,7 +50,8 @@ impl<'a> SnapshotRetention<'a> {
     pub fn from_config(config: &'a Config, now: DateTime<Utc>) -> Self {
         Self {
             now,
-            oldest_snapshot_days: config.oldest_snapshot_days,
+            // [retention.local] is not applied yet: keep everything.
+            oldest_snapshot_days: config.oldest_snapshot_days.unwrap_or(u32::MAX),
             zone: config.snapshot_time_zone,
             remote: &config.remote,
         }
