@@ -162,6 +162,8 @@ pub use policy::{
     RestorePlanError, RestorePoint, SkippedBackup, SnapshotDecision, SnapshotRetention,
     TreeExclusion, TreeMember, TreePlan, Verdict,
 };
+// Snapshot retention's rule and reasons.
+pub use policy::{SnapshotReason, SnapshotRule};
 
 // Operations: the steps and the sequence that runs them.
 pub use ops::backup::{

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::model::{ExportKind, ExportLayout, LocalExport, SnapTime, SnapshotName};
+use crate::model::{ExportKind, ExportLayout, LocalExport, SnapTime, SnapshotInfo, SnapshotName};
 use crate::ops::catalog::{list_backups_of, CatalogError};
 use crate::ops::export::{
     export_step, ExportRequest, ExportSettings, ExportStepOutcome, StreamUpload,
@@ -193,11 +193,12 @@ impl Backup<'_> {
     pub fn prune_snapshots(&self, act: bool) -> Result<Vec<SnapshotDecision>, PruneError> {
         let config = self.config;
         let snapshots = self.snapshotter.list(&config.dataset)?;
+        let bases = future_bases(&snapshots);
         prune_snapshots(
             self.pruner,
             &config.dataset,
             &snapshots,
-            &SnapshotRetention::from_config(config, self.now),
+            &SnapshotRetention::from_config(config, self.now, &bases),
             act,
         )
     }
@@ -345,4 +346,19 @@ impl Backup<'_> {
                 ))
             })
     }
+}
+
+/// The snapshots future incrementals will be based on, which retention
+/// must keep. Today every incremental is based on the last full
+/// (`incremental_strategy = "since_last_full"`): the newest of zfs2cloud's
+/// snapshots exported as a full.
+fn future_bases(snapshots: &[SnapshotInfo]) -> Vec<SnapshotName> {
+    snapshots
+        .iter()
+        .filter(|s| s.kind == Some(ExportKind::Full))
+        .filter_map(|s| s.own_time().map(|t| (t, &s.name)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, name)| name.clone())
+        .into_iter()
+        .collect()
 }
