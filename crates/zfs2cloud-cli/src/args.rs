@@ -163,8 +163,10 @@ pub enum Command {
     #[command(alias = "unmount-snapshot")]
     UmountSnapshot,
 
-    /// Destroy zfs2cloud's own snapshots older than oldest_snapshot_days.
-    /// Without -y, only shows what it would destroy.
+    /// Destroy zfs2cloud's own snapshots that retention lets go
+    /// (oldest_snapshot_days, or [retention.local]). Shows every snapshot
+    /// with the reason it is kept or destroyed; without -y, destroys
+    /// nothing.
     PruneSnapshots {
         /// Really destroy.
         #[arg(short, long)]

@@ -118,6 +118,8 @@ pub use config::{
     ByteSize, Config, ConfigError, ConfigFile, HookCommand, Hooks, IncrementalStrategy, SizeError,
     ToolPaths, ENV_GPG, ENV_RCLONE, ENV_ZFS,
 };
+// Retention settings (their own list, for an easy merge).
+pub use config::{LocalRetention, Retention};
 
 // Names, steps, snapshot metadata, and the formats on disk and remote.
 pub use model::{
@@ -160,6 +162,8 @@ pub use policy::{
     RestorePlanError, RestorePoint, SkippedBackup, SnapshotDecision, SnapshotRetention,
     TreeExclusion, TreeMember, TreePlan, Verdict,
 };
+// Snapshot retention's rule and reasons.
+pub use policy::{SnapshotReason, SnapshotRule};
 
 // Operations: the steps and the sequence that runs them.
 pub use ops::backup::{

@@ -133,6 +133,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("allow_unencrypted", &[BOOL]),
     ("hooks", &[TABLE]),
     ("step_timeouts", &[TABLE]),
+    ("retention", &[TABLE]),
     // Refused with a migration hint, whatever it holds.
     ("encryption_passphrase", &[]),
     ("hooks.pre_snapshot", &[STR, STR_LIST]),

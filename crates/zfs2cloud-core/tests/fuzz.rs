@@ -161,7 +161,14 @@ fn assert_well_formed(err: &ConfigError, text: &str) {
 fn assert_valid_config(c: &Config) {
     assert!(c.split_size.0 >= 1024, "{:?}", c.split_size);
     assert!(c.full_every_x_days >= 1);
-    assert!(c.oldest_snapshot_days > c.full_every_x_days);
+    // Unset exactly when [retention.local] replaces it.
+    assert_eq!(
+        c.oldest_snapshot_days.is_none(),
+        c.retention.local.is_some()
+    );
+    assert!(c
+        .oldest_snapshot_days
+        .is_none_or(|d| d > c.full_every_x_days));
     assert!(c.upload_retries <= 100);
     assert!((1..=16).contains(&c.upload_concurrency));
     assert!((1..=19).contains(&c.compression_level));

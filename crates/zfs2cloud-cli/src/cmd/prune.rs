@@ -1,7 +1,7 @@
 //! `zfs2cloud prune-intermediates` and `prune-snapshots`: the plan, and
 //! with `-y` its execution.
 
-use zfs2cloud_core::{Step, Verdict};
+use zfs2cloud_core::{SnapshotDecision, Step, Verdict};
 
 use crate::app::{out, App};
 
@@ -30,12 +30,23 @@ pub fn snapshots(app: &App, yes: bool) -> anyhow::Result<()> {
         .backup()
         .run_alone(&Step::PruneSnapshots, |b| Ok(b.prune_snapshots(act)?))?;
     for d in &decisions {
-        show(&d.name.to_string(), &d.verdict, act);
+        out(&snapshot_line(d, act));
     }
     if !act {
         out("(dry run: nothing was destroyed; pass -y to destroy)");
     }
     Ok(())
+}
+
+/// One snapshot of the plan, with its reasons whatever the verdict: a
+/// destroy without its reason would leave the reader to work out the rule.
+fn snapshot_line(d: &SnapshotDecision, act: bool) -> String {
+    let action = match d.verdict {
+        Verdict::Keep(_) => "keep",
+        Verdict::Remove if act => "destroyed",
+        Verdict::Remove => "would destroy",
+    };
+    format!("{action:<13}  {}  ({})", d.name, d.why())
 }
 
 fn show(what: &str, verdict: &Verdict, act: bool) {

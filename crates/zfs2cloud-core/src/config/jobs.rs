@@ -14,8 +14,9 @@
 //! intermediate_basedir = "/var/tmp/zfs2cloud/home"
 //! ```
 //!
-//! A job's key replaces the default's; the tables `hooks` and
-//! `step_timeouts` are merged key by key. Jobs must not share a remote
+//! A job's key replaces the default's; the tables `hooks`,
+//! `step_timeouts` and `retention` are merged key by key, and a job's rule
+//! for local snapshots replaces the default's in either form. Jobs must not share a remote
 //! directory, an intermediate directory or a dataset: loading refuses
 //! overlaps, so nothing can write one job's backups into another's.
 
@@ -231,9 +232,12 @@ fn check_job_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// `job` over `defaults`; tables (`hooks`, `step_timeouts`) key by key.
+/// `job` over `defaults`; tables (`hooks`, `step_timeouts`, `retention`)
+/// key by key, so a job's `[retention.local]` replaces the default's
+/// whole.
 fn merge(defaults: &toml::Table, job: toml::Table) -> toml::Table {
     let mut merged = defaults.clone();
+    drop_replaced_local_rule(&mut merged, &job);
     for (key, value) in job {
         match (merged.get_mut(&key), value) {
             (Some(toml::Value::Table(base)), toml::Value::Table(over)) => base.extend(over),
@@ -243,6 +247,25 @@ fn merge(defaults: &toml::Table, job: toml::Table) -> toml::Table {
         }
     }
     merged
+}
+
+/// A job's own rule for local snapshots replaces the default's, whichever
+/// form each is written in (`oldest_snapshot_days` or `[retention.local]`):
+/// otherwise a job could not move to calendar retention while the
+/// defaults set `oldest_snapshot_days`, since the two are refused together.
+fn drop_replaced_local_rule(defaults: &mut toml::Table, job: &toml::Table) {
+    let job_local = job
+        .get("retention")
+        .and_then(toml::Value::as_table)
+        .is_some_and(|r| r.contains_key("local"));
+    if job_local {
+        defaults.remove("oldest_snapshot_days");
+    }
+    if job.contains_key("oldest_snapshot_days") {
+        if let Some(toml::Value::Table(retention)) = defaults.get_mut("retention") {
+            retention.remove("local");
+        }
+    }
 }
 
 /// One job's configuration from its merged table.

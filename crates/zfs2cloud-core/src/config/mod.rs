@@ -22,6 +22,13 @@ pub use jobs::ConfigFile;
 
 mod send_options;
 
+mod local_retention;
+
+#[cfg(test)]
+mod testing;
+
+pub use local_retention::LocalRetention;
+
 use crate::model::{
     mask_secret_flags, Compression, DatasetName, ExcludePattern, Mode, MountStrategy, Passphrase,
     SnapshotTimeZone, Step, DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS,
@@ -278,8 +285,10 @@ pub struct Config {
     pub split_size: ByteSize,
     /// A new full export is made once the last full is this old.
     pub full_every_x_days: u32,
-    /// zfs2cloud's own snapshots older than this are pruned.
-    pub oldest_snapshot_days: u32,
+    /// zfs2cloud's own snapshots older than this are pruned: the simple
+    /// rule. `None` exactly when `retention.local` replaces it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_snapshot_days: Option<u32>,
     /// File holding the gpg passphrase (its first line, as with
     /// `gpg --passphrase-file`). Required in intermediate mode.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -340,6 +349,26 @@ pub struct Config {
     pub encryption: Encryption,
     /// `encryption = "none"` without a raw send: explicitly wanted.
     pub allow_unencrypted: bool,
+    /// The `[retention]` tables.
+    #[serde(skip_serializing_if = "Retention::is_empty")]
+    pub retention: Retention,
+}
+
+/// The `[retention]` tables: calendar rules, each replacing a simpler key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Retention {
+    /// `[retention.local]`: which of zfs2cloud's own snapshots stay, by
+    /// calendar period; replaces `oldest_snapshot_days`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalRetention>,
+}
+
+impl Retention {
+    /// Whether no `[retention]` table is set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.local.is_none()
+    }
 }
 
 fn serialize_masked_flags<S: serde::Serializer>(flags: &[String], s: S) -> Result<S::Ok, S::Error> {
@@ -372,8 +401,9 @@ struct RawConfig {
     #[serde(default)]
     split_size: Option<RawSize>,
     full_every_x_days: Option<u32>,
-    #[serde(default = "default_oldest_snapshot_days")]
-    oldest_snapshot_days: u32,
+    /// `None` when not written: the default applies unless
+    /// `[retention.local]` replaces it.
+    oldest_snapshot_days: Option<u32>,
     passphrase_file: Option<PathBuf>,
     /// The original kept the passphrase itself in the config; refused with
     /// a migration hint rather than "unknown field".
@@ -414,6 +444,8 @@ struct RawConfig {
     encryption: Encryption,
     #[serde(default)]
     allow_unencrypted: bool,
+    #[serde(default)]
+    retention: RawRetention,
 }
 
 /// Limits for the steps that should never take long. A hung `zfs` or
@@ -473,10 +505,6 @@ fn default_full_every_x_days() -> u32 {
     30
 }
 
-fn default_oldest_snapshot_days() -> u32 {
-    45
-}
-
 fn default_upload_retries() -> u32 {
     3
 }
@@ -497,6 +525,13 @@ fn default_hook_timeout_seconds() -> u64 {
 enum RawSize {
     Text(String),
     Bytes(u64),
+}
+
+/// `[retention]` as written: one sub-table per kind of retention.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [retention] table")]
+struct RawRetention {
+    local: Option<local_retention::RawLocalRetention>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -605,6 +640,10 @@ impl Config {
         let split_size = split_size(raw.split_size.as_ref())?;
         check_ranges(&raw)?;
         let (full_every_x_days, levels) = strategy_periods(&raw)?;
+        let oldest_snapshot_days = local_retention::oldest_snapshot_days(&raw)?;
+        let retention = Retention {
+            local: local_retention::local_retention(raw.retention.local.as_ref())?,
+        };
         let exclude = tree_patterns(&raw)?;
         let step_timeouts = step_timeouts(raw.step_timeouts.clone())
             .map_err(|m| KeyError::new("step_timeouts", m))?;
@@ -636,7 +675,7 @@ impl Config {
             hook_timeout_seconds: raw.hook_timeout_seconds,
             split_size,
             full_every_x_days,
-            oldest_snapshot_days: raw.oldest_snapshot_days,
+            oldest_snapshot_days,
             passphrase_file: raw.passphrase_file.as_deref().map(resolve),
             steps,
             steps_overridden,
@@ -662,6 +701,7 @@ impl Config {
             send_flags,
             encryption: raw.encryption,
             allow_unencrypted: raw.allow_unencrypted,
+            retention,
         })
     }
 
@@ -931,21 +971,12 @@ fn tree_patterns(raw: &RawConfig) -> Result<Vec<ExcludePattern>, KeyError> {
         .collect()
 }
 
-/// `full_every_x_days` and `oldest_snapshot_days`.
+/// `full_every_x_days` (`oldest_snapshot_days` is checked with the
+/// retention it may be replaced by).
 fn check_days(raw: &RawConfig) -> Result<(), KeyError> {
     let (full_every_x_days, _) = strategy_periods(raw)?;
     if full_every_x_days == 0 {
         return Err(KeyError::new("full_every_x_days", "must be at least 1"));
-    }
-    if raw.oldest_snapshot_days <= full_every_x_days {
-        return Err(KeyError::new(
-            "oldest_snapshot_days",
-            format!(
-                "is {} but must be greater than full_every_x_days ({}): otherwise the full \
-                 snapshot that the newest incrementals are based on would be pruned",
-                raw.oldest_snapshot_days, full_every_x_days
-            ),
-        ));
     }
     Ok(())
 }

@@ -39,31 +39,8 @@ pub(super) fn needs_passphrase(mode: Mode, encryption: Encryption) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
 
-    use std::path::Path;
-
-    use crate::config::{Config, ConfigError};
+    use crate::config::testing::{invalid, parse_with as parse, PASSPHRASE};
     use crate::model::{Encryption, SendFlag, SendFlags};
-
-    const MINIMAL: &str = r#"
-dataset = "tank/data"
-intermediate_basedir = "/var/lib/zfs2cloud"
-remote = "b2:bucket/data"
-"#;
-    const PASSPHRASE: &str = "passphrase_file = \"/etc/zfs2cloud/passphrase\"\n";
-
-    fn parse(extra: &str) -> Result<Config, ConfigError> {
-        Config::parse(
-            &format!("{MINIMAL}{extra}"),
-            Path::new("/etc/zfs2cloud/data.toml"),
-        )
-    }
-
-    fn invalid(extra: &str) -> (String, String) {
-        match parse(extra) {
-            Err(ConfigError::Invalid { key, message, .. }) => (key, message),
-            other => panic!("expected an Invalid error, got {other:?}"),
-        }
-    }
 
     #[test]
     fn the_defaults_are_todays_behaviour() {

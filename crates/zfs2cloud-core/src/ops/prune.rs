@@ -11,8 +11,8 @@ use crate::model::SnapshotInfo;
 use crate::model::{DatasetName, SnapTime};
 use crate::model::{ExportLayout, LocalExport, PARTIAL_SUFFIX};
 use crate::policy::{
-    plan_export_prune, plan_snapshot_prune, ExportDecision, SnapshotDecision, SnapshotRetention,
-    Verdict,
+    plan_export_prune, plan_snapshot_prune, ExportDecision, SnapshotDecision, SnapshotReason,
+    SnapshotRetention, Verdict,
 };
 use crate::stages::ZfsError;
 use crate::stages::{PruneError, Pruner};
@@ -46,10 +46,10 @@ pub fn prune_snapshots(
             return Err(PruneError::Foreign(d.name.to_string()));
         }
         match pruner.prune_snapshot(&d.name) {
-            Ok(()) => log::info!("destroyed {}", d.name),
+            Ok(()) => log::info!("destroyed {} ({})", d.name, d.why()),
             Err(PruneError::Zfs(ZfsError::Busy { .. })) => {
                 log::warn!("{} is busy (held?); kept", d.name);
-                d.verdict = Verdict::Keep("busy when destroyed".into());
+                *d = SnapshotDecision::keep(d.name.clone(), vec![SnapshotReason::Busy]);
             }
             Err(e) => return Err(e),
         }

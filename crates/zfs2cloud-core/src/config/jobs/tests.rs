@@ -200,3 +200,56 @@ fn config_parse_points_a_file_of_jobs_to_config_file() {
     assert_eq!(err.key(), Some("job"), "{err}");
     assert!(err.to_string().contains("ConfigFile"), "{err}");
 }
+
+#[test]
+fn a_jobs_local_retention_replaces_the_defaults_whole_and_in_either_form() {
+    // Without [defaults.hooks], which would take the keys that follow.
+    const PLAIN: &str = "[defaults]\npassphrase_file = \"pass\"\n";
+    let defaults = format!(
+        "{PLAIN}oldest_snapshot_days = 60\n[defaults.retention.local]\nkeep_daily = 7\n\
+         keep_weekly = 4\n"
+    );
+    // Both rules in [defaults], and a job that sets neither: refused, the
+    // job and the key named.
+    let err = parse(&format!("{defaults}{}", job("a", "tank/a", "a"))).unwrap_err();
+    assert_eq!(err.key(), Some("job.a.oldest_snapshot_days"), "{err}");
+
+    let text = format!(
+        "{PLAIN}[defaults.retention.local]\nkeep_daily = 7\nkeep_weekly = 4\n{}{}\
+         [job.retention.local]\nkeep_daily = 14\n{}oldest_snapshot_days = 90\n",
+        job("inherits", "tank/a", "a"),
+        job("own-table", "tank/b", "b"),
+        job("own-days", "tank/c", "c"),
+    );
+    let file = parse(&text).unwrap();
+    let [inherits, own_table, own_days] = file.jobs.as_slice() else {
+        panic!("three jobs expected")
+    };
+    let local = |c: &Config| c.retention.local.map(|l| (l.daily, l.weekly));
+    assert_eq!(local(inherits), Some((7, 4)));
+    assert_eq!(inherits.oldest_snapshot_days, None);
+    // The job's table replaces the default's whole: no weekly inherited.
+    assert_eq!(local(own_table), Some((14, 0)));
+    // oldest_snapshot_days in a job replaces the default's table.
+    assert_eq!(local(own_days), None);
+    assert_eq!(own_days.oldest_snapshot_days, Some(90));
+
+    // And the other way round: the default's days, a job's calendar.
+    let text = format!(
+        "{PLAIN}oldest_snapshot_days = 60\n{}{}[job.retention.local]\nkeep_daily = 3\n",
+        job("days", "tank/a", "a"),
+        job("calendar", "tank/b", "b"),
+    );
+    let file = parse(&text).unwrap();
+    assert_eq!(file.jobs[0].oldest_snapshot_days, Some(60));
+    assert_eq!(file.jobs[1].oldest_snapshot_days, None);
+    assert_eq!(local(&file.jobs[1]), Some((3, 0)));
+
+    // Both in one job's own table stay refused.
+    let both = format!(
+        "{PLAIN}{}oldest_snapshot_days = 60\n[job.retention.local]\nkeep_daily = 3\n",
+        job("both", "tank/a", "a"),
+    );
+    let err = parse(&both).unwrap_err();
+    assert_eq!(err.key(), Some("job.both.oldest_snapshot_days"), "{err}");
+}

@@ -20,7 +20,8 @@ use crate::ops::upload::{
 };
 use crate::ops::verify::{verify_listing, BackupCheck};
 use crate::policy::{
-    latest_own, ExportDecision, PlanError, SnapshotDecision, SnapshotRetention, Strategy,
+    future_bases, latest_own, ExportDecision, PlanError, SnapshotDecision, SnapshotRetention,
+    Strategy,
 };
 use crate::process::{CommandLine, RunOptions};
 use crate::stages::{MountError, PruneError, SnapshotMount};
@@ -195,11 +196,12 @@ impl Backup<'_> {
     pub fn prune_snapshots(&self, act: bool) -> Result<Vec<SnapshotDecision>, PruneError> {
         let config = self.config;
         let snapshots = self.snapshotter.list(&config.dataset)?;
+        let bases = future_bases(&Strategy::from_config(config), &snapshots);
         prune_snapshots(
             self.pruner,
             &config.dataset,
             &snapshots,
-            &SnapshotRetention::from_config(config, self.now),
+            &SnapshotRetention::from_config(config, self.now, &bases),
             act,
         )
     }

@@ -538,3 +538,38 @@ fn export_without_an_encryptor_is_unsupported_and_stops_the_run() {
     assert!(w.events().is_empty());
     assert!(w.lock_is_free());
 }
+
+#[test]
+fn the_prune_step_keeps_by_calendar_and_keeps_the_base_of_future_incrementals() {
+    let w = World::new();
+    let uploaded = |snap: &str, kind: ExportKind| {
+        let dir = crate::model::ExportLayout::dir_name(
+            &SnapshotName::parse(&format!("tank/data@{snap}")).unwrap(),
+            kind,
+        );
+        info(
+            snap,
+            Some(kind),
+            Some(upload_record_of(&dir, &w.remote_name())),
+        )
+    };
+    *w.snaps.lock().unwrap() = vec![
+        uploaded("20231201000000", ExportKind::Full),
+        // The newest full: what the next incrementals are based on.
+        uploaded("20231215000000", ExportKind::Full),
+        uploaded("20231220000000", ExportKind::Incremental),
+        uploaded("20240102000000", ExportKind::Incremental),
+    ];
+    let steps = ["lock", "snapshot", "prune-snapshots", "unlock"];
+    let config = w.config(&steps, "[retention.local]\nkeep_daily = 2\n");
+    let (result, _) = w.run(&config, &Runner::new(), &w.zfs(), &w.uploader(false));
+    assert_eq!(result.unwrap()[2].summary, "2 destroyed");
+    assert_eq!(
+        w.events(),
+        [
+            format!("create {NEW}"),
+            "destroy tank/data@20231201000000 (lock held: true)".into(),
+            "destroy tank/data@20231220000000 (lock held: true)".into(),
+        ]
+    );
+}
