@@ -2,3 +2,4 @@
 
 pub mod status;
 pub mod summary;
+pub mod tree;

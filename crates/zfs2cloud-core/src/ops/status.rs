@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{chains, check_listing, Health};
+use crate::policy::{chains, check_listing, future_bases, Health, Strategy};
 
 use crate::config::Config;
 use crate::model::ExportKind;
@@ -164,6 +164,9 @@ pub struct StatusReport {
     /// The newest own snapshot exported as a full (the base of the current
     /// chain), part after `@`.
     pub full_base: Option<String>,
+    /// The snapshots a future incremental will be based on under the
+    /// configured strategy (what zfs2cloud holds), oldest first.
+    pub future_bases: Vec<String>,
     /// Complete exports under `intermediate_basedir`, oldest first.
     pub local_exports: Vec<LocalExportStatus>,
     /// Names of interrupted exports (`*.partial` directories) under
@@ -193,6 +196,8 @@ pub struct SnapshotStatus {
     pub kind: Option<ExportKind>,
     /// The base of an incremental export.
     pub base: Option<String>,
+    /// The level of its export (0: a full); `None` if never exported.
+    pub level: Option<u32>,
     /// Whether its export is confirmed uploaded to the configured remote.
     pub uploaded: bool,
 }
@@ -392,6 +397,10 @@ pub fn collect_status(
         .rev()
         .find(|(_, s)| s.kind == Some(ExportKind::Full))
         .map(|(_, s)| s.name.snap().to_owned());
+    let future_bases = future_bases(&Strategy::from_config(config), &all)
+        .iter()
+        .map(|n| n.snap().to_owned())
+        .collect();
 
     let layout = ExportLayout::new(config.intermediate_basedir.clone());
     let local_exports = layout
@@ -431,6 +440,7 @@ pub fn collect_status(
         snapshots,
         foreign_snapshots,
         full_base,
+        future_bases,
         local_exports,
         partial_exports,
         lock,
@@ -455,6 +465,7 @@ fn snapshot_status(
         held: s.userrefs > 0,
         kind: s.kind,
         base: s.base.clone(),
+        level: s.level(),
         uploaded: s.uploaded_to(&config.remote),
     }
 }
