@@ -118,6 +118,8 @@ pub use config::{
     ByteSize, Config, ConfigError, ConfigFile, HookCommand, Hooks, IncrementalStrategy, SizeError,
     ToolPaths, ENV_GPG, ENV_RCLONE, ENV_ZFS,
 };
+// `[retention]` (its own list, for an easy merge).
+pub use config::{RemoteRetention, Retention};
 
 // Names, steps, snapshot metadata, and the formats on disk and remote.
 pub use model::{

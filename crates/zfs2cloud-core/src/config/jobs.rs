@@ -14,8 +14,8 @@
 //! intermediate_basedir = "/var/tmp/zfs2cloud/home"
 //! ```
 //!
-//! A job's key replaces the default's; the tables `hooks` and
-//! `step_timeouts` are merged key by key. Jobs must not share a remote
+//! A job's key replaces the default's; the tables (`hooks`,
+//! `step_timeouts`, `retention`) are merged key by key, at every depth. Jobs must not share a remote
 //! directory, an intermediate directory or a dataset: loading refuses
 //! overlaps, so nothing can write one job's backups into another's.
 
@@ -231,18 +231,26 @@ fn check_job_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// `job` over `defaults`; tables (`hooks`, `step_timeouts`) key by key.
+/// `job` over `defaults`; tables (`hooks`, `step_timeouts`, `retention`)
+/// key by key.
 fn merge(defaults: &toml::Table, job: toml::Table) -> toml::Table {
     let mut merged = defaults.clone();
-    for (key, value) in job {
-        match (merged.get_mut(&key), value) {
-            (Some(toml::Value::Table(base)), toml::Value::Table(over)) => base.extend(over),
+    merge_into(&mut merged, job);
+    merged
+}
+
+/// `over` into `base`, tables key by key at every depth: a job's
+/// `[job.retention.remote] keep_daily` replaces only that key of
+/// `[defaults.retention.remote]`.
+fn merge_into(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(over)) => merge_into(base, over),
             (_, value) => {
-                merged.insert(key, value);
+                base.insert(key, value);
             }
         }
     }
-    merged
 }
 
 /// One job's configuration from its merged table.

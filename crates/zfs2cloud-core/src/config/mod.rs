@@ -22,6 +22,10 @@ pub use jobs::ConfigFile;
 
 mod send_options;
 
+mod retention;
+
+pub use retention::{RemoteRetention, Retention};
+
 use crate::model::{
     mask_secret_flags, Compression, DatasetName, ExcludePattern, Mode, MountStrategy, Passphrase,
     SnapshotTimeZone, Step, DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS,
@@ -324,6 +328,8 @@ pub struct Config {
     pub encryption: Encryption,
     /// `encryption = "none"` without a raw send: explicitly wanted.
     pub allow_unencrypted: bool,
+    /// `[retention]`: what pruning keeps.
+    pub retention: Retention,
 }
 
 fn serialize_masked_flags<S: serde::Serializer>(flags: &[String], s: S) -> Result<S::Ok, S::Error> {
@@ -398,6 +404,8 @@ struct RawConfig {
     encryption: Encryption,
     #[serde(default)]
     allow_unencrypted: bool,
+    #[serde(default)]
+    retention: retention::RawRetention,
 }
 
 /// Limits for the steps that should never take long. A hung `zfs` or
@@ -603,6 +611,7 @@ impl Config {
         }
         let (steps, steps_overridden) = steps(raw.steps.as_deref(), raw.mode, base_dir)?;
         let hooks = hooks(raw.hooks, base_dir)?;
+        let retention = retention::retention(raw.retention)?;
         let resolve = |p: &Path| base_dir.join(p);
         Ok(Self {
             path: path.to_owned(),
@@ -644,6 +653,7 @@ impl Config {
             send_flags,
             encryption: raw.encryption,
             allow_unencrypted: raw.allow_unencrypted,
+            retention,
         })
     }
 
