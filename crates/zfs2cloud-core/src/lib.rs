@@ -162,6 +162,11 @@ pub use policy::{
     RestorePlanError, RestorePoint, SkippedBackup, SnapshotDecision, SnapshotRetention,
     TreeExclusion, TreeMember, TreePlan, Verdict,
 };
+// Remote pruning (its own list, for an easy merge).
+pub use policy::{
+    deletion_sequence, plan_remote_prune, RemoteAction, RemoteDecision, RemotePrunePlan,
+    RemotePrunePolicy, RemoteReason,
+};
 
 // Operations: the steps and the sequence that runs them.
 pub use ops::backup::{
