@@ -170,12 +170,15 @@ pub use policy::{
 
 // Operations: the steps and the sequence that runs them.
 pub use ops::backup::{
-    Backup, BackupFailure, ExportOptions, MemberFailure, MemberFailures, ProcessStages, StepError,
-    StepReport,
+    Backup, BackupFailure, ExportOptions, MemberFailure, MemberFailures, ProcessStages,
+    RemotePruneReport, StepError, StepReport,
 };
 pub use ops::catalog::{list_backups_of, list_remote_backups, CatalogError};
 pub use ops::export::{ExportError, ExportOutcome, ExportStepOutcome, StreamReport};
 pub use ops::lock::{LockError, RunLock, LOCK_FILE};
+pub use ops::prune_remote::{
+    delete_planned, list_for_prune, LeftAlone, PruneListing, PruneRemoteError,
+};
 pub use ops::remote_tree::{find_tree, RemoteTreeMember};
 pub use ops::snapshot::{HookError, SnapshotError};
 pub use ops::upload::{read_owner, OwnerReadError, RetryPolicy, UploadReport, UploadStepError};
