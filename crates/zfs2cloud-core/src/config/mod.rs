@@ -612,6 +612,7 @@ impl Config {
         let (steps, steps_overridden) = steps(raw.steps.as_deref(), raw.mode, base_dir)?;
         let hooks = hooks(raw.hooks, base_dir)?;
         let retention = retention::retention(raw.retention)?;
+        retention::check_steps(&steps, &retention)?;
         let resolve = |p: &Path| base_dir.join(p);
         Ok(Self {
             path: path.to_owned(),

@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::KeyError;
+use crate::model::Step;
 
 /// The `[retention]` table as written.
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +91,18 @@ pub(super) fn retention(raw: RawRetention) -> Result<Retention, KeyError> {
     Ok(Retention {
         remote: raw.remote.map(remote_retention).transpose()?,
     })
+}
+
+/// The `prune-remote` step needs `[retention.remote]`: found out when the
+/// file is loaded, not in the middle of a nightly run.
+pub(super) fn check_steps(steps: &[Step], retention: &Retention) -> Result<(), KeyError> {
+    if steps.contains(&Step::PruneRemote) && retention.remote.is_none() {
+        return Err(KeyError::new(
+            "steps",
+            "prune-remote needs a [retention.remote] table saying what to keep",
+        ));
+    }
+    Ok(())
 }
 
 /// `[retention.remote]`, checked: it must keep something, and give an
@@ -208,6 +221,14 @@ passphrase_file = "/etc/zfs2cloud/passphrase"
                 other => panic!("{extra}: expected a parse error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_prune_remote_step_needs_the_table() {
+        let steps = "steps = [\"lock\", \"prune-remote\", \"unlock\"]\n";
+        assert_eq!(invalid_key(steps), "steps");
+        let c = parse(&format!("{steps}[retention.remote]\nkeep_chains = 2\n")).unwrap();
+        assert!(c.steps.contains(&crate::model::Step::PruneRemote));
     }
 
     #[test]
