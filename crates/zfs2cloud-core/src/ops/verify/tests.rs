@@ -197,6 +197,59 @@ fn deep_without_download(
     )
 }
 
+/// The verdict on an incremental based on the missing 20240104000000.
+const ORPHAN: &str =
+    "its restore needs 20240104000000, which is not on the remote as a complete backup";
+
+#[test]
+fn an_incremental_whose_chain_is_broken_is_incomplete_one_on_an_intact_one_is_not() {
+    let on = |dir: &str, base: &str| {
+        let mut b = whole(dir);
+        b.manifest.as_mut().unwrap().base = Some(base.into());
+        b
+    };
+    let backups = [
+        whole("20240101000000-full"),
+        on("20240102000000", "20240101000000"),
+        on("20240103000000", "20240102000000"),
+        on("20240105000000", "20240104000000"),
+        on("20240106000000", "20240105000000"),
+    ];
+    let checks = verify_listing(&backups, None);
+    assert_eq!(
+        verdicts(&checks),
+        [
+            ("20240101000000-full", &Health::Ok),
+            ("20240102000000", &Health::Ok),
+            ("20240103000000", &Health::Ok),
+            ("20240105000000", &Health::Incomplete(ORPHAN.into())),
+            ("20240106000000", &Health::Incomplete(ORPHAN.into())),
+        ]
+    );
+}
+
+#[test]
+fn deep_verify_condemns_a_whole_chain_below_a_damaged_full_without_downloading() {
+    let damaged_full = backup(
+        "20240101000000-full",
+        &[("c.0000", 4, "aa")],
+        &[("c.0000", 1, None)],
+        true,
+    );
+    let mut on_incremental = whole("20240103000000");
+    on_incremental.manifest.as_mut().unwrap().base = Some("20240102000000".into());
+    let backups = [damaged_full, whole("20240102000000"), on_incremental];
+    let checks = deep_without_download(&backups, None).unwrap();
+    let find = |dir: &str| &checks.iter().find(|c| c.backup == dir).unwrap().health;
+    assert_eq!(checks.len(), 3, "{checks:?}");
+    for dir in ["20240102000000", "20240103000000"] {
+        assert_eq!(
+            find(dir),
+            &Health::Incomplete("its full 20240101000000-full is not OK".into())
+        );
+    }
+}
+
 #[test]
 fn deep_verify_reports_what_the_listing_condemns_without_downloading() {
     let damaged_full = backup(
@@ -213,10 +266,7 @@ fn deep_verify_reports_what_the_listing_condemns_without_downloading() {
     let checks = deep_without_download(&[damaged_full, on_damaged, orphan], None).unwrap();
     assert_eq!(checks.len(), 3, "{checks:?}");
     let find = |dir: &str| &checks.iter().find(|c| c.backup == dir).unwrap().health;
-    assert_eq!(
-        find("20240105000000"),
-        &Health::Incomplete("its full base is not on the remote".into())
-    );
+    assert_eq!(find("20240105000000"), &Health::Incomplete(ORPHAN.into()));
     assert!(matches!(find("20240101000000-full"), Health::Damaged(_)));
     assert_eq!(
         find("20240102000000"),
@@ -239,9 +289,6 @@ fn deep_verify_only_checks_what_was_asked_for() {
     let checks = deep_without_download(&backups, Some(&only)).unwrap();
     assert_eq!(
         verdicts(&checks),
-        [(
-            "20240105000000",
-            &Health::Incomplete("its full base is not on the remote".into())
-        )]
+        [("20240105000000", &Health::Incomplete(ORPHAN.into()))]
     );
 }
