@@ -80,7 +80,7 @@ pub fn linkable(backup: &RemoteBackup) -> bool {
 }
 
 /// Groups backups into chains, as [`Dependencies`] links them through
-/// [`linkable`] backups. Incrementals whose chain is broken (a backup it
+/// backups with a readable manifest. Incrementals whose chain is broken (a backup it
 /// needs is not on the remote, or has no readable manifest, or it has none
 /// itself) are returned separately as orphans.
 #[must_use]
