@@ -329,6 +329,7 @@ pub struct Config {
     /// `encryption = "none"` without a raw send: explicitly wanted.
     pub allow_unencrypted: bool,
     /// `[retention]`: what pruning keeps.
+    #[serde(skip_serializing_if = "Retention::is_empty")]
     pub retention: Retention,
 }
 
@@ -404,7 +405,7 @@ struct RawConfig {
     encryption: Encryption,
     #[serde(default)]
     allow_unencrypted: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "retention::table")]
     retention: retention::RawRetention,
 }
 

@@ -13,7 +13,11 @@
 //! Each sub-table has its own raw struct and check, so that retention of
 //! other things can sit beside `remote` without touching it.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::KeyError;
 use crate::model::Step;
@@ -22,8 +26,37 @@ use crate::model::Step;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a [retention] table")]
 pub(super) struct RawRetention {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "some_table")]
     remote: Option<RawRemoteRetention>,
+}
+
+/// Deserializes `T` from a table only. serde's derived structs also take
+/// a list of their fields' values in order, and since every key here may
+/// be left out, `remote = [7]` would read as `keep_hourly = 7`.
+pub(super) fn table<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct TableOnly<T>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for TableOnly<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(TableOnly(PhantomData))
+}
+
+fn some_table<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    table(d).map(Some)
 }
 
 /// `[retention.remote]` as written: every key may be left out.
@@ -84,6 +117,15 @@ pub struct RemoteRetention {
     /// A backup directory without manifest younger than this (by the time
     /// in its name) may be an upload in progress, and is kept.
     pub incomplete_grace_hours: u32,
+}
+
+impl Retention {
+    /// Whether no retention is configured (nothing to show in the
+    /// effective config).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.remote.is_none()
+    }
 }
 
 /// The `[retention]` table, checked.
@@ -212,6 +254,11 @@ passphrase_file = "/etc/zfs2cloud/passphrase"
             (
                 "[retention.remote]\nkeep_daily = -1\n",
                 "retention.remote.keep_daily",
+            ),
+            ("[retention]\nremote = [7]\n", "retention.remote"),
+            (
+                "retention = [{ remote = { keep_daily = 1 } }]\n",
+                "retention",
             ),
         ] {
             match parse(extra) {
