@@ -61,11 +61,11 @@ pub struct RemotePrunePolicy {
 }
 
 impl RemotePrunePolicy {
-    /// The policy of `config`'s `[retention.remote]` for a directory
-    /// claimed at `claimed_at`; `None` without that table (remote pruning
-    /// is off).
+    /// The policy of `config`'s `[retention.remote]`; `None` without that
+    /// table (remote pruning is off). `claimed_at` is `None`: it is the
+    /// remote directory's, which the caller sets once it has listed it.
     #[must_use]
-    pub fn from_config(config: &Config, claimed_at: Option<DateTime<Utc>>) -> Option<Self> {
+    pub fn from_config(config: &Config) -> Option<Self> {
         let r = config.retention.remote?;
         Some(Self {
             keeps: CalendarKeeps {
@@ -78,7 +78,7 @@ impl RemotePrunePolicy {
             keep_chains: r.keep_chains,
             incomplete_grace: TimeDelta::hours(i64::from(r.incomplete_grace_hours)),
             zone: config.snapshot_time_zone,
-            claimed_at,
+            claimed_at: None,
         })
     }
 }

@@ -235,21 +235,20 @@ impl Backup<'_> {
                     .into(),
             ));
         }
-        let off = || {
+        let mut policy = RemotePrunePolicy::from_config(config).ok_or_else(|| {
             StepError::Unsupported(format!(
                 "remote pruning is off for {}: {} has no [retention.remote] table (it is \
                  opt-in; see docs/retention.md)",
                 config.name(),
                 config.path.display()
             ))
-        };
-        config.retention.remote.ok_or_else(off)?;
+        })?;
         let PruneListing {
             backups,
             left_alone,
             claimed_at,
         } = list_for_prune(self.uploader, &config.remote, &config.dataset)?;
-        let policy = RemotePrunePolicy::from_config(config, claimed_at).ok_or_else(off)?;
+        policy.claimed_at = claimed_at;
         let plan = plan_remote_prune(&backups, &policy, self.now);
         let deleted = if act {
             delete_planned(

@@ -130,6 +130,32 @@ fn assert_year(shape: Shape, kept: &[&str], deleted: &str) {
 }
 
 #[test]
+fn the_policy_is_the_configs_table_and_none_without_it() {
+    let text = "dataset = \"tank/data\"\nintermediate_basedir = \"/b\"\nremote = \"r:d\"\n\
+                passphrase_file = \"/p\"\nsnapshot_time_zone = \"local\"\n";
+    let path = std::path::Path::new("/etc/zfs2cloud/d.toml");
+    assert_eq!(
+        RemotePrunePolicy::from_config(&Config::parse(text, path).unwrap()),
+        None
+    );
+    let with = format!("{text}[retention.remote]\nkeep_weekly = 4\nkeep_chains = 2\n");
+    let policy = RemotePrunePolicy::from_config(&Config::parse(&with, path).unwrap()).unwrap();
+    assert_eq!(
+        policy,
+        RemotePrunePolicy {
+            keeps: CalendarKeeps {
+                weekly: 4,
+                ..CalendarKeeps::default()
+            },
+            keep_chains: 2,
+            incomplete_grace: TimeDelta::hours(48),
+            zone: SnapshotTimeZone::Local,
+            claimed_at: None,
+        }
+    );
+}
+
+#[test]
 fn a_year_since_the_last_full_keeps_the_periods_and_their_fulls() {
     assert_year(
         Shape::SinceLastFull,
