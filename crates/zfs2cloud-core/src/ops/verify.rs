@@ -38,17 +38,17 @@ pub fn verify_listing(backups: &[RemoteBackup], only: Option<&[String]>) -> Vec<
         .iter()
         .enumerate()
         .filter(|(_, b)| selected(b, only))
-        .map(|(i, b)| {
-            let health = match (check_listing(b), deps.chain(i)) {
-                (Health::Ok, Err(link)) => broken_chain(&link),
-                (health, _) => health,
-            };
-            BackupCheck {
-                backup: b.dir_name.clone(),
-                health,
-            }
-        })
+        .map(|(i, b)| check(b, listing_health(b, &deps, i)))
         .collect()
+}
+
+/// The listing's verdict on backup `b` (number `i` of `deps`): its own
+/// files, then its chain.
+fn listing_health(b: &RemoteBackup, deps: &Dependencies<'_>, i: usize) -> Health {
+    match (check_listing(b), deps.chain(i)) {
+        (Health::Ok, Err(link)) => broken_chain(&link),
+        (health, _) => health,
+    }
 }
 
 /// Whether `only` (snapshot or directory names; `None`: all) names `b`.
@@ -144,10 +144,8 @@ pub fn verify_deep(
     };
     let mut verdicts = Vec::new();
     for (i, b) in backups.iter().enumerate() {
-        if b.kind == ExportKind::Incremental && selected(b, only) {
-            if let Err(link) = deps.chain(i) {
-                verdicts.push(check(b, broken_chain(&link)));
-            }
+        if b.kind == ExportKind::Incremental && selected(b, only) && deps.chain(i).is_err() {
+            verdicts.push(check(b, listing_health(b, &deps, i)));
         }
     }
     for full in (0..backups.len()).filter(|&i| backups[i].kind == ExportKind::Full) {
