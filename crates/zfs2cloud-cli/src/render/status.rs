@@ -251,7 +251,7 @@ fn render_remote(out: &mut String, remote: &RemoteStatus) {
     if !remote.orphans.is_empty() {
         let _ = writeln!(
             out,
-            "  orphans (base not on the remote, or unknown): {}",
+            "  orphans (chain broken: a backup they need is missing or has no manifest): {}",
             remote.orphans.join(", ")
         );
     }
@@ -317,7 +317,7 @@ mod tests {
                 "partial: 20240103000000.partial",
                 "remote backups (3):",
                 "chain 20240101000000-full: no incrementals",
-                "orphans (base not on the remote, or unknown): 20231215000000, 20240102000000",
+                "orphans (chain broken: a backup they need is missing or has no manifest): 20231215000000, 20240102000000",
                 "INCOMPLETE: manifest.json is missing",
                 "DAMAGED: chunk tank-data@20231215000000.zfs.gpg.0000",
             ],

@@ -235,10 +235,12 @@ pub struct LockStatus {
 pub struct RemoteStatus {
     /// Every backup directory, oldest first.
     pub backups: Vec<RemoteBackupStatus>,
-    /// Each full with the incrementals based on it.
+    /// Each full with the incrementals that depend on it (based on it, or
+    /// on an incremental that is).
     pub chains: Vec<ChainStatus>,
-    /// Incrementals whose base full is not on the remote (or whose base is
-    /// unknown): they cannot be restored from the remote alone.
+    /// Incrementals whose chain is broken (a backup they need is not on
+    /// the remote or has no manifest, or they have none): they cannot be
+    /// restored from the remote alone.
     pub orphans: Vec<String>,
 }
 
@@ -291,12 +293,13 @@ pub struct RemoteBackupStatus {
     pub bytes: u64,
 }
 
-/// A full and the incrementals based on it.
+/// A full and the incrementals that depend on it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ChainStatus {
     /// The full's directory.
     pub full: String,
-    /// The incrementals' directories, oldest first.
+    /// The directories of the incrementals whose restore starts from the
+    /// full, oldest first.
     pub incrementals: Vec<String>,
 }
 
@@ -526,7 +529,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::model::testing::test_manifest;
+    use crate::model::testing::{test_manifest, write_local_export};
     use crate::model::upload_record;
     use crate::model::RemoteFile;
     use crate::model::{ChunkEntry, Manifest, MANIFEST_FILE};
@@ -942,6 +945,25 @@ passphrase_file = "/etc/zfs2cloud/pass"
             matches!(&err, StatusError::Io { path, .. } if path.ends_with(LAST_BACKUP_FILE)),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_incremental_on_an_intact_incremental_is_in_its_chain_not_an_orphan() {
+        let tmp = tempfile::tempdir().unwrap();
+        let remote = tmp.path();
+        write_local_export(remote, "20240101000000", None, &[b"f"]);
+        write_local_export(remote, "20240102000000", Some("20240101000000"), &[b"a"]);
+        write_local_export(remote, "20240103000000", Some("20240102000000"), &[b"b"]);
+        write_local_export(remote, "20240105000000", Some("20240104000000"), &[b"c"]);
+        let status = remote_status(&local_remote(), remote.to_str().unwrap()).unwrap();
+        assert_eq!(
+            status.chains,
+            [ChainStatus {
+                full: "20240101000000-full".into(),
+                incrementals: vec!["20240102000000".into(), "20240103000000".into()],
+            }]
+        );
+        assert_eq!(status.orphans, ["20240105000000"]);
     }
 
     #[test]
