@@ -8,7 +8,7 @@ use chrono::DateTime;
 
 use zfs2cloud_core::{ExportKind, LockStatus, Mode, RemoteStatus, StatusReport};
 
-use super::tree::forest;
+use super::tree::{forest, parent_indices};
 
 fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.to_owned()
@@ -189,13 +189,7 @@ pub fn render_table(report: &StatusReport) -> String {
 /// The snapshots, each under the one its export is based on.
 fn snapshot_rows(report: &StatusReport) -> Vec<Vec<String>> {
     let snapshots = &report.snapshots;
-    let parents: Vec<Option<usize>> = snapshots
-        .iter()
-        .map(|s| {
-            let base = s.base.as_deref()?;
-            snapshots.iter().position(|b| b.name == base)
-        })
-        .collect();
+    let parents = parent_indices(snapshots, |s| &s.name, |s| s.base.as_deref());
     forest(&parents)
         .into_iter()
         .map(|(i, prefix)| {
@@ -207,6 +201,30 @@ fn snapshot_rows(report: &StatusReport) -> Vec<Vec<String>> {
                 or_dash(s.level.map(|l| l.to_string()).as_deref()),
                 yes_no(s.held),
                 yes_no(s.uploaded),
+            ]
+        })
+        .collect()
+}
+
+/// The remote's backups, each under the one a restore receives before it.
+fn remote_rows(remote: &RemoteStatus) -> Vec<Vec<String>> {
+    let backups = &remote.backups;
+    let parents = parent_indices(backups, |b| &b.dir, |b| b.based_on.as_deref());
+    forest(&parents)
+        .into_iter()
+        .map(|(i, prefix)| {
+            let b = &backups[i];
+            let health = match &b.reason {
+                Some(reason) => format!("{}: {reason}", b.health.as_str()),
+                None => b.health.as_str().to_owned(),
+            };
+            vec![
+                format!("{prefix}{}", b.dir),
+                b.kind.as_str().to_owned(),
+                or_dash(b.level.map(|l| l.to_string()).as_deref()),
+                b.chunks.to_string(),
+                human_bytes(b.bytes),
+                health,
             ]
         })
         .collect()
@@ -240,14 +258,11 @@ fn render_remote(out: &mut String, remote: &RemoteStatus) {
         return;
     }
     out.push('\n');
-    for chain in &remote.chains {
-        let incrementals = if chain.incrementals.is_empty() {
-            "no incrementals".to_owned()
-        } else {
-            chain.incrementals.join(", ")
-        };
-        let _ = writeln!(out, "  chain {}: {incrementals}", chain.full);
-    }
+    let _ = writeln!(
+        out,
+        "  {} chain(s); each backup is drawn under the one a restore receives before it",
+        remote.chains.len()
+    );
     if !remote.orphans.is_empty() {
         let _ = writeln!(
             out,
@@ -255,27 +270,10 @@ fn render_remote(out: &mut String, remote: &RemoteStatus) {
             remote.orphans.join(", ")
         );
     }
-    let rows: Vec<Vec<String>> = remote
-        .backups
-        .iter()
-        .map(|b| {
-            let health = match &b.reason {
-                Some(reason) => format!("{}: {reason}", b.health.as_str()),
-                None => b.health.as_str().to_owned(),
-            };
-            vec![
-                b.dir.clone(),
-                b.kind.as_str().to_owned(),
-                or_dash(b.base.as_deref()),
-                b.chunks.to_string(),
-                human_bytes(b.bytes),
-                health,
-            ]
-        })
-        .collect();
+    let rows = remote_rows(remote);
     table(
         out,
-        &["DIR", "KIND", "BASE", "CHUNKS", "SIZE", "HEALTH"],
+        &["DIR", "KIND", "LEVEL", "CHUNKS", "SIZE", "HEALTH"],
         &rows,
     );
 }
@@ -316,7 +314,8 @@ mod tests {
                 "20240101000000-full  full         2       1.0 KiB  yes",
                 "partial: 20240103000000.partial",
                 "remote backups (3):",
-                "chain 20240101000000-full: no incrementals",
+                "1 chain(s); each backup is drawn under the one a restore receives before it",
+                "20240101000000-full  full         -      ",
                 "orphans (chain broken: a backup they need is missing or has no manifest): 20231215000000, 20240102000000",
                 "INCOMPLETE: manifest.json is missing",
                 "DAMAGED: chunk tank-data@20231215000000.zfs.gpg.0000",

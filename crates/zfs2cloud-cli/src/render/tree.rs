@@ -39,6 +39,22 @@ pub fn forest(parents: &[Option<usize>]) -> Vec<(usize, String)> {
     out
 }
 
+/// For each item, the index of the item whose `id` is its `parent`, for
+/// [`forest`]; `None` where it has none or that item is not there.
+pub fn parent_indices<T>(
+    items: &[T],
+    id: impl Fn(&T) -> &str,
+    parent: impl Fn(&T) -> Option<&str>,
+) -> Vec<Option<usize>> {
+    items
+        .iter()
+        .map(|item| {
+            let parent = parent(item)?;
+            items.iter().position(|p| id(p) == parent)
+        })
+        .collect()
+}
+
 /// Whether following parents from `i` comes back to `i`.
 fn loops(parents: &[Option<usize>], i: usize) -> bool {
     let mut at = parents[i];

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{chains, check_listing, future_bases, Health, Strategy};
+use crate::policy::{
+    chains, check_listing, future_bases, linkable, Dependencies, Health, Strategy,
+};
 
 use crate::config::Config;
 use crate::model::ExportKind;
@@ -285,6 +287,13 @@ pub struct RemoteBackupStatus {
     pub reason: Option<String>,
     /// The base of an incremental, from the manifest.
     pub base: Option<String>,
+    /// The directory a restore of this incremental receives just before
+    /// it: the backup of `base` with the shortest chain; `None` for a full,
+    /// or when the chain is broken (an orphan).
+    pub based_on: Option<String>,
+    /// The level from the manifest (0: a full); `None` without one, or in
+    /// a manifest from before levels.
+    pub level: Option<u32>,
     /// Number of chunks: the manifest's, or without a manifest the
     /// `.zfs.gpg.NNNN` files present.
     pub chunks: usize,
@@ -475,9 +484,11 @@ fn snapshot_status(
 
 fn remote_status(uploader: &dyn Uploader, remote: &str) -> Result<RemoteStatus, StatusError> {
     let listed = list_remote_backups(uploader, remote)?;
+    let deps = Dependencies::new(&listed, &linkable);
     let backups = listed
         .iter()
-        .map(|b| {
+        .enumerate()
+        .map(|(i, b)| {
             let (health, reason) = match check_listing(b) {
                 Health::Ok => (HealthState::Ok, None),
                 Health::Damaged(r) => (HealthState::Damaged, Some(r)),
@@ -501,6 +512,8 @@ fn remote_status(uploader: &dyn Uploader, remote: &str) -> Result<RemoteStatus, 
                 health,
                 reason,
                 base: b.base().map(str::to_owned),
+                based_on: deps.base_of(i).map(|j| listed[j].dir_name.clone()),
+                level: b.manifest.as_ref().and_then(|m| m.level),
                 chunks: chunk_names.len(),
                 bytes,
             }
