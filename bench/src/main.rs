@@ -26,11 +26,11 @@ mod setup;
 mod variants;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use zfs2cloud_testkit::harness::ZfsSession;
+use zfs2cloud_testkit::harness::{Pool, ZfsSession};
 
 use crate::cmd::Interrupt;
 use crate::setup::{make_dataset, supports_pipelined, Content, World};
@@ -124,7 +124,7 @@ impl Opts {
 }
 
 /// `1G`, `512M`, `64K`, `0` or a byte count (powers of 1024, as `split -b`).
-fn parse_bytes(s: &str) -> anyhow::Result<u64> {
+pub fn parse_bytes(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
@@ -181,11 +181,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    let command = std::env::var("BENCH_COMMAND")
-        .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
-    let opts = Opts::from_args(args)?;
-    let interrupt = Interrupt::install()?;
+/// The zfs2cloud binary under test, which must exist, as an absolute path.
+pub fn resolve_bin() -> anyhow::Result<PathBuf> {
     let bin = zfs2cloud_bin();
     if !bin.is_file() {
         bail!(
@@ -196,28 +193,46 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let bin = bin.canonicalize().context("canonicalize ZFS2CLOUD_BIN")?;
     progress(&format!("zfs2cloud binary: {}", bin.display()));
+    Ok(bin)
+}
+
+/// Waits for the machine-wide ZFS lock, which the test suite holds too:
+/// zfs-fuse deadlocks when pools are created at the same time. `tools`
+/// must work besides zpool and zfs.
+pub fn lock_zfs(tools: &[&str]) -> anyhow::Result<ZfsSession> {
     progress("waiting for the machine-wide ZFS lock (tests hold it too)");
-    let Some(session) = ZfsSession::start(&["gpg", "rclone", "split"]) else {
-        bail!("zpool/zfs/gpg/rclone missing or the zfs-fuse daemon is not running: run `bash scripts/install-test-deps --no-moto`");
-    };
-    let pool_bytes = (opts.size + opts.large_size + opts.text_size) / 100 * 115 + (1 << 30);
-    let pool = session.pool_sized("bench", pool_bytes);
+    ZfsSession::start(tools).context(
+        "zpool/zfs/gpg/rclone missing or the zfs-fuse daemon is not running: \
+         run `bash scripts/install-test-deps --no-moto`",
+    )
+}
+
+/// The benchmark's pool, on a sparse image of `bytes` bytes.
+pub fn make_pool<'s>(session: &'s ZfsSession, tag: &str, bytes: u64) -> Pool<'s> {
+    let pool = session.pool_sized(tag, bytes);
     progress(&format!(
         "pool {} on a sparse {} image in {}",
         pool.name(),
-        human_bytes(pool_bytes),
+        human_bytes(bytes),
         pool.scratch().display()
     ));
+    pool
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let command = std::env::var("BENCH_COMMAND")
+        .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+    let opts = Opts::from_args(args)?;
+    let interrupt = Interrupt::install()?;
+    let bin = resolve_bin()?;
+    let session = lock_zfs(&["gpg", "rclone", "split"])?;
+    let pool_bytes = (opts.size + opts.large_size + opts.text_size) / 100 * 115 + (1 << 30);
+    let pool = make_pool(&session, "bench", pool_bytes);
     let world = World::new(bin, pool.scratch(), opts.logs.as_deref())?;
     let result = measure(&pool, &world, &opts, &interrupt, &command);
     // Best effort, before the pool is destroyed: zfs2cloud holds its full
     // base (`zfs hold zfs2cloud`), and gpg may have left an agent.
-    for ds in ["small", "large", "text"] {
-        let _ = Command::new("zfs")
-            .args(["release", "zfs2cloud"])
-            .arg(format!("{}@{}", pool.dataset(ds), setup::SNAPSHOT))
-            .output();
-    }
+    setup::release_holds(pool.name());
     world.stop_gpg_agent();
     progress(&format!("destroying pool {}", pool.name()));
     drop(pool);
@@ -228,7 +243,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn measure(
-    pool: &zfs2cloud_testkit::harness::Pool<'_>,
+    pool: &Pool<'_>,
     world: &World,
     opts: &Opts,
     interrupt: &Interrupt,
