@@ -2,7 +2,9 @@
 //! `zfs send | gpg | split` pipeline, sequential against pipelined
 //! export+upload under a bandwidth limit, peak RSS, peak local disk, and
 //! zstd against no compression on text. Run it with `sudo bench/run`; see
-//! `bench/README.md`.
+//! `bench/README.md`. `sudo bench/run retention` runs the other mode
+//! instead: what each incremental strategy costs over simulated nights
+//! (issue 14, module `retention`).
 //!
 //! * `setup`: the pool, datasets, GNUPGHOME, config files;
 //! * `cmd`: running commands (timed, sampled, with full failure reports);
@@ -21,6 +23,7 @@
 
 mod cmd;
 mod report;
+mod retention;
 mod sampler;
 mod setup;
 mod variants;
@@ -29,7 +32,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use zfs2cloud_testkit::harness::{Pool, ZfsSession};
 
 use crate::cmd::Interrupt;
@@ -41,8 +44,11 @@ use crate::variants::{Bench, Samples};
 /// The binary under test is $ZFS2CLOUD_BIN (default:
 /// <workspace>/target/release/zfs2cloud).
 #[derive(Debug, Parser)]
-#[command(name = "zfs2cloud-bench")]
+#[command(name = "zfs2cloud-bench", args_conflicts_with_subcommands = true)]
 struct Args {
+    /// Another benchmark instead of this one.
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Small sizes for development: 64M / 256M / 64M, split 16M, 1 repetition
     /// (explicit options still win).
     #[arg(long)]
@@ -77,6 +83,14 @@ struct Args {
     /// otherwise they are removed with the pool.
     #[arg(long, value_name = "DIR")]
     logs: Option<PathBuf>,
+}
+
+/// The other benchmarks.
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// What each incremental_strategy costs: bytes uploaded and stored,
+    /// restore chains and time, over simulated nightly backups (issue 14).
+    Retention(retention::RetentionArgs),
 }
 
 /// The resolved options.
@@ -219,9 +233,12 @@ pub fn make_pool<'s>(session: &'s ZfsSession, tag: &str, bytes: u64) -> Pool<'s>
     pool
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(mut args: Args) -> anyhow::Result<()> {
     let command = std::env::var("BENCH_COMMAND")
         .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+    if let Some(Mode::Retention(r)) = args.mode.take() {
+        return retention::run(r, &command);
+    }
     let opts = Opts::from_args(args)?;
     let interrupt = Interrupt::install()?;
     let bin = resolve_bin()?;
