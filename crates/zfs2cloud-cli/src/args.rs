@@ -172,4 +172,13 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+
+    /// Delete the backups on the remote that [retention.remote] lets go,
+    /// never one that a kept backup needs. Without -y, only shows the plan:
+    /// each backup kept or deleted and why, and what is left alone.
+    PruneRemote {
+        /// Really delete.
+        #[arg(short, long)]
+        yes: bool,
+    },
 }

@@ -166,6 +166,7 @@ fn dispatch(app: &App, command: &Command) -> anyhow::Result<()> {
         Command::Upload { snapshot } => cmd::upload::run(app, snapshot.as_deref()),
         Command::PruneIntermediates { yes } => cmd::prune::intermediates(app, *yes),
         Command::PruneSnapshots { yes } => cmd::prune::snapshots(app, *yes),
+        Command::PruneRemote { yes } => cmd::prune::remote(app, *yes),
         Command::Status { json, remote } => cmd::status::run(app, *json, *remote),
         Command::Verify { snapshot, deep, .. } => cmd::verify::run(app, snapshot.as_deref(), *deep),
         Command::MountSnapshot => cmd::filemode::run(app, &Step::MountSnapshot),

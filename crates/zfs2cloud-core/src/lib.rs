@@ -118,8 +118,8 @@ pub use config::{
     ByteSize, Config, ConfigError, ConfigFile, HookCommand, Hooks, IncrementalStrategy, SizeError,
     ToolPaths, ENV_GPG, ENV_RCLONE, ENV_ZFS,
 };
-// Retention settings (their own list, for an easy merge).
-pub use config::{LocalRetention, Retention};
+// `[retention]` (its own list, for an easy merge).
+pub use config::{LocalRetention, RemoteRetention, Retention};
 
 // Names, steps, snapshot metadata, and the formats on disk and remote.
 pub use model::{
@@ -164,15 +164,23 @@ pub use policy::{
 };
 // Snapshot retention's rule and reasons.
 pub use policy::{SnapshotReason, SnapshotRule};
+// Remote pruning (its own list, for an easy merge).
+pub use policy::{
+    deletion_sequence, plan_remote_prune, RemoteAction, RemoteDecision, RemotePrunePlan,
+    RemotePrunePolicy, RemoteReason,
+};
 
 // Operations: the steps and the sequence that runs them.
 pub use ops::backup::{
-    Backup, BackupFailure, ExportOptions, MemberFailure, MemberFailures, ProcessStages, StepError,
-    StepReport,
+    Backup, BackupFailure, ExportOptions, MemberFailure, MemberFailures, ProcessStages,
+    RemotePruneReport, StepError, StepReport,
 };
 pub use ops::catalog::{list_backups_of, list_remote_backups, CatalogError};
 pub use ops::export::{ExportError, ExportOutcome, ExportStepOutcome, StreamReport};
 pub use ops::lock::{LockError, RunLock, LOCK_FILE};
+pub use ops::prune_remote::{
+    delete_planned, list_for_prune, LeftAlone, PruneListing, PruneRemoteError,
+};
 pub use ops::remote_tree::{find_tree, RemoteTreeMember};
 pub use ops::snapshot::{HookError, SnapshotError};
 pub use ops::upload::{read_owner, OwnerReadError, RetryPolicy, UploadReport, UploadStepError};

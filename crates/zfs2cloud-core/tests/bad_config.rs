@@ -43,10 +43,11 @@ fn config_with(key: &str, value: &str) -> (String, usize) {
         .filter(|(k, _)| *k != canonical)
         .map(|(k, v)| format!("{k} = {v}"))
         .collect();
-    let bare = match key.strip_prefix("hooks.") {
-        Some(hook) => {
-            lines.push("[hooks]".into());
-            hook
+    // `hooks.pre_snapshot`, `retention.remote.keep_daily`: in their table.
+    let bare = match key.rsplit_once('.') {
+        Some((table, bare)) => {
+            lines.push(format!("[{table}]"));
+            bare
         }
         None => key,
     };
@@ -140,6 +141,15 @@ const KEYS: &[(&str, &[&str])] = &[
     ("hooks.post_snapshot", &[STR, STR_LIST]),
     ("hooks.on_failure", &[STR, STR_LIST]),
     ("hooks.on_success", &[STR, STR_LIST]),
+    ("retention", &[TABLE]),
+    ("retention.remote", &[TABLE]),
+    ("retention.remote.keep_hourly", &[INT]),
+    ("retention.remote.keep_daily", &[INT]),
+    ("retention.remote.keep_weekly", &[INT]),
+    ("retention.remote.keep_monthly", &[INT]),
+    ("retention.remote.keep_yearly", &[INT]),
+    ("retention.remote.keep_chains", &[INT]),
+    ("retention.remote.incomplete_grace_hours", &[INT]),
 ];
 
 #[test]

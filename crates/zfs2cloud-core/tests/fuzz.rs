@@ -1077,8 +1077,9 @@ proptest! {
     }
 
     /// Every full heads exactly one chain; every incremental is in the chain
-    /// of the full its manifest names, or an orphan; a restore plan is the
-    /// full first, then at most the one incremental.
+    /// its restore starts from (based on the full, or on an incremental in
+    /// the same chain), or an orphan; a restore plan is the full first,
+    /// then at most the one incremental.
     #[test]
     fn chains_and_restore_plans_are_consistent(backups in vec(remote_backup(), 0..6), pick in any::<prop::sample::Index>()) {
         let (chains, orphans) = chains(&backups);
@@ -1092,7 +1093,14 @@ proptest! {
         for c in &chains {
             prop_assert_eq!(c.full.kind, ExportKind::Full);
             for i in &c.incrementals {
-                prop_assert_eq!(i.base(), Some(c.full.snapshot.as_str()));
+                // A manifest that names no base: the full before it, as
+                // for the original tool's backups.
+                let base = i.base();
+                let in_chain = base.is_none_or(|base| {
+                    base == c.full.snapshot
+                        || c.incrementals.iter().any(|j| j.snapshot == base)
+                });
+                prop_assert!(in_chain, "{} is based on {:?}", i.dir_name, base);
             }
         }
         let mut points = vec![RestorePoint::Latest];
@@ -1172,6 +1180,180 @@ proptest! {
                     if parsed.is_none() {
                         prop_assert!(matches!(check_listing(b), Health::Damaged(_)));
                     }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Remote pruning
+
+/// A backup of one of the first 12 days of 2024 (so that bases name
+/// backups that are there): full or not; with a manifest naming a base
+/// among those days, an unreadable one, or none; its chunk there, missing
+/// or of another size; with `SHA256SUMS` or not.
+fn linked_backup() -> impl Strategy<Value = RemoteBackup> {
+    (
+        1u32..=12,
+        any::<bool>(),
+        0u8..3,
+        1u32..=12,
+        0u8..3,
+        any::<bool>(),
+    )
+        .prop_map(|(day, full, manifest, base_day, chunk, sums)| {
+            let snapshot = format!("202401{day:02}000000");
+            let kind = if full {
+                ExportKind::Full
+            } else {
+                ExportKind::Incremental
+            };
+            let chunk_name = format!("tank-data@{snapshot}.zfs.gpg.0000");
+            let mut files = Vec::new();
+            if chunk > 0 {
+                let size = if chunk == 1 { 3 } else { 2 };
+                files.push(RemoteFile {
+                    name: chunk_name.clone(),
+                    size,
+                    sha256: None,
+                });
+            }
+            if sums {
+                files.push(RemoteFile {
+                    name: "SHA256SUMS".into(),
+                    size: 1,
+                    sha256: None,
+                });
+            }
+            let manifest = (manifest == 1).then(|| Manifest {
+                format: 1,
+                tool: "zfs2cloud".into(),
+                tool_version: "0".into(),
+                dataset: "tank/data".into(),
+                snapshot: snapshot.clone(),
+                kind,
+                base: (!full).then(|| format!("202401{base_day:02}000000")),
+                created_at: String::new(),
+                encryption: "none".into(),
+                compression: "none".into(),
+                split_size: 3,
+                total_size: 3,
+                chunks: vec![ChunkEntry {
+                    name: chunk_name,
+                    size: 3,
+                    sha256: "aa".into(),
+                }],
+                send_flags: zfs2cloud_core::SendFlags::default(),
+                level: None,
+            });
+            if manifest.is_some() {
+                files.push(RemoteFile {
+                    name: MANIFEST_FILE.into(),
+                    size: 1,
+                    sha256: None,
+                });
+            }
+            RemoteBackup {
+                dir_name: if full {
+                    format!("{snapshot}-full")
+                } else {
+                    snapshot.clone()
+                },
+                snapshot,
+                kind,
+                manifest,
+                manifest_error: (manifest_error_wanted(&files, full, day)).then(|| "EOF".into()),
+                files,
+            }
+        })
+}
+
+/// An unreadable manifest now and then (never beside a readable one).
+fn manifest_error_wanted(files: &[RemoteFile], full: bool, day: u32) -> bool {
+    !files.iter().any(|f| f.name == MANIFEST_FILE) && full && day.is_multiple_of(5)
+}
+
+/// One listing: unique directory names, oldest first, as the catalog
+/// gives them.
+fn linked_listing() -> impl Strategy<Value = Vec<RemoteBackup>> {
+    vec(linked_backup(), 0..14).prop_map(|mut backups| {
+        backups.sort_by(|a, b| a.dir_name.cmp(&b.dir_name));
+        backups.dedup_by(|a, b| a.dir_name == b.dir_name);
+        backups.sort_by(|a, b| a.snapshot.cmp(&b.snapshot));
+        backups
+    })
+}
+
+fn prune_policy() -> impl Strategy<Value = zfs2cloud_core::RemotePrunePolicy> {
+    (vec(0u32..3, 6), 1i64..200, prop::option::of(1u32..=12)).prop_map(|(n, grace, claim)| {
+        zfs2cloud_core::RemotePrunePolicy {
+            keeps: zfs2cloud_core::CalendarKeeps {
+                hourly: n[0],
+                daily: n[1],
+                weekly: n[2],
+                monthly: n[3],
+                yearly: n[4],
+            },
+            keep_chains: n[5],
+            incomplete_grace: chrono::TimeDelta::hours(grace),
+            zone: zfs2cloud_core::SnapshotTimeZone::Utc,
+            claimed_at: claim.map(|d| {
+                chrono::DateTime::parse_from_rfc3339(&format!("2024-01-{d:02}T12:00:00Z"))
+                    .unwrap()
+                    .to_utc()
+            }),
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(config(1500))]
+
+    /// Whatever the listing: nothing a kept backup's restore replays is
+    /// deleted, nothing damaged is deleted, the newest whole backup with an
+    /// intact chain stays, and every dependent goes before its base.
+    #[test]
+    fn remote_pruning_never_deletes_what_a_kept_backup_needs(
+        backups in linked_listing(),
+        policy in prune_policy(),
+        hours in 0i64..400,
+    ) {
+        use zfs2cloud_core::{plan_remote_prune, Dependencies, RemoteAction};
+        let now = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z").unwrap().to_utc()
+            + chrono::TimeDelta::hours(hours);
+        let plan = plan_remote_prune(&backups, &policy, now);
+        prop_assert_eq!(plan.decisions.len(), backups.len());
+        let kept = |i: usize| plan.decisions[i].action == RemoteAction::Keep;
+        let linkable = |b: &RemoteBackup| b.manifest.is_some() || b.manifest_error.is_some();
+        let deps = Dependencies::new(&backups, &linkable);
+        for (i, b) in backups.iter().enumerate() {
+            let health = check_listing(b);
+            if matches!(health, Health::Damaged(_)) || (b.manifest.is_some() && health != Health::Ok) {
+                prop_assert!(kept(i), "{} is damaged", b.dir_name);
+            }
+            if !kept(i) {
+                continue;
+            }
+            if let Ok(chain) = deps.chain(i) {
+                for base in chain {
+                    let j = deps.index_of(&base.dir_name).unwrap();
+                    prop_assert!(kept(j), "{} needs {}", b.dir_name, base.dir_name);
+                }
+            }
+        }
+        let intact_whole: Vec<usize> = (0..backups.len())
+            .filter(|&i| check_listing(&backups[i]) == Health::Ok && deps.depth(i).is_some())
+            .collect();
+        if let Some(newest) = intact_whole.iter().map(|&i| &backups[i].snapshot).max() {
+            prop_assert!(intact_whole.iter().any(|&i| backups[i].snapshot == *newest && kept(i)));
+        }
+        let position = |dir: &str| plan.deletion_order.iter().position(|d| d == dir);
+        for (i, b) in backups.iter().enumerate() {
+            prop_assert_eq!(position(&b.dir_name).is_some(), !kept(i));
+            if let (Some(at), Some(base)) = (position(&b.dir_name), deps.base_of(i)) {
+                if let Some(base_at) = position(&backups[base].dir_name) {
+                    prop_assert!(at < base_at, "{} after its base", b.dir_name);
                 }
             }
         }

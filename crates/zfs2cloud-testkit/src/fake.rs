@@ -130,6 +130,14 @@ pub struct FaultRule {
     /// (e.g. a snapshot or chunk name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arg_contains: Option<String>,
+    /// How many matching invocations it lets pass before it applies: with
+    /// `after: n` and `times: Some(1)` the (n+1)-th one fails.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub after: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl FaultRule {
@@ -140,7 +148,16 @@ impl FaultRule {
             action,
             times,
             arg_contains: None,
+            after: 0,
         }
+    }
+
+    /// The same rule, applying only after `after` matching invocations
+    /// have passed.
+    #[must_use]
+    pub fn after(mut self, after: u32) -> Self {
+        self.after = after;
+        self
     }
 
     /// Whether the rule is live and matches this subcommand and argv.
@@ -530,7 +547,8 @@ pub fn write_faults(dir: &Path, rules: &[FaultRule]) -> io::Result<()> {
 }
 
 /// Finds the first live rule matching `command`/`args`, decrements its
-/// `times` in the file, and returns its action.
+/// `after` (letting the invocation pass) or else its `times` in the file,
+/// and returns its action.
 pub fn take_fault(dir: &Path, command: &str, args: &[String]) -> io::Result<Option<FaultAction>> {
     if !dir.join(FAULTS_FILE).exists() {
         return Ok(None);
@@ -540,6 +558,11 @@ pub fn take_fault(dir: &Path, command: &str, args: &[String]) -> io::Result<Opti
     let Some(rule) = rules.iter_mut().find(|r| r.matches(command, args)) else {
         return Ok(None);
     };
+    if rule.after > 0 {
+        rule.after -= 1;
+        write_faults(dir, &rules)?;
+        return Ok(None);
+    }
     let action = rule.action.clone();
     if let Some(n) = rule.times.as_mut() {
         *n = n.saturating_sub(1);

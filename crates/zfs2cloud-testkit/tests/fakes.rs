@@ -542,6 +542,31 @@ fn arg_filtered_fault() {
 }
 
 #[test]
+fn a_fault_after_n_fails_the_next_delete_only() {
+    let r = FakeRclone::new();
+    let dir = r.path("r:b");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["a", "b", "c"] {
+        std::fs::write(dir.join(name), name).unwrap();
+    }
+    let exit = FaultAction::Exit {
+        code: 1,
+        stderr: "ERROR : delete failed".to_owned(),
+    };
+    r.inject_rule(FaultRule::new("deletefile", exit, Some(1)).after(1));
+    assert_ok(&call(&r, &["deletefile", "r:b/a"]));
+    assert_fails(
+        &call(&r, &["deletefile", "r:b/b"]),
+        1,
+        "ERROR : delete failed\n",
+    );
+    assert_ok(&call(&r, &["deletefile", "r:b/b"]));
+    assert_eq!(r.files("r:b"), ["c"]);
+    // A file already gone: rclone's "object not found".
+    assert_eq!(code(&call(&r, &["deletefile", "r:b/a"])), 4);
+}
+
+#[test]
 fn hang_fault_hangs() {
     let z = FakeZfs::new();
     z.inject("list", FaultAction::Hang, Some(1));

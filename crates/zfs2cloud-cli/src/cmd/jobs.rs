@@ -50,6 +50,7 @@ fn per_member(command: &Command) -> bool {
             | Command::Upload { .. }
             | Command::PruneIntermediates { .. }
             | Command::PruneSnapshots { .. }
+            | Command::PruneRemote { .. }
             | Command::Verify { .. }
             | Command::Status { .. }
     )
@@ -60,13 +61,19 @@ fn per_member(command: &Command) -> bool {
 fn locks(command: &Command) -> bool {
     match command {
         Command::Export { .. } | Command::Upload { .. } => true,
-        Command::PruneIntermediates { yes } | Command::PruneSnapshots { yes } => *yes,
+        Command::PruneIntermediates { yes }
+        | Command::PruneSnapshots { yes }
+        | Command::PruneRemote { yes } => *yes,
         _ => false,
     }
 }
 
 /// `command` for each member of the job's tree, parents first.
 fn run_tree(app: &App, command: &Command, quiet: bool) -> anyhow::Result<()> {
+    if matches!(command, Command::PruneRemote { .. }) {
+        // Once for the tree, not once for each member.
+        crate::cmd::prune::require_remote_retention(app)?;
+    }
     let _lock = if locks(command) { app.lock()? } else { None };
     let tree: TreePlan = app.backup().tree()?;
     let mut outcome = Outcome::default();

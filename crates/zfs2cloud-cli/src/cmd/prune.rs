@@ -1,9 +1,11 @@
-//! `zfs2cloud prune-intermediates` and `prune-snapshots`: the plan, and
-//! with `-y` its execution.
+//! `zfs2cloud prune-intermediates`, `prune-snapshots` and
+//! `prune-remote`: the plan, and with `-y` its execution.
 
+use anyhow::bail;
 use zfs2cloud_core::{SnapshotDecision, Step, Verdict};
 
-use crate::app::{out, App};
+use crate::app::{out, App, UsageError};
+use crate::render::prune_remote::render_remote_prune;
 
 /// Removes local exports retention lets go (only with `yes`).
 pub fn intermediates(app: &App, yes: bool) -> anyhow::Result<()> {
@@ -47,6 +49,37 @@ fn snapshot_line(d: &SnapshotDecision, act: bool) -> String {
         Verdict::Remove => "would destroy",
     };
     format!("{action:<13}  {}  ({})", d.name, d.why())
+}
+
+/// Deletes the backups on the remote that `[retention.remote]` lets go
+/// (only with `yes`); prints the plan either way.
+pub fn remote(app: &App, yes: bool) -> anyhow::Result<()> {
+    app.require_intermediate("prune-remote")?;
+    require_remote_retention(app)?;
+    let act = yes && !app.runner.is_dry_run();
+    let _lock = if act { app.lock()? } else { None };
+    let report = app
+        .backup()
+        .run_alone(&Step::PruneRemote, |b| b.prune_remote(act))?;
+    out(render_remote_prune(&report, &app.config.remote, act).trim_end());
+    if !act {
+        out("(dry run: nothing was deleted; pass -y to delete)");
+    }
+    Ok(())
+}
+
+/// Refuses `prune-remote` without `[retention.remote]`: pruning the remote
+/// is opt-in.
+pub fn require_remote_retention(app: &App) -> anyhow::Result<()> {
+    if app.config.retention.remote.is_none() {
+        bail!(UsageError(format!(
+            "{}: prune-remote: remote pruning is off for {}: there is no [retention.remote] \
+             table (pruning the remote is opt-in; see docs/retention.md)",
+            app.config.path.display(),
+            app.config.name()
+        )));
+    }
+    Ok(())
 }
 
 fn show(what: &str, verdict: &Verdict, act: bool) {

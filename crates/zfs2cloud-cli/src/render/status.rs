@@ -8,6 +8,8 @@ use chrono::DateTime;
 
 use zfs2cloud_core::{ExportKind, LockStatus, Mode, RemoteStatus, StatusReport};
 
+use super::tree::forest;
+
 fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.to_owned()
 }
@@ -130,34 +132,14 @@ pub fn render_table(report: &StatusReport) -> String {
     if report.snapshots.is_empty() {
         out.push_str("  none\n");
     } else {
-        let rows: Vec<Vec<String>> = report
-            .snapshots
-            .iter()
-            .map(|s| {
-                vec![
-                    s.name.clone(),
-                    format!("{:.1}d", s.age_days),
-                    or_dash(s.kind.map(ExportKind::as_str)),
-                    or_dash(s.base.as_deref()),
-                    yes_no(s.held),
-                    yes_no(s.uploaded),
-                ]
-            })
-            .collect();
+        let rows = snapshot_rows(report);
         table(
             &mut out,
-            &["SNAPSHOT", "AGE", "KIND", "BASE", "HELD", "UPLOADED"],
+            &["SNAPSHOT", "AGE", "KIND", "LEVEL", "HELD", "UPLOADED"],
             &rows,
         );
     }
-    match &report.full_base {
-        Some(base) => {
-            let held = report.snapshots.iter().any(|s| &s.name == base && s.held);
-            let note = if held { "" } else { " (NOT held)" };
-            let _ = writeln!(out, "full base: {base}{note}");
-        }
-        None => out.push_str("full base: none (the next export is a full)\n"),
-    }
+    out.push_str(&bases_line(report));
 
     let _ = write!(out, "local exports in {}:", report.intermediate_basedir);
     if report.local_exports.is_empty() && report.partial_exports.is_empty() {
@@ -204,6 +186,53 @@ pub fn render_table(report: &StatusReport) -> String {
     out
 }
 
+/// The snapshots, each under the one its export is based on.
+fn snapshot_rows(report: &StatusReport) -> Vec<Vec<String>> {
+    let snapshots = &report.snapshots;
+    let parents: Vec<Option<usize>> = snapshots
+        .iter()
+        .map(|s| {
+            let base = s.base.as_deref()?;
+            snapshots.iter().position(|b| b.name == base)
+        })
+        .collect();
+    forest(&parents)
+        .into_iter()
+        .map(|(i, prefix)| {
+            let s = &snapshots[i];
+            vec![
+                format!("{prefix}{}", s.name),
+                format!("{:.1}d", s.age_days),
+                or_dash(s.kind.map(ExportKind::as_str)),
+                or_dash(s.level.map(|l| l.to_string()).as_deref()),
+                yes_no(s.held),
+                yes_no(s.uploaded),
+            ]
+        })
+        .collect()
+}
+
+/// Which snapshots the next incrementals will be based on, and whether
+/// each is held.
+fn bases_line(report: &StatusReport) -> String {
+    if report.future_bases.is_empty() {
+        return "future bases: none (the next export is a full)\n".to_owned();
+    }
+    let bases: Vec<String> = report
+        .future_bases
+        .iter()
+        .map(|base| {
+            let held = report.snapshots.iter().any(|s| &s.name == base && s.held);
+            if held {
+                base.clone()
+            } else {
+                format!("{base} (NOT held)")
+            }
+        })
+        .collect();
+    format!("future bases: {}\n", bases.join(", "))
+}
+
 fn render_remote(out: &mut String, remote: &RemoteStatus) {
     let _ = write!(out, "remote backups ({}):", remote.backups.len());
     if remote.backups.is_empty() {
@@ -222,7 +251,7 @@ fn render_remote(out: &mut String, remote: &RemoteStatus) {
     if !remote.orphans.is_empty() {
         let _ = writeln!(
             out,
-            "  orphans (base not on the remote, or unknown): {}",
+            "  orphans (chain broken: a backup they need is missing or has no manifest): {}",
             remote.orphans.join(", ")
         );
     }
@@ -279,15 +308,16 @@ mod tests {
                 "lock: held by pid=28530",
                 "last backup: 2024-01-03T00:00:05Z (12.0h ago) incremental of tank/data@20240102000000",
                 "snapshots (3 zfs2cloud, 2 other):",
-                "SNAPSHOT        AGE   KIND         BASE            HELD  UPLOADED",
-                "20240101000000  2.5d  full         -               yes   yes",
-                "20240103000000  0.5d  -            -               no    no",
-                "full base: 20240101000000\n",
+                "SNAPSHOT           AGE   KIND         LEVEL  HELD  UPLOADED",
+                "20240101000000     2.5d  full         0      yes   yes",
+                "└─ 20240102000000  1.5d  incremental  1      no    no",
+                "20240103000000     0.5d  -            -      no    no",
+                "future bases: 20240101000000\n",
                 "20240101000000-full  full         2       1.0 KiB  yes",
                 "partial: 20240103000000.partial",
                 "remote backups (3):",
                 "chain 20240101000000-full: no incrementals",
-                "orphans (base not on the remote, or unknown): 20231215000000, 20240102000000",
+                "orphans (chain broken: a backup they need is missing or has no manifest): 20231215000000, 20240102000000",
                 "INCOMPLETE: manifest.json is missing",
                 "DAMAGED: chunk tank-data@20231215000000.zfs.gpg.0000",
             ],
@@ -304,7 +334,7 @@ mod tests {
             &[
                 "last backup: never",
                 "snapshots (0 zfs2cloud, 1 other):\n  none",
-                "full base: none",
+                "future bases: none (the next export is a full)",
                 ": none\n",
             ],
         );

@@ -14,9 +14,9 @@
 //! intermediate_basedir = "/var/tmp/zfs2cloud/home"
 //! ```
 //!
-//! A job's key replaces the default's; the tables `hooks`,
-//! `step_timeouts` and `retention` are merged key by key, and a job's rule
-//! for local snapshots replaces the default's in either form. Jobs must not share a remote
+//! A job's key replaces the default's; the tables (`hooks`,
+//! `step_timeouts`, `retention`) are merged key by key, at every depth, and
+//! a job's rule for local snapshots replaces the default's in either form. Jobs must not share a remote
 //! directory, an intermediate directory or a dataset: loading refuses
 //! overlaps, so nothing can write one job's backups into another's.
 
@@ -233,20 +233,27 @@ fn check_job_name(name: &str) -> Result<(), String> {
 }
 
 /// `job` over `defaults`; tables (`hooks`, `step_timeouts`, `retention`)
-/// key by key, so a job's `[retention.local]` replaces the default's
-/// whole.
+/// key by key, at every depth; a job's rule for local snapshots replaces
+/// the default's in either form.
 fn merge(defaults: &toml::Table, job: toml::Table) -> toml::Table {
     let mut merged = defaults.clone();
     drop_replaced_local_rule(&mut merged, &job);
-    for (key, value) in job {
-        match (merged.get_mut(&key), value) {
-            (Some(toml::Value::Table(base)), toml::Value::Table(over)) => base.extend(over),
+    merge_into(&mut merged, job);
+    merged
+}
+
+/// `over` into `base`, tables key by key at every depth: a job's
+/// `[job.retention.remote] keep_daily` replaces only that key of
+/// `[defaults.retention.remote]`.
+fn merge_into(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(over)) => merge_into(base, over),
             (_, value) => {
-                merged.insert(key, value);
+                base.insert(key, value);
             }
         }
     }
-    merged
 }
 
 /// A job's own rule for local snapshots replaces the default's, whichever

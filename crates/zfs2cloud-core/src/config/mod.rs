@@ -23,11 +23,13 @@ pub use jobs::ConfigFile;
 mod send_options;
 
 mod local_retention;
+mod retention;
 
 #[cfg(test)]
 mod testing;
 
 pub use local_retention::LocalRetention;
+pub use retention::{RemoteRetention, Retention};
 
 use crate::model::{
     mask_secret_flags, Compression, DatasetName, ExcludePattern, Mode, MountStrategy, Passphrase,
@@ -349,26 +351,9 @@ pub struct Config {
     pub encryption: Encryption,
     /// `encryption = "none"` without a raw send: explicitly wanted.
     pub allow_unencrypted: bool,
-    /// The `[retention]` tables.
+    /// `[retention]`: what pruning keeps.
     #[serde(skip_serializing_if = "Retention::is_empty")]
     pub retention: Retention,
-}
-
-/// The `[retention]` tables: calendar rules, each replacing a simpler key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Retention {
-    /// `[retention.local]`: which of zfs2cloud's own snapshots stay, by
-    /// calendar period; replaces `oldest_snapshot_days`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub local: Option<LocalRetention>,
-}
-
-impl Retention {
-    /// Whether no `[retention]` table is set.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.local.is_none()
-    }
 }
 
 fn serialize_masked_flags<S: serde::Serializer>(flags: &[String], s: S) -> Result<S::Ok, S::Error> {
@@ -444,8 +429,8 @@ struct RawConfig {
     encryption: Encryption,
     #[serde(default)]
     allow_unencrypted: bool,
-    #[serde(default)]
-    retention: RawRetention,
+    #[serde(default, deserialize_with = "retention::table")]
+    retention: retention::RawRetention,
 }
 
 /// Limits for the steps that should never take long. A hung `zfs` or
@@ -525,13 +510,6 @@ fn default_hook_timeout_seconds() -> u64 {
 enum RawSize {
     Text(String),
     Bytes(u64),
-}
-
-/// `[retention]` as written: one sub-table per kind of retention.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [retention] table")]
-struct RawRetention {
-    local: Option<local_retention::RawLocalRetention>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -641,9 +619,6 @@ impl Config {
         check_ranges(&raw)?;
         let (full_every_x_days, levels) = strategy_periods(&raw)?;
         let oldest_snapshot_days = local_retention::oldest_snapshot_days(&raw)?;
-        let retention = Retention {
-            local: local_retention::local_retention(raw.retention.local.as_ref())?,
-        };
         let exclude = tree_patterns(&raw)?;
         let step_timeouts = step_timeouts(raw.step_timeouts.clone())
             .map_err(|m| KeyError::new("step_timeouts", m))?;
@@ -659,6 +634,8 @@ impl Config {
         }
         let (steps, steps_overridden) = steps(raw.steps.as_deref(), raw.mode, base_dir)?;
         let hooks = hooks(raw.hooks, base_dir)?;
+        let retention = retention::retention(raw.retention)?;
+        retention::check_steps(&steps, &retention)?;
         let resolve = |p: &Path| base_dir.join(p);
         Ok(Self {
             path: path.to_owned(),

@@ -33,6 +33,9 @@ pub enum Step {
     PruneIntermediates,
     /// Destroy zfs2cloud's own old snapshots.
     PruneSnapshots,
+    /// Delete the backups on the remote that `[retention.remote]` lets go
+    /// (never in a default sequence: remote pruning is opt-in).
+    PruneRemote,
     /// Mount the newest snapshot read-only (file mode).
     MountSnapshot,
     /// `rclone sync` the mounted snapshot (file mode).
@@ -60,6 +63,7 @@ const BUILTIN_STEPS: &[(Step, &str, &[&str])] = &[
         &["prune-intermediate"],
     ),
     (Step::PruneSnapshots, "prune-snapshots", &[]),
+    (Step::PruneRemote, "prune-remote", &[]),
     (Step::MountSnapshot, "mount-snapshot", &[]),
     (
         Step::UploadSnapshotFiles,

@@ -1,5 +1,5 @@
-//! Operations: the steps of a backup (snapshot, export, upload, prune, file
-//! mode, verify), restore and status, built from the stage traits, the
+//! Operations: the steps of a backup (snapshot, export, upload, prune, remote
+//! prune, file mode, verify), restore and status, built from the stage traits, the
 //! policy and the config. `backup` runs a sequence of them.
 
 pub mod backup;
@@ -8,6 +8,7 @@ pub mod export;
 pub mod filemode;
 pub mod lock;
 pub mod prune;
+pub mod prune_remote;
 pub mod remote_tree;
 pub mod restore;
 pub mod snapshot;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{chains, check_listing, Health};
+use crate::policy::{chains, check_listing, future_bases, Health, Strategy};
 
 use crate::config::Config;
 use crate::model::ExportKind;
@@ -164,6 +164,9 @@ pub struct StatusReport {
     /// The newest own snapshot exported as a full (the base of the current
     /// chain), part after `@`.
     pub full_base: Option<String>,
+    /// The snapshots a future incremental will be based on under the
+    /// configured strategy (what zfs2cloud holds), oldest first.
+    pub future_bases: Vec<String>,
     /// Complete exports under `intermediate_basedir`, oldest first.
     pub local_exports: Vec<LocalExportStatus>,
     /// Names of interrupted exports (`*.partial` directories) under
@@ -193,6 +196,8 @@ pub struct SnapshotStatus {
     pub kind: Option<ExportKind>,
     /// The base of an incremental export.
     pub base: Option<String>,
+    /// The level of its export (0: a full); `None` if never exported.
+    pub level: Option<u32>,
     /// Whether its export is confirmed uploaded to the configured remote.
     pub uploaded: bool,
 }
@@ -230,10 +235,12 @@ pub struct LockStatus {
 pub struct RemoteStatus {
     /// Every backup directory, oldest first.
     pub backups: Vec<RemoteBackupStatus>,
-    /// Each full with the incrementals based on it.
+    /// Each full with the incrementals that depend on it (based on it, or
+    /// on an incremental that is).
     pub chains: Vec<ChainStatus>,
-    /// Incrementals whose base full is not on the remote (or whose base is
-    /// unknown): they cannot be restored from the remote alone.
+    /// Incrementals whose chain is broken (a backup they need is not on
+    /// the remote or has no manifest, or they have none): they cannot be
+    /// restored from the remote alone.
     pub orphans: Vec<String>,
 }
 
@@ -286,12 +293,13 @@ pub struct RemoteBackupStatus {
     pub bytes: u64,
 }
 
-/// A full and the incrementals based on it.
+/// A full and the incrementals that depend on it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ChainStatus {
     /// The full's directory.
     pub full: String,
-    /// The incrementals' directories, oldest first.
+    /// The directories of the incrementals whose restore starts from the
+    /// full, oldest first.
     pub incrementals: Vec<String>,
 }
 
@@ -392,6 +400,10 @@ pub fn collect_status(
         .rev()
         .find(|(_, s)| s.kind == Some(ExportKind::Full))
         .map(|(_, s)| s.name.snap().to_owned());
+    let future_bases = future_bases(&Strategy::from_config(config), &all)
+        .iter()
+        .map(|n| n.snap().to_owned())
+        .collect();
 
     let layout = ExportLayout::new(config.intermediate_basedir.clone());
     let local_exports = layout
@@ -431,6 +443,7 @@ pub fn collect_status(
         snapshots,
         foreign_snapshots,
         full_base,
+        future_bases,
         local_exports,
         partial_exports,
         lock,
@@ -455,6 +468,7 @@ fn snapshot_status(
         held: s.userrefs > 0,
         kind: s.kind,
         base: s.base.clone(),
+        level: s.level(),
         uploaded: s.uploaded_to(&config.remote),
     }
 }
@@ -515,7 +529,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::model::testing::test_manifest;
+    use crate::model::testing::{test_manifest, write_local_export};
     use crate::model::upload_record;
     use crate::model::RemoteFile;
     use crate::model::{ChunkEntry, Manifest, MANIFEST_FILE};
@@ -931,6 +945,25 @@ passphrase_file = "/etc/zfs2cloud/pass"
             matches!(&err, StatusError::Io { path, .. } if path.ends_with(LAST_BACKUP_FILE)),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_incremental_on_an_intact_incremental_is_in_its_chain_not_an_orphan() {
+        let tmp = tempfile::tempdir().unwrap();
+        let remote = tmp.path();
+        write_local_export(remote, "20240101000000", None, &[b"f"]);
+        write_local_export(remote, "20240102000000", Some("20240101000000"), &[b"a"]);
+        write_local_export(remote, "20240103000000", Some("20240102000000"), &[b"b"]);
+        write_local_export(remote, "20240105000000", Some("20240104000000"), &[b"c"]);
+        let status = remote_status(&local_remote(), remote.to_str().unwrap()).unwrap();
+        assert_eq!(
+            status.chains,
+            [ChainStatus {
+                full: "20240101000000-full".into(),
+                incrementals: vec!["20240102000000".into(), "20240103000000".into()],
+            }]
+        );
+        assert_eq!(status.orphans, ["20240105000000"]);
     }
 
     #[test]

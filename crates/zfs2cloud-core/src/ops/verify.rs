@@ -5,13 +5,15 @@
 //! one (local, sftp; not S3). `--deep` downloads everything, checks every
 //! chunk's SHA-256 as it streams, decrypts, and receives the stream into a
 //! temporary dataset, which proves it is a whole, valid ZFS send stream;
-//! the dataset is destroyed afterwards.
+//! the dataset is destroyed afterwards. An incremental is received on its
+//! own base, which may be another incremental (see
+//! [`Dependencies`]).
 
 use serde::Serialize;
 
-use crate::model::{DatasetName, RemoteBackup, SnapshotName};
+use crate::model::{DatasetName, ExportKind, RemoteBackup, SnapshotName};
 use crate::ops::restore::{restore_chain, RestoreError, RestoreSettings};
-use crate::policy::{chains, check_listing, Health};
+use crate::policy::{check_listing, linkable, Dependencies, Health};
 use crate::process::Runner;
 use crate::stages::{GpgEncryptor, Uploader, ZfsCli};
 
@@ -26,17 +28,39 @@ pub struct BackupCheck {
 }
 
 /// Checks the listing of each backup (or only those named in `only`,
-/// matched by snapshot or directory name).
+/// matched by snapshot or directory name). An incremental whose own
+/// listing is whole but whose chain is broken (a backup its restore needs
+/// is not on the remote as a complete backup) is INCOMPLETE.
 #[must_use]
 pub fn verify_listing(backups: &[RemoteBackup], only: Option<&[String]>) -> Vec<BackupCheck> {
+    let deps = Dependencies::new(backups, &linkable);
     backups
         .iter()
-        .filter(|b| only.is_none_or(|o| o.iter().any(|n| *n == b.snapshot || *n == b.dir_name)))
-        .map(|b| BackupCheck {
-            backup: b.dir_name.clone(),
-            health: check_listing(b),
-        })
+        .enumerate()
+        .filter(|(_, b)| selected(b, only))
+        .map(|(i, b)| check(b, listing_health(b, &deps, i)))
         .collect()
+}
+
+/// The listing's verdict on backup `b` (number `i` of `deps`): its own
+/// files, then its chain.
+fn listing_health(b: &RemoteBackup, deps: &Dependencies<'_>, i: usize) -> Health {
+    match (check_listing(b), deps.chain(i)) {
+        (Health::Ok, Err(link)) => broken_chain(&link),
+        (health, _) => health,
+    }
+}
+
+/// Whether `only` (snapshot or directory names; `None`: all) names `b`.
+fn selected(b: &RemoteBackup, only: Option<&[String]>) -> bool {
+    only.is_none_or(|o| o.iter().any(|n| *n == b.snapshot || *n == b.dir_name))
+}
+
+/// The verdict on a backup whose chain breaks at snapshot `link`.
+fn broken_chain(link: &str) -> Health {
+    Health::Incomplete(format!(
+        "its restore needs {link}, which is not on the remote as a complete backup"
+    ))
 }
 
 /// Errors that stop `verify --deep` as a whole, rather than being a verdict
@@ -89,10 +113,11 @@ fn verdict_from(
 }
 
 /// Deep verification: each chain's full is received into `scratch`, then
-/// each of its incrementals on top (rolled back to the full in between);
-/// `scratch` is destroyed after each chain, also when the run stops early.
-/// Backups whose listing is already not OK are reported as such without
-/// download.
+/// every backup that depends on it, each on its own base (the scratch
+/// dataset is rolled back to that base first); `scratch` is destroyed after
+/// each chain, also when the run stops early. Backups whose listing is
+/// already not OK, and those that depend on them, are reported as such
+/// without download.
 ///
 /// # Errors
 ///
@@ -107,98 +132,155 @@ pub fn verify_deep(
     only: Option<&[String]>,
     settings: &RestoreSettings,
 ) -> Result<Vec<BackupCheck>, VerifyError> {
-    let scratch = &settings.target;
-    let wanted = |b: &RemoteBackup| {
-        only.is_none_or(|o| o.iter().any(|n| *n == b.snapshot || *n == b.dir_name))
+    let deps = Dependencies::new(backups, &linkable);
+    let deep = DeepCheck {
+        store,
+        gpg,
+        runner,
+        settings,
+        backups,
+        children: children(backups, &deps),
+        only,
     };
     let mut verdicts = Vec::new();
-    let (chains, orphans) = chains(backups);
-    for orphan in orphans.into_iter().filter(|b| wanted(b)) {
-        verdicts.push(BackupCheck {
-            backup: orphan.dir_name.clone(),
-            health: Health::Incomplete("its full base is not on the remote".into()),
-        });
+    for (i, b) in backups.iter().enumerate() {
+        if b.kind == ExportKind::Incremental && selected(b, only) && deps.chain(i).is_err() {
+            verdicts.push(check(b, listing_health(b, &deps, i)));
+        }
     }
-    for chain in chains {
-        let members: Vec<&RemoteBackup> = std::iter::once(chain.full)
-            .chain(chain.incrementals.iter().copied())
-            .filter(|b| {
-                wanted(b)
-                    || (b.snapshot == chain.full.snapshot
-                        && chain.incrementals.iter().any(|i| wanted(i)))
-            })
-            .collect();
-        if members.is_empty() {
+    for full in (0..backups.len()).filter(|&i| backups[i].kind == ExportKind::Full) {
+        if !deep.wanted_below(full) {
             continue;
         }
-        let full_listing = check_listing(chain.full);
-        if full_listing != Health::Ok {
-            for b in members {
-                let health = if b.snapshot == chain.full.snapshot {
-                    full_listing.clone()
-                } else {
-                    Health::Incomplete(format!("its full {} is not OK", chain.full.dir_name))
-                };
-                verdicts.push(BackupCheck {
-                    backup: b.dir_name.clone(),
-                    health,
-                });
-            }
+        let listing = check_listing(&backups[full]);
+        if listing != Health::Ok {
+            verdicts.push(check(&backups[full], listing));
+            deep.fail_below(full, &mut verdicts);
             continue;
         }
-        destroy_scratch(runner, settings, scratch)?;
-        let checked =
-            deep_check_chain(store, gpg, runner, &chain, &wanted, settings, &mut verdicts);
+        destroy_scratch(runner, settings, &settings.target)?;
+        let checked = deep.check_chain(full, &mut verdicts);
         // Clean up whatever happened, then report the first problem.
-        let cleaned = destroy_scratch(runner, settings, scratch);
+        let cleaned = destroy_scratch(runner, settings, &settings.target);
         checked?;
         cleaned?;
     }
     Ok(verdicts)
 }
 
-fn deep_check_chain(
-    store: &dyn Uploader,
-    gpg: Option<&GpgEncryptor>,
-    runner: &Runner,
-    chain: &crate::policy::Chain<'_>,
-    wanted: &dyn Fn(&RemoteBackup) -> bool,
-    settings: &RestoreSettings,
-    verdicts: &mut Vec<BackupCheck>,
-) -> Result<(), VerifyError> {
-    let scratch = &settings.target;
-    let full_result = restore_chain(store, gpg, runner, &[chain.full], settings);
-    let full_ok = full_result.is_ok();
-    let full_verdict = verdict_from(chain.full, full_result).map_err(VerifyError::Aborted)?;
-    if wanted(chain.full) || !full_ok {
-        verdicts.push(full_verdict);
-    }
-    for incr in chain.incrementals.iter().filter(|b| wanted(b)) {
-        if !full_ok {
-            verdicts.push(BackupCheck {
-                backup: incr.dir_name.clone(),
-                health: Health::Incomplete(format!("its full {} is not OK", chain.full.dir_name)),
-            });
-            continue;
+/// The backups based directly on each backup, oldest first.
+fn children(backups: &[RemoteBackup], deps: &Dependencies<'_>) -> Vec<Vec<usize>> {
+    let mut out = vec![Vec::new(); backups.len()];
+    for i in 0..backups.len() {
+        if let Some(base) = deps.base_of(i) {
+            out[base].push(i);
         }
-        let listing = check_listing(incr);
+    }
+    out
+}
+
+fn check(b: &RemoteBackup, health: Health) -> BackupCheck {
+    BackupCheck {
+        backup: b.dir_name.clone(),
+        health,
+    }
+}
+
+/// What deep verification of one chain needs.
+struct DeepCheck<'a> {
+    store: &'a dyn Uploader,
+    gpg: Option<&'a GpgEncryptor>,
+    runner: &'a Runner,
+    settings: &'a RestoreSettings,
+    backups: &'a [RemoteBackup],
+    /// The backups based directly on each backup.
+    children: Vec<Vec<usize>>,
+    only: Option<&'a [String]>,
+}
+
+impl DeepCheck<'_> {
+    /// Whether backup `i`, or one that depends on it, was asked for.
+    fn wanted_below(&self, i: usize) -> bool {
+        selected(&self.backups[i], self.only)
+            || self.children[i].iter().any(|&c| self.wanted_below(c))
+    }
+
+    /// The verdicts of what was asked for among the backups that depend
+    /// on backup `i`, which is not OK.
+    fn fail_below(&self, i: usize, verdicts: &mut Vec<BackupCheck>) {
+        let base = &self.backups[i];
+        let what = match base.kind {
+            ExportKind::Full => "full",
+            ExportKind::Incremental => "base",
+        };
+        let mut below = self.children[i].clone();
+        while let Some(c) = below.pop() {
+            below.extend(&self.children[c]);
+            if selected(&self.backups[c], self.only) {
+                let why = format!("its {what} {} is not OK", base.dir_name);
+                verdicts.push(check(&self.backups[c], Health::Incomplete(why)));
+            }
+        }
+    }
+
+    /// Receives full `full` into the scratch dataset, then what depends on
+    /// it.
+    fn check_chain(&self, full: usize, verdicts: &mut Vec<BackupCheck>) -> Result<(), VerifyError> {
+        let b = &self.backups[full];
+        let result = restore_chain(self.store, self.gpg, self.runner, &[b], self.settings);
+        self.record(full, result, verdicts)
+    }
+
+    /// Records the verdict on backup `i` from its receive (a base that
+    /// failed is reported even if it was not asked for: it says why what
+    /// depends on it fails), then goes on with what depends on it.
+    fn record(
+        &self,
+        i: usize,
+        result: Result<(), RestoreError>,
+        verdicts: &mut Vec<BackupCheck>,
+    ) -> Result<(), VerifyError> {
+        let ok = result.is_ok();
+        let verdict = verdict_from(&self.backups[i], result).map_err(VerifyError::Aborted)?;
+        if !ok || selected(&self.backups[i], self.only) {
+            verdicts.push(verdict);
+        }
+        if !ok {
+            self.fail_below(i, verdicts);
+            return Ok(());
+        }
+        for &c in &self.children[i] {
+            if self.wanted_below(c) {
+                self.check_incremental(i, c, verdicts)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls the scratch dataset back to `base` and receives incremental
+    /// `i` on it.
+    fn check_incremental(
+        &self,
+        base: usize,
+        i: usize,
+        verdicts: &mut Vec<BackupCheck>,
+    ) -> Result<(), VerifyError> {
+        let b = &self.backups[i];
+        let listing = check_listing(b);
         if listing != Health::Ok {
-            verdicts.push(BackupCheck {
-                backup: incr.dir_name.clone(),
-                health: listing,
-            });
-            continue;
+            verdicts.push(check(b, listing));
+            self.fail_below(i, verdicts);
+            return Ok(());
         }
-        // Back to the full, so every incremental lands on its base.
-        if let Ok(base) = SnapshotName::new(scratch.clone(), &chain.full.snapshot) {
-            ZfsCli::new(runner.clone(), settings.zfs.clone()).rollback_own(&base)?;
+        let scratch = &self.settings.target;
+        if let Ok(snapshot) = SnapshotName::new(scratch.clone(), &self.backups[base].snapshot) {
+            ZfsCli::new(self.runner.clone(), self.settings.zfs.clone()).rollback_own(&snapshot)?;
         }
-        let mut incr_settings = settings.clone();
-        incr_settings.force = true;
-        let result = restore_chain(store, gpg, runner, &[*incr], &incr_settings);
-        verdicts.push(verdict_from(incr, result).map_err(VerifyError::Aborted)?);
+        let mut settings = self.settings.clone();
+        settings.force = true;
+        let result = restore_chain(self.store, self.gpg, self.runner, &[b], &settings);
+        self.record(i, result, verdicts)
     }
-    Ok(())
 }
 
 /// Destroys the scratch dataset if it exists. Only names of the form

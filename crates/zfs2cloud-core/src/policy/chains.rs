@@ -1,11 +1,13 @@
 //! Pure checks over a remote listing: is a backup complete and intact, and
-//! which incrementals hang off which full.
+//! which backups hang off which full (directly, or through other
+//! incrementals, as [`Dependencies`] links them).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::model::{ExportKind, RemoteBackup, RemoteFile, MANIFEST_FILE};
+use crate::policy::Dependencies;
 
 /// The state of one backup, as `verify` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -60,19 +62,30 @@ pub fn check_listing(backup: &RemoteBackup) -> Health {
     Health::Ok
 }
 
-/// A chain: a full and the incrementals based on it, oldest first.
+/// A chain: a full and the incrementals that depend on it, oldest first.
 #[derive(Debug, Clone)]
 pub struct Chain<'a> {
     /// The full.
     pub full: &'a RemoteBackup,
-    /// Incrementals whose manifest names the full as base.
+    /// Incrementals whose restore starts from the full: based on it, or on
+    /// an incremental that is.
     pub incrementals: Vec<&'a RemoteBackup>,
 }
 
-/// Groups backups into chains. Incrementals whose base is not on the remote
-/// are returned separately as orphans.
+/// Whether a backup can be a link of a chain: its manifest is there and
+/// readable, so it is complete and names its base.
+#[must_use]
+pub fn linkable(backup: &RemoteBackup) -> bool {
+    backup.manifest.is_some()
+}
+
+/// Groups backups into chains, as [`Dependencies`] links them through
+/// backups with a readable manifest. Incrementals whose chain is broken (a backup it
+/// needs is not on the remote, or has no readable manifest, or it has none
+/// itself) are returned separately as orphans.
 #[must_use]
 pub fn chains(backups: &[RemoteBackup]) -> (Vec<Chain<'_>>, Vec<&RemoteBackup>) {
+    let deps = Dependencies::new(backups, &linkable);
     let mut chains: Vec<Chain<'_>> = backups
         .iter()
         .filter(|b| b.kind == ExportKind::Full)
@@ -82,11 +95,12 @@ pub fn chains(backups: &[RemoteBackup]) -> (Vec<Chain<'_>>, Vec<&RemoteBackup>) 
         })
         .collect();
     let mut orphans = Vec::new();
-    for b in backups.iter().filter(|b| b.kind == ExportKind::Incremental) {
-        match b
-            .base()
-            .and_then(|base| chains.iter_mut().find(|c| c.full.snapshot == base))
-        {
+    for (i, b) in backups.iter().enumerate() {
+        if b.kind != ExportKind::Incremental {
+            continue;
+        }
+        let full = deps.chain(i).ok().and_then(|c| c.first().copied());
+        match full.and_then(|f| chains.iter_mut().find(|c| c.full.dir_name == f.dir_name)) {
             Some(chain) => chain.incrementals.push(b),
             None => orphans.push(b),
         }
@@ -188,5 +202,37 @@ mod tests {
         assert_eq!(chains.len(), 1);
         assert_eq!(chains[0].incrementals.len(), 2);
         assert!(orphans.is_empty());
+    }
+
+    #[test]
+    fn an_incremental_on_an_intact_incremental_is_in_the_chain_and_no_orphan() {
+        let on = |dir: &str, base: &str| remote_backup(dir, Some(base), &[], &[], true);
+        let backups = vec![
+            backup("20240101000000-full", &[], &[], true),
+            on("20240102000000", "20240101000000"),
+            on("20240103000000", "20240102000000"),
+            // Its base 20240104000000 is gone; so is the chain after it.
+            on("20240105000000", "20240104000000"),
+            on("20240106000000", "20240105000000"),
+            // Its base has no manifest: an interrupted upload.
+            backup("20240107000000", &[], &[], false),
+            on("20240108000000", "20240107000000"),
+        ];
+        let (chains, orphans) = chains(&backups);
+        let dirs =
+            |v: &[&RemoteBackup]| -> Vec<String> { v.iter().map(|b| b.dir_name.clone()).collect() };
+        assert_eq!(
+            dirs(&chains[0].incrementals),
+            ["20240102000000", "20240103000000"]
+        );
+        assert_eq!(
+            dirs(&orphans),
+            [
+                "20240105000000",
+                "20240106000000",
+                "20240107000000",
+                "20240108000000"
+            ]
+        );
     }
 }

@@ -206,9 +206,9 @@ pub trait Compressor {
     fn decompress(&self, input: ByteStream) -> io::Result<Started<io::Error>>;
 }
 
-/// Copies files to the remote and lists what is there. Ordering,
-/// verification and retries are the caller's (the upload step), so every
-/// uploader gets them. `Sync`, because a pipelined export uploads several
+/// Copies files to the remote, lists what is there and deletes what remote
+/// pruning lets go. Ordering, verification and retries are the caller's
+/// (the upload step, the prune-remote step), so every uploader gets them. `Sync`, because a pipelined export uploads several
 /// chunks at once through one uploader.
 #[cfg_attr(test, mockall::automock)]
 pub trait Uploader: Sync {
@@ -282,6 +282,24 @@ pub trait Uploader: Sync {
     ///
     /// [`UploadError`] if the write fails.
     fn put_bytes(&self, bytes: &[u8], remote_path: &str) -> Result<(), UploadError>;
+
+    /// Deletes the file at `remote_path`. A file that is already gone is
+    /// no error: a prune that was interrupted is simply run again.
+    ///
+    /// # Errors
+    ///
+    /// [`UploadError`] if the delete fails.
+    fn delete_file(&self, remote_path: &str) -> Result<(), UploadError>;
+
+    /// Removes the empty directory `remote_dir`. A directory that is not
+    /// there is no error: object stores have no directories, and on them
+    /// it went with its last file.
+    ///
+    /// # Errors
+    ///
+    /// [`UploadError`] if the removal fails (e.g. the directory is not
+    /// empty).
+    fn remove_dir(&self, remote_dir: &str) -> Result<(), UploadError>;
 }
 
 /// Removes what retention no longer needs. The retention policy decides

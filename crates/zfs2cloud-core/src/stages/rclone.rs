@@ -299,6 +299,53 @@ impl Uploader for RcloneUploader {
         self.runner.mutate_with(&cmd, &options)?;
         Ok(())
     }
+
+    fn delete_file(&self, remote_path: &str) -> Result<(), UploadError> {
+        self.mutate_unless_gone(&self.command("deletefile").arg(remote_path))
+    }
+
+    fn remove_dir(&self, remote_dir: &str) -> Result<(), UploadError> {
+        self.mutate_unless_gone(&self.command("rmdir").arg(remote_dir))
+    }
+}
+
+impl RcloneUploader {
+    /// Runs a deleting command; that what it deletes is already gone is
+    /// success.
+    fn mutate_unless_gone(&self, cmd: &CommandLine) -> Result<(), UploadError> {
+        match self.runner.mutate(cmd) {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => {
+                log::debug!("{cmd}: already gone");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Whether a failed rclone command says that its target does not exist.
+/// The exit code says so on some backends; the local backend (rclone
+/// 1.60.1) exits 1 for both, and only its message tells.
+fn is_not_found(e: &ProcessError) -> bool {
+    if !matches!(e, ProcessError::Failed { .. }) {
+        return false;
+    }
+    let code = e.status().and_then(|s| s.code());
+    if code == Some(EXIT_DIR_NOT_FOUND) || code == Some(EXIT_FILE_NOT_FOUND) {
+        return true;
+    }
+    // Not "not found" alone: rclone says `Config file … not found - using
+    // defaults` on every call without a config file.
+    let stderr = e.stderr().to_ascii_lowercase();
+    [
+        "object not found",
+        "directory not found",
+        "doesn't exist",
+        "no such file or directory",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m))
 }
 
 #[cfg(test)]
@@ -410,6 +457,37 @@ mod tests {
         for kept in ["off", "08:00,512k 19:00,off", "10M:100k", "", "x", "-1M"] {
             assert_eq!(share_bwlimit(kept, 2), None, "{kept}");
         }
+    }
+
+    fn failed(code: i32, stderr: &str) -> ProcessError {
+        use std::os::unix::process::ExitStatusExt;
+        ProcessError::Failed {
+            program: "rclone".into(),
+            command: "rclone deletefile r:x".into(),
+            status: std::process::ExitStatus::from_raw(code << 8),
+            stderr: stderr.into(),
+        }
+    }
+
+    /// Captured from rclone 1.60.1, local backend, without a config file.
+    const DELETEFILE_MISSING: &str =
+        "NOTICE: Config file \"/root/.config/rclone/rclone.conf\" not found - using defaults\n\
+        Failed to deletefile: rtest/a/missing is a directory or doesn't exist";
+    const RMDIR_MISSING: &str =
+        "NOTICE: Config file \"/root/.config/rclone/rclone.conf\" not found - using defaults\n\
+        Failed to rmdir: remove /tmp/rtest/a/nonexist: no such file or directory";
+    const RMDIR_NOT_EMPTY: &str =
+        "NOTICE: Config file \"/root/.config/rclone/rclone.conf\" not found - using defaults\n\
+        Failed to rmdir: remove /tmp/rtest/a: directory not empty";
+
+    #[test]
+    fn a_target_already_gone_is_told_from_other_failures() {
+        assert!(is_not_found(&failed(1, DELETEFILE_MISSING)));
+        assert!(is_not_found(&failed(1, RMDIR_MISSING)));
+        assert!(is_not_found(&failed(EXIT_DIR_NOT_FOUND, "")));
+        assert!(is_not_found(&failed(EXIT_FILE_NOT_FOUND, "")));
+        assert!(!is_not_found(&failed(1, RMDIR_NOT_EMPTY)));
+        assert!(!is_not_found(&failed(1, "ERROR : permission denied")));
     }
 
     #[test]

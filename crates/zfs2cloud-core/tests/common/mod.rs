@@ -63,4 +63,10 @@ impl Uploader for LocalDirRemote {
     fn put_bytes(&self, _: &[u8], _: &str) -> Result<(), UploadError> {
         panic!("a read-only remote: nothing may upload")
     }
+    fn delete_file(&self, _: &str) -> Result<(), UploadError> {
+        panic!("a read-only remote: nothing may delete")
+    }
+    fn remove_dir(&self, _: &str) -> Result<(), UploadError> {
+        panic!("a read-only remote: nothing may delete")
+    }
 }

@@ -202,7 +202,7 @@ fn config_parse_points_a_file_of_jobs_to_config_file() {
 }
 
 #[test]
-fn a_jobs_local_retention_replaces_the_defaults_whole_and_in_either_form() {
+fn a_jobs_local_retention_merges_key_by_key_and_replaces_either_form() {
     // Without [defaults.hooks], which would take the keys that follow.
     const PLAIN: &str = "[defaults]\npassphrase_file = \"pass\"\n";
     let defaults = format!(
@@ -228,8 +228,9 @@ fn a_jobs_local_retention_replaces_the_defaults_whole_and_in_either_form() {
     let local = |c: &Config| c.retention.local.map(|l| (l.daily, l.weekly));
     assert_eq!(local(inherits), Some((7, 4)));
     assert_eq!(inherits.oldest_snapshot_days, None);
-    // The job's table replaces the default's whole: no weekly inherited.
-    assert_eq!(local(own_table), Some((14, 0)));
+    // The job's table is merged key by key, as every table: its daily
+    // over the default's, the default's weekly inherited.
+    assert_eq!(local(own_table), Some((14, 4)));
     // oldest_snapshot_days in a job replaces the default's table.
     assert_eq!(local(own_days), None);
     assert_eq!(own_days.oldest_snapshot_days, Some(90));

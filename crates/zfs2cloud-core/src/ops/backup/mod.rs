@@ -16,6 +16,7 @@ use crate::model::{ExportKind, Mode, SnapshotName, Step};
 use crate::ops::catalog::CatalogError;
 use crate::ops::export::{ExportError, ExportStepOutcome};
 use crate::ops::lock::{LockError, RunLock};
+use crate::ops::prune_remote::PruneRemoteError;
 use crate::ops::snapshot::{run_hook, HookEnv, HookError, HookOptions, SnapshotError};
 use crate::ops::status::{record_last_backup, LastBackup, LAST_BACKUP_KIND_FILE};
 use crate::ops::upload::{UploadReport, UploadStepError};
@@ -32,7 +33,7 @@ mod steps;
 mod tree;
 
 pub use process_stages::ProcessStages;
-pub use steps::ExportOptions;
+pub use steps::{ExportOptions, RemotePruneReport};
 pub use tree::{MemberFailure, MemberFailures};
 
 /// Why a step failed.
@@ -53,6 +54,9 @@ pub enum StepError {
     /// A prune step failed.
     #[error(transparent)]
     Prune(#[from] PruneError),
+    /// The prune-remote step failed.
+    #[error(transparent)]
+    PruneRemote(#[from] PruneRemoteError),
     /// Listing snapshots failed.
     #[error(transparent)]
     Zfs(#[from] ZfsError),
@@ -469,6 +473,11 @@ impl Backup<'_> {
                     .count();
                 Ok(format!("{destroyed} destroyed"))
             }
+            Step::PruneRemote => {
+                // Deletes go through the runner, so a dry run only prints.
+                let report = self.prune_remote(true)?;
+                Ok(prune_remote_summary(&report, self.runner.is_dry_run()))
+            }
             Step::Script(path) => {
                 self.run_script(path, state.snapshot.as_ref())?;
                 Ok("ran".into())
@@ -573,6 +582,21 @@ fn export_summary(outcome: &ExportStepOutcome) -> String {
             plan.kind, plan.snapshot
         ),
     }
+}
+
+/// The prune-remote step's line in the backup report.
+fn prune_remote_summary(report: &RemotePruneReport, dry_run: bool) -> String {
+    let verb = if dry_run {
+        "dry run: would delete"
+    } else {
+        "deleted"
+    };
+    format!(
+        "{verb} {} of {} backup(s), {} bytes",
+        report.deleted.len(),
+        report.plan.decisions.len(),
+        report.plan.bytes_freed()
+    )
 }
 
 /// The upload step's line in the backup report.

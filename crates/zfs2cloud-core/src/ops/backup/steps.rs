@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::model::{ExportKind, ExportLayout, LocalExport, SnapTime, SnapshotName};
+use crate::model::{ExportKind, ExportLayout, LocalExport, Mode, SnapTime, SnapshotName};
 use crate::ops::catalog::{list_backups_of, CatalogError};
 use crate::ops::export::{
     export_step, ExportRequest, ExportSettings, ExportStepOutcome, StreamUpload,
@@ -12,6 +12,7 @@ use crate::ops::export::{
 use crate::ops::filemode::sync_snapshot;
 use crate::ops::lock::{LockError, RunLock, LOCK_FILE};
 use crate::ops::prune::{prune_exports, prune_snapshots};
+use crate::ops::prune_remote::{delete_planned, list_for_prune, LeftAlone, PruneListing};
 use crate::ops::snapshot::{
     take_snapshot, HookError, SnapshotError, SnapshotOptions, SNAPSHOT_WINDOW_FILE,
 };
@@ -23,10 +24,23 @@ use crate::policy::{
     future_bases, latest_own, ExportDecision, PlanError, SnapshotDecision, SnapshotRetention,
     Strategy,
 };
+use crate::policy::{plan_remote_prune, RemotePrunePlan, RemotePrunePolicy};
 use crate::process::{CommandLine, RunOptions};
 use crate::stages::{MountError, PruneError, SnapshotMount};
 
 use super::{Backup, StepError};
+
+/// What the prune-remote step decided and did.
+#[derive(Debug, Clone)]
+pub struct RemotePruneReport {
+    /// What is kept and deleted, and why.
+    pub plan: RemotePrunePlan,
+    /// What in the remote directory is no backup of the dataset.
+    pub left_alone: Vec<LeftAlone>,
+    /// The directories deleted (in a dry run: those whose deletion was
+    /// printed), in the order they went.
+    pub deleted: Vec<String>,
+}
 
 /// What the command line may ask of the export step; `backup` asks for
 /// the defaults.
@@ -204,6 +218,58 @@ impl Backup<'_> {
             &SnapshotRetention::from_config(config, self.now, &bases),
             act,
         )
+    }
+
+    /// The prune-remote step: decides which backups on the remote
+    /// `[retention.remote]` lets go and, with `act`, deletes them (through
+    /// the runner, so a dry run only prints the commands).
+    ///
+    /// # Errors
+    ///
+    /// [`StepError::Unsupported`] in file mode or without
+    /// `[retention.remote]` (remote pruning is opt-in); else the
+    /// [`PruneRemoteError`](crate::ops::prune_remote::PruneRemoteError) of
+    /// the listing or of the first delete that failed.
+    pub fn prune_remote(&self, act: bool) -> Result<RemotePruneReport, StepError> {
+        let config = self.config;
+        if config.mode != Mode::Intermediate {
+            return Err(StepError::Unsupported(
+                "prune-remote is for intermediate mode: in file mode the remote holds the \
+                 snapshot's files, not backups"
+                    .into(),
+            ));
+        }
+        let mut policy = RemotePrunePolicy::from_config(config).ok_or_else(|| {
+            StepError::Unsupported(format!(
+                "remote pruning is off for {}: {} has no [retention.remote] table (it is \
+                 opt-in; see docs/retention.md)",
+                config.name(),
+                config.path.display()
+            ))
+        })?;
+        let PruneListing {
+            backups,
+            left_alone,
+            claimed_at,
+        } = list_for_prune(self.uploader, &config.remote, &config.dataset)?;
+        policy.claimed_at = claimed_at;
+        let plan = plan_remote_prune(&backups, &policy, self.now);
+        let deleted = if act {
+            delete_planned(
+                self.uploader,
+                &config.remote,
+                &backups,
+                &plan,
+                self.runner.cancel_token(),
+            )?
+        } else {
+            Vec::new()
+        };
+        Ok(RemotePruneReport {
+            plan,
+            left_alone,
+            deleted,
+        })
     }
 
     /// The mount-snapshot step: cleans up a killed run's leftovers, then

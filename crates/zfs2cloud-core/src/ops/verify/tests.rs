@@ -197,6 +197,59 @@ fn deep_without_download(
     )
 }
 
+/// The verdict on an incremental based on the missing 20240104000000.
+const ORPHAN: &str =
+    "its restore needs 20240104000000, which is not on the remote as a complete backup";
+
+#[test]
+fn an_incremental_whose_chain_is_broken_is_incomplete_one_on_an_intact_one_is_not() {
+    let on = |dir: &str, base: &str| {
+        let mut b = whole(dir);
+        b.manifest.as_mut().unwrap().base = Some(base.into());
+        b
+    };
+    let backups = [
+        whole("20240101000000-full"),
+        on("20240102000000", "20240101000000"),
+        on("20240103000000", "20240102000000"),
+        on("20240105000000", "20240104000000"),
+        on("20240106000000", "20240105000000"),
+    ];
+    let checks = verify_listing(&backups, None);
+    assert_eq!(
+        verdicts(&checks),
+        [
+            ("20240101000000-full", &Health::Ok),
+            ("20240102000000", &Health::Ok),
+            ("20240103000000", &Health::Ok),
+            ("20240105000000", &Health::Incomplete(ORPHAN.into())),
+            ("20240106000000", &Health::Incomplete(ORPHAN.into())),
+        ]
+    );
+}
+
+#[test]
+fn deep_verify_condemns_a_whole_chain_below_a_damaged_full_without_downloading() {
+    let damaged_full = backup(
+        "20240101000000-full",
+        &[("c.0000", 4, "aa")],
+        &[("c.0000", 1, None)],
+        true,
+    );
+    let mut on_incremental = whole("20240103000000");
+    on_incremental.manifest.as_mut().unwrap().base = Some("20240102000000".into());
+    let backups = [damaged_full, whole("20240102000000"), on_incremental];
+    let checks = deep_without_download(&backups, None).unwrap();
+    let find = |dir: &str| &checks.iter().find(|c| c.backup == dir).unwrap().health;
+    assert_eq!(checks.len(), 3, "{checks:?}");
+    for dir in ["20240102000000", "20240103000000"] {
+        assert_eq!(
+            find(dir),
+            &Health::Incomplete("its full 20240101000000-full is not OK".into())
+        );
+    }
+}
+
 #[test]
 fn deep_verify_reports_what_the_listing_condemns_without_downloading() {
     let damaged_full = backup(
@@ -213,10 +266,7 @@ fn deep_verify_reports_what_the_listing_condemns_without_downloading() {
     let checks = deep_without_download(&[damaged_full, on_damaged, orphan], None).unwrap();
     assert_eq!(checks.len(), 3, "{checks:?}");
     let find = |dir: &str| &checks.iter().find(|c| c.backup == dir).unwrap().health;
-    assert_eq!(
-        find("20240105000000"),
-        &Health::Incomplete("its full base is not on the remote".into())
-    );
+    assert_eq!(find("20240105000000"), &Health::Incomplete(ORPHAN.into()));
     assert!(matches!(find("20240101000000-full"), Health::Damaged(_)));
     assert_eq!(
         find("20240102000000"),
@@ -239,9 +289,97 @@ fn deep_verify_only_checks_what_was_asked_for() {
     let checks = deep_without_download(&backups, Some(&only)).unwrap();
     assert_eq!(
         verdicts(&checks),
-        [(
-            "20240105000000",
-            &Health::Incomplete("its full base is not on the remote".into())
-        )]
+        [("20240105000000", &Health::Incomplete(ORPHAN.into()))]
+    );
+}
+
+/// A `zfs` that receives into nothing: `list` finds the dataset once a
+/// receive made it, `recv` logs what it was sent, `rollback` and `destroy`
+/// log their target. Every call is appended to `log`.
+fn logging_zfs(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let (zfs, log, made) = (dir.join("zfs"), dir.join("log"), dir.join("made"));
+    let script = format!(
+        "#!/bin/sh\n\
+         case \"$1\" in\n\
+         list) [ -e '{made}' ] && exit 0; echo \"cannot open '$5': dataset does not exist\" >&2; exit 1;;\n\
+         recv) echo \"recv $(cat)\" >> '{log}'; touch '{made}';;\n\
+         rollback) echo \"rollback $3\" >> '{log}';;\n\
+         destroy) echo destroy >> '{log}'; rm -f '{made}';;\n\
+         esac\n",
+        made = made.display(),
+        log = log.display()
+    );
+    std::fs::write(&zfs, script).unwrap();
+    std::fs::set_permissions(&zfs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (zfs, log)
+}
+
+/// An unencrypted backup of `dir` based on `base`, whose one chunk holds
+/// the directory's name.
+fn plain(dir: &str, base: Option<&str>) -> RemoteBackup {
+    use sha2::{Digest, Sha256};
+    let sha = crate::model::hex(&Sha256::digest(dir.as_bytes()));
+    let chunk = format!("{dir}.0000");
+    let mut b = remote_backup(
+        dir,
+        base,
+        &[(&chunk, dir.len() as u64, &sha)],
+        &[(&chunk, dir.len() as u64, Some(&sha))],
+        true,
+    );
+    b.manifest.as_mut().unwrap().encryption = "none".into();
+    b
+}
+
+#[test]
+fn deep_verify_receives_each_backup_on_its_own_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (zfs, log) = logging_zfs(tmp.path());
+    // A full, a chain on it (A, B on A, D on B), and C on the full.
+    let backups = [
+        plain("20240101000000-full", None),
+        plain("20240102000000", Some("20240101000000")),
+        plain("20240103000000", Some("20240102000000")),
+        plain("20240104000000", Some("20240101000000")),
+        plain("20240105000000", Some("20240103000000")),
+    ];
+    let mut store = MockUploader::new();
+    store.expect_cat().returning(|path| {
+        let dir = path.rsplit('/').nth(1).unwrap().to_owned();
+        Ok(crate::stages::Started::reading(
+            path,
+            std::io::Cursor::new(dir.into_bytes()),
+        ))
+    });
+    let settings = RestoreSettings {
+        target: DatasetName::parse("tank/zfs2cloud-verify-1").unwrap(),
+        force: false,
+        mount: false,
+        zfs,
+        remote: "r:data".into(),
+        cancel: CancelToken::new(),
+    };
+    let checks = verify_deep(&store, None, &Runner::new(), &backups, None, &settings).unwrap();
+    assert!(checks.iter().all(|c| c.health == Health::Ok), "{checks:?}");
+    assert_eq!(checks.len(), 5);
+    let at = |snap: &str| format!("rollback tank/zfs2cloud-verify-1@{snap}");
+    assert_eq!(
+        std::fs::read_to_string(log)
+            .unwrap()
+            .lines()
+            .collect::<Vec<_>>(),
+        [
+            "recv 20240101000000-full".to_owned(),
+            at("20240101000000"),
+            "recv 20240102000000".into(),
+            at("20240102000000"),
+            "recv 20240103000000".into(),
+            at("20240103000000"),
+            "recv 20240105000000".into(),
+            at("20240101000000"),
+            "recv 20240104000000".into(),
+            "destroy".into(),
+        ]
     );
 }
