@@ -10,6 +10,18 @@ use anyhow::Context as _;
 
 use crate::setup::Rng;
 
+/// Which files a day's change rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Changes {
+    /// Files not rewritten before, in turn (wrapping around after the
+    /// last): each day's changes are new data, so the changes since a
+    /// full grow by the share every day.
+    Fresh,
+    /// Distinct files picked at random each day; a file may be picked
+    /// again on a later day, as hot files change again.
+    Random,
+}
+
 /// The files of one dataset and the generator of their changes. Two
 /// instances made with the same arguments write the same bytes and
 /// rewrite the same files on the same days, so every strategy backs up
@@ -21,6 +33,9 @@ pub struct Files {
     count: u64,
     /// Share of the files rewritten a day (0.01 for 1 %).
     share: f64,
+    changes: Changes,
+    /// With [`Changes::Fresh`], the next file to rewrite.
+    next: u64,
     rng: Rng,
 }
 
@@ -31,6 +46,7 @@ impl Files {
         count: u64,
         file_bytes: u64,
         share: f64,
+        changes: Changes,
         seed: u64,
     ) -> anyhow::Result<Self> {
         let mut files = Self {
@@ -38,6 +54,8 @@ impl Files {
             file_bytes: usize::try_from(file_bytes).context("file size")?,
             count,
             share,
+            changes,
+            next: 0,
             rng: Rng::new(seed),
         };
         for i in 0..count {
@@ -67,14 +85,20 @@ impl Files {
         (upto(day) - upto(day.saturating_sub(1))).min(self.count)
     }
 
-    /// Rewrites day `day`'s share of the files, distinct files picked at
-    /// random (a file may be picked again on a later day, as real changes
-    /// overlap). Returns the bytes written.
+    /// Rewrites day `day`'s share of the files, chosen as `changes` says.
+    /// Returns the bytes written.
     pub fn change(&mut self, day: u32) -> anyhow::Result<u64> {
         let due = self.due(day);
         let mut picked = BTreeSet::new();
         while (picked.len() as u64) < due {
-            picked.insert(self.rng.below(self.count));
+            let file = match self.changes {
+                Changes::Fresh => {
+                    self.next = (self.next + 1) % self.count;
+                    self.next
+                }
+                Changes::Random => self.rng.below(self.count),
+            };
+            picked.insert(file);
         }
         for &i in &picked {
             self.write(i)?;

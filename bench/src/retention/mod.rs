@@ -42,6 +42,12 @@ pub struct RetentionArgs {
     /// Percent of the files rewritten with new random data each day.
     #[arg(long, value_name = "PERCENT", default_value_t = 1.0)]
     change: f64,
+    /// Which files a day rewrites: `fresh` (files not rewritten before,
+    /// in turn: each day adds that share of new changes, the model of
+    /// issue 14's arithmetic) or `random` (picked at random: hot files
+    /// change again, so changes since a full overlap).
+    #[arg(long, value_enum, default_value = "fresh")]
+    changes: Changes,
     /// Nights, one backup each [default: 90].
     #[arg(long)]
     days: Option<u32>,
@@ -128,6 +134,8 @@ impl Keep {
     }
 }
 
+pub use data::Changes;
+
 /// The resolved options.
 #[derive(Debug)]
 pub struct Params {
@@ -136,6 +144,8 @@ pub struct Params {
     pub files: u64,
     /// Share of the files rewritten a day (0.01 for 1 %).
     pub share: f64,
+    /// Which files a day rewrites.
+    pub changes: Changes,
     pub days: u32,
     pub levels: Vec<u32>,
     pub strategies: Vec<Strategy>,
@@ -180,6 +190,7 @@ impl Params {
             file_bytes,
             files: size / file_bytes,
             share: a.change / 100.0,
+            changes: a.changes,
             days,
             levels,
             strategies: a.strategies,

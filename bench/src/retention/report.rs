@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::simulate::Outcome;
-use super::{Params, Strategy};
+use super::{Changes, Params, Strategy};
 use crate::human_bytes;
 use crate::report::header;
 use crate::setup::World;
@@ -40,8 +40,8 @@ fn setting(p: &Params, prune: bool) -> String {
     let full_every = p.levels.first().copied().unwrap_or(30);
     format!(
         "Dataset: {} of random data in {} files of {}; each day {} % of the files ({:.2} on \
-         average) rewritten whole with new random data, picked at random, the same files for \
-         every strategy. {} nightly `zfs2cloud backup` runs, `ZFS2CLOUD_NOW` = \
+         average) rewritten whole with new random data, {}, the same files for every \
+         strategy. {} nightly `zfs2cloud backup` runs, `ZFS2CLOUD_NOW` = \
          2025-01-01T03:00:00Z + n days, each strategy on a fresh dataset and remote. Fulls \
          every {full_every} days for all (`full_every_x_days = {full_every}`; `levels = [{}]`). \
          {}; split_size {}; a local-directory rclone remote. Remote retention, the same for all: \
@@ -51,6 +51,10 @@ fn setting(p: &Params, prune: bool) -> String {
         human_bytes(p.file_bytes),
         p.share * 100.0,
         p.share * p.files as f64,
+        match p.changes {
+            Changes::Fresh => "files not rewritten before, in turn (`--changes fresh`)",
+            Changes::Random => "picked at random, so hot files change again (`--changes random`)",
+        },
         p.days,
         levels.join(", "),
         if p.encrypt {

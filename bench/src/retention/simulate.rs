@@ -108,7 +108,7 @@ impl Sim<'_> {
             p.files
         ));
         let mnt = self.pool.create_dataset(name);
-        let mut files = Files::create(&mnt, p.files, p.file_bytes, p.share, p.seed)?;
+        let mut files = Files::create(&mnt, p.files, p.file_bytes, p.share, p.changes, p.seed)?;
         let dataset = Dataset {
             name: self.pool.dataset(name),
         };
