@@ -2,7 +2,9 @@
 //! `zfs send | gpg | split` pipeline, sequential against pipelined
 //! export+upload under a bandwidth limit, peak RSS, peak local disk, and
 //! zstd against no compression on text. Run it with `sudo bench/run`; see
-//! `bench/README.md`.
+//! `bench/README.md`. `sudo bench/run retention` runs the other mode
+//! instead: what each incremental strategy costs over simulated nights
+//! (issue 14, module `retention`).
 //!
 //! * `setup`: the pool, datasets, GNUPGHOME, config files;
 //! * `cmd`: running commands (timed, sampled, with full failure reports);
@@ -21,16 +23,17 @@
 
 mod cmd;
 mod report;
+mod retention;
 mod sampler;
 mod setup;
 mod variants;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use clap::Parser;
-use zfs2cloud_testkit::harness::ZfsSession;
+use clap::{Parser, Subcommand};
+use zfs2cloud_testkit::harness::{Pool, ZfsSession};
 
 use crate::cmd::Interrupt;
 use crate::setup::{make_dataset, supports_pipelined, Content, World};
@@ -41,8 +44,11 @@ use crate::variants::{Bench, Samples};
 /// The binary under test is $ZFS2CLOUD_BIN (default:
 /// <workspace>/target/release/zfs2cloud).
 #[derive(Debug, Parser)]
-#[command(name = "zfs2cloud-bench")]
+#[command(name = "zfs2cloud-bench", args_conflicts_with_subcommands = true)]
 struct Args {
+    /// Another benchmark instead of this one.
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Small sizes for development: 64M / 256M / 64M, split 16M, 1 repetition
     /// (explicit options still win).
     #[arg(long)]
@@ -77,6 +83,14 @@ struct Args {
     /// otherwise they are removed with the pool.
     #[arg(long, value_name = "DIR")]
     logs: Option<PathBuf>,
+}
+
+/// The other benchmarks.
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// What each incremental_strategy costs: bytes uploaded and stored,
+    /// restore chains and time, over simulated nightly backups (issue 14).
+    Retention(retention::RetentionArgs),
 }
 
 /// The resolved options.
@@ -124,7 +138,7 @@ impl Opts {
 }
 
 /// `1G`, `512M`, `64K`, `0` or a byte count (powers of 1024, as `split -b`).
-fn parse_bytes(s: &str) -> anyhow::Result<u64> {
+pub fn parse_bytes(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
@@ -181,11 +195,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    let command = std::env::var("BENCH_COMMAND")
-        .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
-    let opts = Opts::from_args(args)?;
-    let interrupt = Interrupt::install()?;
+/// The zfs2cloud binary under test, which must exist, as an absolute path.
+pub fn resolve_bin() -> anyhow::Result<PathBuf> {
     let bin = zfs2cloud_bin();
     if !bin.is_file() {
         bail!(
@@ -196,28 +207,49 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let bin = bin.canonicalize().context("canonicalize ZFS2CLOUD_BIN")?;
     progress(&format!("zfs2cloud binary: {}", bin.display()));
+    Ok(bin)
+}
+
+/// Waits for the machine-wide ZFS lock, which the test suite holds too:
+/// zfs-fuse deadlocks when pools are created at the same time. `tools`
+/// must work besides zpool and zfs.
+pub fn lock_zfs(tools: &[&str]) -> anyhow::Result<ZfsSession> {
     progress("waiting for the machine-wide ZFS lock (tests hold it too)");
-    let Some(session) = ZfsSession::start(&["gpg", "rclone", "split"]) else {
-        bail!("zpool/zfs/gpg/rclone missing or the zfs-fuse daemon is not running: run `bash scripts/install-test-deps --no-moto`");
-    };
-    let pool_bytes = (opts.size + opts.large_size + opts.text_size) / 100 * 115 + (1 << 30);
-    let pool = session.pool_sized("bench", pool_bytes);
+    ZfsSession::start(tools).context(
+        "zpool/zfs/gpg/rclone missing or the zfs-fuse daemon is not running: \
+         run `bash scripts/install-test-deps --no-moto`",
+    )
+}
+
+/// The benchmark's pool, on a sparse image of `bytes` bytes.
+pub fn make_pool<'s>(session: &'s ZfsSession, tag: &str, bytes: u64) -> Pool<'s> {
+    let pool = session.pool_sized(tag, bytes);
     progress(&format!(
         "pool {} on a sparse {} image in {}",
         pool.name(),
-        human_bytes(pool_bytes),
+        human_bytes(bytes),
         pool.scratch().display()
     ));
+    pool
+}
+
+fn run(mut args: Args) -> anyhow::Result<()> {
+    let command = std::env::var("BENCH_COMMAND")
+        .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+    if let Some(Mode::Retention(r)) = args.mode.take() {
+        return retention::run(r, &command);
+    }
+    let opts = Opts::from_args(args)?;
+    let interrupt = Interrupt::install()?;
+    let bin = resolve_bin()?;
+    let session = lock_zfs(&["gpg", "rclone", "split"])?;
+    let pool_bytes = (opts.size + opts.large_size + opts.text_size) / 100 * 115 + (1 << 30);
+    let pool = make_pool(&session, "bench", pool_bytes);
     let world = World::new(bin, pool.scratch(), opts.logs.as_deref())?;
     let result = measure(&pool, &world, &opts, &interrupt, &command);
     // Best effort, before the pool is destroyed: zfs2cloud holds its full
     // base (`zfs hold zfs2cloud`), and gpg may have left an agent.
-    for ds in ["small", "large", "text"] {
-        let _ = Command::new("zfs")
-            .args(["release", "zfs2cloud"])
-            .arg(format!("{}@{}", pool.dataset(ds), setup::SNAPSHOT))
-            .output();
-    }
+    setup::release_holds(pool.name());
     world.stop_gpg_agent();
     progress(&format!("destroying pool {}", pool.name()));
     drop(pool);
@@ -228,7 +260,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn measure(
-    pool: &zfs2cloud_testkit::harness::Pool<'_>,
+    pool: &Pool<'_>,
     world: &World,
     opts: &Opts,
     interrupt: &Interrupt,

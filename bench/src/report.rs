@@ -81,6 +81,17 @@ pub fn machine(bin: &std::path::Path) -> Vec<(String, String)> {
     ]
 }
 
+/// The report's head, for both modes: the machine facts and the command.
+pub fn header(bin: &std::path::Path, command: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "### Machine\n");
+    for (k, v) in machine(bin) {
+        let _ = writeln!(out, "- {k}: {v}");
+    }
+    let _ = writeln!(out, "\n### Command\n\n```sh\n{command}\n```\n");
+    out
+}
+
 /// One table row.
 struct Row {
     id: &'static str,
@@ -518,12 +529,7 @@ pub fn render(bench: &Bench<'_>, opts: &Opts, command: &str) -> String {
         );
     }
 
-    let mut out = String::new();
-    let _ = writeln!(out, "### Machine\n");
-    for (k, v) in machine(&bench.world.bin) {
-        let _ = writeln!(out, "- {k}: {v}");
-    }
-    let _ = writeln!(out, "\n### Command\n\n```sh\n{command}\n```\n");
+    let mut out = header(&bench.world.bin, command);
     let _ =
         writeln!(
         out,

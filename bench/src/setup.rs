@@ -130,6 +130,24 @@ fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("write {}", path.display()))
 }
 
+/// Releases zfs2cloud's holds (`zfs hold zfs2cloud`: the bases of future
+/// incrementals) on every snapshot of `pool`, before the pool is
+/// destroyed. Best effort: a failure only leaves a pool that `zpool
+/// destroy -f` reports.
+pub fn release_holds(pool: &str) {
+    let Ok(out) = Command::new("zfs")
+        .args(["list", "-H", "-t", "snapshot", "-o", "name", "-r", pool])
+        .output()
+    else {
+        return;
+    };
+    for snap in String::from_utf8_lossy(&out.stdout).lines() {
+        let _ = Command::new("zfs")
+            .args(["release", "zfs2cloud", snap])
+            .output();
+    }
+}
+
 /// Creates `<pool>/<rel>`, fills it with `bytes` bytes of `content` and
 /// takes the snapshot [`SNAPSHOT`].
 pub fn make_dataset(
@@ -140,7 +158,7 @@ pub fn make_dataset(
     seed: u64,
 ) -> anyhow::Result<Dataset> {
     let mnt = pool.create_dataset(rel);
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut log = LogGen::default();
     let mut written = 0;
     let mut n = 0;
@@ -178,11 +196,17 @@ pub fn make_dataset(
     Ok(ds)
 }
 
-/// xorshift64.
+/// xorshift64: the same seed gives the same bytes, so runs that start
+/// from one seed see the same data and the same changes.
 #[derive(Debug)]
-struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
+    /// A generator for `seed` (any value; xorshift needs a non-zero state).
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
     fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
@@ -192,7 +216,8 @@ impl Rng {
         x
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
@@ -201,7 +226,7 @@ impl Rng {
     }
 
     /// Appends `len` random bytes.
-    fn fill(&mut self, buf: &mut Vec<u8>, len: usize) {
+    pub fn fill(&mut self, buf: &mut Vec<u8>, len: usize) {
         while buf.len() < len {
             buf.extend_from_slice(&self.next().to_le_bytes());
         }
@@ -310,6 +335,8 @@ pub struct ConfigSpec {
     pub pipelined: Option<(u32, bool)>,
     /// `compression` and `compression_level`.
     pub compression: Option<(&'static str, i32)>,
+    /// More TOML, appended as it is (keys, then tables).
+    pub extra: String,
 }
 
 /// One config's directories: its intermediate_basedir and its remote (a
@@ -353,6 +380,7 @@ impl Setup {
             let _ = writeln!(toml, "compression = {algo:?}");
             let _ = writeln!(toml, "compression_level = {level}");
         }
+        toml.push_str(&spec.extra);
         write_private(&config, toml.as_bytes())?;
         Ok(Self {
             config,
@@ -389,6 +417,7 @@ pub fn supports_pipelined(world: &World, dataset: &Dataset) -> anyhow::Result<bo
             bwlimit: None,
             pipelined: Some((2, false)),
             compression: Some(("zstd", 3)),
+            extra: String::new(),
         },
     )?;
     let mut cmd = world.zfs2cloud(&setup.config, &["check-config"]);

@@ -127,6 +127,7 @@ impl Bench<'_> {
             bwlimit: bwlimit.then(|| self.bwlimit.clone()),
             pipelined: None,
             compression: None,
+            extra: String::new(),
         }
     }
 
