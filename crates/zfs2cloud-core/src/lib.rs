@@ -162,6 +162,8 @@ pub use policy::{
     RestorePlanError, RestorePoint, SkippedBackup, SnapshotDecision, SnapshotRetention,
     TreeExclusion, TreeMember, TreePlan, Verdict,
 };
+// Incremental strategies: what a future incremental is based on.
+pub use policy::{future_bases, holds_after, linkable, Strategy};
 // Snapshot retention's rule and reasons.
 pub use policy::{SnapshotReason, SnapshotRule};
 // Remote pruning (its own list, for an easy merge).
