@@ -203,25 +203,14 @@ mod tests {
 
     use crate::config::{Config, ConfigError, ConfigFile};
 
-    const MINIMAL: &str = r#"
-dataset = "tank/data"
-intermediate_basedir = "/var/lib/zfs2cloud"
-remote = "b2:bucket/data"
-passphrase_file = "/etc/zfs2cloud/passphrase"
-"#;
+    use crate::config::testing::{invalid, parse_with, PASSPHRASE};
 
     fn parse(extra: &str) -> Result<Config, ConfigError> {
-        Config::parse(
-            &format!("{MINIMAL}{extra}"),
-            Path::new("/etc/zfs2cloud/data.toml"),
-        )
+        parse_with(&format!("{PASSPHRASE}{extra}"))
     }
 
     fn invalid_key(extra: &str) -> String {
-        match parse(extra) {
-            Err(ConfigError::Invalid { key, .. }) => key,
-            other => panic!("expected an Invalid error, got {other:?}"),
-        }
+        invalid(&format!("{PASSPHRASE}{extra}")).0
     }
 
     #[test]
