@@ -155,12 +155,12 @@ pub use stages::{
 
 // Pure decisions.
 pub use policy::{
-    backups_of, calendar_keeps, chains, check_listing, check_sync_target, decide_ownership,
-    latest_own, member_config, member_restore_point, plan_export, plan_export_prune, plan_restore,
-    plan_snapshot_prune, plan_tree, tree_restore_point, CalendarKeeps, CalendarReason, Chain,
-    Dependencies, ExportDecision, ExportPlan, Health, OwnerConflict, Ownership, Period, PlanError,
-    RestorePlanError, RestorePoint, SkippedBackup, SnapshotDecision, SnapshotRetention,
-    TreeExclusion, TreeMember, TreePlan, Verdict,
+    backups_of, calendar_keeps, chains, chains_of, check_listing, check_sync_target,
+    decide_ownership, latest_own, member_config, member_restore_point, plan_export,
+    plan_export_prune, plan_restore, plan_snapshot_prune, plan_tree, tree_restore_point,
+    CalendarKeeps, CalendarReason, Chain, Dependencies, ExportDecision, ExportPlan, Health,
+    OwnerConflict, Ownership, Period, PlanError, RestorePlanError, RestorePoint, SkippedBackup,
+    SnapshotDecision, SnapshotRetention, TreeExclusion, TreeMember, TreePlan, Verdict,
 };
 // Incremental strategies: what a future incremental is based on.
 pub use policy::{future_bases, holds_after, linkable, Strategy};

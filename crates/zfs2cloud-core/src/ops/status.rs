@@ -19,7 +19,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{
-    chains, check_listing, future_bases, linkable, Dependencies, Health, Strategy,
+    chains_of, check_listing, future_bases, linkable, Dependencies, Health, Strategy,
 };
 
 use crate::config::Config;
@@ -519,7 +519,7 @@ fn remote_status(uploader: &dyn Uploader, remote: &str) -> Result<RemoteStatus, 
             }
         })
         .collect();
-    let (chains, orphans) = chains(&listed);
+    let (chains, orphans) = chains_of(&listed, &deps);
     Ok(RemoteStatus {
         backups,
         chains: chains

@@ -85,7 +85,16 @@ pub fn linkable(backup: &RemoteBackup) -> bool {
 /// itself) are returned separately as orphans.
 #[must_use]
 pub fn chains(backups: &[RemoteBackup]) -> (Vec<Chain<'_>>, Vec<&RemoteBackup>) {
-    let deps = Dependencies::new(backups, &linkable);
+    chains_of(backups, &Dependencies::new(backups, &linkable))
+}
+
+/// [`chains`] from dependencies already worked out over `backups` with
+/// [`linkable`], for a caller that needs them too.
+#[must_use]
+pub fn chains_of<'a>(
+    backups: &'a [RemoteBackup],
+    deps: &Dependencies<'a>,
+) -> (Vec<Chain<'a>>, Vec<&'a RemoteBackup>) {
     let mut chains: Vec<Chain<'_>> = backups
         .iter()
         .filter(|b| b.kind == ExportKind::Full)
