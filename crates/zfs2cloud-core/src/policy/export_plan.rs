@@ -315,7 +315,7 @@ fn incremental_base<'a>(
     target_time: SnapTime,
     usable: &dyn Fn(&SnapshotInfo) -> bool,
 ) -> (&'a SnapshotInfo, u32, String) {
-    let since_full = exported_between(snapshots, last_full, target_time);
+    let since_full = exported_since(snapshots, last_full, Some(target_time));
     let newest = |max_level: u32| {
         since_full
             .iter()
@@ -351,18 +351,21 @@ fn incremental_base<'a>(
     }
 }
 
-/// The exports of own snapshots taken from `full` (included) up to
-/// `before` (excluded).
-fn exported_between<'a>(
+/// The exports of own snapshots taken from `full` (included) on, up to
+/// `before` (excluded) if given.
+fn exported_since<'a>(
     snapshots: &'a [SnapshotInfo],
     full: &SnapshotInfo,
-    before: SnapTime,
+    before: Option<SnapTime>,
 ) -> Vec<&'a SnapshotInfo> {
     let from = full.own_time();
     snapshots
         .iter()
         .filter(|s| s.kind.is_some())
-        .filter(|s| s.own_time().is_some_and(|t| Some(t) >= from && t < before))
+        .filter(|s| {
+            s.own_time()
+                .is_some_and(|t| Some(t) >= from && before.is_none_or(|b| t < b))
+        })
         .collect()
 }
 
@@ -401,10 +404,7 @@ pub fn future_bases(strategy: &Strategy, snapshots: &[SnapshotInfo]) -> Vec<Snap
     else {
         return Vec::new();
     };
-    let since_full: Vec<&SnapshotInfo> = snapshots
-        .iter()
-        .filter(|s| s.kind.is_some() && s.own_time() >= full.own_time())
-        .collect();
+    let since_full = exported_since(snapshots, full, None);
     let newest_below = |level: u32| {
         since_full
             .iter()
