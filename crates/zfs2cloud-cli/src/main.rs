@@ -121,6 +121,7 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
         rclone_config,
         force,
         recursive,
+        stream,
     } = &cli.command
     {
         let args = cmd::restore::RestoreArgs {
@@ -131,6 +132,7 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
             rclone_config: rclone_config.as_deref(),
             force: *force,
             recursive: *recursive,
+            stream,
         };
         return cmd::restore::run(cli, cancel, &args);
     }
@@ -168,7 +170,12 @@ fn dispatch(app: &App, command: &Command) -> anyhow::Result<()> {
         Command::PruneSnapshots { yes } => cmd::prune::snapshots(app, *yes),
         Command::PruneRemote { yes } => cmd::prune::remote(app, *yes),
         Command::Status { json, remote } => cmd::status::run(app, *json, *remote),
-        Command::Verify { snapshot, deep, .. } => cmd::verify::run(app, snapshot.as_deref(), *deep),
+        Command::Verify {
+            snapshot,
+            deep,
+            stream,
+            ..
+        } => cmd::verify::run(app, snapshot.as_deref(), *deep, stream),
         Command::MountSnapshot => cmd::filemode::run(app, &Step::MountSnapshot),
         Command::UploadSnapshotFiles => cmd::filemode::run(app, &Step::UploadSnapshotFiles),
         Command::UmountSnapshot => cmd::filemode::run(app, &Step::UmountSnapshot),

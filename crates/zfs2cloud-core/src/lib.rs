@@ -177,7 +177,7 @@ pub use ops::backup::{
     Backup, BackupFailure, ExportOptions, MemberFailure, MemberFailures, ProcessStages,
     RemotePruneReport, StepError, StepReport,
 };
-pub use ops::catalog::{list_backups_of, list_remote_backups, CatalogError};
+pub use ops::catalog::{list_backups_of, list_remote_backups, CatalogError, Listing};
 pub use ops::export::{ExportError, ExportOutcome, ExportStepOutcome, StreamReport};
 pub use ops::lock::{LockError, RunLock, LOCK_FILE};
 pub use ops::prune_remote::{
@@ -189,7 +189,7 @@ pub use ops::upload::{read_owner, OwnerReadError, RetryPolicy, UploadReport, Upl
 
 // Operations outside the sequence: restore, verify and status.
 pub use ops::restore::{backup_encryption, chain_is_raw, chain_needs_passphrase};
-pub use ops::restore::{restore_chain, RestoreError, RestoreSettings};
+pub use ops::restore::{restore_chain, RestoreError, RestoreSettings, DEFAULT_PREFETCH_BYTES};
 pub use ops::status::{
     collect_status, record_last_backup, ChainStatus, HealthState, LastBackup, LocalExportStatus,
     LockStatus, RemoteBackupStatus, RemoteStatus, SnapshotStatus, StatusError, StatusReport,

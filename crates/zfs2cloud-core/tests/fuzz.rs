@@ -28,7 +28,7 @@ use proptest::test_runner::FileFailurePersistence;
 
 use zfs2cloud_core::ExportKind;
 use zfs2cloud_core::RemoteFile;
-use zfs2cloud_core::{chains, check_listing, list_remote_backups, Health, RemoteBackup};
+use zfs2cloud_core::{chains, check_listing, list_remote_backups, Health, Listing, RemoteBackup};
 use zfs2cloud_core::{parse_lsjson, parse_lsjson_stat};
 use zfs2cloud_core::{parse_snapshot_list, ZfsError};
 use zfs2cloud_core::{plan_restore, RestorePoint};
@@ -1160,7 +1160,7 @@ proptest! {
                 std::fs::write(dir.join(MANIFEST_FILE), bytes).unwrap();
             }
         }
-        let backups = list_remote_backups(&LocalDirRemote, remote).unwrap();
+        let backups = list_remote_backups(&LocalDirRemote, remote, Listing::Hashes).unwrap();
         let named_like_backup = |n: &str| SnapTime::parse(n.strip_suffix("-full").unwrap_or(n)).is_some();
         let mut expected: Vec<&String> = dirs.iter().map(|(n, _)| n).filter(|n| named_like_backup(n)).collect();
         expected.sort();

@@ -9,13 +9,13 @@ use anyhow::{bail, Context as _};
 use zfs2cloud_core::{
     chain_is_raw, chain_needs_passphrase, error_chain, list_backups_of, list_remote_backups,
     plan_restore, read_owner, restore_chain, CancelToken, Config, ConfigFile, DatasetName,
-    GpgEncryptor, OwnerMarker, Passphrase, RcloneOptions, RcloneUploader, RemoteBackup,
+    GpgEncryptor, Listing, OwnerMarker, Passphrase, RcloneOptions, RcloneUploader, RemoteBackup,
     RestorePoint, RestoreSettings, Runner, ToolPaths, OWNER_FILE,
 };
 use zfs2cloud_core::{find_tree, member_restore_point, tree_restore_point};
 
 use crate::app::{out, runner, UsageError};
-use crate::args::Cli;
+use crate::args::{Cli, StreamArgs};
 
 /// The `restore` subcommand's arguments.
 #[derive(Debug)]
@@ -27,6 +27,7 @@ pub struct RestoreArgs<'a> {
     pub rclone_config: Option<&'a Path>,
     pub force: bool,
     pub recursive: bool,
+    pub stream: &'a StreamArgs,
 }
 
 /// What every dataset's restore of one invocation shares.
@@ -53,6 +54,8 @@ pub fn run(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
         .as_ref()
         .map_or_else(ToolPaths::from_env, |c| c.tools.clone());
     let runner = runner(cli, cancel);
+    // The whole restore, tree or not, under one deadline.
+    cancel.set_step_limit(args.stream.limit());
     let store = RcloneUploader::new(
         runner.clone(),
         tools.rclone.clone(),
@@ -133,6 +136,7 @@ impl Restorer<'_> {
             zfs: self.tools.zfs.clone(),
             remote: remote.to_owned(),
             cancel: self.cancel.clone(),
+            prefetch_bytes: self.args.stream.prefetch,
         };
         let gpg = if chain_needs_passphrase(&chain) {
             Some(self.gpg()?)
@@ -267,8 +271,8 @@ fn backups(
     dataset: Option<&DatasetName>,
 ) -> anyhow::Result<Vec<RemoteBackup>> {
     match dataset {
-        Some(d) => list_backups_of(store, remote, d),
-        None => list_remote_backups(store, remote),
+        Some(d) => list_backups_of(store, remote, d, Listing::Sizes),
+        None => list_remote_backups(store, remote, Listing::Sizes),
     }
     .context("cannot list the remote")
 }

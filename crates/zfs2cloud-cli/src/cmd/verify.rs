@@ -4,14 +4,16 @@
 use anyhow::{bail, Context as _};
 
 use zfs2cloud_core::{
-    list_backups_of, scratch_dataset, verify_deep, BackupCheck, Health, RestoreSettings,
+    list_backups_of, scratch_dataset, verify_deep, BackupCheck, Health, Listing, RestoreSettings,
+    Step,
 };
 
 use crate::app::{out, App, UsageError};
+use crate::args::StreamArgs;
 
 /// Checks the backups (or only the one of `only`) and prints a verdict
 /// each; fails unless all are OK.
-pub fn run(app: &App, only: Option<&str>, deep: bool) -> anyhow::Result<()> {
+pub fn run(app: &App, only: Option<&str>, deep: bool, stream: &StreamArgs) -> anyhow::Result<()> {
     if deep && app.runner.is_dry_run() {
         // A dry run receives nothing, so it could prove nothing; saying OK
         // would be a lie.
@@ -20,13 +22,29 @@ pub fn run(app: &App, only: Option<&str>, deep: bool) -> anyhow::Result<()> {
                 .into()
         ));
     }
-    let checks = if deep {
-        deep_checks(app, only)?
-    } else {
-        app.backup()
-            .verify_listing(only)
-            .context("cannot list the remote")?
+    let limit = match stream.time_limit {
+        Some(_) => stream.limit(),
+        None if deep => None,
+        None => app.config.step_limit(&Step::Verify),
     };
+    let cancel = app.runner.cancel_token();
+    let (checks, timed_out) = cancel.run_limited(limit, || {
+        if deep {
+            deep_checks(app, only, stream.prefetch)
+        } else {
+            app.backup()
+                .verify_listing(only)
+                .context("cannot list the remote")
+        }
+    });
+    if let Some(limit) = timed_out {
+        bail!(
+            "verify{} stopped: its time limit of {}s ran out",
+            if deep { " --deep" } else { "" },
+            limit.as_secs()
+        );
+    }
+    let checks = checks?;
     if checks.is_empty() {
         bail!("no backup to verify on {}", app.config.remote);
     }
@@ -49,13 +67,22 @@ fn verdict_line(check: &BackupCheck) -> String {
 }
 
 /// Receives each backup into a scratch dataset in the dataset's pool.
-fn deep_checks(app: &App, only: Option<&str>) -> anyhow::Result<Vec<BackupCheck>> {
+fn deep_checks(
+    app: &App,
+    only: Option<&str>,
+    prefetch_bytes: usize,
+) -> anyhow::Result<Vec<BackupCheck>> {
     // None with `encryption = "none"`: the backups need no gpg (one that
     // does is reported as a problem of the run, naming it).
     let gpg = app.stages.gpg.as_ref();
     let store = &app.stages.rclone;
-    let backups = list_backups_of(store, &app.config.remote, &app.config.dataset)
-        .context("cannot list the remote")?;
+    let backups = list_backups_of(
+        store,
+        &app.config.remote,
+        &app.config.dataset,
+        Listing::Sizes,
+    )
+    .context("cannot list the remote")?;
     let pool = app
         .config
         .dataset
@@ -72,6 +99,7 @@ fn deep_checks(app: &App, only: Option<&str>) -> anyhow::Result<Vec<BackupCheck>
         zfs: app.config.tools.zfs.clone(),
         remote: app.config.remote.clone(),
         cancel: app.runner.cancel_token().clone(),
+        prefetch_bytes,
     };
     let only: Option<Vec<String>> = only.map(|o| vec![o.to_owned()]);
     Ok(verify_deep(

@@ -17,6 +17,19 @@ use crate::model::{Manifest, MANIFEST_FILE};
 use crate::policy::backups_of;
 use crate::stages::{Started, UploadError, Uploader};
 
+/// How much of each backup's files a listing asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Names and sizes only: a restore or `verify --deep`, which hash
+    /// every chunk as it streams, and must not read it a second time just
+    /// to hash it first.
+    Sizes,
+    /// Also the SHA-256 where the backend gives one (local, sftp). On
+    /// most backends that reads every chunk: for `verify`'s listing check,
+    /// which has no other way to see the content.
+    Hashes,
+}
+
 /// Errors reading the remote catalog.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -45,8 +58,9 @@ pub fn read_remote(store: &dyn Uploader, path: &str) -> Result<Vec<u8>, UploadEr
     Ok(bytes)
 }
 
-/// Lists the backups under `remote`, oldest first. Directories that are not
-/// named like a backup are ignored.
+/// Lists the backups under `remote`, oldest first, each with its files as
+/// `listing` asks. Directories that are not named like a backup are
+/// ignored.
 ///
 /// # Errors
 ///
@@ -54,8 +68,9 @@ pub fn read_remote(store: &dyn Uploader, path: &str) -> Result<Vec<u8>, UploadEr
 pub fn list_remote_backups(
     store: &dyn Uploader,
     remote: &str,
+    listing: Listing,
 ) -> Result<Vec<RemoteBackup>, CatalogError> {
-    backups_among(store, remote, store.list_dirs(remote)?)
+    backups_among(store, remote, store.list_dirs(remote)?, listing)
 }
 
 /// [`list_remote_backups`] of the directories `dir_names` of `remote`,
@@ -64,6 +79,7 @@ pub(crate) fn backups_among(
     store: &dyn Uploader,
     remote: &str,
     dir_names: Vec<String>,
+    listing: Listing,
 ) -> Result<Vec<RemoteBackup>, CatalogError> {
     let mut out = Vec::new();
     for dir_name in dir_names {
@@ -75,7 +91,10 @@ pub(crate) fn backups_among(
             continue;
         }
         let dir = remote_join(remote, &dir_name);
-        let files = store.list(&dir)?;
+        let files = match listing {
+            Listing::Sizes => store.list_sizes(&dir)?,
+            Listing::Hashes => store.list(&dir)?,
+        };
         let (manifest, manifest_error) = if files.iter().any(|f| f.name == MANIFEST_FILE) {
             let bytes = read_remote(store, &remote_join(&dir, MANIFEST_FILE))?;
             match serde_json::from_slice::<Manifest>(&bytes) {
@@ -113,10 +132,11 @@ pub fn list_backups_of(
     store: &dyn Uploader,
     remote: &str,
     dataset: &DatasetName,
+    listing: Listing,
 ) -> Result<Vec<RemoteBackup>, CatalogError> {
     Ok(keep_backups_of(
         remote,
-        list_remote_backups(store, remote)?,
+        list_remote_backups(store, remote, listing)?,
         dataset,
     ))
 }

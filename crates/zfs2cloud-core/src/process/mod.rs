@@ -368,6 +368,31 @@ impl CancelToken {
             .map(|(_, limit)| limit)
     }
 
+    /// Runs `f` while a watcher thread calls `on_cancel` once the token is
+    /// cancelled, and again every [`WATCH_INTERVAL`] until `f` returns.
+    /// For work blocked in a read or a write that cannot look at the flag
+    /// itself: `on_cancel` stops what it waits on. It is called again
+    /// because what it stops may have been replaced meanwhile (the next
+    /// chunk's `rclone cat`); it must be callable any number of times.
+    pub fn watch<T>(&self, on_cancel: impl Fn() + Sync, f: impl FnOnce() -> T) -> T {
+        let finished = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                while !finished.load(AtomicOrdering::SeqCst) {
+                    if self.is_cancelled() {
+                        on_cancel();
+                    }
+                    std::thread::park_timeout(WATCH_INTERVAL);
+                }
+            });
+            let result = f();
+            finished.store(true, AtomicOrdering::SeqCst);
+            // Not a whole interval's wait for the scope to end.
+            watcher.thread().unpark();
+            result
+        })
+    }
+
     /// The interruption flag, e.g. for `signal_hook::flag::register`.
     #[must_use]
     pub fn flag(&self) -> Arc<AtomicBool> {
@@ -922,6 +947,8 @@ impl RunningProcess {
 
 /// How often a waiting loop looks at the clock and the cancel flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How often [`CancelToken::watch`] looks at the token.
+const WATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a stopped child gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 

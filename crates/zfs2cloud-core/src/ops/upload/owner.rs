@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::{with_retry, RetryPolicy, UploadStepError};
 use crate::model::{remote_join, DatasetName, OwnerMarker, OwnerMarkerError, OWNER_FILE};
-use crate::ops::catalog::{list_remote_backups, read_remote, CatalogError};
+use crate::ops::catalog::{list_remote_backups, read_remote, CatalogError, Listing};
 use crate::policy::{decide_ownership, Ownership};
 use crate::process::CancelToken;
 use crate::stages::{Snapshotter, UploadError, Uploader};
@@ -119,7 +119,8 @@ pub(crate) fn claim_remote(claim: &RemoteClaim<'_>) -> Result<(), UploadStepErro
     let backups = match marker {
         Some(_) => Vec::new(),
         None => with_retry(claim.retry, claim.cancel, remote, || {
-            list_remote_backups(claim.uploader, remote).map_err(|CatalogError::Remote(e)| e)
+            list_remote_backups(claim.uploader, remote, Listing::Hashes)
+                .map_err(|CatalogError::Remote(e)| e)
         })?,
     };
     let guid = claim.snapshotter.guid(dataset)?;
