@@ -521,6 +521,27 @@ fn a_tool_that_cannot_start_is_not_retried_and_a_cancelled_run_tries_nothing() {
 }
 
 #[test]
+fn a_stalled_copy_is_retried_like_a_failed_one() {
+    let policy = RetryPolicy {
+        retries: 2,
+        delay: Duration::ZERO,
+    };
+    let mut attempts = 0;
+    with_retry(&policy, &CancelToken::new(), "x", || {
+        attempts += 1;
+        if attempts == 1 {
+            return Err(UploadError::Stalled {
+                command: "rclone copyto a r:a".into(),
+                seconds: 2,
+            });
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(attempts, 2);
+}
+
+#[test]
 fn stray_chunks_on_the_remote_stop_the_upload_before_the_manifest() {
     let d = dirs();
     let full = write_local_export(&d.base, "20240101000000", None, &[b"f0"]);
