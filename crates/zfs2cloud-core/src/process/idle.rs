@@ -123,10 +123,15 @@ mod tests {
         start + Duration::from_secs(secs)
     }
 
+    /// A watch started now at activity 100.
+    fn watch_from_100() -> (Instant, IdleWatch) {
+        let start = Instant::now();
+        (start, IdleWatch::new(LIMIT, 100, start))
+    }
+
     #[test]
     fn steady_progress_never_stalls() {
-        let start = Instant::now();
-        let mut watch = IdleWatch::new(LIMIT, 100, start);
+        let (start, mut watch) = watch_from_100();
         for (i, secs) in (1..100).step_by(9).enumerate() {
             assert!(!watch.stalled(200 + i as u64, at(start, secs)), "{secs}s");
         }
@@ -134,8 +139,7 @@ mod tests {
 
     #[test]
     fn no_change_for_the_limit_is_a_stall() {
-        let start = Instant::now();
-        let mut watch = IdleWatch::new(LIMIT, 100, start);
+        let (start, mut watch) = watch_from_100();
         assert!(!watch.stalled(100, at(start, 5)));
         assert!(!watch.stalled(100, at(start, 9)));
         assert!(watch.stalled(100, at(start, 10)));
@@ -143,8 +147,7 @@ mod tests {
 
     #[test]
     fn progress_restarts_the_clock() {
-        let start = Instant::now();
-        let mut watch = IdleWatch::new(LIMIT, 100, start);
+        let (start, mut watch) = watch_from_100();
         assert!(!watch.stalled(150, at(start, 8)));
         assert!(!watch.stalled(150, at(start, 17)), "only 9s since 150");
         assert!(watch.stalled(150, at(start, 18)));
@@ -155,8 +158,7 @@ mod tests {
         // A sample taken while stderr output was not yet counted runs
         // ahead by a line, then falls back: the line is no progress after
         // its first sighting.
-        let start = Instant::now();
-        let mut watch = IdleWatch::new(LIMIT, 100, start);
+        let (start, mut watch) = watch_from_100();
         assert!(!watch.stalled(180, at(start, 1)));
         assert!(!watch.stalled(100, at(start, 5)));
         assert!(!watch.stalled(180, at(start, 9)));
