@@ -386,7 +386,7 @@ impl CancelToken {
     }
 
     /// Runs `f` while a watcher thread calls `on_cancel` once the token is
-    /// cancelled, and again every [`WATCH_INTERVAL`] until `f` returns.
+    /// cancelled, and again every 50 ms (`WATCH_INTERVAL`) until `f` returns.
     /// For work blocked in a read or a write that cannot look at the flag
     /// itself: `on_cancel` stops what it waits on. It is called again
     /// because what it stops may have been replaced meanwhile (the next
