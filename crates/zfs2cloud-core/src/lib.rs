@@ -139,7 +139,7 @@ pub use stages::{parse_send_usage, NoEncryption, SendUsage};
 // Running external programs.
 pub use process::{
     CancelToken, CommandLine, DryRunSink, Finished, Output, ProcessError, RunOptions, Runner,
-    RunningProcess, SpawnOptions, StopReason, CLEANUP_TIMEOUT,
+    RunningProcess, SpawnOptions, StopReason, StopWhen, CLEANUP_TIMEOUT,
 };
 
 // The stages and their process-backed implementations, with the parsers

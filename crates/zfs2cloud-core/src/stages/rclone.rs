@@ -7,11 +7,12 @@
 //! well as sizes; others (S3 gives only MD5/ETag) are checked by size.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::model::RemoteFile;
-use crate::process::{CommandLine, ProcessError, Runner};
+use crate::process::{CommandLine, ProcessError, RunOptions, Runner};
 use crate::stages::{ProcessStage, Started, UploadError, Uploader};
 
 /// rclone's exit code for "directory not found".
@@ -30,6 +31,9 @@ pub struct RcloneOptions {
     pub args: Vec<String>,
     /// `--bwlimit` for transfers.
     pub bwlimit: Option<String>,
+    /// A copy that reads and writes nothing for this long is stopped
+    /// ([`UploadError::Stalled`]); `None`: never.
+    pub stall_timeout: Option<Duration>,
 }
 
 /// [`Uploader`] backed by the `rclone` binary.
@@ -239,7 +243,13 @@ impl Uploader for RcloneUploader {
 
     fn put(&self, local: &Path, remote_path: &str) -> Result<(), UploadError> {
         let cmd = self.transfer_command("copyto").arg(local).arg(remote_path);
-        self.runner.mutate(&cmd)?;
+        let options = RunOptions {
+            idle_timeout: self.options.stall_timeout,
+            ..RunOptions::default()
+        };
+        self.runner
+            .mutate_with(&cmd, &options)
+            .map_err(stalled_or_failed)?;
         Ok(())
     }
 
@@ -292,9 +302,9 @@ impl Uploader for RcloneUploader {
 
     fn put_bytes(&self, bytes: &[u8], remote_path: &str) -> Result<(), UploadError> {
         let cmd = self.command("rcat").arg(remote_path);
-        let options = crate::process::RunOptions {
+        let options = RunOptions {
             stdin_data: Some(bytes.to_vec()),
-            ..crate::process::RunOptions::default()
+            ..RunOptions::default()
         };
         self.runner.mutate_with(&cmd, &options)?;
         Ok(())
@@ -321,6 +331,18 @@ impl RcloneUploader {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// A stopped stalled copy as [`UploadError::Stalled`], any other failure
+/// as it is.
+fn stalled_or_failed(e: ProcessError) -> UploadError {
+    match e {
+        ProcessError::Stalled { command, idle, .. } => UploadError::Stalled {
+            command,
+            seconds: idle.as_secs(),
+        },
+        other => other.into(),
     }
 }
 
@@ -507,6 +529,7 @@ mod tests {
                 global_flags: vec!["--fast-list".into()],
                 args: vec!["--transfers".into(), "8".into()],
                 bwlimit: Some("8M".into()),
+                stall_timeout: None,
             },
         );
         assert_eq!(
