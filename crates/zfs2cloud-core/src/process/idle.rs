@@ -62,6 +62,41 @@ fn read_io(pid: u32) -> std::io::Result<u64> {
     parse_io(&text).ok_or_else(|| std::io::Error::other("no rchar/wchar in it"))
 }
 
+/// The process group in the text of `/proc/<pid>/stat` (the fifth field;
+/// the command name before it may hold spaces and parentheses, so the
+/// fields are counted after the last `)`).
+fn parse_pgrp(stat: &str) -> Option<u32> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// [`read_io`] summed over the process group `leader` leads: the child
+/// and what it started. A wrapper script that runs rclone without `exec`
+/// does no I/O of its own while rclone works; its rclone is in its group
+/// (every child of zfs2cloud leads a group of its own).
+fn read_group_io(leader: u32) -> std::io::Result<u64> {
+    let mut total = read_io(leader)?;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let in_group = pid != leader
+            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parse_pgrp(&stat))
+                == Some(leader);
+        if in_group {
+            // One that exits meanwhile simply no longer counts.
+            total = total.saturating_add(read_io(pid).unwrap_or(0));
+        }
+    }
+    Ok(total)
+}
+
 /// Watches one running child for a stall.
 #[derive(Debug)]
 pub(super) struct IdleMonitor {
@@ -82,7 +117,7 @@ impl IdleMonitor {
         command: &str,
     ) -> Option<Self> {
         let now = Instant::now();
-        let activity = match read_io(pid) {
+        let activity = match read_group_io(pid) {
             Ok(total) => total.saturating_sub(stderr_bytes.load(Ordering::Relaxed)),
             Err(e) => {
                 log::debug!(
@@ -109,7 +144,8 @@ impl IdleMonitor {
         // stderr's count first, then the counters: so it never subtracts
         // more than the child had written to stderr by then.
         let stderr = self.stderr_bytes.load(Ordering::Relaxed);
-        read_io(self.pid).is_ok_and(|total| self.watch.stalled(total.saturating_sub(stderr), now))
+        read_group_io(self.pid)
+            .is_ok_and(|total| self.watch.stalled(total.saturating_sub(stderr), now))
     }
 }
 
@@ -173,6 +209,15 @@ mod tests {
         assert_eq!(parse_io(text), Some(4608));
         assert_eq!(parse_io("rchar: 1\n"), None);
         assert_eq!(parse_io(""), None);
+    }
+
+    #[test]
+    fn reads_the_process_group_after_the_command_name() {
+        // Captured from Linux 6.1 (`/proc/<pid>/stat` of a process named
+        // "a) b (c", whose group is 4242), cut after the group.
+        assert_eq!(parse_pgrp("4300 (a) b (c) S 17 4242 4242 0 -1"), Some(4242));
+        assert_eq!(parse_pgrp("4300 (rclone) S 1 4300 4300 0 -1"), Some(4300));
+        assert_eq!(parse_pgrp("garbage"), None);
     }
 
     #[test]

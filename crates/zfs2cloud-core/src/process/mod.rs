@@ -1293,6 +1293,12 @@ mod tests {
         // Output every 0.1 s for 1.5 s: slow, but never idle for 1 s.
         let busy = "i=0; while [ $i -lt 15 ]; do echo x; sleep 0.1; i=$((i+1)); done";
         Runner::new().mutate_with(&sh(busy), &idle(1000)).unwrap();
+        // The same work in a child of a shell that waits for it (a wrapper
+        // that does not `exec`): the shell does nothing, its group works.
+        let wrapped = format!("sh -c '{busy}'; true");
+        Runner::new()
+            .mutate_with(&sh(&wrapped), &idle(1000))
+            .unwrap();
     }
 
     #[test]
