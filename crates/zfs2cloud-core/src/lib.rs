@@ -177,7 +177,9 @@ pub use ops::backup::{
     Backup, BackupFailure, ExportOptions, MemberFailure, MemberFailures, ProcessStages,
     RemotePruneReport, StepError, StepReport,
 };
-pub use ops::catalog::{list_backups_of, list_remote_backups, CatalogError, Listing};
+pub use ops::catalog::{
+    list_backups_of, list_remote_backups, CatalogError, Listing, RemoteListing,
+};
 pub use ops::export::{ExportError, ExportOutcome, ExportStepOutcome, StreamReport};
 pub use ops::lock::{LockError, RunLock, LOCK_FILE};
 pub use ops::prune_remote::{
@@ -185,7 +187,9 @@ pub use ops::prune_remote::{
 };
 pub use ops::remote_tree::{find_tree, RemoteTreeMember};
 pub use ops::snapshot::{HookError, SnapshotError};
-pub use ops::upload::{read_owner, OwnerReadError, RetryPolicy, UploadReport, UploadStepError};
+pub use ops::upload::{
+    read_owner, read_owner_in, OwnerReadError, RetryPolicy, UploadReport, UploadStepError,
+};
 
 // Operations outside the sequence: restore, verify and status.
 pub use ops::restore::{backup_encryption, chain_is_raw, chain_needs_passphrase};

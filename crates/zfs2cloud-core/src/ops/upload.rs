@@ -37,7 +37,7 @@ use crate::stages::{Snapshotter, UploadError, Uploader};
 mod owner;
 
 pub(crate) use owner::{claim_remote, RemoteClaim};
-pub use owner::{read_object, read_owner, OwnerReadError};
+pub use owner::{read_object, read_owner, read_owner_in, OwnerReadError};
 
 /// How failed transfers are retried.
 #[derive(Debug, Clone)]

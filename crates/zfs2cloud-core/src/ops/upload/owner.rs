@@ -56,8 +56,28 @@ pub fn read_owner(
     store: &dyn Uploader,
     remote: &str,
 ) -> Result<Option<OwnerMarker>, OwnerReadError> {
+    read_owner_in(store, remote, None)
+}
+
+/// [`read_owner`] where a listing of `remote` already said whether the
+/// marker is there (`listed`), which saves looking it up first; `None`:
+/// not known.
+///
+/// # Errors
+///
+/// [`OwnerReadError`] if it cannot be read, or is not a marker.
+pub fn read_owner_in(
+    store: &dyn Uploader,
+    remote: &str,
+    listed: Option<bool>,
+) -> Result<Option<OwnerMarker>, OwnerReadError> {
     let path = remote_join(remote, OWNER_FILE);
-    let bytes = read_object(store, &path).map_err(|source| OwnerReadError::Remote {
+    let bytes = match listed {
+        None => read_object(store, &path),
+        Some(false) => Ok(None),
+        Some(true) => read_remote(store, &path).map(Some),
+    }
+    .map_err(|source| OwnerReadError::Remote {
         path: path.clone(),
         source,
     })?;
