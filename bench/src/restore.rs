@@ -24,7 +24,7 @@ use crate::setup::{make_dataset, ConfigSpec, Content, Dataset, Rng, Setup, World
 use crate::variants::{load1, Samples};
 use crate::{human_bytes, lock_zfs, make_pool, parse_bytes, progress};
 use zfs2cloud_testkit::harness::{tree_digest, Pool};
-use zfs2cloud_testkit::remote::{RcloneS3Server, S3Endpoint};
+use zfs2cloud_testkit::remote::{RcloneClient, RcloneS3Server, S3Endpoint};
 
 /// zfs2cloud's restore and deep verify against the stock pipelines.
 #[derive(Debug, clap::Args)]
@@ -59,7 +59,8 @@ pub struct RestoreArgs {
 pub enum RemoteKind {
     /// A local directory (rclone's local backend).
     Local,
-    /// `rclone serve s3` on 127.0.0.1, serving a copy of the directory.
+    /// `rclone serve s3` on 127.0.0.1, serving a copy of the directory
+    /// (without ETags, as S3 itself has them for free).
     S3,
 }
 
@@ -326,8 +327,14 @@ fn remote(
     let (spec, server) = match kind {
         RemoteKind::Local => (setup.remote.display().to_string(), None),
         RemoteKind::S3 => {
-            let server = RcloneS3Server::start()
-                .context("rclone serve s3 needs the current rclone (scripts/install-test-deps)")?;
+            let rclone = RcloneClient::current();
+            if !rclone.works() {
+                bail!("rclone serve s3 needs the current rclone (scripts/install-test-deps)");
+            }
+            // Without ETags: S3 stores them, while rclone serve s3 over a
+            // local directory would read every object to make one, at
+            // each listing and each GET.
+            let server = RcloneS3Server::start_with_flags(rclone.path(), &["--etag-hash", ""]);
             let bucket = server.root().join("bench");
             std::fs::create_dir_all(&bucket).context("create the bucket")?;
             cmd::run(
@@ -558,6 +565,21 @@ fn render(world: &World, params: &Params, samples: &Samples, command: &str) -> S
                 kind.name(),
                 ours.name(),
                 stock.name()
+            );
+        }
+        // verify --deep receives too: how it compares with a pipeline
+        // that does the same work.
+        if let (Some(a), Some(b)) = (
+            samples.median(&key(kind, Variant::DeepVerify)),
+            samples.median(&key(kind, Variant::StockRestore)),
+        ) {
+            let _ = writeln!(
+                out,
+                "| {} | {} / {} (both receive) | {:.3} |  |  | reference |",
+                kind.name(),
+                Variant::DeepVerify.name(),
+                Variant::StockRestore.name(),
+                a / b
             );
         }
     }

@@ -1072,12 +1072,26 @@ impl RcloneS3Server {
     /// (the message includes its log).
     #[must_use]
     pub fn start_with(program: &Path) -> Self {
+        Self::start_with_flags(program, &[])
+    }
+
+    /// [`RcloneS3Server::start_with`] with more `serve s3` flags, e.g.
+    /// `--etag-hash ""`: with the local backend, the server otherwise reads
+    /// every object to compute its MD5 ETag at each listing and each GET, a
+    /// cost S3 itself (which stores the ETag) does not have.
+    ///
+    /// # Panics
+    ///
+    /// As [`RcloneS3Server::start_with`].
+    #[must_use]
+    pub fn start_with_flags(program: &Path, flags: &[&str]) -> Self {
         let access_key_id = format!("zfs2cloud{}", std::process::id());
         let secret_access_key = unique_secret("s3");
-        let auth = vec![
+        let mut auth = vec![
             OsString::from("--auth-key"),
             OsString::from(format!("{access_key_id},{secret_access_key}")),
         ];
+        auth.extend(flags.iter().map(OsString::from));
         let server = ServerProcess::start("RcloneS3Server", program, "s3", &auth, s3_answers);
         Self {
             server,
