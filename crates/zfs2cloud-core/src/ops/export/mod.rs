@@ -42,6 +42,7 @@ use crate::model::DatasetName;
 use crate::model::ExportKind;
 use crate::model::SnapshotName;
 use crate::model::PROP_SEND_FLAGS;
+use crate::model::{recipients_property, PROP_RECIPIENTS};
 use crate::model::{
     upload_record, SnapshotInfo, HOLD_TAG, PROP_BASE, PROP_KIND, PROP_LEVEL, PROP_UPLOADED,
 };
@@ -113,10 +114,11 @@ pub enum ExportError {
     /// so the export did not start: nothing was written, here or there.
     #[error(transparent)]
     Remote(UploadStepError),
-    /// The send flags recorded on a full (`zfs2cloud:send_flags`) could
-    /// not be read, so it is unknown whether an incremental may be based
-    /// on it; nothing was exported.
-    #[error("cannot read the send flags recorded on {snapshot}")]
+    /// The send flags or recipients recorded on a full
+    /// (`zfs2cloud:send_flags`, `zfs2cloud:recipients`) could not be read,
+    /// so it is unknown whether an incremental may be based on it; nothing
+    /// was exported.
+    #[error("cannot read the send flags or recipients recorded on {snapshot}")]
     SendFlags {
         /// The full.
         snapshot: String,
@@ -124,6 +126,11 @@ pub enum ExportError {
         #[source]
         source: ZfsError,
     },
+    /// The public keys of `encryption = "gpg-recipients"` cannot be
+    /// used (expired, revoked, not a public key, unreadable); nothing was
+    /// exported.
+    #[error("the recipients' public keys cannot be used")]
+    Recipients(#[source] GpgError),
 }
 
 /// Settings for one export.
@@ -144,6 +151,11 @@ pub struct ExportSettings {
     pub send_flags: SendFlags,
     /// How the encryptor encrypts, for the manifest.
     pub encryption: Encryption,
+    /// The fingerprints the encryptor encrypts to (`gpg-recipients`; empty
+    /// otherwise), as [`Encryptor::recipients`] gives them: recorded in the
+    /// manifest and on a full, and an incremental is only based on a full
+    /// encrypted to the same.
+    pub recipients: Vec<String>,
 }
 
 /// A finished export.
@@ -307,16 +319,15 @@ fn plan_step(
     let base_usable = |s: &SnapshotInfo| {
         s.uploaded_to(&request.remote) || layout.find_complete(&s.name).is_some()
     };
-    let flags = fulls_flags(snapshotter, layout, snapshots, &base_usable)?;
-    let flags_of = |s: &SnapshotInfo| {
-        flags
-            .iter()
-            .find(|(name, _)| *name == s.name)
-            .and_then(|(_, f)| f.clone())
-    };
+    let records = fulls_records(snapshotter, layout, snapshots, &base_usable)?;
+    let record_of = |s: &SnapshotInfo| records.iter().find(|r| r.name == s.name);
+    let flags_of = |s: &SnapshotInfo| record_of(s).and_then(|r| r.flags.clone());
+    let recipients_of = |s: &SnapshotInfo| record_of(s).and_then(|r| r.recipients.clone());
     let bases = BaseFacts {
         usable: &base_usable,
         flags: &flags_of,
+        recipients: &recipients_of,
+        export_recipients: &request.settings.recipients,
     };
     Ok(plan_export(
         snapshots,
@@ -328,46 +339,64 @@ fn plan_step(
     )?)
 }
 
-/// The send flags of every own full that could be a base: from the
-/// [`PROP_SEND_FLAGS`] property, else from its local manifest, else none
-/// (exports from before send flags). `None`: a record that cannot be read.
-fn fulls_flags(
+/// What is recorded of a full that could be a base.
+struct FullRecord {
+    name: SnapshotName,
+    /// Its send flags; `None`: a record that cannot be read.
+    flags: Option<SendFlags>,
+    /// The fingerprints it was encrypted to (empty: not to public keys);
+    /// `None`: a record that cannot be read.
+    recipients: Option<Vec<String>>,
+}
+
+/// The records of every own full that could be a base: each from its
+/// property ([`PROP_SEND_FLAGS`], [`PROP_RECIPIENTS`]), else from its local
+/// manifest, else none (exports from before the record).
+fn fulls_records(
     snapshotter: &dyn Snapshotter,
     layout: &ExportLayout,
     snapshots: &[SnapshotInfo],
     usable: &dyn Fn(&SnapshotInfo) -> bool,
-) -> Result<Vec<(SnapshotName, Option<SendFlags>)>, ExportError> {
+) -> Result<Vec<FullRecord>, ExportError> {
     let candidates = snapshots
         .iter()
         .filter(|s| s.kind == Some(ExportKind::Full) && s.own_time().is_some() && usable(s));
     let mut out = Vec::new();
     for full in candidates {
-        let recorded = snapshotter
-            .property(&full.name, PROP_SEND_FLAGS)
-            .map_err(|source| ExportError::SendFlags {
-                snapshot: full.name.to_string(),
-                source,
-            })?;
-        let flags = match recorded {
-            Some(text) => SendFlags::from_property(&text)
-                .inspect_err(|e| log::warn!("{}: {PROP_SEND_FLAGS}: {e}", full.name))
-                .ok(),
-            None => Some(local_manifest_flags(layout, &full.name)),
+        let property = |name: &str| {
+            snapshotter
+                .property(&full.name, name)
+                .map_err(|source| ExportError::SendFlags {
+                    snapshot: full.name.to_string(),
+                    source,
+                })
         };
-        out.push((full.name.clone(), flags));
+        let flags = property(PROP_SEND_FLAGS)?;
+        let recipients = property(PROP_RECIPIENTS)?;
+        let manifest = || local_manifest(layout, &full.name);
+        out.push(FullRecord {
+            name: full.name.clone(),
+            flags: match flags {
+                Some(text) => SendFlags::from_property(&text)
+                    .inspect_err(|e| log::warn!("{}: {PROP_SEND_FLAGS}: {e}", full.name))
+                    .ok(),
+                None => Some(manifest().map(|m| m.send_flags).unwrap_or_default()),
+            },
+            recipients: Some(match recipients {
+                Some(text) => text.split(',').map(str::to_owned).collect(),
+                None => manifest().map(|m| m.recipients).unwrap_or_default(),
+            }),
+        });
     }
     Ok(out)
 }
 
-/// The flags in the local manifest of `snapshot`'s complete export; none
-/// without one (its export predates send flags, or is pruned, and was
-/// then recorded on the snapshot).
-fn local_manifest_flags(layout: &ExportLayout, snapshot: &SnapshotName) -> SendFlags {
+/// The local manifest of `snapshot`'s complete export, if there is one
+/// (its export may be pruned, and then recorded on the snapshot).
+fn local_manifest(layout: &ExportLayout, snapshot: &SnapshotName) -> Option<Manifest> {
     layout
         .find_complete(snapshot)
         .and_then(|(dir, _)| crate::model::read_manifest(&dir).ok())
-        .map(|m| m.send_flags)
-        .unwrap_or_default()
 }
 
 /// A run that died between the rename and recording it left the export in
@@ -402,6 +431,7 @@ fn record_found_export(
             .unwrap_or(u32::from(kind == ExportKind::Incremental)),
         reason: "recording an export found complete on disk".into(),
         send_flags: manifest.send_flags,
+        recipients: manifest.recipients,
         holds: Vec::new(),
     };
     let recorded = ExportPlan {
@@ -567,6 +597,7 @@ pub fn record_export(
         snapshotter.clear_property(&plan.snapshot, PROP_UPLOADED)?;
     }
     record_send_flags(snapshotter, target, plan)?;
+    record_recipients(snapshotter, target, plan)?;
     snapshotter.set_property(&plan.snapshot, PROP_KIND, plan.kind.as_str())?;
     if let Some(base) = &plan.base {
         snapshotter.set_property(&plan.snapshot, PROP_BASE, base.snap())?;
@@ -645,6 +676,30 @@ fn record_send_flags(
     Ok(())
 }
 
+/// Records a full's recipients ([`PROP_RECIPIENTS`]), as
+/// [`record_send_flags`] records its flags: set when there are some,
+/// else an old value goes.
+fn record_recipients(
+    snapshotter: &dyn Snapshotter,
+    target: Option<&SnapshotInfo>,
+    plan: &ExportPlan,
+) -> Result<(), ZfsError> {
+    if plan.kind != ExportKind::Full {
+        return Ok(());
+    }
+    if !plan.recipients.is_empty() {
+        return snapshotter.set_property(
+            &plan.snapshot,
+            PROP_RECIPIENTS,
+            &recipients_property(&plan.recipients),
+        );
+    }
+    if target.is_some_and(|s| s.kind.is_some()) {
+        snapshotter.clear_property(&plan.snapshot, PROP_RECIPIENTS)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -713,7 +768,7 @@ mod tests {
             base: None,
             reason: String::new(),
             send_flags: SendFlags::default(),
-
+            recipients: Vec::new(),
             level: 0,
             holds: vec![sn("20240205000000")],
         };
@@ -754,7 +809,7 @@ mod tests {
             base: None,
             reason: String::new(),
             send_flags: SendFlags::default(),
-
+            recipients: Vec::new(),
             level: 0,
             holds: vec![sn("20240103000000")],
         };
@@ -767,9 +822,15 @@ mod tests {
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _| Ok(()));
-        // Re-exported as a full without flags: an old flags record goes.
+        // Re-exported as a full without flags or recipients: old
+        // records of either go.
         mock.expect_clear_property()
             .with(eq(sn("20240103000000")), eq(PROP_SEND_FLAGS))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(()));
+        mock.expect_clear_property()
+            .with(eq(sn("20240103000000")), eq(PROP_RECIPIENTS))
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _| Ok(()));
@@ -783,6 +844,34 @@ mod tests {
     }
 
     #[test]
+    fn recording_a_full_to_public_keys_records_them_before_its_kind() {
+        let plan = ExportPlan {
+            snapshot: sn("20240103000000"),
+            kind: ExportKind::Full,
+            base: None,
+            reason: String::new(),
+            send_flags: SendFlags::default(),
+            recipients: vec!["BB".into(), "aa".into()],
+            level: 0,
+            holds: vec![sn("20240103000000")],
+        };
+        let mut mock = MockSnapshotter::new();
+        let mut seq = Sequence::new();
+        mock.expect_set_property()
+            .with(eq(sn("20240103000000")), eq(PROP_RECIPIENTS), eq("AA,BB"))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(()));
+        mock.expect_set_property()
+            .with(eq(sn("20240103000000")), eq(PROP_KIND), eq("full"))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(()));
+        mock.expect_hold().times(1).returning(|_, _| Ok(()));
+        record_export(&mock, &[info("20240103000000", None, 0)], &plan).unwrap();
+    }
+
+    #[test]
     fn recording_a_full_with_flags_records_them_before_its_kind() {
         let plan = ExportPlan {
             snapshot: sn("20240103000000"),
@@ -790,7 +879,7 @@ mod tests {
             base: None,
             reason: String::new(),
             send_flags: SendFlags::parse_names(&["compressed", "raw"]).unwrap(),
-
+            recipients: Vec::new(),
             level: 0,
             holds: vec![sn("20240103000000")],
         };
@@ -818,7 +907,7 @@ mod tests {
             base: Some(sn("20240101000000")),
             reason: String::new(),
             send_flags: SendFlags::default(),
-
+            recipients: Vec::new(),
             level: 1,
             holds: vec![sn("20240101000000")],
         };
