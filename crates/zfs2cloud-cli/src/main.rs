@@ -118,6 +118,7 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
         at,
         from,
         passphrase_file,
+        secret_key_file,
         rclone_config,
         force,
         recursive,
@@ -128,6 +129,7 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
             at,
             from: from.as_deref(),
             passphrase_file: passphrase_file.as_deref(),
+            secret_key_file: secret_key_file.as_deref(),
             rclone_config: rclone_config.as_deref(),
             force: *force,
             recursive: *recursive,
@@ -168,7 +170,20 @@ fn dispatch(app: &App, command: &Command) -> anyhow::Result<()> {
         Command::PruneSnapshots { yes } => cmd::prune::snapshots(app, *yes),
         Command::PruneRemote { yes } => cmd::prune::remote(app, *yes),
         Command::Status { json, remote } => cmd::status::run(app, *json, *remote),
-        Command::Verify { snapshot, deep, .. } => cmd::verify::run(app, snapshot.as_deref(), *deep),
+        Command::Verify {
+            snapshot,
+            deep,
+            passphrase_file,
+            secret_key_file,
+            ..
+        } => cmd::verify::run(
+            app,
+            snapshot.as_deref(),
+            deep.then_some(cmd::verify::DeepSecrets {
+                passphrase_file: passphrase_file.as_deref(),
+                secret_key_file: secret_key_file.as_deref(),
+            }),
+        ),
         Command::MountSnapshot => cmd::filemode::run(app, &Step::MountSnapshot),
         Command::UploadSnapshotFiles => cmd::filemode::run(app, &Step::UploadSnapshotFiles),
         Command::UmountSnapshot => cmd::filemode::run(app, &Step::UmountSnapshot),
