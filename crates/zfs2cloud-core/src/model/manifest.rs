@@ -132,7 +132,6 @@ mod tests {
         // No recipients: the field is left out, as before it existed.
         assert!(m.recipients.is_empty());
         assert!(json.get("recipients").is_none());
-        let mut m = m;
         m.recipients = vec!["634AF28DB8567DDC2A359B486EB4C2A854F1F4DB".into()];
         let back: Manifest = serde_json::from_value(serde_json::to_value(&m).unwrap()).unwrap();
         assert_eq!(back, m);

@@ -314,23 +314,16 @@ mod tests {
     fn a_chain_keeps_one_set_of_recipients() {
         let a = "634AF28DB8567DDC2A359B486EB4C2A854F1F4DB".to_owned();
         let b = "FA341A40D7F133C96EF905B2C0EC28198A95D41B".to_owned();
+        let one = [a.clone()];
+        let both = [a.clone(), b.clone()];
         assert!(recipients_compatible(&[], &[]));
         assert!(recipients_compatible(
-            &[a.clone(), b.clone()],
+            &both,
             &[b.clone(), a.to_ascii_lowercase()]
         ));
-        assert!(
-            !recipients_compatible(&[a.clone()], &[]),
-            "passphrase → keys"
-        );
-        assert!(
-            !recipients_compatible(&[], &[a.clone()]),
-            "keys → passphrase"
-        );
-        assert!(!recipients_compatible(
-            &[a.clone()],
-            &[a.clone(), b.clone()]
-        ));
+        assert!(!recipients_compatible(&one, &[]), "passphrase → keys");
+        assert!(!recipients_compatible(&[], &one), "keys → passphrase");
+        assert!(!recipients_compatible(&one, &both));
         assert_eq!(
             recipients_property(&[b.clone(), a.clone()]),
             format!("{a},{b}")
