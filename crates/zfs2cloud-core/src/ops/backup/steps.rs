@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::model::{ExportKind, ExportLayout, LocalExport, Mode, SnapTime, SnapshotName};
 use crate::ops::catalog::{list_backups_of, CatalogError};
 use crate::ops::export::{
-    export_step, ExportRequest, ExportSettings, ExportStepOutcome, StreamUpload,
+    export_step, ExportError, ExportRequest, ExportSettings, ExportStepOutcome, StreamUpload,
 };
 use crate::ops::filemode::sync_snapshot;
 use crate::ops::lock::{LockError, RunLock, LOCK_FILE};
@@ -123,7 +123,7 @@ impl Backup<'_> {
         // export, not end up in a manifest.
         let recipients = encryptor
             .recipients(self.now)
-            .map_err(|e| StepError::Export(crate::ExportError::Recipients(e)))?;
+            .map_err(|e| StepError::Export(ExportError::Recipients(e)))?;
         let request = ExportRequest {
             target: options.target.clone(),
             force: options.force,
