@@ -16,7 +16,7 @@ use std::process::Command;
 
 use common::{manifest, text, Setup};
 use zfs2cloud_testkit::harness::{
-    require_tools, run_fail, run_ok, run_pipeline, tree_digest, write_random_file, ZfsSession,
+    require_tools, run_fail, run_ok, run_pipeline, tree_digest, write_random_file, Pool, ZfsSession,
 };
 use zfs2cloud_testkit::remote::RcloneConfig;
 
@@ -148,31 +148,68 @@ fn exists(dataset: &str) -> bool {
         .success()
 }
 
+/// A dataset to back up, a pool to restore into, a local rclone remote,
+/// and a config (still with the passphrase) backing the dataset up to it.
+struct Rig<'a> {
+    _src: Pool<'a>,
+    dst: Pool<'a>,
+    /// The dataset's mountpoint.
+    data: PathBuf,
+    ds: String,
+    rclone: RcloneConfig,
+    /// The remote's local directory.
+    root: PathBuf,
+    remote: String,
+    setup: Setup,
+}
+
+impl<'a> Rig<'a> {
+    fn new(zfs: &'a ZfsSession, tag: &str) -> Self {
+        let src = zfs.pool(&format!("{tag}s"));
+        let dst = zfs.pool(&format!("{tag}d"));
+        let data = src.create_dataset("data");
+        let ds = src.dataset("data");
+        let rclone = RcloneConfig::new();
+        let root = rclone.add_local("cloud");
+        let remote = format!("cloud:{}", root.join("data").display());
+        let setup = Setup::with_remote(
+            &ds,
+            &remote,
+            &format!(
+                "rclone_config = {:?}\n",
+                rclone.path().display().to_string()
+            ),
+        );
+        Self {
+            _src: src,
+            dst,
+            data,
+            ds,
+            rclone,
+            root,
+            remote,
+            setup,
+        }
+    }
+
+    /// The manifest of backup directory `name` on the remote.
+    fn manifest(&self, name: &str) -> serde_json::Value {
+        manifest(&self.root.join("data").join(name))
+    }
+}
+
 #[test]
 fn a_backup_to_a_public_key_restores_only_with_its_secret_key() {
     let Some(zfs) = ZfsSession::start(&["gpg", "rclone"]) else {
         return;
     };
-    let src = zfs.pool("rks");
-    let dst = zfs.pool("rkd");
-    let data = src.create_dataset("data");
-    let ds = src.dataset("data");
-    let rclone = RcloneConfig::new();
-    let root = rclone.add_local("cloud");
-    let remote = format!("cloud:{}", root.join("data").display());
-    let setup = Setup::with_remote(
-        &ds,
-        &remote,
-        &format!(
-            "rclone_config = {:?}\n",
-            rclone.path().display().to_string()
-        ),
-    );
+    let rig = Rig::new(&zfs, "rk");
+    let (setup, data, dst) = (&rig.setup, &rig.data, &rig.dst);
     let keys = tempfile::tempdir().unwrap();
     let pair = KeyPair::generate(keys.path(), "backup");
     let public = setup.dir.path().join("backup-key.asc");
     std::fs::copy(&pair.public, &public).unwrap();
-    to_public_key(&setup, &public);
+    to_public_key(setup, &public);
 
     let out = run_ok(setup.cmd(DAYS[0]).arg("check-config"));
     assert!(text(&out).contains(&pair.fingerprint), "{}", text(&out));
@@ -180,19 +217,16 @@ fn a_backup_to_a_public_key_restores_only_with_its_secret_key() {
     write_random_file(&data.join("base.bin"), 300_000, 11);
     std::fs::write(data.join("a.txt"), "day 1\n").unwrap();
     run_ok(setup.cmd(DAYS[0]).arg("backup"));
-    let at_day1 = tree_digest(&data);
+    let at_day1 = tree_digest(data);
     std::fs::write(data.join("a.txt"), "day 2\n").unwrap();
     run_ok(setup.cmd(DAYS[1]).arg("backup"));
-    let at_day2 = tree_digest(&data);
-    assert_no_secret_on_the_host(&setup);
-    let full = root.join("data/20240101000000-full");
+    let at_day2 = tree_digest(data);
+    assert_no_secret_on_the_host(setup);
+    let full = rig.root.join("data/20240101000000-full");
     let m = manifest(&full);
     assert_eq!(m["encryption"], "gpg-recipients");
     assert_eq!(m["recipients"], serde_json::json!([pair.fingerprint]));
-    assert_eq!(
-        manifest(&root.join("data/20240102000000"))["kind"],
-        "incremental"
-    );
+    assert_eq!(rig.manifest("20240102000000")["kind"], "incremental");
 
     // zfs2cloud, with the secret key file (a disaster restore).
     let target = dst.dataset("fromfile");
@@ -213,7 +247,7 @@ fn a_backup_to_a_public_key_restores_only_with_its_secret_key() {
     );
     assert_eq!(tree_digest(&dst.mountpoint(&target)), at_day2);
 
-    stock_tools_restore(&rclone, &remote, &full, &pair, &dst.dataset("byhand"));
+    stock_tools_restore(&rig, &full, &pair, &dst.dataset("byhand"));
     assert_eq!(
         tree_digest(&dst.mountpoint(&dst.dataset("byhand"))),
         at_day1
@@ -253,12 +287,12 @@ fn a_backup_to_a_public_key_restores_only_with_its_secret_key() {
             .arg(&pair.secret),
     );
     assert_eq!(text(&out).matches("OK ").count(), 2, "{}", text(&out));
-    release_holds(&ds, &["20240101000000", "20240102000000"]);
+    release_holds(&rig.ds, &["20240101000000", "20240102000000"]);
 }
 
 /// `rclone cat` of each chunk, in order, `| gpg -d | zfs recv`, with the
 /// secret key imported into a fresh GNUPGHOME: no zfs2cloud needed.
-fn stock_tools_restore(rclone: &RcloneConfig, remote: &str, full: &Path, pair: &KeyPair, to: &str) {
+fn stock_tools_restore(rig: &Rig<'_>, full: &Path, pair: &KeyPair, to: &str) {
     let home = tempfile::tempdir().unwrap();
     run_ok(
         Command::new("gpg")
@@ -273,8 +307,9 @@ fn stock_tools_restore(rclone: &RcloneConfig, remote: &str, full: &Path, pair: &
         .iter()
         .map(|c| {
             format!(
-                "rclone --config '{}' cat '{remote}/20240101000000-full/{}'",
-                rclone.path().display(),
+                "rclone --config '{}' cat '{}/20240101000000-full/{}'",
+                rig.rclone.path().display(),
+                rig.remote,
                 c["name"].as_str().unwrap()
             )
         })
@@ -295,34 +330,22 @@ fn moving_from_the_passphrase_to_a_public_key_starts_a_new_chain() {
     let Some(zfs) = ZfsSession::start(&["gpg", "rclone"]) else {
         return;
     };
-    let src = zfs.pool("rms");
-    let dst = zfs.pool("rmd");
-    let data = src.create_dataset("data");
-    let ds = src.dataset("data");
-    let rclone = RcloneConfig::new();
-    let root = rclone.add_local("cloud");
-    let setup = Setup::with_remote(
-        &ds,
-        &format!("cloud:{}", root.join("data").display()),
-        &format!(
-            "rclone_config = {:?}\n",
-            rclone.path().display().to_string()
-        ),
-    );
+    let rig = Rig::new(&zfs, "rm");
+    let (setup, data, dst) = (&rig.setup, &rig.data, &rig.dst);
     let keys = tempfile::tempdir().unwrap();
     let pair = KeyPair::generate(keys.path(), "backup");
     let mut digests = Vec::new();
     for (i, day) in DAYS.iter().enumerate() {
         if i == 2 {
             // The passphrase leaves the host; only the public key stays.
-            to_public_key(&setup, &pair.public);
+            to_public_key(setup, &pair.public);
         }
         std::fs::write(data.join("a.txt"), format!("day {i}\n")).unwrap();
         write_random_file(&data.join(format!("{i}.bin")), 50_000, i as u64);
         run_ok(setup.cmd(day).arg("backup"));
-        digests.push(tree_digest(&data));
+        digests.push(tree_digest(data));
     }
-    let dir = |name: &str| manifest(&root.join("data").join(name));
+    let dir = |name: &str| rig.manifest(name);
     assert_eq!(dir("20240102000000")["encryption"], "gpg-symmetric-aes256");
     // The switch: a full, although the last full is two days old.
     let new_full = dir("20240103000000-full");
@@ -360,7 +383,7 @@ fn moving_from_the_passphrase_to_a_public_key_starts_a_new_chain() {
     );
     assert_eq!(text(&out).matches("OK ").count(), 4, "{}", text(&out));
     release_holds(
-        &ds,
+        &rig.ds,
         &[
             "20240101000000",
             "20240102000000",

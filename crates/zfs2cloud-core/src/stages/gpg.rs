@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use super::error::GpgError;
-use super::gpg_recipients::{NamingRecipients, SecretKeyring};
+use super::gpg_recipients::{gpg_stage, SecretKeyring};
 use crate::model::Passphrase;
 use crate::process::{CommandLine, Runner};
 use crate::stages::{ByteStream, Encryptor, ProcessStage, Started};
@@ -151,17 +151,11 @@ impl GpgEncryptor {
         recipients: &[String],
     ) -> Result<Started<GpgError>, GpgError> {
         let started = self.start(&self.decrypt_with_keys_command(), input)?;
-        let started = Started {
-            stage: Box::new(NamingRecipients {
-                stage: started.stage,
-                recipients: recipients.to_vec(),
-            }),
-            output: started.output,
-        };
-        Ok(match &self.keyring {
-            Some(keyring) => keyring.keep_for(started),
-            None => started,
-        })
+        Ok(gpg_stage(
+            started,
+            self.keyring.as_ref().map(SecretKeyring::shared_home),
+            Some(recipients.to_vec()),
+        ))
     }
 
     /// Starts `cmd` reading `input`, with the passphrase (if any) on fd 3.

@@ -239,7 +239,7 @@ impl Encryptor for RecipientEncryptor {
             Some(input),
             Vec::new(),
         )?;
-        Ok(keeping_home(started, home.map(Arc::new)))
+        Ok(gpg_stage(started, home.map(Arc::new), None))
     }
 
     fn recipients(&self, now: DateTime<Utc>) -> Result<Vec<String>, GpgError> {
@@ -295,34 +295,42 @@ impl SecretKeyring {
         self.home.path()
     }
 
-    /// Keeps the home alive as long as `stage` runs.
-    pub(super) fn keep_for(&self, started: Started<GpgError>) -> Started<GpgError> {
-        keeping_home(started, Some(Arc::clone(&self.home)))
+    /// The home, to keep alive while gpg runs in it.
+    pub(super) fn shared_home(&self) -> Arc<TempGpgHome> {
+        Arc::clone(&self.home)
     }
 }
 
-/// `started`, holding `home` until its stage has been waited for: gpg
-/// writes into its home until it exits.
-fn keeping_home(started: Started<GpgError>, home: Option<Arc<TempGpgHome>>) -> Started<GpgError> {
-    let Some(home) = home else {
+/// `started`, holding `home` (if any) until its stage has been waited for
+/// (gpg writes into its home until it exits), and, with `recipients`,
+/// naming them if gpg has none of their secret keys.
+pub(super) fn gpg_stage(
+    started: Started<GpgError>,
+    home: Option<Arc<TempGpgHome>>,
+    recipients: Option<Vec<String>>,
+) -> Started<GpgError> {
+    if home.is_none() && recipients.is_none() {
         return started;
-    };
+    }
     Started {
-        stage: Box::new(WithHome {
+        stage: Box::new(GpgStage {
             stage: started.stage,
             _home: home,
+            recipients,
         }),
         output: started.output,
     }
 }
 
-/// A gpg stage and the home it runs in.
-struct WithHome {
+/// A gpg stage with the home it runs in and, when decrypting to secret
+/// keys, the recipients to name if none of theirs is there.
+struct GpgStage {
     stage: Box<dyn RunningStage<GpgError>>,
-    _home: Arc<TempGpgHome>,
+    _home: Option<Arc<TempGpgHome>>,
+    recipients: Option<Vec<String>>,
 }
 
-impl RunningStage<GpgError> for WithHome {
+impl RunningStage<GpgError> for GpgStage {
     fn describe(&self) -> String {
         self.stage.describe()
     }
@@ -332,35 +340,16 @@ impl RunningStage<GpgError> for WithHome {
     }
 
     fn wait(self: Box<Self>) -> Result<(), GpgError> {
-        self.stage.wait()
-    }
-}
-
-/// A decrypting gpg stage that names the backup's recipients when gpg has
-/// none of their secret keys.
-pub(super) struct NamingRecipients {
-    pub(super) stage: Box<dyn RunningStage<GpgError>>,
-    pub(super) recipients: Vec<String>,
-}
-
-impl RunningStage<GpgError> for NamingRecipients {
-    fn describe(&self) -> String {
-        self.stage.describe()
-    }
-
-    fn stop(&self) {
-        self.stage.stop();
-    }
-
-    fn wait(self: Box<Self>) -> Result<(), GpgError> {
-        match self.stage.wait() {
-            Err(GpgError::Process(source)) if source.stderr().contains("No secret key") => {
+        match (self.stage.wait(), &self.recipients) {
+            (Err(GpgError::Process(source)), Some(recipients))
+                if source.stderr().contains("No secret key") =>
+            {
                 Err(GpgError::NoSecretKey {
-                    recipients: recipients_in_words(&self.recipients),
+                    recipients: recipients_in_words(recipients),
                     source,
                 })
             }
-            other => other,
+            (other, _) => other,
         }
     }
 }

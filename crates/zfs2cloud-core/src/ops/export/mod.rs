@@ -571,9 +571,10 @@ fn finish_streamed(
 /// Records a finished export in the pool, where it survives the loss of
 /// `intermediate_basedir`:
 ///
-/// * [`PROP_SEND_FLAGS`] on a full sent with flags (before [`PROP_KIND`],
-///   so that a full is never recorded without its flags; a full without
-///   flags has none, and a re-export drops an old value);
+/// * [`PROP_SEND_FLAGS`] on a full sent with flags and [`PROP_RECIPIENTS`]
+///   on a full encrypted to public keys (before [`PROP_KIND`], so that a
+///   full is never recorded without them; a full without has none, and a
+///   re-export drops an old value);
 /// * [`PROP_KIND`] (and [`PROP_BASE`] and [`PROP_LEVEL`] for an
 ///   incremental) on the snapshot;
 /// * a [`HOLD_TAG`] hold on every snapshot in `plan.holds` (the future
@@ -596,8 +597,11 @@ pub fn record_export(
     if target.is_some_and(|s| s.uploaded.is_some()) {
         snapshotter.clear_property(&plan.snapshot, PROP_UPLOADED)?;
     }
-    record_send_flags(snapshotter, target, plan)?;
-    record_recipients(snapshotter, target, plan)?;
+    let flags = &plan.send_flags;
+    let flags = (!flags.is_empty()).then(|| flags.to_property());
+    record_on_full(snapshotter, target, plan, PROP_SEND_FLAGS, flags)?;
+    let recipients = (!plan.recipients.is_empty()).then(|| recipients_property(&plan.recipients));
+    record_on_full(snapshotter, target, plan, PROP_RECIPIENTS, recipients)?;
     snapshotter.set_property(&plan.snapshot, PROP_KIND, plan.kind.as_str())?;
     if let Some(base) = &plan.base {
         snapshotter.set_property(&plan.snapshot, PROP_BASE, base.snap())?;
@@ -651,51 +655,26 @@ fn update_holds(
     Ok(())
 }
 
-/// Records a full's send flags ([`PROP_SEND_FLAGS`]); only fulls are
-/// bases, so only theirs are asked. Without flags, nothing is set (no
-/// record means none), but a snapshot exported before may carry a value,
-/// which goes.
-fn record_send_flags(
+/// Records on a full what decides whether an incremental may be based
+/// on it (only fulls are bases, so only theirs are asked): `value` of
+/// `property` ([`PROP_SEND_FLAGS`], [`PROP_RECIPIENTS`]). Without a value,
+/// nothing is set (no record means none), but a snapshot exported before
+/// may carry one, which goes.
+fn record_on_full(
     snapshotter: &dyn Snapshotter,
     target: Option<&SnapshotInfo>,
     plan: &ExportPlan,
+    property: &str,
+    value: Option<String>,
 ) -> Result<(), ZfsError> {
     if plan.kind != ExportKind::Full {
         return Ok(());
     }
-    if !plan.send_flags.is_empty() {
-        return snapshotter.set_property(
-            &plan.snapshot,
-            PROP_SEND_FLAGS,
-            &plan.send_flags.to_property(),
-        );
+    if let Some(value) = value {
+        return snapshotter.set_property(&plan.snapshot, property, &value);
     }
     if target.is_some_and(|s| s.kind.is_some()) {
-        snapshotter.clear_property(&plan.snapshot, PROP_SEND_FLAGS)?;
-    }
-    Ok(())
-}
-
-/// Records a full's recipients ([`PROP_RECIPIENTS`]), as
-/// [`record_send_flags`] records its flags: set when there are some,
-/// else an old value goes.
-fn record_recipients(
-    snapshotter: &dyn Snapshotter,
-    target: Option<&SnapshotInfo>,
-    plan: &ExportPlan,
-) -> Result<(), ZfsError> {
-    if plan.kind != ExportKind::Full {
-        return Ok(());
-    }
-    if !plan.recipients.is_empty() {
-        return snapshotter.set_property(
-            &plan.snapshot,
-            PROP_RECIPIENTS,
-            &recipients_property(&plan.recipients),
-        );
-    }
-    if target.is_some_and(|s| s.kind.is_some()) {
-        snapshotter.clear_property(&plan.snapshot, PROP_RECIPIENTS)?;
+        snapshotter.clear_property(&plan.snapshot, property)?;
     }
     Ok(())
 }
@@ -843,50 +822,28 @@ mod tests {
         record_export(&mock, &[target], &plan).unwrap();
     }
 
-    #[test]
-    fn recording_a_full_to_public_keys_records_them_before_its_kind() {
+    /// Records a full of 20240103000000 with `flags` and `recipients`,
+    /// expecting `property = value` to be set before its kind.
+    fn records_before_its_kind(
+        flags: &[&str],
+        recipients: &[&str],
+        property: &'static str,
+        value: &'static str,
+    ) {
         let plan = ExportPlan {
             snapshot: sn("20240103000000"),
             kind: ExportKind::Full,
             base: None,
             reason: String::new(),
-            send_flags: SendFlags::default(),
-            recipients: vec!["BB".into(), "aa".into()],
+            send_flags: SendFlags::parse_names(flags).unwrap(),
+            recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
             level: 0,
             holds: vec![sn("20240103000000")],
         };
         let mut mock = MockSnapshotter::new();
         let mut seq = Sequence::new();
         mock.expect_set_property()
-            .with(eq(sn("20240103000000")), eq(PROP_RECIPIENTS), eq("AA,BB"))
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_, _, _| Ok(()));
-        mock.expect_set_property()
-            .with(eq(sn("20240103000000")), eq(PROP_KIND), eq("full"))
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_, _, _| Ok(()));
-        mock.expect_hold().times(1).returning(|_, _| Ok(()));
-        record_export(&mock, &[info("20240103000000", None, 0)], &plan).unwrap();
-    }
-
-    #[test]
-    fn recording_a_full_with_flags_records_them_before_its_kind() {
-        let plan = ExportPlan {
-            snapshot: sn("20240103000000"),
-            kind: ExportKind::Full,
-            base: None,
-            reason: String::new(),
-            send_flags: SendFlags::parse_names(&["compressed", "raw"]).unwrap(),
-            recipients: Vec::new(),
-            level: 0,
-            holds: vec![sn("20240103000000")],
-        };
-        let mut mock = MockSnapshotter::new();
-        let mut seq = Sequence::new();
-        mock.expect_set_property()
-            .with(eq(sn("20240103000000")), eq(PROP_SEND_FLAGS), eq("-w -c"))
+            .with(eq(sn("20240103000000")), eq(property), eq(value))
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _, _| Ok(()));
@@ -897,6 +854,17 @@ mod tests {
             .returning(|_, _, _| Ok(()));
         mock.expect_hold().times(1).returning(|_, _| Ok(()));
         record_export(&mock, &[], &plan).unwrap();
+    }
+
+    #[test]
+    fn recording_a_full_with_flags_records_them_before_its_kind() {
+        records_before_its_kind(&["compressed", "raw"], &[], PROP_SEND_FLAGS, "-w -c");
+    }
+
+    #[test]
+    fn recording_a_full_to_public_keys_records_them_before_its_kind() {
+        // Sorted and upper-case: one set of keys has one record.
+        records_before_its_kind(&[], &["BB", "aa"], PROP_RECIPIENTS, "AA,BB");
     }
 
     #[test]
