@@ -11,10 +11,15 @@
 
 mod common;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{manifest, text, Setup};
+use zfs2cloud_core::{
+    ByteStream, Encryptor, GpgEncryptor, GpgError, Passphrase, RecipientEncryptor, Runner,
+    SecretKeyring, Started,
+};
 use zfs2cloud_testkit::harness::{
     require_tools, run_fail, run_ok, run_pipeline, tree_digest, write_random_file, Pool, ZfsSession,
 };
@@ -42,6 +47,12 @@ struct KeyPair {
 impl KeyPair {
     /// A new ed25519/cv25519 key pair without a passphrase, in `dir/name`.
     fn generate(dir: &Path, name: &str) -> Self {
+        Self::generate_protected(dir, name, "")
+    }
+
+    /// A new key pair whose secret key is protected by `passphrase` (none
+    /// if empty).
+    fn generate_protected(dir: &Path, name: &str, passphrase: &str) -> Self {
         let home = dir.join(format!("{name}-gnupg"));
         std::fs::create_dir(&home).unwrap();
         std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -55,7 +66,7 @@ impl KeyPair {
         let uid = format!("{name} <{name}@example.invalid>");
         gpg(&[
             "--passphrase",
-            "",
+            passphrase,
             "--quick-gen-key",
             &uid,
             "future-default",
@@ -76,7 +87,7 @@ impl KeyPair {
             "--pinentry-mode",
             "loopback",
             "--passphrase",
-            "",
+            passphrase,
             "--armor",
             "--export-secret-keys",
             &fingerprint,
@@ -407,4 +418,68 @@ fn check_config_refuses_a_secret_key_where_the_public_key_belongs() {
     assert!(shown.contains("holds the secret key"), "{shown}");
     assert!(shown.contains(&pair.fingerprint), "{shown}");
     assert!(!shown.contains("-----BEGIN"), "{shown}");
+}
+
+/// Everything `stage` writes, and how it ended.
+fn drain(started: Started<GpgError>) -> (Vec<u8>, Result<(), GpgError>) {
+    let Started { stage, mut output } = started;
+    let mut bytes = Vec::new();
+    output.read_to_end(&mut bytes).unwrap();
+    drop(output);
+    (bytes, stage.wait())
+}
+
+/// The gpg stages alone, without ZFS: a stream encrypted to a key whose
+/// secret key is passphrase-protected decrypts with the imported key and
+/// the passphrase (on fd 3); without the passphrase, gpg cannot unlock it
+/// and the error names the recipient.
+#[test]
+fn a_protected_secret_key_decrypts_with_its_passphrase() {
+    if !require_tools(&["gpg"]) {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let pair = KeyPair::generate_protected(keys.path(), "protected", "key passphrase");
+    let runner = Runner::new();
+    let encryptor = RecipientEncryptor::new(
+        runner.clone(),
+        "gpg".into(),
+        vec![pair.public.clone()],
+        Vec::new(),
+        None,
+    );
+    let plain = b"a zfs send stream".repeat(1000);
+    let (cipher, ended) = drain(
+        encryptor
+            .encrypt(ByteStream::reader(std::io::Cursor::new(plain.clone())))
+            .unwrap(),
+    );
+    ended.unwrap();
+    let recipients = [pair.fingerprint.clone()];
+    let decrypt = |passphrase: Option<&[u8]>| {
+        let keyring = SecretKeyring::import(&runner, Path::new("gpg"), &pair.secret).unwrap();
+        let gpg = GpgEncryptor::for_restore(
+            runner.clone(),
+            "gpg".into(),
+            passphrase.map(|p| Passphrase::from_bytes(p.to_vec())),
+            Some(keyring),
+        );
+        drain(
+            gpg.decrypt_with_keys(
+                ByteStream::reader(std::io::Cursor::new(cipher.clone())),
+                &recipients,
+            )
+            .unwrap(),
+        )
+    };
+    let (out, ended) = decrypt(Some(b"key passphrase"));
+    ended.unwrap();
+    assert_eq!(out, plain);
+    let (_, ended) = decrypt(None);
+    let err = ended.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("recipients {}", pair.fingerprint))
+            && err.contains("--passphrase-file"),
+        "{err}"
+    );
 }
