@@ -23,6 +23,7 @@
 
 mod cmd;
 mod report;
+mod restore;
 mod retention;
 mod sampler;
 mod setup;
@@ -91,6 +92,10 @@ enum Mode {
     /// What each incremental_strategy costs: bytes uploaded and stored,
     /// restore chains and time, over simulated nightly backups (issue 14).
     Retention(retention::RetentionArgs),
+    /// zfs2cloud's restore and verify --deep against the stock `rclone cat
+    /// | gpg -d | zfs recv` pipelines, on a local and an S3 remote (issue
+    /// 15).
+    Restore(restore::RestoreArgs),
 }
 
 /// The resolved options.
@@ -236,8 +241,10 @@ pub fn make_pool<'s>(session: &'s ZfsSession, tag: &str, bytes: u64) -> Pool<'s>
 fn run(mut args: Args) -> anyhow::Result<()> {
     let command = std::env::var("BENCH_COMMAND")
         .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
-    if let Some(Mode::Retention(r)) = args.mode.take() {
-        return retention::run(r, &command);
+    match args.mode.take() {
+        Some(Mode::Retention(r)) => return retention::run(r, &command),
+        Some(Mode::Restore(r)) => return restore::run(r, &command),
+        None => {}
     }
     let opts = Opts::from_args(args)?;
     let interrupt = Interrupt::install()?;

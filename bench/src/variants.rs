@@ -13,14 +13,15 @@ use crate::Opts;
 /// Every measured value, by metric key, one entry per repetition.
 #[derive(Debug, Default)]
 pub struct Samples {
-    values: BTreeMap<&'static str, Vec<f64>>,
+    values: BTreeMap<String, Vec<f64>>,
     /// Observations worth reporting that are not numbers.
     pub notes: Vec<String>,
 }
 
 impl Samples {
-    fn push(&mut self, key: &'static str, value: f64) {
-        self.values.entry(key).or_default().push(value);
+    /// Records one value of `key`.
+    pub fn push(&mut self, key: &str, value: f64) {
+        self.values.entry(key.to_owned()).or_default().push(value);
     }
 
     /// All values of `key`, in the order measured.

@@ -127,6 +127,8 @@ pub enum Command {
         /// every dataset whose directory lies below --from.
         #[arg(long)]
         recursive: bool,
+        #[command(flatten)]
+        stream: StreamArgs,
     },
 
     /// Check the backups on the remote: OK, DAMAGED or INCOMPLETE, with the
@@ -151,6 +153,8 @@ pub enum Command {
         /// keys of your gpg keyring and agent.
         #[arg(long, value_name = "FILE", requires = "deep")]
         secret_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        stream: StreamArgs,
     },
 
     /// Show zfs2cloud's snapshots, the full base, local exports, the lock
@@ -197,4 +201,36 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+}
+
+/// How `restore` and `verify` stream from the remote.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StreamArgs {
+    /// Stop after this many seconds, aborting the receive (0: no limit).
+    /// Default: no limit, except `verify` without --deep, which has the
+    /// config's [step_timeouts] verify.
+    #[arg(long, value_name = "SECONDS")]
+    pub time_limit: Option<u64>,
+    /// How much of the next chunks to fetch ahead while one streams into
+    /// gpg, in memory (e.g. 64M; at least 1M).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = prefetch_size)]
+    pub prefetch: usize,
+}
+
+impl StreamArgs {
+    /// `--time-limit` as a limit: `None` for 0 or absent.
+    pub fn limit(&self) -> Option<std::time::Duration> {
+        self.time_limit
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs)
+    }
+}
+
+/// Parses `--prefetch`.
+fn prefetch_size(text: &str) -> Result<usize, String> {
+    let size = zfs2cloud_core::ByteSize::parse(text).map_err(|e| e.to_string())?;
+    if size.0 < 1 << 20 {
+        return Err(format!("{text} is less than the minimum, 1M"));
+    }
+    usize::try_from(size.0).map_err(|_| format!("{text} is too large"))
 }

@@ -122,6 +122,7 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
         rclone_config,
         force,
         recursive,
+        stream,
     } = &cli.command
     {
         let args = cmd::restore::RestoreArgs {
@@ -133,6 +134,7 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
             rclone_config: rclone_config.as_deref(),
             force: *force,
             recursive: *recursive,
+            stream,
         };
         return cmd::restore::run(cli, cancel, &args);
     }
@@ -175,6 +177,7 @@ fn dispatch(app: &App, command: &Command) -> anyhow::Result<()> {
             deep,
             passphrase_file,
             secret_key_file,
+            stream,
             ..
         } => cmd::verify::run(
             app,
@@ -183,6 +186,7 @@ fn dispatch(app: &App, command: &Command) -> anyhow::Result<()> {
                 passphrase_file: passphrase_file.as_deref(),
                 secret_key_file: secret_key_file.as_deref(),
             }),
+            stream,
         ),
         Command::MountSnapshot => cmd::filemode::run(app, &Step::MountSnapshot),
         Command::UploadSnapshotFiles => cmd::filemode::run(app, &Step::UploadSnapshotFiles),

@@ -148,7 +148,7 @@ pub use stages::{list_key_file, RecipientEncryptor, SecretKeyring, TempGpgHome};
 // Running external programs.
 pub use process::{
     CancelToken, CommandLine, DryRunSink, Finished, Output, ProcessError, RunOptions, Runner,
-    RunningProcess, SpawnOptions, StopReason, CLEANUP_TIMEOUT,
+    RunningProcess, SpawnOptions, StopReason, StopWhen, CLEANUP_TIMEOUT,
 };
 
 // The stages and their process-backed implementations, with the parsers
@@ -186,7 +186,9 @@ pub use ops::backup::{
     Backup, BackupFailure, ExportOptions, MemberFailure, MemberFailures, ProcessStages,
     RemotePruneReport, StepError, StepReport,
 };
-pub use ops::catalog::{list_backups_of, list_remote_backups, CatalogError};
+pub use ops::catalog::{
+    list_backups_of, list_remote_backups, CatalogError, Listing, RemoteListing,
+};
 pub use ops::export::{ExportError, ExportOutcome, ExportStepOutcome, StreamReport};
 pub use ops::lock::{LockError, RunLock, LOCK_FILE};
 pub use ops::prune_remote::{
@@ -194,11 +196,13 @@ pub use ops::prune_remote::{
 };
 pub use ops::remote_tree::{find_tree, RemoteTreeMember};
 pub use ops::snapshot::{HookError, SnapshotError};
-pub use ops::upload::{read_owner, OwnerReadError, RetryPolicy, UploadReport, UploadStepError};
+pub use ops::upload::{
+    read_owner, read_owner_in, OwnerReadError, RetryPolicy, UploadReport, UploadStepError,
+};
 
 // Operations outside the sequence: restore, verify and status.
 pub use ops::restore::{backup_encryption, chain_is_raw, chain_needs_passphrase};
-pub use ops::restore::{restore_chain, RestoreError, RestoreSettings};
+pub use ops::restore::{restore_chain, RestoreError, RestoreSettings, DEFAULT_PREFETCH_BYTES};
 pub use ops::status::{
     collect_status, record_last_backup, ChainStatus, HealthState, LastBackup, LocalExportStatus,
     LockStatus, RemoteBackupStatus, RemoteStatus, SnapshotStatus, StatusError, StatusReport,

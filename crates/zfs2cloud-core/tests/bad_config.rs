@@ -119,6 +119,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("backup_sequences", &[STR_LIST]),
     ("upload_retries", &[INT]),
     ("upload_retry_delay_seconds", &[INT]),
+    ("upload_stall_timeout_seconds", &[INT]),
     ("hook_timeout_seconds", &[INT]),
     ("full_every_x_days", &[INT]),
     ("oldest_snapshot_days", &[INT]),
@@ -191,6 +192,7 @@ fn negative_numbers_name_the_key_and_the_line() {
     for key in [
         "upload_retries",
         "upload_retry_delay_seconds",
+        "upload_stall_timeout_seconds",
         "hook_timeout_seconds",
         "full_every_x_days",
         "oldest_snapshot_days",
@@ -217,6 +219,7 @@ fn huge_numbers_name_the_key_and_the_line() {
     let numeric = [
         "upload_retries",
         "upload_retry_delay_seconds",
+        "upload_stall_timeout_seconds",
         "hook_timeout_seconds",
         "full_every_x_days",
         "oldest_snapshot_days",

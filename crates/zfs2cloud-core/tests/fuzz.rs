@@ -28,7 +28,7 @@ use proptest::test_runner::FileFailurePersistence;
 
 use zfs2cloud_core::ExportKind;
 use zfs2cloud_core::RemoteFile;
-use zfs2cloud_core::{chains, check_listing, list_remote_backups, Health, RemoteBackup};
+use zfs2cloud_core::{chains, check_listing, list_remote_backups, Health, Listing, RemoteBackup};
 use zfs2cloud_core::{parse_lsjson, parse_lsjson_stat};
 use zfs2cloud_core::{parse_snapshot_list, ZfsError};
 use zfs2cloud_core::{plan_restore, RestorePoint};
@@ -98,6 +98,7 @@ const TOP_KEYS: &[&str] = &[
     "bwlimit",
     "upload_retries",
     "upload_retry_delay_seconds",
+    "upload_stall_timeout_seconds",
     "hook_timeout_seconds",
     "split_size",
     "full_every_x_days",
@@ -170,6 +171,7 @@ fn assert_valid_config(c: &Config) {
         .oldest_snapshot_days
         .is_none_or(|d| d > c.full_every_x_days));
     assert!(c.upload_retries <= 100);
+    assert!(c.upload_stall_timeout_seconds <= 24 * 3600);
     assert!((1..=16).contains(&c.upload_concurrency));
     assert!((1..=19).contains(&c.compression_level));
     assert!(c.keep_local_export || c.upload_while_exporting);
@@ -386,7 +388,9 @@ fn must_refuse(key: &str, kind: &Kind) -> bool {
         "upload_retries" | "full_every_x_days" | "oldest_snapshot_days" | "upload_concurrency" => {
             uint(i128::from(u32::MAX))
         }
-        "upload_retry_delay_seconds" | "hook_timeout_seconds" => uint(i128::from(u64::MAX)),
+        "upload_retry_delay_seconds" | "upload_stall_timeout_seconds" | "hook_timeout_seconds" => {
+            uint(i128::from(u64::MAX))
+        }
         "compression_level" => !matches!(kind, Kind::Int(n) if i32::try_from(*n).is_ok()),
         "split_size" => !matches!(kind, Kind::Str) && uint(i128::from(u64::MAX)),
         "upload_while_exporting" | "keep_local_export" => *kind != Kind::Bool,
@@ -1161,7 +1165,7 @@ proptest! {
                 std::fs::write(dir.join(MANIFEST_FILE), bytes).unwrap();
             }
         }
-        let backups = list_remote_backups(&LocalDirRemote, remote).unwrap();
+        let backups = list_remote_backups(&LocalDirRemote, remote, Listing::Hashes).unwrap();
         let named_like_backup = |n: &str| SnapTime::parse(n.strip_suffix("-full").unwrap_or(n)).is_some();
         let mut expected: Vec<&String> = dirs.iter().map(|(n, _)| n).filter(|n| named_like_backup(n)).collect();
         expected.sort();

@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 use zfs2cloud_core::{
-    chain_is_raw, chain_needs_gpg, chain_needs_passphrase, error_chain, list_backups_of,
-    list_remote_backups, plan_restore, read_owner, restore_chain, CancelToken, Config, ConfigFile,
-    DatasetName, GpgEncryptor, OwnerMarker, Passphrase, RcloneOptions, RcloneUploader,
-    RemoteBackup, RestorePoint, RestoreSettings, Runner, SecretKeyring, ToolPaths, OWNER_FILE,
+    chain_is_raw, chain_needs_gpg, chain_needs_passphrase, error_chain, plan_restore,
+    read_owner_in, restore_chain, CancelToken, Config, ConfigFile, DatasetName, GpgEncryptor,
+    OwnerMarker, Passphrase, RcloneOptions, RcloneUploader, RemoteBackup, RemoteListing,
+    RestorePoint, RestoreSettings, Runner, SecretKeyring, ToolPaths, OWNER_FILE,
 };
 use zfs2cloud_core::{find_tree, member_restore_point, tree_restore_point};
 
 use crate::app::{out, runner, UsageError};
-use crate::args::Cli;
+use crate::args::{Cli, StreamArgs};
 
 /// The `restore` subcommand's arguments.
 #[derive(Debug)]
@@ -29,6 +29,7 @@ pub struct RestoreArgs<'a> {
     pub rclone_config: Option<&'a Path>,
     pub force: bool,
     pub recursive: bool,
+    pub stream: &'a StreamArgs,
 }
 
 /// What every dataset's restore of one invocation shares.
@@ -55,6 +56,8 @@ pub fn run(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
         .as_ref()
         .map_or_else(ToolPaths::from_env, |c| c.tools.clone());
     let runner = runner(cli, cancel);
+    // The whole restore, tree or not, under one deadline.
+    cancel.set_step_limit(args.stream.limit());
     let store = RcloneUploader::new(
         runner.clone(),
         tools.rclone.clone(),
@@ -72,13 +75,27 @@ pub fn run(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
     if args.recursive {
         return restorer.tree(&remote, &target);
     }
+    // One listing serves the owner marker and the backups: what is read
+    // here delays the first byte of the stream.
+    let listing =
+        RemoteListing::read(&restorer.store, &remote).context("cannot list the remote")?;
     let dataset = restore_dataset(
         &restorer.store,
         &remote,
         args.from,
         restorer.config.as_ref(),
+        listing.has_file(OWNER_FILE),
     );
-    restorer.one(&remote, dataset.as_ref(), &target, &point(args.at))
+    let backups = listing
+        .backups_of(&restorer.store, dataset.as_ref())
+        .context("cannot list the remote")?;
+    restorer.one(
+        &remote,
+        &backups,
+        dataset.as_ref(),
+        &target,
+        &point(args.at),
+    )
 }
 
 /// The job whose backups to restore: the only one of the file, or the one
@@ -107,18 +124,18 @@ fn point(at: &str) -> RestorePoint {
 }
 
 impl Restorer<'_> {
-    /// Restores `point` of the backups of `dataset` (all there without
-    /// one) in `remote` into `target`.
+    /// Restores `point` of `backups` (those of `dataset`, or all there
+    /// without one), listed in `remote`, into `target`.
     fn one(
         &self,
         remote: &str,
+        backups: &[RemoteBackup],
         dataset: Option<&DatasetName>,
         target: &DatasetName,
         point: &RestorePoint,
     ) -> anyhow::Result<()> {
-        let backups = backups(&self.store, remote, dataset)?;
         let of = dataset.map(|d| format!(" of {d}")).unwrap_or_default();
-        let chain = plan_restore(&backups, point).with_context(|| format!("restore{of}"))?;
+        let chain = plan_restore(backups, point).with_context(|| format!("restore{of}"))?;
         let dirs: Vec<&str> = chain.iter().map(|b| b.dir_name.as_str()).collect();
         let at = match point {
             RestorePoint::Latest => "latest",
@@ -135,6 +152,7 @@ impl Restorer<'_> {
             zfs: self.tools.zfs.clone(),
             remote: remote.to_owned(),
             cancel: self.cancel.clone(),
+            prefetch_bytes: self.args.stream.prefetch,
         };
         let gpg = if chain_needs_gpg(&chain) {
             Some(self.gpg(&chain)?)
@@ -217,7 +235,13 @@ impl Restorer<'_> {
             } else {
                 DatasetName::parse(&format!("{target}/{}", member.relative))?
             };
-            self.one(&member.dir, member.dataset.as_ref(), &member_target, &point)?;
+            self.one(
+                &member.dir,
+                &member.backups,
+                member.dataset.as_ref(),
+                &member_target,
+                &point,
+            )?;
         }
         Ok(())
     }
@@ -242,8 +266,9 @@ fn restore_dataset(
     remote: &str,
     from: Option<&str>,
     config: Option<&Config>,
+    marker_listed: bool,
 ) -> Option<DatasetName> {
-    let marker = owner(store, remote);
+    let marker = owner(store, remote, marker_listed);
     let marked = marker.and_then(|m| DatasetName::parse(&m.dataset).ok());
     match config.filter(|c| from.is_none_or(|f| f == c.remote)) {
         Some(c) => {
@@ -267,27 +292,14 @@ fn restore_dataset(
 
 /// The remote's owner marker; one that cannot be read is only a warning
 /// here: a disaster restore must not fail for it.
-fn owner(store: &RcloneUploader, remote: &str) -> Option<OwnerMarker> {
-    read_owner(store, remote).unwrap_or_else(|e| {
+fn owner(store: &RcloneUploader, remote: &str, listed: bool) -> Option<OwnerMarker> {
+    read_owner_in(store, remote, Some(listed)).unwrap_or_else(|e| {
         log::warn!(
             "{}; restoring without knowing whose backups {remote} holds",
             error_chain(&e)
         );
         None
     })
-}
-
-/// The backups of `dataset` on the remote, or all of them without one.
-fn backups(
-    store: &RcloneUploader,
-    remote: &str,
-    dataset: Option<&DatasetName>,
-) -> anyhow::Result<Vec<RemoteBackup>> {
-    match dataset {
-        Some(d) => list_backups_of(store, remote, d),
-        None => list_remote_backups(store, remote),
-    }
-    .context("cannot list the remote")
 }
 
 /// `--from`, else the config's remote.

@@ -7,10 +7,11 @@ use anyhow::{bail, Context as _};
 
 use zfs2cloud_core::{
     list_backups_of, scratch_dataset, verify_deep, BackupCheck, Encryption, GpgEncryptor, Health,
-    Passphrase, RestoreSettings,
+    Listing, Passphrase, RestoreSettings, Step,
 };
 
 use crate::app::{out, App, UsageError};
+use crate::args::StreamArgs;
 
 /// What `verify --deep` decrypts with, besides the config's passphrase.
 #[derive(Debug, Clone, Copy)]
@@ -24,7 +25,12 @@ pub struct DeepSecrets<'a> {
 /// Checks the backups (or only the one of `only`) and prints a verdict
 /// each; fails unless all are OK. `deep`: receive each backup, decrypting
 /// with these secrets.
-pub fn run(app: &App, only: Option<&str>, deep: Option<DeepSecrets<'_>>) -> anyhow::Result<()> {
+pub fn run(
+    app: &App,
+    only: Option<&str>,
+    deep: Option<DeepSecrets<'_>>,
+    stream: &StreamArgs,
+) -> anyhow::Result<()> {
     if deep.is_some() && app.runner.is_dry_run() {
         // A dry run receives nothing, so it could prove nothing; saying OK
         // would be a lie.
@@ -33,13 +39,29 @@ pub fn run(app: &App, only: Option<&str>, deep: Option<DeepSecrets<'_>>) -> anyh
                 .into()
         ));
     }
-    let checks = if let Some(secrets) = deep {
-        deep_checks(app, only, secrets)?
-    } else {
-        app.backup()
-            .verify_listing(only)
-            .context("cannot list the remote")?
+    let limit = match stream.time_limit {
+        Some(_) => stream.limit(),
+        None if deep.is_some() => None,
+        None => app.config.step_limit(&Step::Verify),
     };
+    let cancel = app.runner.cancel_token();
+    let (checks, timed_out) = cancel.run_limited(limit, || {
+        if let Some(secrets) = deep {
+            deep_checks(app, only, secrets, stream.prefetch)
+        } else {
+            app.backup()
+                .verify_listing(only)
+                .context("cannot list the remote")
+        }
+    });
+    if let Some(limit) = timed_out {
+        bail!(
+            "verify{} stopped: its time limit of {}s ran out",
+            if deep.is_some() { " --deep" } else { "" },
+            limit.as_secs()
+        );
+    }
+    let checks = checks?;
     if checks.is_empty() {
         bail!("no backup to verify on {}", app.config.remote);
     }
@@ -93,12 +115,18 @@ fn deep_checks(
     app: &App,
     only: Option<&str>,
     secrets: DeepSecrets<'_>,
+    prefetch_bytes: usize,
 ) -> anyhow::Result<Vec<BackupCheck>> {
     let gpg = deep_decryptor(app, secrets)?;
     let gpg = gpg.as_ref();
     let store = &app.stages.rclone;
-    let backups = list_backups_of(store, &app.config.remote, &app.config.dataset)
-        .context("cannot list the remote")?;
+    let backups = list_backups_of(
+        store,
+        &app.config.remote,
+        &app.config.dataset,
+        Listing::Sizes,
+    )
+    .context("cannot list the remote")?;
     let pool = app
         .config
         .dataset
@@ -115,6 +143,7 @@ fn deep_checks(
         zfs: app.config.tools.zfs.clone(),
         remote: app.config.remote.clone(),
         cancel: app.runner.cancel_token().clone(),
+        prefetch_bytes,
     };
     let only: Option<Vec<String>> = only.map(|o| vec![o.to_owned()]);
     Ok(verify_deep(

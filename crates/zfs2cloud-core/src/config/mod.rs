@@ -281,6 +281,9 @@ pub struct Config {
     pub upload_retries: u32,
     /// Seconds before the first retry; doubled for each further one.
     pub upload_retry_delay_seconds: u64,
+    /// Seconds an upload's rclone may read and write nothing before it is
+    /// stopped and retried; 0 means never.
+    pub upload_stall_timeout_seconds: u64,
     /// Seconds a hook may run before it is stopped; 0 means no limit.
     pub hook_timeout_seconds: u64,
     /// Size of each export chunk.
@@ -394,6 +397,8 @@ struct RawConfig {
     upload_retries: u32,
     #[serde(default = "default_upload_retry_delay_seconds")]
     upload_retry_delay_seconds: u64,
+    #[serde(default = "default_upload_stall_timeout_seconds")]
+    upload_stall_timeout_seconds: u64,
     #[serde(default = "default_hook_timeout_seconds")]
     hook_timeout_seconds: u64,
     #[serde(default)]
@@ -515,6 +520,15 @@ fn default_upload_retries() -> u32 {
 fn default_upload_retry_delay_seconds() -> u64 {
     10
 }
+
+/// Five minutes, rclone's own `--timeout` for an idle connection: a copy
+/// that moves no byte for that long is not coming back.
+fn default_upload_stall_timeout_seconds() -> u64 {
+    300
+}
+
+/// A day: a copy idle for longer is stalled whatever the backend.
+const MAX_UPLOAD_STALL_TIMEOUT: u64 = 24 * 3600;
 
 fn default_hook_timeout_seconds() -> u64 {
     600
@@ -668,6 +682,7 @@ impl Config {
             bwlimit: raw.bwlimit,
             upload_retries: raw.upload_retries,
             upload_retry_delay_seconds: raw.upload_retry_delay_seconds,
+            upload_stall_timeout_seconds: raw.upload_stall_timeout_seconds,
             hook_timeout_seconds: raw.hook_timeout_seconds,
             split_size,
             full_every_x_days,
@@ -809,6 +824,13 @@ impl Config {
     pub fn hook_timeout(&self) -> Option<std::time::Duration> {
         (self.hook_timeout_seconds > 0)
             .then(|| std::time::Duration::from_secs(self.hook_timeout_seconds))
+    }
+
+    /// `upload_stall_timeout_seconds` as a limit; `None` for 0 (off).
+    #[must_use]
+    pub fn upload_stall_timeout(&self) -> Option<std::time::Duration> {
+        (self.upload_stall_timeout_seconds > 0)
+            .then(|| std::time::Duration::from_secs(self.upload_stall_timeout_seconds))
     }
 
     /// The effective configuration as TOML, for `check-config`. Contains no
@@ -961,6 +983,16 @@ fn check_ranges(raw: &RawConfig) -> Result<(), KeyError> {
             format!(
                 "{} is more than an hour; at most 3600",
                 raw.upload_retry_delay_seconds
+            ),
+        ));
+    }
+    if raw.upload_stall_timeout_seconds > MAX_UPLOAD_STALL_TIMEOUT {
+        return Err(KeyError::new(
+            "upload_stall_timeout_seconds",
+            format!(
+                "{} is more than a day; at most {MAX_UPLOAD_STALL_TIMEOUT}, or 0 to never \
+                 stop a stalled upload",
+                raw.upload_stall_timeout_seconds
             ),
         ));
     }
@@ -1274,6 +1306,22 @@ passphrase_file = "/etc/zfs2cloud/passphrase"
             assert_eq!(
                 invalid_key(&format!("{MINIMAL}[step_timeouts]\n{bad}\n")),
                 "step_timeouts",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stalled_upload_is_stopped_after_five_minutes_unless_told_otherwise() {
+        let secs = |n| Some(std::time::Duration::from_secs(n));
+        assert_eq!(parse(MINIMAL).unwrap().upload_stall_timeout(), secs(300));
+        let with = |n: &str| format!("{MINIMAL}upload_stall_timeout_seconds = {n}\n");
+        assert_eq!(parse(&with("2")).unwrap().upload_stall_timeout(), secs(2));
+        assert_eq!(parse(&with("0")).unwrap().upload_stall_timeout(), None);
+        assert_eq!(invalid_key(&with("86401")), "upload_stall_timeout_seconds");
+        for bad in ["-1", "\"5m\""] {
+            assert!(
+                matches!(parse(&with(bad)), Err(ConfigError::Parse { .. })),
                 "{bad}"
             );
         }

@@ -16,7 +16,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::model::{remote_join, DatasetName, RemoteBackup, OWNER_FILE};
-use crate::ops::catalog::{backups_among, CatalogError};
+use crate::ops::catalog::{backups_among, CatalogError, Listing};
 use crate::ops::upload::{read_owner, OwnerReadError};
 use crate::policy::{
     backups_of, decide_ownership, deletion_sequence, OwnerConflict, RemoteAction, RemotePrunePlan,
@@ -102,7 +102,7 @@ pub fn list_for_prune(
     let marker = read_owner(store, remote)?;
     let dirs = store.list_dirs(remote).map_err(CatalogError::from)?;
     let files = store.list_sizes(remote).map_err(CatalogError::from)?;
-    let all = backups_among(store, remote, dirs.clone())?;
+    let all = backups_among(store, remote, dirs.clone(), Listing::Hashes)?;
     decide_ownership(marker.as_ref(), &all, dataset, None).map_err(|conflict| {
         PruneRemoteError::NotOwner {
             remote: remote.to_owned(),

@@ -4,7 +4,7 @@
 //! [`plan_tree`](crate::policy::plan_tree)), with its owner marker.
 
 use crate::model::{backup_like_component, remote_join, DatasetName, RemoteBackup};
-use crate::ops::catalog::{backups_among, keep_backups_of, CatalogError};
+use crate::ops::catalog::{backups_among, keep_backups_of, CatalogError, Listing};
 use crate::ops::upload::read_owner;
 use crate::stages::Uploader;
 use crate::util::error_chain;
@@ -57,7 +57,7 @@ fn walk(
     // One listing serves both: the backups here, and the children's
     // directories (every other name).
     let mut children = store.list_dirs(dir)?;
-    let all = backups_among(store, dir, children.clone())?;
+    let all = backups_among(store, dir, children.clone(), Listing::Sizes)?;
     let backups = match &dataset {
         Some(d) => keep_backups_of(dir, all, d),
         None => all,

@@ -1,20 +1,26 @@
 //! Restore: pick the chain that reaches a backup, stream it from the remote,
 //! check every chunk, decrypt, and `zfs recv`.
 //!
-//! Nothing is staged locally: each chunk is read with `rclone cat`, hashed
+//! Nothing is staged locally: each chunk is read once with `rclone cat`
+//! (the next one fetched ahead into a bounded buffer, see [`feed`]), hashed
 //! as it passes, and written to `gpg --decrypt`, whose output goes straight
-//! into `zfs recv` (through the zstd decoder, for a compressed backup). A chunk whose SHA-256 differs from the manifest aborts
-//! the receive before the stream ends (gpg's stdin is never closed
-//! normally), so `zfs recv` never commits a damaged backup: the target is
-//! left as it was (or absent).
+//! into `zfs recv` (through the zstd decoder, for a compressed backup). A
+//! chunk whose SHA-256 differs from the manifest aborts the receive before
+//! the stream ends (gpg's stdin is never closed normally), so `zfs recv`
+//! never commits a damaged backup: the target is left as it was (or
+//! absent). Ctrl-C and the time limit stop every stage, also one that is
+//! stalled.
 
-use std::io::{self, PipeWriter, Read, Write};
+mod feed;
+
+use std::io::{self, PipeWriter};
 use std::path::PathBuf;
+use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use self::feed::{Feed, FeedError, FetchHandle};
 
 use crate::model::{
-    hex, remote_join, Compression, CompressionSettings, DatasetName, Encryption, ExportKind,
+    remote_join, Compression, CompressionSettings, DatasetName, Encryption, ExportKind,
     RemoteBackup,
 };
 use crate::policy::RestorePlanError;
@@ -113,6 +119,9 @@ pub enum RestoreError {
     /// The run was interrupted; the receive was aborted.
     #[error("interrupted; the receive was aborted")]
     Interrupted,
+    /// The time limit ran out; the receive was aborted.
+    #[error("the time limit of {}s ran out; the receive was aborted", .0.as_secs())]
+    TimedOut(Duration),
     /// A backup is gpg-encrypted, but no passphrase was given.
     #[error("{backup} is encrypted with gpg, and no passphrase was given")]
     NoPassphrase {
@@ -208,8 +217,25 @@ pub struct RestoreSettings {
     pub zfs: PathBuf,
     /// The rclone remote the backups are under.
     pub remote: String,
-    /// Stops the restore when set.
+    /// Stops the restore when set (Ctrl-C, or its deadline: see
+    /// [`CancelToken::set_step_limit`]).
     pub cancel: CancelToken,
+    /// How many bytes of the next chunks may be fetched ahead of `zfs
+    /// recv` ([`DEFAULT_PREFETCH_BYTES`]).
+    pub prefetch_bytes: usize,
+}
+
+/// The default of [`RestoreSettings::prefetch_bytes`]: at 100 MB/s, more
+/// than half a second of a cloud remote's first-byte latency per chunk is
+/// hidden, for 64 MiB of memory.
+pub const DEFAULT_PREFETCH_BYTES: usize = 64 << 20;
+
+/// The error for a restore stopped by `cancel`: its time limit, or an
+/// interruption.
+fn stopped(cancel: &CancelToken) -> RestoreError {
+    cancel
+        .timed_out()
+        .map_or(RestoreError::Interrupted, RestoreError::TimedOut)
 }
 
 /// Receives `chain` (full first) into `settings.target`.
@@ -236,6 +262,9 @@ pub fn restore_chain(
         check_overwrite(&zfs, chain, settings)?;
     }
     for (i, backup) in chain.iter().enumerate() {
+        if settings.cancel.is_cancelled() {
+            return Err(stopped(&settings.cancel));
+        }
         if backup.manifest.is_none() {
             log::warn!(
                 "{} has no manifest (made by the original tool?): its chunks are taken in suffix order and no hash is checked",
@@ -254,25 +283,26 @@ pub fn restore_chain(
         )) {
             continue;
         }
-        let received = receive_one(
+        let feed = Feed {
             store,
-            gpg,
-            runner,
             backup,
-            &dir,
-            &chunks,
-            &recv,
-            &settings.cancel,
-        );
+            dir: &dir,
+            chunks: &chunks,
+            cancel: &settings.cancel,
+            prefetch_bytes: settings.prefetch_bytes,
+            handle: &FetchHandle::default(),
+        };
+        let received = receive_one(&feed, gpg, runner, &recv);
         if let Err(e) = received {
             // A target this restore created must not stay behind half
             // done: after a failed incremental it would hold another point
             // than asked for, and an aborted full receive may leave an
             // empty dataset on some ZFS versions. It did not exist before,
             // so it is ours to remove.
-            let created = !exists && (i > 0 || zfs.exists(&settings.target).unwrap_or(false));
+            let cleanup = ZfsCli::new(cleanup_runner(runner), settings.zfs.clone());
+            let created = !exists && (i > 0 || cleanup.exists(&settings.target).unwrap_or(false));
             if created {
-                destroy_partly_restored(&zfs, &settings.target);
+                destroy_partly_restored(&cleanup, &settings.target);
             }
             return Err(e);
         }
@@ -290,6 +320,14 @@ pub fn restore_chain(
         mount_restored(&zfs, runner, &settings.target)?;
     }
     Ok(())
+}
+
+/// `runner` for the cleanup after a failed receive. A restore stopped at
+/// its deadline has no time left, and its cleanup must not be cut to
+/// nothing by it: the cleanup gets a token of its own, and with it the
+/// usual bound of cleanup commands.
+pub(crate) fn cleanup_runner(runner: &Runner) -> Runner {
+    runner.clone().with_cancel(CancelToken::new())
 }
 
 /// What decrypts `backup`, for the dry run's pipeline.
@@ -399,18 +437,18 @@ fn destroy_partly_restored(zfs: &ZfsCli, target: &DatasetName) {
 }
 
 /// Receives one backup: its chunks, checked as they pass, into
-/// `gpg --decrypt | [zstd -d] | zfs recv`.
-#[allow(clippy::too_many_arguments)]
+/// `gpg --decrypt | [zstd -d] | zfs recv`. While the chunks are fed, a
+/// watcher stops every stage and the fetching on Ctrl-C or at the time
+/// limit, since a write into a stalled `zfs recv` or a read from a stalled
+/// `rclone cat` cannot look at the flag; waiting for the stages afterwards
+/// watches it by itself.
 fn receive_one(
-    store: &dyn Uploader,
+    feed: &Feed<'_>,
     gpg: Option<&GpgEncryptor>,
     runner: &Runner,
-    backup: &RemoteBackup,
-    dir: &str,
-    chunks: &[String],
     recv_cmd: &CommandLine,
-    cancel: &CancelToken,
 ) -> Result<(), RestoreError> {
+    let backup = feed.backup;
     let compression = match &backup.manifest {
         None => Compression::None,
         Some(m) => Compression::from_manifest(&m.compression).map_err(|compression| {
@@ -426,9 +464,20 @@ fn receive_one(
     });
     let (mut cipher_in, stages) =
         ReceiveStages::start(gpg, decompressor.as_deref(), runner, recv_cmd, backup)?;
-    match feed_chunks(store, backup, dir, chunks, &mut cipher_in, cancel) {
+    let fed = feed.cancel.watch(
+        || {
+            stages.stop_all();
+            feed.handle.abandon();
+        },
+        || feed.run(&mut cipher_in),
+    );
+    let received = match fed {
         Ok(()) => stages.finish(cipher_in, backup),
         Err(failure) => Err(stages.abort(cipher_in, failure, backup)),
+    };
+    match received {
+        Err(_) if feed.cancel.is_cancelled() => Err(stopped(feed.cancel)),
+        received => received,
     }
 }
 
@@ -498,6 +547,15 @@ impl ReceiveStages {
         ))
     }
 
+    /// Stops every stage (from any thread, any number of times).
+    fn stop_all(&self) {
+        self.recv.stop();
+        self.decrypt.stop();
+        if let Some(decompress) = &self.decompress {
+            decompress.stop();
+        }
+    }
+
     /// After the whole stream went in: waits for every stage and names the
     /// one that failed.
     fn finish(self, cipher_in: PipeWriter, backup: &RemoteBackup) -> Result<(), RestoreError> {
@@ -525,11 +583,7 @@ impl ReceiveStages {
         failure: FeedError,
         backup: &RemoteBackup,
     ) -> RestoreError {
-        self.recv.stop();
-        self.decrypt.stop();
-        if let Some(decompress) = &self.decompress {
-            decompress.stop();
-        }
+        self.stop_all();
         drop(cipher_in);
         // With gpg dead, the decompressor's input ends; it then stops.
         let _ = self.decompress.map(RunningStage::wait);
@@ -547,7 +601,7 @@ impl ReceiveStages {
                 _ => {}
             }
         }
-        failure.into_restore_error(backup)
+        feed_error(failure, backup)
     }
 }
 
@@ -589,296 +643,25 @@ fn failed_by_itself(error: &GpgError) -> bool {
     }
 }
 
-enum FeedError {
-    Damaged { chunk: String, reason: String },
-    Remote { path: String, source: UploadError },
-    Write(io::Error),
-    Interrupted,
-}
-
-impl FeedError {
-    fn into_restore_error(self, backup: &RemoteBackup) -> RestoreError {
-        match self {
-            Self::Damaged { chunk, reason } => RestoreError::DamagedChunk {
-                backup: backup.dir_name.clone(),
-                chunk,
-                reason,
-            },
-            Self::Remote { path, source } => RestoreError::Remote { path, source },
-            Self::Write(e) => decrypt_error(backup, GpgError::Pipe(e)),
-            Self::Interrupted => RestoreError::Interrupted,
-        }
+/// The restore error for feeding that failed by itself.
+fn feed_error(failure: FeedError, backup: &RemoteBackup) -> RestoreError {
+    match failure {
+        FeedError::Damaged { chunk, reason } => RestoreError::DamagedChunk {
+            backup: backup.dir_name.clone(),
+            chunk,
+            reason,
+        },
+        FeedError::Remote { path, source } => RestoreError::Remote { path, source },
+        FeedError::Write(e) => decrypt_error(backup, GpgError::Pipe(e)),
+        FeedError::Interrupted => RestoreError::Interrupted,
     }
-}
-
-/// Streams each chunk from the remote into `sink`, checking it against the
-/// manifest as it passes.
-fn feed_chunks(
-    store: &dyn Uploader,
-    backup: &RemoteBackup,
-    dir: &str,
-    chunks: &[String],
-    sink: &mut impl Write,
-    cancel: &CancelToken,
-) -> Result<(), FeedError> {
-    let mut hold = HoldBack::new(1 << 20);
-    for name in chunks {
-        let passed = stream_chunk(store, &remote_join(dir, name), sink, cancel, &mut hold)?;
-        check_chunk(backup, name, &passed)?;
-        hold.release(sink).map_err(FeedError::Write)?;
-    }
-    Ok(())
-}
-
-/// Passes blocks on one block late. `zfs recv` commits when it reads the
-/// stream's END record, which is in the final bytes, so a damaged final
-/// chunk must never reach it, even for a moment: a chunk's last block stays
-/// here until the chunk's size and SHA-256 are proven.
-struct HoldBack {
-    read: Vec<u8>,
-    held: Vec<u8>,
-    held_len: usize,
-}
-
-impl HoldBack {
-    fn new(block: usize) -> Self {
-        Self {
-            read: vec![0u8; block],
-            held: vec![0u8; block],
-            held_len: 0,
-        }
-    }
-
-    /// Passes on the block held so far, and holds the `n` bytes just read
-    /// into `self.read` instead.
-    fn pass_on(&mut self, n: usize, sink: &mut impl Write) -> io::Result<()> {
-        sink.write_all(&self.held[..self.held_len])?;
-        std::mem::swap(&mut self.read, &mut self.held);
-        self.held_len = n;
-        Ok(())
-    }
-
-    /// Passes on the block held, once its chunk is proven.
-    fn release(&mut self, sink: &mut impl Write) -> io::Result<()> {
-        sink.write_all(&self.held[..self.held_len])?;
-        self.held_len = 0;
-        Ok(())
-    }
-}
-
-/// The size and SHA-256 of what passed of one chunk.
-struct Passed {
-    size: u64,
-    sha256: String,
-}
-
-/// Streams the chunk at `path` into `sink`, all but its last block, which
-/// `hold` keeps.
-fn stream_chunk(
-    store: &dyn Uploader,
-    path: &str,
-    sink: &mut impl Write,
-    cancel: &CancelToken,
-    hold: &mut HoldBack,
-) -> Result<Passed, FeedError> {
-    let remote_err = |source| FeedError::Remote {
-        path: path.to_owned(),
-        source,
-    };
-    let Started {
-        stage: cat,
-        output: mut stream,
-    } = store.cat(path).map_err(remote_err)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let copied = loop {
-        if cancel.is_cancelled() {
-            break Err(FeedError::Interrupted);
-        }
-        let n = match stream.read(&mut hold.read) {
-            Ok(0) => break Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                break Err(remote_err(UploadError::Parse {
-                    command: format!("cat {path}"),
-                    message: e.to_string(),
-                }))
-            }
-        };
-        hasher.update(&hold.read[..n]);
-        size += n as u64;
-        if let Err(e) = hold.pass_on(n, sink) {
-            break Err(FeedError::Write(e));
-        }
-    };
-    drop(stream);
-    if let Err(e) = copied {
-        cat.stop();
-        let _ = cat.wait();
-        return Err(e);
-    }
-    cat.wait().map_err(remote_err)?;
-    Ok(Passed {
-        size,
-        sha256: hex(&hasher.finalize()),
-    })
-}
-
-/// Checks what passed of chunk `name` against the manifest, if there is
-/// one.
-fn check_chunk(backup: &RemoteBackup, name: &str, passed: &Passed) -> Result<(), FeedError> {
-    let Some(entry) = backup
-        .manifest
-        .as_ref()
-        .and_then(|m| m.chunks.iter().find(|c| c.name == name))
-    else {
-        return Ok(());
-    };
-    let reason = if entry.size != passed.size {
-        format!("{} bytes, the manifest says {}", passed.size, entry.size)
-    } else if entry.sha256 != passed.sha256 {
-        "its sha256 differs from the manifest".to_owned()
-    } else {
-        return Ok(());
-    };
-    Err(FeedError::Damaged {
-        chunk: name.to_owned(),
-        reason,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use std::collections::HashMap;
-
     use super::*;
-    use crate::model::testing::noise;
-    use crate::model::{ChunkEntry, ExportKind, Manifest, MANIFEST_FORMAT};
-    use crate::stages::MockUploader;
-
-    const DIR: &str = "r:b/20240101000000-full";
-
-    /// A remote holding `files` (name, bytes) under [`DIR`], each read in
-    /// place by whoever reads the `cat` stage's output.
-    fn remote(files: &[(&str, Vec<u8>)]) -> MockUploader {
-        let files: HashMap<String, Vec<u8>> = files
-            .iter()
-            .map(|(name, bytes)| (remote_join(DIR, name), bytes.clone()))
-            .collect();
-        let mut up = MockUploader::new();
-        up.expect_cat().returning(move |path| {
-            Ok(Started::reading(
-                format!("cat {path}"),
-                io::Cursor::new(files[path].clone()),
-            ))
-        });
-        up
-    }
-
-    /// A backup whose manifest lists `chunks` (name, bytes as exported).
-    fn backup(chunks: &[(&str, Vec<u8>)]) -> RemoteBackup {
-        let chunks: Vec<ChunkEntry> = chunks
-            .iter()
-            .map(|(name, bytes)| ChunkEntry {
-                name: (*name).to_owned(),
-                size: bytes.len() as u64,
-                sha256: hex(&Sha256::digest(bytes)),
-            })
-            .collect();
-        RemoteBackup {
-            dir_name: "20240101000000-full".into(),
-            snapshot: "20240101000000".into(),
-            kind: ExportKind::Full,
-            manifest: Some(Manifest {
-                format: MANIFEST_FORMAT,
-                tool: "zfs2cloud".into(),
-                tool_version: "test".into(),
-                dataset: "tank/data".into(),
-                snapshot: "20240101000000".into(),
-                kind: ExportKind::Full,
-                base: None,
-                created_at: "2024-01-01T00:00:00Z".into(),
-                encryption: "gpg-symmetric-aes256".into(),
-                compression: "none".into(),
-                split_size: 3 << 20,
-                total_size: chunks.iter().map(|c| c.size).sum(),
-                chunks,
-                send_flags: crate::model::SendFlags::default(),
-                level: None,
-                recipients: Vec::new(),
-            }),
-            manifest_error: None,
-            files: Vec::new(),
-        }
-    }
-
-    fn feed(
-        exported: &[(&str, Vec<u8>)],
-        on_remote: &[(&str, Vec<u8>)],
-        cancel: &CancelToken,
-    ) -> (Result<(), FeedError>, Vec<u8>) {
-        let backup = backup(exported);
-        let mut sink = Vec::new();
-        let fed = feed_chunks(
-            &remote(on_remote),
-            &backup,
-            DIR,
-            &backup.chunk_names(),
-            &mut sink,
-            cancel,
-        );
-        (fed, sink)
-    }
-
-    fn chunks() -> Vec<(&'static str, Vec<u8>)> {
-        vec![
-            ("x.0000", noise(3 << 20, 1)),
-            ("x.0001", noise((3 << 20) / 2, 2)),
-        ]
-    }
-
-    #[test]
-    fn chunks_that_match_the_manifest_pass_whole_and_in_order() {
-        let chunks = chunks();
-        let (fed, sink) = feed(&chunks, &chunks, &CancelToken::new());
-        assert!(fed.is_ok());
-        assert_eq!(sink, [chunks[0].1.clone(), chunks[1].1.clone()].concat());
-    }
-
-    #[test]
-    fn a_damaged_final_chunk_never_reaches_the_receiver_whole() {
-        let exported = chunks();
-        let mut on_remote = exported.clone();
-        let last = on_remote[1].1.len() - 1;
-        on_remote[1].1[last] ^= 1;
-        let (fed, sink) = feed(&exported, &on_remote, &CancelToken::new());
-        match fed {
-            Err(FeedError::Damaged { chunk, reason }) => {
-                assert_eq!(chunk, "x.0001");
-                assert!(reason.contains("sha256"), "{reason}");
-            }
-            _ => panic!("not refused as damaged"),
-        }
-        // What passed is the start of the stream: all of the first chunk,
-        // and not the end of the second, where `zfs recv` would commit.
-        let stream = [exported[0].1.clone(), exported[1].1.clone()].concat();
-        assert!(sink.len() >= exported[0].1.len());
-        assert!(sink.len() < stream.len());
-        assert!(stream.starts_with(&sink));
-    }
-
-    #[test]
-    fn an_interrupted_feed_passes_nothing_on() {
-        let chunks = chunks();
-        let cancel = CancelToken::new();
-        cancel.cancel();
-        let (fed, sink) = feed(&chunks, &chunks, &cancel);
-        assert!(matches!(fed, Err(FeedError::Interrupted)));
-        assert!(sink.is_empty());
-    }
 
     #[test]
     fn only_file_systems_with_a_mountpoint_and_canmount_are_mounted() {

@@ -149,6 +149,7 @@ pub fn run_hook(
         stdin_data: options.stdin.clone().map(String::into_bytes),
         timeout: options.timeout,
         ignore_cancel: options.must_run,
+        ..RunOptions::default()
     };
     let out = runner
         .mutate_with(&cmd, &run_options)

@@ -28,7 +28,7 @@ use crate::model::ExportLayout;
 use crate::model::Mode;
 use crate::model::SnapshotInfo;
 use crate::model::{SnapTime, SnapshotName};
-use crate::ops::catalog::{list_remote_backups, CatalogError};
+use crate::ops::catalog::{list_remote_backups, CatalogError, Listing};
 use crate::ops::lock::LOCK_FILE;
 use crate::ops::prune::stale_partials;
 use crate::ops::upload::export_confirmed;
@@ -483,7 +483,7 @@ fn snapshot_status(
 }
 
 fn remote_status(uploader: &dyn Uploader, remote: &str) -> Result<RemoteStatus, StatusError> {
-    let listed = list_remote_backups(uploader, remote)?;
+    let listed = list_remote_backups(uploader, remote, Listing::Hashes)?;
     let deps = Dependencies::new(&listed, &linkable);
     let backups = listed
         .iter()

@@ -37,7 +37,7 @@ use crate::stages::{Snapshotter, UploadError, Uploader};
 mod owner;
 
 pub(crate) use owner::{claim_remote, RemoteClaim};
-pub use owner::{read_object, read_owner, OwnerReadError};
+pub use owner::{read_object, read_owner, read_owner_in, OwnerReadError};
 
 /// How failed transfers are retried.
 #[derive(Debug, Clone)]
@@ -169,7 +169,9 @@ fn retryable(e: &UploadError) -> bool {
             p,
             ProcessError::Spawn { .. } | ProcessError::Cancelled { .. }
         ),
-        UploadError::Parse { .. } | UploadError::Unconfirmed { .. } => true,
+        UploadError::Stalled { .. }
+        | UploadError::Parse { .. }
+        | UploadError::Unconfirmed { .. } => true,
     }
 }
 
@@ -191,8 +193,12 @@ where
             Ok(v) => return Ok(v),
             Err(e) if retry < policy.retries && retryable(&e) => {
                 let delay = policy.delay_before(retry);
+                let outcome = match e {
+                    UploadError::Stalled { .. } => "stalled",
+                    _ => "failed",
+                };
                 log::warn!(
-                    "{what} failed (attempt {} of {}), retrying in {:.1}s: {}",
+                    "{what} {outcome} (attempt {} of {}), retrying in {:.1}s: {}",
                     retry + 1,
                     policy.retries + 1,
                     delay.as_secs_f64(),

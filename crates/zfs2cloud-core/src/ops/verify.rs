@@ -12,7 +12,7 @@
 use serde::Serialize;
 
 use crate::model::{DatasetName, ExportKind, RemoteBackup, SnapshotName};
-use crate::ops::restore::{restore_chain, RestoreError, RestoreSettings};
+use crate::ops::restore::{cleanup_runner, restore_chain, RestoreError, RestoreSettings};
 use crate::policy::{check_listing, linkable, Dependencies, Health};
 use crate::process::Runner;
 use crate::stages::{GpgEncryptor, GpgError, Uploader, ZfsCli};
@@ -81,6 +81,7 @@ pub enum VerifyError {
 fn is_run_problem(e: &RestoreError) -> bool {
     match e {
         RestoreError::Interrupted
+        | RestoreError::TimedOut(_)
         | RestoreError::Mount { .. }
         | RestoreError::NoPassphrase { .. }
         | RestoreError::NoSecretKey { .. } => true,
@@ -299,7 +300,7 @@ fn destroy_scratch(
     if !scratch.as_str().contains("/zfs2cloud-verify-") {
         return Ok(());
     }
-    let zfs = ZfsCli::new(runner.clone(), settings.zfs.clone());
+    let zfs = ZfsCli::new(cleanup_runner(runner), settings.zfs.clone());
     if zfs.exists(scratch)? {
         zfs.destroy_own(scratch.as_str(), true)?;
     }

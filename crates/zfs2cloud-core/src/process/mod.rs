@@ -20,12 +20,16 @@ use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
+
+mod idle;
+
+use idle::IdleMonitor;
 
 /// How much of a child's stderr is kept for error messages.
 const STDERR_TAIL_BYTES: usize = 16 * 1024;
@@ -72,6 +76,17 @@ pub enum ProcessError {
         /// The last part of what it printed on stderr.
         stderr: String,
     },
+    /// The program read and wrote nothing for its idle limit and was
+    /// stopped.
+    #[error("`{command}` made no progress for {}s and was stopped{}", idle.as_secs_f64(), stderr_suffix(stderr))]
+    Stalled {
+        /// The full command line, secrets redacted.
+        command: String,
+        /// The idle limit.
+        idle: Duration,
+        /// The last part of what it printed on stderr.
+        stderr: String,
+    },
     /// Reading or writing one of the program's pipes failed.
     #[error("I/O error while talking to `{command}`: {source}")]
     Io {
@@ -88,7 +103,9 @@ impl ProcessError {
     #[must_use]
     pub fn stderr(&self) -> &str {
         match self {
-            Self::Failed { stderr, .. } | Self::TimedOut { stderr, .. } => stderr,
+            Self::Failed { stderr, .. }
+            | Self::TimedOut { stderr, .. }
+            | Self::Stalled { stderr, .. } => stderr,
             _ => "",
         }
     }
@@ -368,6 +385,31 @@ impl CancelToken {
             .map(|(_, limit)| limit)
     }
 
+    /// Runs `f` while a watcher thread calls `on_cancel` once the token is
+    /// cancelled, and again every 50 ms (`WATCH_INTERVAL`) until `f` returns.
+    /// For work blocked in a read or a write that cannot look at the flag
+    /// itself: `on_cancel` stops what it waits on. It is called again
+    /// because what it stops may have been replaced meanwhile (the next
+    /// chunk's `rclone cat`); it must be callable any number of times.
+    pub fn watch<T>(&self, on_cancel: impl Fn() + Sync, f: impl FnOnce() -> T) -> T {
+        let finished = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                while !finished.load(AtomicOrdering::SeqCst) {
+                    if self.is_cancelled() {
+                        on_cancel();
+                    }
+                    std::thread::park_timeout(WATCH_INTERVAL);
+                }
+            });
+            let result = f();
+            finished.store(true, AtomicOrdering::SeqCst);
+            // Not a whole interval's wait for the scope to end.
+            watcher.thread().unpark();
+            result
+        })
+    }
+
     /// The interruption flag, e.g. for `signal_hook::flag::register`.
     #[must_use]
     pub fn flag(&self) -> Arc<AtomicBool> {
@@ -386,6 +428,10 @@ pub struct RunOptions {
     /// Run to completion even if the run is interrupted. For `post_snapshot`,
     /// which must restart the application whatever happens.
     pub ignore_cancel: bool,
+    /// Stop the child (SIGTERM, then SIGKILL) once it has read and written
+    /// nothing but its stderr for this long, judged by its I/O counters in
+    /// `/proc/<pid>/io`. Where those cannot be read it is not watched.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The longest a cleanup command (`zfs destroy` of a temporary clone,
@@ -586,8 +632,11 @@ impl Runner {
                 out.read_to_end(&mut buf).map(|_| buf)
             })
         });
-        let cancel = (!opts.ignore_cancel).then_some(&self.cancel);
-        let finished = proc.wait_until(cancel, opts.timeout);
+        let finished = proc.wait_with(&StopWhen {
+            cancel: (!opts.ignore_cancel).then_some(&self.cancel),
+            timeout: opts.timeout,
+            idle: opts.idle_timeout,
+        });
         if let Some(w) = writer {
             let _ = join_bounded(w, &finished.command);
         }
@@ -664,10 +713,12 @@ impl Runner {
             command: shown.clone(),
             source,
         })?;
+        let stderr_bytes = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&stderr_bytes);
         let stderr_thread = child.stderr.take().and_then(|stderr| {
             std::thread::Builder::new()
                 .name("stderr-drain".into())
-                .spawn(move || drain_tail(stderr))
+                .spawn(move || drain_tail(stderr, &counted))
                 .ok()
         });
         Ok(RunningProcess {
@@ -675,20 +726,23 @@ impl Runner {
             program: cmd.program.display().to_string(),
             command: shown,
             stderr_thread,
+            stderr_bytes,
             started: Instant::now(),
             finished: false,
         })
     }
 }
 
-/// Reads `r` to the end, keeping only the last [`STDERR_TAIL_BYTES`].
-fn drain_tail(mut r: impl Read) -> Vec<u8> {
+/// Reads `r` to the end, keeping only the last [`STDERR_TAIL_BYTES`] and
+/// counting every byte in `count`.
+fn drain_tail(mut r: impl Read, count: &AtomicU64) -> Vec<u8> {
     let mut tail = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
         match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
+                count.fetch_add(n as u64, AtomicOrdering::Relaxed);
                 tail.extend_from_slice(&buf[..n]);
                 if tail.len() > 2 * STDERR_TAIL_BYTES {
                     tail.drain(..tail.len() - STDERR_TAIL_BYTES);
@@ -712,6 +766,8 @@ pub struct RunningProcess {
     program: String,
     command: String,
     stderr_thread: Option<JoinHandle<Vec<u8>>>,
+    /// Bytes read from its stderr so far: output, not progress.
+    stderr_bytes: Arc<AtomicU64>,
     started: Instant,
     finished: bool,
 }
@@ -741,6 +797,20 @@ pub enum StopReason {
     Cancelled,
     /// The child exceeded this timeout.
     TimedOut(Duration),
+    /// The child read and wrote nothing for this long.
+    Idle(Duration),
+}
+
+/// When [`RunningProcess::wait_with`] stops a child before it exits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StopWhen<'a> {
+    /// When this is cancelled (or its step's deadline passes).
+    pub cancel: Option<&'a CancelToken>,
+    /// When it has run this long.
+    pub timeout: Option<Duration>,
+    /// When it has made no progress for this long (see
+    /// [`RunOptions::idle_timeout`]).
+    pub idle: Option<Duration>,
 }
 
 impl Finished {
@@ -767,6 +837,13 @@ impl Finished {
                 return Err(ProcessError::TimedOut {
                     command: self.command,
                     timeout,
+                    stderr: self.stderr,
+                })
+            }
+            Some(StopReason::Idle(idle)) => {
+                return Err(ProcessError::Stalled {
+                    command: self.command,
+                    idle,
                     stderr: self.stderr,
                 })
             }
@@ -838,41 +915,22 @@ impl RunningProcess {
     /// Like [`RunningProcess::wait`], but stops the child (SIGTERM, then
     /// SIGKILL after a grace period) when `cancel` is set or `timeout`
     /// passes.
-    pub fn wait_until(
-        mut self,
-        cancel: Option<&CancelToken>,
-        timeout: Option<Duration>,
-    ) -> Finished {
+    pub fn wait_until(self, cancel: Option<&CancelToken>, timeout: Option<Duration>) -> Finished {
+        self.wait_with(&StopWhen {
+            cancel,
+            timeout,
+            idle: None,
+        })
+    }
+
+    /// Like [`RunningProcess::wait`], but stops the child (SIGTERM, then
+    /// SIGKILL after a grace period) as soon as `stop` says so.
+    pub fn wait_with(mut self, stop: &StopWhen<'_>) -> Finished {
         // Close our end of its stdout first so a child blocked writing to a
         // pipe nobody reads gets EPIPE instead of hanging forever.
         drop(self.child.stdout.take());
         drop(self.child.stdin.take());
-        let mut stopped = None;
-        if cancel.is_some() || timeout.is_some() {
-            let mut terminated_at: Option<Instant> = None;
-            loop {
-                match self.child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) => {}
-                }
-                if let Some(at) = terminated_at {
-                    if at.elapsed() > STOP_GRACE {
-                        self.kill_group();
-                    }
-                } else if let Some(limit) = cancel.and_then(CancelToken::timed_out) {
-                    stopped = Some(StopReason::TimedOut(limit));
-                } else if cancel.is_some_and(CancelToken::is_cancelled) {
-                    stopped = Some(StopReason::Cancelled);
-                } else if let Some(t) = timeout.filter(|t| self.started.elapsed() > *t) {
-                    stopped = Some(StopReason::TimedOut(t));
-                }
-                if stopped.is_some() && terminated_at.is_none() {
-                    self.terminate();
-                    terminated_at = Some(Instant::now());
-                }
-                std::thread::sleep(POLL_INTERVAL);
-            }
-        }
+        let stopped = self.watch(stop);
         let waited = self.child.wait();
         self.finished = true;
         let stderr = self
@@ -920,8 +978,59 @@ impl RunningProcess {
     }
 }
 
+impl RunningProcess {
+    /// Polls the child until it exits, stopping it (SIGTERM, then SIGKILL
+    /// after [`STOP_GRACE`]) when `stop` says so; why it was stopped.
+    fn watch(&mut self, stop: &StopWhen<'_>) -> Option<StopReason> {
+        if stop.cancel.is_none() && stop.timeout.is_none() && stop.idle.is_none() {
+            return None;
+        }
+        let stderr_bytes = Arc::clone(&self.stderr_bytes);
+        let mut idle = stop
+            .idle
+            .and_then(|limit| IdleMonitor::start(self.id(), limit, stderr_bytes, &self.command));
+        let mut stopped = None;
+        let mut terminated_at: Option<Instant> = None;
+        while let Ok(None) = self.child.try_wait() {
+            if let Some(at) = terminated_at {
+                if at.elapsed() > STOP_GRACE {
+                    self.kill_group();
+                }
+            } else if let Some(reason) = self.stop_reason(stop, idle.as_mut()) {
+                stopped = Some(reason);
+                self.terminate();
+                terminated_at = Some(Instant::now());
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        stopped
+    }
+
+    /// Why the running child must be stopped now, if it must.
+    fn stop_reason(
+        &self,
+        stop: &StopWhen<'_>,
+        idle: Option<&mut IdleMonitor>,
+    ) -> Option<StopReason> {
+        if let Some(limit) = stop.cancel.and_then(CancelToken::timed_out) {
+            Some(StopReason::TimedOut(limit))
+        } else if stop.cancel.is_some_and(CancelToken::is_cancelled) {
+            Some(StopReason::Cancelled)
+        } else if let Some(t) = stop.timeout.filter(|t| self.started.elapsed() > *t) {
+            Some(StopReason::TimedOut(t))
+        } else {
+            let limit = stop.idle?;
+            idle?
+                .stalled(Instant::now())
+                .then_some(StopReason::Idle(limit))
+        }
+    }
+}
+
 /// How often a waiting loop looks at the clock and the cancel flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How often [`CancelToken::watch`] looks at the token.
+const WATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a stopped child gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -1158,6 +1267,38 @@ mod tests {
         assert!(err.to_string().contains("starting"), "{err}");
         // Bound, not timing: SIGTERM ends `sleep` long before its 30 s.
         assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    #[test]
+    fn a_child_that_does_nothing_is_stopped_and_one_that_works_is_not() {
+        if std::fs::read(format!("/proc/{}/io", std::process::id())).is_err() {
+            return;
+        }
+        let idle = |limit_ms| RunOptions {
+            idle_timeout: Some(Duration::from_millis(limit_ms)),
+            ..RunOptions::default()
+        };
+        let started = Instant::now();
+        let err = Runner::new()
+            .mutate_with(&sh("echo waiting >&2; sleep 30"), &idle(300))
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::Stalled { .. }), "{err}");
+        assert!(
+            err.to_string().contains("made no progress for 0.3s"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("waiting"), "{err}");
+        // A bound, not a timing: far less than the `sleep 30`.
+        assert!(started.elapsed() < Duration::from_secs(20));
+        // Output every 0.1 s for 1.5 s: slow, but never idle for 1 s.
+        let busy = "i=0; while [ $i -lt 15 ]; do echo x; sleep 0.1; i=$((i+1)); done";
+        Runner::new().mutate_with(&sh(busy), &idle(1000)).unwrap();
+        // The same work in a child of a shell that waits for it (a wrapper
+        // that does not `exec`): the shell does nothing, its group works.
+        let wrapped = format!("sh -c '{busy}'; true");
+        Runner::new()
+            .mutate_with(&sh(&wrapped), &idle(1000))
+            .unwrap();
     }
 
     #[test]

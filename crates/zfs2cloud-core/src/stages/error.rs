@@ -162,6 +162,15 @@ pub enum UploadError {
         /// What is wrong with the output.
         message: String,
     },
+    /// A copy read and wrote nothing for the stall limit
+    /// (`upload_stall_timeout_seconds`) and was stopped.
+    #[error("rclone made no progress for {seconds}s and was stopped: `{command}`")]
+    Stalled {
+        /// The full command line, secrets redacted.
+        command: String,
+        /// The stall limit.
+        seconds: u64,
+    },
     /// A copy reported success, but the remote does not hold the file as
     /// sent.
     #[error("{path} could not be confirmed after the copy: {reason}")]

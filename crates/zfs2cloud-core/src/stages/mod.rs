@@ -259,6 +259,26 @@ pub trait Uploader: Sync {
         self.list(remote_dir)
     }
 
+    /// The files directly inside `remote_dir` and inside its direct
+    /// subdirectories, with names and sizes only: `name` is the path below
+    /// `remote_dir` (`file`, or `dir/file`). Empty if it does not exist.
+    /// One call where the backend allows, instead of one per directory.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Uploader::list`].
+    fn list_two_levels(&self, remote_dir: &str) -> Result<Vec<RemoteFile>, UploadError> {
+        let mut files = self.list_sizes(remote_dir)?;
+        for dir in self.list_dirs(remote_dir)? {
+            let inside = self.list_sizes(&crate::model::remote_join(remote_dir, &dir))?;
+            files.extend(inside.into_iter().map(|f| RemoteFile {
+                name: format!("{dir}/{}", f.name),
+                ..f
+            }));
+        }
+        Ok(files)
+    }
+
     /// Makes `remote_dir` an exact copy of the local directory `local_dir`
     /// (deleting what is not in it), leaving alone remote paths matching
     /// `keep` (rclone filter patterns, e.g. `/__zfs2cloud_last_updated__`).

@@ -7,11 +7,12 @@
 //! well as sizes; others (S3 gives only MD5/ETag) are checked by size.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::model::RemoteFile;
-use crate::process::{CommandLine, ProcessError, Runner};
+use crate::process::{CommandLine, ProcessError, RunOptions, Runner};
 use crate::stages::{ProcessStage, Started, UploadError, Uploader};
 
 /// rclone's exit code for "directory not found".
@@ -30,6 +31,9 @@ pub struct RcloneOptions {
     pub args: Vec<String>,
     /// `--bwlimit` for transfers.
     pub bwlimit: Option<String>,
+    /// A copy that reads and writes nothing for this long is stopped
+    /// ([`UploadError::Stalled`]); `None`: never.
+    pub stall_timeout: Option<Duration>,
 }
 
 /// [`Uploader`] backed by the `rclone` binary.
@@ -44,6 +48,9 @@ pub struct RcloneUploader {
 struct LsJsonEntry {
     #[serde(rename = "Name")]
     name: String,
+    /// The path below the listed directory (the name, unless recursive).
+    #[serde(rename = "Path", default)]
+    path: String,
     #[serde(rename = "Size")]
     size: i64,
     #[serde(rename = "IsDir", default)]
@@ -63,6 +70,30 @@ pub fn parse_lsjson(text: &str) -> Result<Vec<RemoteFile>, String> {
         .into_iter()
         .filter(|e| !e.is_dir)
         .map(remote_file)
+        .collect()
+}
+
+/// Parses `rclone lsjson -R` output into files named by their path below
+/// the listed directory (directories are skipped).
+///
+/// # Errors
+///
+/// A message if the output is not the JSON array rclone prints, or an
+/// entry has no path.
+pub fn parse_lsjson_recursive(text: &str) -> Result<Vec<RemoteFile>, String> {
+    let entries: Vec<LsJsonEntry> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    entries
+        .into_iter()
+        .filter(|e| !e.is_dir)
+        .map(|e| {
+            if e.path.is_empty() {
+                return Err(format!("{}: no Path in the listing", e.name));
+            }
+            remote_file(LsJsonEntry {
+                name: e.path.clone(),
+                ..e
+            })
+        })
         .collect()
 }
 
@@ -161,9 +192,18 @@ impl RcloneUploader {
         if hashes {
             cmd = cmd.args(["--hash", "--hash-type", "sha256"]);
         }
-        let cmd = cmd.arg(remote_dir);
-        match self.runner.query(&cmd) {
-            Ok(out) => parse_lsjson(&out.stdout_lossy()).map_err(|message| UploadError::Parse {
+        self.run_listing(&cmd.arg(remote_dir), parse_lsjson)
+    }
+
+    /// Runs the listing `cmd` and parses its output with `parse`; a
+    /// directory that does not exist lists nothing.
+    fn run_listing(
+        &self,
+        cmd: &CommandLine,
+        parse: fn(&str) -> Result<Vec<RemoteFile>, String>,
+    ) -> Result<Vec<RemoteFile>, UploadError> {
+        match self.runner.query(cmd) {
+            Ok(out) => parse(&out.stdout_lossy()).map_err(|message| UploadError::Parse {
                 command: cmd.to_string(),
                 message,
             }),
@@ -217,6 +257,14 @@ impl Uploader for RcloneUploader {
         self.list_files(remote_dir, false)
     }
 
+    fn list_two_levels(&self, remote_dir: &str) -> Result<Vec<RemoteFile>, UploadError> {
+        let cmd = self
+            .command("lsjson")
+            .args(["-R", "--max-depth", "2", "--files-only"])
+            .arg(remote_dir);
+        self.run_listing(&cmd, parse_lsjson_recursive)
+    }
+
     fn stat(&self, remote_path: &str) -> Result<Option<RemoteFile>, UploadError> {
         let cmd = self.command("lsjson").arg("--stat").arg(remote_path);
         match self.runner.query(&cmd) {
@@ -239,7 +287,13 @@ impl Uploader for RcloneUploader {
 
     fn put(&self, local: &Path, remote_path: &str) -> Result<(), UploadError> {
         let cmd = self.transfer_command("copyto").arg(local).arg(remote_path);
-        self.runner.mutate(&cmd)?;
+        let options = RunOptions {
+            idle_timeout: self.options.stall_timeout,
+            ..RunOptions::default()
+        };
+        self.runner
+            .mutate_with(&cmd, &options)
+            .map_err(stalled_or_failed)?;
         Ok(())
     }
 
@@ -292,9 +346,9 @@ impl Uploader for RcloneUploader {
 
     fn put_bytes(&self, bytes: &[u8], remote_path: &str) -> Result<(), UploadError> {
         let cmd = self.command("rcat").arg(remote_path);
-        let options = crate::process::RunOptions {
+        let options = RunOptions {
             stdin_data: Some(bytes.to_vec()),
-            ..crate::process::RunOptions::default()
+            ..RunOptions::default()
         };
         self.runner.mutate_with(&cmd, &options)?;
         Ok(())
@@ -321,6 +375,18 @@ impl RcloneUploader {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// A stopped stalled copy as [`UploadError::Stalled`], any other failure
+/// as it is.
+fn stalled_or_failed(e: ProcessError) -> UploadError {
+    match e {
+        ProcessError::Stalled { command, idle, .. } => UploadError::Stalled {
+            command,
+            seconds: idle.as_secs(),
+        },
+        other => other.into(),
     }
 }
 
@@ -374,6 +440,30 @@ mod tests {
         let files = parse_lsjson(S3).unwrap();
         assert_eq!(files.len(), 1, "directories are skipped");
         assert_eq!(files[0].sha256, None);
+    }
+
+    /// Captured from rclone 1.60.1 (1.75.2 prints the same): `lsjson -R
+    /// --max-depth 2 --files-only` of a directory with a top-level file,
+    /// a backup directory, and a file two directories down (not listed).
+    const TWO_LEVELS: &str = r#"[
+{"Path":"zfs2cloud-owner.json","Name":"zfs2cloud-owner.json","Size":3,"MimeType":"application/json","ModTime":"2026-12-02T04:18:55.044585679Z","IsDir":false},
+{"Path":"20240101000000-full/manifest.json","Name":"manifest.json","Size":4,"MimeType":"application/json","ModTime":"2026-12-02T04:18:55.044585679Z","IsDir":false},
+{"Path":"20240101000000-full/x.zfs.gpg.0000","Name":"x.zfs.gpg.0000","Size":6,"MimeType":"application/octet-stream","ModTime":"2026-12-02T04:18:55.044585679Z","IsDir":false}
+]"#;
+
+    #[test]
+    fn a_recursive_listing_names_files_by_their_path() {
+        let files = parse_lsjson_recursive(TWO_LEVELS).unwrap();
+        let named: Vec<(&str, u64)> = files.iter().map(|f| (f.name.as_str(), f.size)).collect();
+        assert_eq!(
+            named,
+            [
+                ("zfs2cloud-owner.json", 3),
+                ("20240101000000-full/manifest.json", 4),
+                ("20240101000000-full/x.zfs.gpg.0000", 6)
+            ]
+        );
+        assert!(parse_lsjson_recursive(r#"[{"Name":"a","Size":1}]"#).is_err());
     }
 
     #[test]
@@ -507,6 +597,7 @@ mod tests {
                 global_flags: vec!["--fast-list".into()],
                 args: vec!["--transfers".into(), "8".into()],
                 bwlimit: Some("8M".into()),
+                stall_timeout: None,
             },
         );
         assert_eq!(

@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use crate::process::{CommandLine, ProcessError, Runner, RunningProcess, SpawnOptions};
+use crate::process::{
+    CancelToken, CommandLine, ProcessError, Runner, RunningProcess, SpawnOptions,
+};
 
 /// Read size of the threads that move bytes inside this process.
 const PUMP_BUFFER: usize = 1 << 20;
@@ -188,6 +190,9 @@ pub struct ProcessStage<E> {
     // A mutex only so that `stop` can kill it through a shared reference.
     process: Mutex<RunningProcess>,
     pump: Option<JoinHandle<Pumped>>,
+    /// The runner's: waiting stops the process on Ctrl-C or at the step's
+    /// deadline, so a stalled stage never holds up a stopped run.
+    cancel: CancelToken,
     error: PhantomData<fn() -> E>,
 }
 
@@ -290,6 +295,7 @@ impl<E: From<ProcessError> + 'static> ProcessStage<E> {
             command,
             process: Mutex::new(process),
             pump,
+            cancel: runner.cancel_token().clone(),
             error: PhantomData,
         })
     }
@@ -339,6 +345,7 @@ impl<E: From<ProcessError>> RunningStage<E> for ProcessStage<E> {
             command,
             process,
             pump,
+            cancel,
             ..
         } = *self;
         let mut process = process.into_inner().unwrap_or_else(PoisonError::into_inner);
@@ -360,7 +367,10 @@ impl<E: From<ProcessError>> RunningStage<E> for ProcessStage<E> {
             drop(stdin);
             return Err(E::from(ProcessError::Io { command, source }));
         }
-        process.wait().into_result().map_err(E::from)
+        process
+            .wait_until(Some(&cancel), None)
+            .into_result()
+            .map_err(E::from)
     }
 }
 

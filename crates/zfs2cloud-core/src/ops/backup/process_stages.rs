@@ -111,13 +111,15 @@ impl ProcessStages {
 }
 
 impl From<&Config> for RcloneOptions {
-    /// `rclone_config`, `rclone_global_flags`, `rclone_args` and `bwlimit`.
+    /// `rclone_config`, `rclone_global_flags`, `rclone_args`, `bwlimit`
+    /// and `upload_stall_timeout_seconds`.
     fn from(config: &Config) -> Self {
         Self {
             config: config.rclone_config.clone(),
             global_flags: config.rclone_global_flags.clone(),
             args: config.rclone_args.clone(),
             bwlimit: config.bwlimit.clone(),
+            stall_timeout: config.upload_stall_timeout(),
         }
     }
 }

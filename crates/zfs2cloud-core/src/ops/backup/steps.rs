@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::model::{ExportKind, ExportLayout, LocalExport, Mode, SnapTime, SnapshotName};
-use crate::ops::catalog::{list_backups_of, CatalogError};
+use crate::ops::catalog::{list_backups_of, CatalogError, Listing};
 use crate::ops::export::{
     export_step, ExportError, ExportRequest, ExportSettings, ExportStepOutcome, StreamUpload,
 };
@@ -363,7 +363,12 @@ impl Backup<'_> {
     ///
     /// [`CatalogError`] if the remote cannot be listed.
     pub fn verify_listing(&self, only: Option<&str>) -> Result<Vec<BackupCheck>, CatalogError> {
-        let backups = list_backups_of(self.uploader, &self.config.remote, &self.config.dataset)?;
+        let backups = list_backups_of(
+            self.uploader,
+            &self.config.remote,
+            &self.config.dataset,
+            Listing::Hashes,
+        )?;
         let only = only.map(|o| vec![o.to_owned()]);
         Ok(verify_listing(&backups, only.as_deref()))
     }

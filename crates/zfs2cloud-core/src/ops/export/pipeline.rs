@@ -9,9 +9,7 @@
 //! zfs2cloud before gpg's output.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::thread::ScopedJoinHandle;
-use std::time::Duration;
 
 use super::chunk_writer::{sync_chunks, ChunkWriter};
 use super::stream_upload::{ChunkQueue, StreamReport, StreamUpload};
@@ -22,9 +20,6 @@ use crate::policy::ExportPlan;
 use crate::process::CancelToken;
 use crate::stages::{ByteStream, Compressor, Encryptor, Exporter, RunningStage};
 use crate::util::Progress;
-
-/// How often the watcher looks at the cancel flag.
-const WATCH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The running stages of one export and the stream they end in.
 pub(super) struct ExportStages {
@@ -83,7 +78,7 @@ impl ExportStages {
         read: impl FnOnce(&mut ByteStream) -> Result<(), ExportError>,
     ) -> Result<(), ExportError> {
         let Self { stages, mut output } = self;
-        let copied = read_watched(&stages, cancel, || read(&mut output));
+        let copied = cancel.watch(|| stop_all(&stages), || read(&mut output));
         if copied.is_err() {
             // We stop reading; make sure no stage blocks forever.
             stop_all(&stages);
@@ -103,30 +98,6 @@ fn stop_all(stages: &[Box<dyn RunningStage<ExportError>>]) {
     for stage in stages {
         stage.stop();
     }
-}
-
-/// Runs `read` while a watcher thread stops every stage once `cancel` is
-/// set.
-fn read_watched<T>(
-    stages: &[Box<dyn RunningStage<ExportError>>],
-    cancel: &CancelToken,
-    read: impl FnOnce() -> T,
-) -> T {
-    let finished = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            while !finished.load(AtomicOrdering::SeqCst) {
-                if cancel.is_cancelled() {
-                    stop_all(stages);
-                    return;
-                }
-                std::thread::sleep(WATCH_INTERVAL);
-            }
-        });
-        let result = read();
-        finished.store(true, AtomicOrdering::SeqCst);
-        result
-    })
 }
 
 /// Picks the error that explains a failed pipeline: our own (reading, or

@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::{with_retry, RetryPolicy, UploadStepError};
 use crate::model::{remote_join, DatasetName, OwnerMarker, OwnerMarkerError, OWNER_FILE};
-use crate::ops::catalog::{list_remote_backups, read_remote, CatalogError};
+use crate::ops::catalog::{list_remote_backups, read_remote, CatalogError, Listing};
 use crate::policy::{decide_ownership, Ownership};
 use crate::process::CancelToken;
 use crate::stages::{Snapshotter, UploadError, Uploader};
@@ -56,8 +56,28 @@ pub fn read_owner(
     store: &dyn Uploader,
     remote: &str,
 ) -> Result<Option<OwnerMarker>, OwnerReadError> {
+    read_owner_in(store, remote, None)
+}
+
+/// [`read_owner`] where a listing of `remote` already said whether the
+/// marker is there (`listed`), which saves looking it up first; `None`:
+/// not known.
+///
+/// # Errors
+///
+/// [`OwnerReadError`] if it cannot be read, or is not a marker.
+pub fn read_owner_in(
+    store: &dyn Uploader,
+    remote: &str,
+    listed: Option<bool>,
+) -> Result<Option<OwnerMarker>, OwnerReadError> {
     let path = remote_join(remote, OWNER_FILE);
-    let bytes = read_object(store, &path).map_err(|source| OwnerReadError::Remote {
+    let bytes = match listed {
+        None => read_object(store, &path),
+        Some(false) => Ok(None),
+        Some(true) => read_remote(store, &path).map(Some),
+    }
+    .map_err(|source| OwnerReadError::Remote {
         path: path.clone(),
         source,
     })?;
@@ -119,7 +139,8 @@ pub(crate) fn claim_remote(claim: &RemoteClaim<'_>) -> Result<(), UploadStepErro
     let backups = match marker {
         Some(_) => Vec::new(),
         None => with_retry(claim.retry, claim.cancel, remote, || {
-            list_remote_backups(claim.uploader, remote).map_err(|CatalogError::Remote(e)| e)
+            list_remote_backups(claim.uploader, remote, Listing::Hashes)
+                .map_err(|CatalogError::Remote(e)| e)
         })?,
     };
     let guid = claim.snapshotter.guid(dataset)?;

@@ -185,13 +185,18 @@ fn dirs() -> Dirs {
     }
 }
 
+/// `retries` retries, without delay.
+fn no_delay(retries: u32) -> RetryPolicy {
+    RetryPolicy {
+        retries,
+        delay: Duration::ZERO,
+    }
+}
+
 fn settings(remote: &Path, retries: u32) -> UploadSettings {
     UploadSettings {
         remote: remote.display().to_string(),
-        retry: RetryPolicy {
-            retries,
-            delay: Duration::ZERO,
-        },
+        retry: no_delay(retries),
         cancel: CancelToken::new(),
         now: now(),
         dry_run: false,
@@ -494,10 +499,7 @@ fn a_transfer_failing_more_often_fails_the_step_before_the_manifest() {
 
 #[test]
 fn a_tool_that_cannot_start_is_not_retried_and_a_cancelled_run_tries_nothing() {
-    let policy = RetryPolicy {
-        retries: 5,
-        delay: Duration::ZERO,
-    };
+    let policy = no_delay(5);
     let mut attempts = 0;
     let err = with_retry(&policy, &CancelToken::new(), "x", || {
         attempts += 1;
@@ -518,6 +520,23 @@ fn a_tool_that_cannot_start_is_not_retried_and_a_cancelled_run_tries_nothing() {
     })
     .unwrap_err();
     assert!(matches!(err, UploadStepError::Interrupted), "{err:?}");
+}
+
+#[test]
+fn a_stalled_copy_is_retried_like_a_failed_one() {
+    let mut attempts = 0;
+    with_retry(&no_delay(2), &CancelToken::new(), "x", || {
+        attempts += 1;
+        if attempts == 1 {
+            return Err(UploadError::Stalled {
+                command: "rclone copyto a r:a".into(),
+                seconds: 2,
+            });
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(attempts, 2);
 }
 
 #[test]

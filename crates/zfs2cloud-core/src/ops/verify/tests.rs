@@ -186,6 +186,7 @@ fn deep_without_download(
         zfs: "/nonexistent/zfs".into(),
         remote: "r:".into(),
         cancel: CancelToken::new(),
+        prefetch_bytes: crate::ops::restore::DEFAULT_PREFETCH_BYTES,
     };
     verify_deep(
         &MockUploader::new(),
@@ -359,6 +360,7 @@ fn deep_verify_receives_each_backup_on_its_own_base() {
         zfs,
         remote: "r:data".into(),
         cancel: CancelToken::new(),
+        prefetch_bytes: crate::ops::restore::DEFAULT_PREFETCH_BYTES,
     };
     let checks = verify_deep(&store, None, &Runner::new(), &backups, None, &settings).unwrap();
     assert!(checks.iter().all(|c| c.health == Health::Ok), "{checks:?}");
