@@ -107,9 +107,16 @@ pub enum Command {
         #[arg(long, value_name = "REMOTE")]
         from: Option<String>,
         /// File whose first line is the passphrase; default: the config's,
-        /// else a prompt on the terminal.
+        /// else a prompt on the terminal. For backups encrypted to public
+        /// keys: the passphrase of a protected secret key.
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// For backups encrypted to public keys (gpg-recipients): an
+        /// ASCII-armored secret key file (gpg --export-secret-keys),
+        /// imported into a temporary GNUPGHOME for this restore only;
+        /// default: the secret keys of your gpg keyring and agent.
+        #[arg(long, value_name = "FILE")]
+        secret_key_file: Option<PathBuf>,
         /// rclone's config file; default: the config's.
         #[arg(long, value_name = "FILE")]
         rclone_config: Option<PathBuf>,
@@ -137,6 +144,15 @@ pub enum Command {
         /// stream into a temporary dataset (destroyed afterwards).
         #[arg(long)]
         deep: bool,
+        /// With --deep: the passphrase file of backups encrypted with one;
+        /// default: the config's passphrase_file.
+        #[arg(long, value_name = "FILE", requires = "deep")]
+        passphrase_file: Option<PathBuf>,
+        /// With --deep, for backups encrypted to public keys: a secret key
+        /// file, imported into a temporary GNUPGHOME; default: the secret
+        /// keys of your gpg keyring and agent.
+        #[arg(long, value_name = "FILE", requires = "deep")]
+        secret_key_file: Option<PathBuf>,
         #[command(flatten)]
         stream: StreamArgs,
     },

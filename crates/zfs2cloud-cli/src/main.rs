@@ -118,6 +118,7 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
         at,
         from,
         passphrase_file,
+        secret_key_file,
         rclone_config,
         force,
         recursive,
@@ -129,6 +130,7 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
             at,
             from: from.as_deref(),
             passphrase_file: passphrase_file.as_deref(),
+            secret_key_file: secret_key_file.as_deref(),
             rclone_config: rclone_config.as_deref(),
             force: *force,
             recursive: *recursive,
@@ -173,9 +175,19 @@ fn dispatch(app: &App, command: &Command) -> anyhow::Result<()> {
         Command::Verify {
             snapshot,
             deep,
+            passphrase_file,
+            secret_key_file,
             stream,
             ..
-        } => cmd::verify::run(app, snapshot.as_deref(), *deep, stream),
+        } => cmd::verify::run(
+            app,
+            snapshot.as_deref(),
+            deep.then_some(cmd::verify::DeepSecrets {
+                passphrase_file: passphrase_file.as_deref(),
+                secret_key_file: secret_key_file.as_deref(),
+            }),
+            stream,
+        ),
         Command::MountSnapshot => cmd::filemode::run(app, &Step::MountSnapshot),
         Command::UploadSnapshotFiles => cmd::filemode::run(app, &Step::UploadSnapshotFiles),
         Command::UmountSnapshot => cmd::filemode::run(app, &Step::UmountSnapshot),

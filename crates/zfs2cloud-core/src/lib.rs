@@ -135,6 +135,15 @@ pub use model::{
 pub use model::{Encryption, SendFlag, SendFlags, MANIFEST_GPG, PROP_SEND_FLAGS};
 pub use policy::BaseFacts;
 pub use stages::{parse_send_usage, NoEncryption, SendUsage};
+// Encryption to public keys (`gpg-recipients`; its own list, for an easy
+// merge).
+pub use model::{
+    check_recipient_keys, is_fingerprint, parse_key_listing, recipients_compatible,
+    recipients_property, KeyPart, ListedKey, RecipientKeys, EXPIRY_WARNING_DAYS,
+    MANIFEST_GPG_RECIPIENTS, PROP_RECIPIENTS,
+};
+pub use ops::restore::chain_needs_gpg;
+pub use stages::{list_key_file, RecipientEncryptor, SecretKeyring, TempGpgHome};
 
 // Running external programs.
 pub use process::{

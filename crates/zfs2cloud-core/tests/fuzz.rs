@@ -974,6 +974,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                     .collect(),
                 send_flags: zfs2cloud_core::SendFlags::default(),
                 level: split.checked_rem(4).and_then(|l| u32::try_from(l).ok()),
+                recipients: Vec::new(),
             },
         )
 }
@@ -1250,6 +1251,7 @@ fn linked_backup() -> impl Strategy<Value = RemoteBackup> {
                 }],
                 send_flags: zfs2cloud_core::SendFlags::default(),
                 level: None,
+                recipients: Vec::new(),
             });
             if manifest.is_some() {
                 files.push(RemoteFile {

@@ -138,6 +138,7 @@ fn manifest(name: &str, kind: ExportKind, sizes: &[u64]) -> Manifest {
             .collect(),
         send_flags: zfs2cloud_core::SendFlags::default(),
         level: None,
+        recipients: Vec::new(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `zfs2cloud check-config`: the effective configuration, secrets masked.
 
-use zfs2cloud_core::{Config, ConfigFile, Runner, ZfsCli};
+use anyhow::Context as _;
+use zfs2cloud_core::{Config, ConfigFile, Encryption, RecipientEncryptor, Runner, ZfsCli};
 
 use crate::app::out;
 
@@ -25,6 +26,9 @@ pub fn run(file: &ConfigFile, jobs: &[&Config]) -> anyhow::Result<()> {
         }
     }
     for config in jobs {
+        check_recipients(config)?;
+    }
+    for config in jobs {
         warn_unsupported_send_flags(config);
     }
     let shown = ConfigFile {
@@ -32,6 +36,34 @@ pub fn run(file: &ConfigFile, jobs: &[&Config]) -> anyhow::Result<()> {
         jobs: jobs.iter().map(|c| (*c).clone()).collect(),
     };
     out(shown.to_effective_toml()?.trim_end());
+    Ok(())
+}
+
+/// With `encryption = "gpg-recipients"`: refuses keys that cannot encrypt
+/// (gpg reads them as the export will), names the fingerprints backups will
+/// be encrypted to, and warns about keys that expire within 30 days.
+fn check_recipients(config: &Config) -> anyhow::Result<()> {
+    if config.encryption != Encryption::GpgRecipients {
+        return Ok(());
+    }
+    let job = config
+        .job
+        .as_deref()
+        .map(|j| format!(" (job {j})"))
+        .unwrap_or_default();
+    let keys = RecipientEncryptor::from_config(config, &Runner::new())
+        .check_keys(zfs2cloud_core::now()?)
+        .with_context(|| format!("{}{job}: recipient_files/recipients", config.path.display()))?;
+    out(&format!(
+        "# encrypted to{job}: {} (only public keys on this host; restore needs a secret key)",
+        keys.fingerprints.join(", ")
+    ));
+    for (fpr, days) in &keys.expiring {
+        log::warn!(
+            "the recipient key {fpr}{job} expires in {days} day(s): backups fail once it has; \
+             extend it (gpg --quick-set-expire) and export the public key again, or replace it"
+        );
+    }
     Ok(())
 }
 

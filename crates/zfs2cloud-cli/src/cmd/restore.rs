@@ -1,5 +1,6 @@
 //! `zfs2cloud restore`: with or without a config file, since disaster
-//! recovery needs only the remote and the passphrase.
+//! recovery needs only the remote and the passphrase (or, for backups
+//! encrypted to public keys, the secret key).
 
 use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
@@ -7,10 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 use zfs2cloud_core::{
-    chain_is_raw, chain_needs_passphrase, error_chain, plan_restore, read_owner_in, restore_chain,
-    CancelToken, Config, ConfigFile, DatasetName, GpgEncryptor, OwnerMarker, Passphrase,
-    RcloneOptions, RcloneUploader, RemoteBackup, RemoteListing, RestorePoint, RestoreSettings,
-    Runner, ToolPaths, OWNER_FILE,
+    chain_is_raw, chain_needs_gpg, chain_needs_passphrase, error_chain, plan_restore,
+    read_owner_in, restore_chain, CancelToken, Config, ConfigFile, DatasetName, GpgEncryptor,
+    OwnerMarker, Passphrase, RcloneOptions, RcloneUploader, RemoteBackup, RemoteListing,
+    RestorePoint, RestoreSettings, Runner, SecretKeyring, ToolPaths, OWNER_FILE,
 };
 use zfs2cloud_core::{find_tree, member_restore_point, tree_restore_point};
 
@@ -24,6 +25,7 @@ pub struct RestoreArgs<'a> {
     pub at: &'a str,
     pub from: Option<&'a str>,
     pub passphrase_file: Option<&'a Path>,
+    pub secret_key_file: Option<&'a Path>,
     pub rclone_config: Option<&'a Path>,
     pub force: bool,
     pub recursive: bool,
@@ -35,9 +37,9 @@ struct Restorer<'a> {
     args: &'a RestoreArgs<'a>,
     config: Option<Config>,
     store: RcloneUploader,
-    /// gpg with the passphrase, once a backup encrypted with gpg needs it:
-    /// backups sent with `encryption = "none"` need none, so none is asked
-    /// for.
+    /// gpg with the secrets, once a backup encrypted with gpg needs them:
+    /// backups sent with `encryption = "none"` need none, and backups to
+    /// public keys no passphrase, so none is asked for.
     gpg: OnceCell<GpgEncryptor>,
     runner: Runner,
     tools: ToolPaths,
@@ -152,8 +154,8 @@ impl Restorer<'_> {
             cancel: self.cancel.clone(),
             prefetch_bytes: self.args.stream.prefetch,
         };
-        let gpg = if chain_needs_passphrase(&chain) {
-            Some(self.gpg()?)
+        let gpg = if chain_needs_gpg(&chain) {
+            Some(self.gpg(&chain)?)
         } else {
             None
         };
@@ -167,13 +169,28 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// gpg with the passphrase, asked for (or read) the first time only.
-    fn gpg(&self) -> anyhow::Result<&GpgEncryptor> {
+    /// gpg with the secrets `chain` needs, made the first time only: the
+    /// passphrase (asked for, or read) if a backup is encrypted with one,
+    /// and the imported `--secret-key-file`.
+    fn gpg(&self, chain: &[&RemoteBackup]) -> anyhow::Result<&GpgEncryptor> {
         if let Some(gpg) = self.gpg.get() {
             return Ok(gpg);
         }
-        let passphrase = passphrase(self.args.passphrase_file, self.config.as_ref())?;
-        let gpg = GpgEncryptor::new(self.runner.clone(), self.tools.gpg.clone(), passphrase);
+        let passphrase = if chain_needs_passphrase(chain) {
+            Some(passphrase(self.args.passphrase_file, self.config.as_ref())?)
+        } else {
+            // Only to unlock a protected secret key.
+            self.args
+                .passphrase_file
+                .map(Passphrase::from_file)
+                .transpose()?
+        };
+        let gpg = decryptor(
+            &self.runner,
+            &self.tools.gpg,
+            passphrase,
+            self.args.secret_key_file,
+        )?;
         Ok(self.gpg.get_or_init(|| gpg))
     }
 
@@ -315,6 +332,33 @@ fn rclone_options(rclone_config: Option<&Path>, config: Option<&Config>) -> Rclo
             .unwrap_or_default(),
         ..RcloneOptions::default()
     }
+}
+
+/// gpg decrypting with `passphrase` and, from `secret_key_file`, secret
+/// keys imported into a temporary GNUPGHOME (without one: the user's
+/// keyring and agent).
+///
+/// # Errors
+///
+/// If the secret key file cannot be imported or holds no secret key.
+pub fn decryptor(
+    runner: &Runner,
+    gpg: &Path,
+    passphrase: Option<Passphrase>,
+    secret_key_file: Option<&Path>,
+) -> anyhow::Result<GpgEncryptor> {
+    let keyring = secret_key_file
+        .map(|file| {
+            SecretKeyring::import(runner, gpg, file)
+                .with_context(|| format!("--secret-key-file {}", file.display()))
+        })
+        .transpose()?;
+    Ok(GpgEncryptor::for_restore(
+        runner.clone(),
+        gpg.to_owned(),
+        passphrase,
+        keyring,
+    ))
 }
 
 /// `--passphrase-file`, else the config's, else a prompt on the terminal.

@@ -1,20 +1,37 @@
 //! `zfs2cloud verify`: OK, DAMAGED or INCOMPLETE for each backup on the
 //! remote, from the listing or (`--deep`) by receiving it.
 
+use std::path::Path;
+
 use anyhow::{bail, Context as _};
 
 use zfs2cloud_core::{
-    list_backups_of, scratch_dataset, verify_deep, BackupCheck, Health, Listing, RestoreSettings,
-    Step,
+    list_backups_of, scratch_dataset, verify_deep, BackupCheck, Encryption, GpgEncryptor, Health,
+    Listing, Passphrase, RestoreSettings, Step,
 };
 
 use crate::app::{out, App, UsageError};
 use crate::args::StreamArgs;
 
+/// What `verify --deep` decrypts with, besides the config's passphrase.
+#[derive(Debug, Clone, Copy)]
+pub struct DeepSecrets<'a> {
+    /// `--passphrase-file`: instead of the config's.
+    pub passphrase_file: Option<&'a Path>,
+    /// `--secret-key-file`: for backups encrypted to public keys.
+    pub secret_key_file: Option<&'a Path>,
+}
+
 /// Checks the backups (or only the one of `only`) and prints a verdict
-/// each; fails unless all are OK.
-pub fn run(app: &App, only: Option<&str>, deep: bool, stream: &StreamArgs) -> anyhow::Result<()> {
-    if deep && app.runner.is_dry_run() {
+/// each; fails unless all are OK. `deep`: receive each backup, decrypting
+/// with these secrets.
+pub fn run(
+    app: &App,
+    only: Option<&str>,
+    deep: Option<DeepSecrets<'_>>,
+    stream: &StreamArgs,
+) -> anyhow::Result<()> {
+    if deep.is_some() && app.runner.is_dry_run() {
         // A dry run receives nothing, so it could prove nothing; saying OK
         // would be a lie.
         bail!(UsageError(
@@ -24,13 +41,13 @@ pub fn run(app: &App, only: Option<&str>, deep: bool, stream: &StreamArgs) -> an
     }
     let limit = match stream.time_limit {
         Some(_) => stream.limit(),
-        None if deep => None,
+        None if deep.is_some() => None,
         None => app.config.step_limit(&Step::Verify),
     };
     let cancel = app.runner.cancel_token();
     let (checks, timed_out) = cancel.run_limited(limit, || {
-        if deep {
-            deep_checks(app, only, stream.prefetch)
+        if let Some(secrets) = deep {
+            deep_checks(app, only, secrets, stream.prefetch)
         } else {
             app.backup()
                 .verify_listing(only)
@@ -40,7 +57,7 @@ pub fn run(app: &App, only: Option<&str>, deep: bool, stream: &StreamArgs) -> an
     if let Some(limit) = timed_out {
         bail!(
             "verify{} stopped: its time limit of {}s ran out",
-            if deep { " --deep" } else { "" },
+            if deep.is_some() { " --deep" } else { "" },
             limit.as_secs()
         );
     }
@@ -66,15 +83,42 @@ fn verdict_line(check: &BackupCheck) -> String {
     }
 }
 
+/// gpg for `verify --deep`: with the passphrase (`--passphrase-file`, else
+/// the config's) and the secret keys (`--secret-key-file`, else the user's
+/// keyring, for a config that encrypts to public keys). `None` when there
+/// is nothing to decrypt with (`encryption = "none"`): a backup that needs
+/// gpg is then reported as a problem of the run, naming it.
+fn deep_decryptor(app: &App, secrets: DeepSecrets<'_>) -> anyhow::Result<Option<GpgEncryptor>> {
+    let config = &app.config;
+    let passphrase = secrets
+        .passphrase_file
+        .or(config.passphrase_file.as_deref())
+        .map(Passphrase::from_file)
+        .transpose()?;
+    if passphrase.is_none()
+        && secrets.secret_key_file.is_none()
+        && config.encryption != Encryption::GpgRecipients
+    {
+        return Ok(None);
+    }
+    crate::cmd::restore::decryptor(
+        &app.runner,
+        &config.tools.gpg,
+        passphrase,
+        secrets.secret_key_file,
+    )
+    .map(Some)
+}
+
 /// Receives each backup into a scratch dataset in the dataset's pool.
 fn deep_checks(
     app: &App,
     only: Option<&str>,
+    secrets: DeepSecrets<'_>,
     prefetch_bytes: usize,
 ) -> anyhow::Result<Vec<BackupCheck>> {
-    // None with `encryption = "none"`: the backups need no gpg (one that
-    // does is reported as a problem of the run, naming it).
-    let gpg = app.stages.gpg.as_ref();
+    let gpg = deep_decryptor(app, secrets)?;
+    let gpg = gpg.as_ref();
     let store = &app.stages.rclone;
     let backups = list_backups_of(
         store,

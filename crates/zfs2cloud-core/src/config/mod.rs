@@ -350,8 +350,21 @@ pub struct Config {
     /// The `zfs send` flags (`-w`, `-c`, `-L`, `-e`, `-p`); none by
     /// default. An incremental is only based on a full sent with the same.
     pub send_flags: SendFlags,
-    /// gpg (default) or none: with none the chunks are the send stream.
+    /// gpg (default), gpg-recipients, or none: with none the chunks are
+    /// the send stream.
     pub encryption: Encryption,
+    /// With `gpg-recipients`: ASCII-armored public key files the stream is
+    /// encrypted to (`gpg --recipient-file`), read without any keyring.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recipient_files: Vec<PathBuf>,
+    /// With `gpg-recipients`: fingerprints of public keys in the keyring of
+    /// `gpg_homedir` (else gpg's default) the stream is encrypted to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    /// The gpg home directory holding the keys of `recipients`; `None`:
+    /// gpg's default (`GNUPGHOME`, else `~/.gnupg`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpg_homedir: Option<PathBuf>,
     /// `encryption = "none"` without a raw send: explicitly wanted.
     pub allow_unencrypted: bool,
     /// `[retention]`: what pruning keeps.
@@ -432,6 +445,11 @@ struct RawConfig {
     send_flags: Vec<String>,
     #[serde(default)]
     encryption: Encryption,
+    #[serde(default)]
+    recipient_files: Vec<PathBuf>,
+    #[serde(default)]
+    recipients: Vec<String>,
+    gpg_homedir: Option<PathBuf>,
     #[serde(default)]
     allow_unencrypted: bool,
     #[serde(default, deserialize_with = "retention::table")]
@@ -638,6 +656,7 @@ impl Config {
             .map_err(|m| KeyError::new("step_timeouts", m))?;
         let send_flags = send_options::send_flags(&raw.send_flags)?;
         send_options::check_encryption(raw.encryption, &send_flags, raw.allow_unencrypted)?;
+        send_options::check_recipients(&raw)?;
         if send_options::needs_passphrase(raw.mode, raw.encryption) && raw.passphrase_file.is_none()
         {
             return Err(KeyError::new(
@@ -692,6 +711,13 @@ impl Config {
             exclude,
             send_flags,
             encryption: raw.encryption,
+            recipient_files: raw.recipient_files.iter().map(|p| resolve(p)).collect(),
+            recipients: raw
+                .recipients
+                .iter()
+                .map(|f| f.to_ascii_uppercase())
+                .collect(),
+            gpg_homedir: raw.gpg_homedir.as_deref().map(resolve),
             allow_unencrypted: raw.allow_unencrypted,
             retention,
         })
@@ -706,7 +732,9 @@ impl Config {
 
     /// Checks the files the configuration points to: the passphrase file
     /// (present, a single non-empty first line, readable by its owner only),
-    /// the rclone config, and path-like hooks and script steps.
+    /// the recipient files and `gpg_homedir` (present; what the key files
+    /// hold is gpg's to read, see `check-config`), the rclone config, and
+    /// path-like hooks and script steps.
     ///
     /// # Errors
     ///
@@ -719,6 +747,20 @@ impl Config {
         };
         if let Some(file) = &self.passphrase_file {
             Passphrase::from_file(file).map_err(|e| invalid("passphrase_file", e.to_string()))?;
+        }
+        for file in &self.recipient_files {
+            if !file.is_file() {
+                return Err(invalid(
+                    "recipient_files",
+                    format!("{} does not exist or is not a file", file.display()),
+                ));
+            }
+        }
+        if let Some(dir) = self.gpg_homedir.as_ref().filter(|d| !d.is_dir()) {
+            return Err(invalid(
+                "gpg_homedir",
+                format!("{} does not exist or is not a directory", dir.display()),
+            ));
         }
         if let Some(rc) = &self.rclone_config {
             if !rc.is_file() {

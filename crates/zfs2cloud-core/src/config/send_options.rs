@@ -1,9 +1,11 @@
 //! The keys that choose what `zfs send` sends and whether zfs2cloud
-//! encrypts it: `send_flags`, `encryption` and `allow_unencrypted`.
+//! encrypts it: `send_flags`, `encryption` and `allow_unencrypted`, and the
+//! public keys of `encryption = "gpg-recipients"`: `recipient_files`,
+//! `recipients` and `gpg_homedir`.
 
-use crate::model::{Encryption, Mode, SendFlags};
+use crate::model::{is_fingerprint, Encryption, Mode, SendFlags};
 
-use super::KeyError;
+use super::{KeyError, RawConfig};
 
 /// `send_flags` (names), checked.
 pub(super) fn send_flags(names: &[String]) -> Result<SendFlags, KeyError> {
@@ -28,6 +30,69 @@ pub(super) fn check_encryption(
         ));
     }
     Ok(())
+}
+
+/// The keys of `encryption = "gpg-recipients"`: there, at least one
+/// public key (whole fingerprints only) and no passphrase on the host;
+/// elsewhere, none of them.
+pub(super) fn check_recipients(raw: &RawConfig) -> Result<(), KeyError> {
+    if raw.encryption != Encryption::GpgRecipients {
+        return only_with_recipients(raw);
+    }
+    if raw.recipient_files.is_empty() && raw.recipients.is_empty() {
+        return Err(KeyError::new(
+            "recipient_files",
+            "is missing: encryption = \"gpg-recipients\" encrypts to public keys; give \
+             recipient_files (ASCII-armored public key files) or recipients (fingerprints \
+             of keys in gpg_homedir's keyring)",
+        ));
+    }
+    if let Some(bad) = raw.recipients.iter().find(|f| !is_fingerprint(f)) {
+        return Err(KeyError::new(
+            "recipients",
+            format!(
+                "{bad:?} is not a whole key fingerprint (40 hex digits, as `gpg --with-colons \
+                 --fingerprint` prints it); short key IDs are refused"
+            ),
+        ));
+    }
+    if raw.gpg_homedir.is_some() && raw.recipients.is_empty() {
+        return Err(KeyError::new(
+            "gpg_homedir",
+            "only applies with recipients (the keyring they are looked up in); recipient_files \
+             need no keyring",
+        ));
+    }
+    if raw.passphrase_file.is_some() {
+        return Err(KeyError::new(
+            "passphrase_file",
+            "must not be set with encryption = \"gpg-recipients\": the point is that the \
+             backup host holds no secret that decrypts the backups. Move the passphrase off \
+             this host, keep it with the secret key, and give it to restore with \
+             --passphrase-file for the older backups encrypted with it",
+        ));
+    }
+    Ok(())
+}
+
+/// `recipient_files`, `recipients` and `gpg_homedir` without
+/// `gpg-recipients`: refused rather than ignored.
+fn only_with_recipients(raw: &RawConfig) -> Result<(), KeyError> {
+    let set = [
+        ("recipient_files", !raw.recipient_files.is_empty()),
+        ("recipients", !raw.recipients.is_empty()),
+        ("gpg_homedir", raw.gpg_homedir.is_some()),
+    ];
+    match set.into_iter().find(|(_, present)| *present) {
+        Some((key, _)) => Err(KeyError::new(
+            key,
+            format!(
+                "only applies with encryption = \"gpg-recipients\" (this config has \"{}\")",
+                raw.encryption
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Whether the mode and encryption need `passphrase_file`.
@@ -98,6 +163,63 @@ mod tests {
     fn gpg_still_needs_the_passphrase_file() {
         assert_eq!(invalid("send_flags = [\"raw\"]\n").0, "passphrase_file");
         assert_eq!(invalid("encryption = \"gpg\"\n").0, "passphrase_file");
+    }
+
+    const FPR: &str = "634AF28DB8567DDC2A359B486EB4C2A854F1F4DB";
+
+    #[test]
+    fn recipients_need_a_key_and_no_passphrase() {
+        let c = parse("encryption = \"gpg-recipients\"\nrecipient_files = [\"backup-key.asc\"]\n")
+            .unwrap();
+        assert_eq!(c.encryption, Encryption::GpgRecipients);
+        assert_eq!(
+            c.recipient_files,
+            [std::path::Path::new("/etc/zfs2cloud/backup-key.asc")]
+        );
+        assert!(c.passphrase_file.is_none());
+        let c = parse(&format!(
+            "encryption = \"gpg-recipients\"\nrecipients = [\"{}\"]\ngpg_homedir = \"gnupg\"\n",
+            FPR.to_ascii_lowercase()
+        ))
+        .unwrap();
+        assert_eq!(c.recipients, [FPR]);
+        assert_eq!(
+            c.gpg_homedir.as_deref(),
+            Some(std::path::Path::new("/etc/zfs2cloud/gnupg"))
+        );
+        let shown = c.to_effective_toml().unwrap();
+        assert!(shown.contains("encryption = \"gpg-recipients\""), "{shown}");
+        assert!(shown.contains(FPR), "{shown}");
+    }
+
+    #[test]
+    fn recipient_mistakes_name_their_key() {
+        let with = |extra: &str| format!("encryption = \"gpg-recipients\"\n{extra}");
+        let (key, message) = invalid(&with(""));
+        assert_eq!(key, "recipient_files");
+        assert!(message.contains("recipients"), "{message}");
+        let (key, message) = invalid(&with("recipients = [\"6EB4C2A854F1F4DB\"]\n"));
+        assert_eq!(key, "recipients");
+        assert!(message.contains("short key IDs"), "{message}");
+        let (key, message) = invalid(&with(&format!(
+            "recipient_files = [\"k.asc\"]\n{PASSPHRASE}"
+        )));
+        assert_eq!(key, "passphrase_file");
+        assert!(message.contains("--passphrase-file"), "{message}");
+        let (key, _) = invalid(&with(
+            "recipient_files = [\"k.asc\"]\ngpg_homedir = \"g\"\n",
+        ));
+        assert_eq!(key, "gpg_homedir");
+        // Without gpg-recipients, the keys are refused, not ignored.
+        for extra in [
+            "recipient_files = [\"k.asc\"]\n".to_owned(),
+            format!("recipients = [\"{FPR}\"]\n"),
+            "gpg_homedir = \"g\"\n".to_owned(),
+        ] {
+            let (key, message) = invalid(&format!("{PASSPHRASE}{extra}"));
+            assert!(extra.starts_with(&key), "{extra}: {key}");
+            assert!(message.contains("only applies with"), "{message}");
+        }
     }
 
     #[test]

@@ -48,7 +48,8 @@ pub struct Manifest {
     pub base: Option<String>,
     /// When the export was made (RFC 3339, UTC).
     pub created_at: String,
-    /// How the stream is encrypted: `gpg-symmetric-aes256`, or `none`
+    /// How the stream is encrypted: `gpg-symmetric-aes256`,
+    /// `gpg-recipients` (to the public keys of `recipients`), or `none`
     /// (`encryption = "none"`: the chunks are the send stream itself).
     pub encryption: String,
     /// How the stream is compressed before encryption: `none`.
@@ -68,6 +69,11 @@ pub struct Manifest {
     /// in manifests from before levels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<u32>,
+    /// With `gpg-recipients`: the fingerprints of the primary keys the
+    /// stream is encrypted to; any one of their secret keys decrypts it.
+    /// Absent otherwise, and in manifests from before recipients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
 }
 
 /// Lower-case hex of `bytes`.
@@ -123,5 +129,11 @@ mod tests {
         m.send_flags = SendFlags::parse_names(&["raw"]).unwrap();
         let json = serde_json::to_value(&m).unwrap();
         assert_eq!(json["send_flags"], serde_json::json!(["raw"]));
+        // No recipients: the field is left out, as before it existed.
+        assert!(m.recipients.is_empty());
+        assert!(json.get("recipients").is_none());
+        m.recipients = vec!["634AF28DB8567DDC2A359B486EB4C2A854F1F4DB".into()];
+        let back: Manifest = serde_json::from_value(serde_json::to_value(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
     }
 }

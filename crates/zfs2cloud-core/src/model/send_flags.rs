@@ -220,10 +220,19 @@ pub enum Encryption {
     /// (compressed if configured). Meant for raw sends of natively
     /// encrypted datasets, whose stream is already encrypted.
     None,
+    /// gpg public-key encryption to `recipient_files` and `recipients`:
+    /// the backup host needs no secret, only the public keys; a restore
+    /// needs one of the secret keys.
+    #[serde(rename = "gpg-recipients", alias = "gpg_recipients")]
+    GpgRecipients,
 }
 
 /// The manifest's `encryption` for [`Encryption::Gpg`].
 pub const MANIFEST_GPG: &str = "gpg-symmetric-aes256";
+
+/// The manifest's `encryption` for [`Encryption::GpgRecipients`]; the
+/// manifest's `recipients` lists the keys.
+pub const MANIFEST_GPG_RECIPIENTS: &str = "gpg-recipients";
 
 impl Encryption {
     /// The config name.
@@ -232,6 +241,7 @@ impl Encryption {
         match self {
             Self::Gpg => "gpg",
             Self::None => "none",
+            Self::GpgRecipients => "gpg-recipients",
         }
     }
 
@@ -241,6 +251,7 @@ impl Encryption {
         match self {
             Self::Gpg => MANIFEST_GPG,
             Self::None => "none",
+            Self::GpgRecipients => MANIFEST_GPG_RECIPIENTS,
         }
     }
 
@@ -254,6 +265,7 @@ impl Encryption {
         match name {
             "" | MANIFEST_GPG => Ok(Self::Gpg),
             "none" => Ok(Self::None),
+            MANIFEST_GPG_RECIPIENTS => Ok(Self::GpgRecipients),
             other => Err(other.to_owned()),
         }
     }
@@ -340,7 +352,7 @@ mod tests {
         );
         assert_eq!(Encryption::from_manifest("none").unwrap(), Encryption::None);
         assert!(Encryption::from_manifest("age").is_err());
-        for e in [Encryption::Gpg, Encryption::None] {
+        for e in [Encryption::Gpg, Encryption::None, Encryption::GpgRecipients] {
             assert_eq!(Encryption::from_manifest(e.manifest_name()).unwrap(), e);
         }
     }

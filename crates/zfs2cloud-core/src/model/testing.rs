@@ -34,6 +34,7 @@ pub(crate) fn test_manifest(
         chunks,
         send_flags: crate::model::SendFlags::default(),
         level: None,
+        recipients: Vec::new(),
     }
 }
 

@@ -128,6 +128,13 @@ pub enum RestoreError {
         /// The backup directory.
         backup: String,
     },
+    /// A backup is encrypted to public keys, but no gpg to decrypt it with
+    /// was given.
+    #[error("{backup} is encrypted to public keys (gpg-recipients), and no secret key was given")]
+    NoSecretKey {
+        /// The backup directory.
+        backup: String,
+    },
     /// The manifest names an encryption this version cannot undo.
     #[error("{backup} is encrypted with {encryption:?}, which this version of zfs2cloud cannot decrypt; use a newer version")]
     UnknownEncryption {
@@ -156,14 +163,35 @@ pub fn backup_encryption(backup: &RemoteBackup) -> Result<Encryption, RestoreErr
     })
 }
 
-/// Whether restoring `chain` needs the gpg passphrase: unless every backup
-/// says `encryption = none`. An unknown encryption counts as needing it
-/// (the restore then fails for it, naming it).
+/// Whether restoring `chain` needs the gpg passphrase: if a backup is
+/// encrypted with it (`gpg`, and every backup without a manifest). An
+/// unknown encryption counts as needing it (the restore then fails for it,
+/// naming it). Backups to public keys need a secret key instead.
 #[must_use]
 pub fn chain_needs_passphrase(chain: &[&RemoteBackup]) -> bool {
+    chain.iter().any(|b| {
+        !matches!(
+            backup_encryption(b),
+            Ok(Encryption::None | Encryption::GpgRecipients)
+        )
+    })
+}
+
+/// Whether restoring `chain` needs gpg at all: unless every backup says
+/// `encryption = none`.
+#[must_use]
+pub fn chain_needs_gpg(chain: &[&RemoteBackup]) -> bool {
     chain
         .iter()
         .any(|b| !matches!(backup_encryption(b), Ok(Encryption::None)))
+}
+
+/// The fingerprints `backup` is encrypted to, from its manifest.
+fn recipients_of(backup: &RemoteBackup) -> &[String] {
+    backup
+        .manifest
+        .as_ref()
+        .map_or(&[][..], |m| m.recipients.as_slice())
 }
 
 /// Whether `chain` was sent raw (`zfs send -w`): received, it is an
@@ -306,6 +334,7 @@ pub(crate) fn cleanup_runner(runner: &Runner) -> Runner {
 fn decrypt_description(gpg: Option<&GpgEncryptor>, backup: &RemoteBackup) -> String {
     match (backup_encryption(backup), gpg) {
         (Ok(Encryption::None), _) => "(not encrypted)".to_owned(),
+        (Ok(Encryption::GpgRecipients), Some(gpg)) => gpg.decrypt_with_keys_command().to_string(),
         (_, Some(gpg)) => gpg.decrypt_command().to_string(),
         (_, None) => "gpg --decrypt (no passphrase given)".to_owned(),
     }
@@ -576,7 +605,8 @@ impl ReceiveStages {
     }
 }
 
-/// Starts gpg on `input` for a gpg-encrypted backup; for one sent
+/// Starts gpg on `input` for a gpg-encrypted backup (with the passphrase,
+/// or to the secret keys for one encrypted to public keys); for one sent
 /// unencrypted, a stage that passes `input` on as it is.
 fn start_decrypt(
     gpg: Option<&GpgEncryptor>,
@@ -585,8 +615,16 @@ fn start_decrypt(
 ) -> Result<Started<GpgError>, RestoreError> {
     match (backup_encryption(backup)?, gpg) {
         (Encryption::None, _) => Ok(Started::passing("(not encrypted)", input)),
-        (Encryption::Gpg, Some(gpg)) => gpg.decrypt(input).map_err(|e| decrypt_error(backup, e)),
-        (Encryption::Gpg, None) => Err(RestoreError::NoPassphrase {
+        (Encryption::Gpg, Some(gpg)) if gpg.has_passphrase() => {
+            gpg.decrypt(input).map_err(|e| decrypt_error(backup, e))
+        }
+        (Encryption::Gpg, _) => Err(RestoreError::NoPassphrase {
+            backup: backup.dir_name.clone(),
+        }),
+        (Encryption::GpgRecipients, Some(gpg)) => gpg
+            .decrypt_with_keys(input, recipients_of(backup))
+            .map_err(|e| decrypt_error(backup, e)),
+        (Encryption::GpgRecipients, None) => Err(RestoreError::NoSecretKey {
             backup: backup.dir_name.clone(),
         }),
     }
@@ -600,7 +638,8 @@ fn failed_by_itself(error: &GpgError) -> bool {
             e.status().and_then(|s| s.code()).is_some_and(|c| c != 0)
                 && !e.stderr().contains("Broken pipe")
         }
-        GpgError::Pipe(_) => false,
+        GpgError::NoSecretKey { .. } => true,
+        GpgError::Pipe(_) | GpgError::Home(_) | GpgError::Keys(_) => false,
     }
 }
 

@@ -15,7 +15,7 @@ use crate::model::{DatasetName, ExportKind, RemoteBackup, SnapshotName};
 use crate::ops::restore::{cleanup_runner, restore_chain, RestoreError, RestoreSettings};
 use crate::policy::{check_listing, linkable, Dependencies, Health};
 use crate::process::Runner;
-use crate::stages::{GpgEncryptor, Uploader, ZfsCli};
+use crate::stages::{GpgEncryptor, GpgError, Uploader, ZfsCli};
 
 /// One backup's verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,7 +71,7 @@ pub enum VerifyError {
     #[error(transparent)]
     Process(#[from] crate::process::ProcessError),
     /// A problem of this run, not of the backups: interrupted, a wrong
-    /// passphrase, a local ZFS failure.
+    /// passphrase or secret key, a local ZFS failure.
     #[error("verify --deep stopped")]
     Aborted(#[source] RestoreError),
 }
@@ -83,7 +83,13 @@ fn is_run_problem(e: &RestoreError) -> bool {
         RestoreError::Interrupted
         | RestoreError::TimedOut(_)
         | RestoreError::Mount { .. }
-        | RestoreError::NoPassphrase { .. } => true,
+        | RestoreError::NoPassphrase { .. }
+        | RestoreError::NoSecretKey { .. } => true,
+        // A wrong secret says nothing about the backup.
+        RestoreError::Decrypt {
+            source: GpgError::NoSecretKey { .. },
+            ..
+        } => true,
         RestoreError::Decrypt { .. } => {
             let text = crate::util::error_chain(e).to_ascii_lowercase();
             text.contains("session key") || text.contains("passphrase")

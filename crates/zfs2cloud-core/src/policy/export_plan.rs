@@ -14,6 +14,7 @@ use crate::config::{Config, IncrementalStrategy};
 use crate::model::ExportKind;
 use crate::model::SendFlags;
 use crate::model::SnapshotInfo;
+use crate::model::{recipient_set, recipients_compatible};
 use crate::model::{SnapTime, SnapshotName};
 
 /// What to export and how.
@@ -32,6 +33,9 @@ pub struct ExportPlan {
     pub reason: String,
     /// The `zfs send` flags it is sent with (recorded on the snapshot).
     pub send_flags: SendFlags,
+    /// The fingerprints it is encrypted to (`gpg-recipients`; recorded on
+    /// a full's snapshot), empty otherwise.
+    pub recipients: Vec<String>,
     /// What zfs2cloud holds once this export is recorded: the snapshots a
     /// future incremental may be based on ([`future_bases`]). Every other
     /// hold of zfs2cloud's is released.
@@ -53,6 +57,18 @@ pub enum PlanError {
     /// `--incremental` was forced but there is no full to base it on.
     #[error("an incremental export was requested, but there is no earlier full export of {0} to base it on")]
     NoFullBase(String),
+    /// `--incremental` was forced, but the last full was encrypted
+    /// otherwise (to the passphrase, or to other public keys): one chain
+    /// never mixes encryptions.
+    #[error("an incremental export was requested, but the last full {base} was encrypted {base_encryption} and this export is encrypted {encryption}; one chain never mixes encryptions (a restore would need both secrets), so export a full (--full or no option)")]
+    IncompatibleEncryption {
+        /// The last full (part after `@`).
+        base: String,
+        /// How it was encrypted, in words.
+        base_encryption: String,
+        /// How this export is encrypted, in words.
+        encryption: String,
+    },
     /// `--incremental` was forced, but the last full was sent with other
     /// flags: the incremental could not be received onto it.
     #[error("an incremental export was requested, but the last full {base} was sent with flags {base_flags} and this config sends {flags}; an incremental is only received onto a full sent with the same flags, so export a full (--full or no option)")]
@@ -79,6 +95,13 @@ pub struct BaseFacts<'a> {
     /// cannot be read (which matches no flags). A full with no record
     /// was sent with none.
     pub flags: &'a dyn Fn(&SnapshotInfo) -> Option<SendFlags>,
+    /// The fingerprints a full was encrypted to (empty: not to public
+    /// keys); `None` if its record cannot be read (which matches none).
+    pub recipients: &'a dyn Fn(&SnapshotInfo) -> Option<Vec<String>>,
+    /// The fingerprints this export is encrypted to (empty: not to public
+    /// keys). An incremental is only based on a full encrypted to the
+    /// same ([`recipients_compatible`]).
+    pub export_recipients: &'a [String],
 }
 
 /// The newest of zfs2cloud's own snapshots. Snapshots with other names
@@ -204,6 +227,7 @@ pub fn plan_export(
         level: 0,
         reason,
         send_flags: send_flags.clone(),
+        recipients: bases.export_recipients.to_vec(),
         holds: Vec::new(),
     };
     let incremental = |last_full: &SnapshotInfo, forced: bool| {
@@ -221,14 +245,23 @@ pub fn plan_export(
             level,
             reason: format!("incremental export against {why}{forced}"),
             send_flags: send_flags.clone(),
+            recipients: bases.export_recipients.to_vec(),
             holds: Vec::new(),
         }
     };
     let mismatch = last_full.and_then(|full| flags_mismatch(full, send_flags, bases));
+    let sealed_apart = last_full.and_then(|full| recipients_mismatch(full, bases));
     let mut plan = match (force, last_full, unusable) {
         (Some(ExportKind::Full), _, _) => Ok(full("full export forced by --full".into())),
         (Some(ExportKind::Incremental), None, _) => {
             Err(PlanError::NoFullBase(target.name.dataset().to_string()))
+        }
+        (Some(ExportKind::Incremental), Some(base), _) if sealed_apart.is_some() => {
+            Err(PlanError::IncompatibleEncryption {
+                base: base.name.snap().to_owned(),
+                base_encryption: sealed_apart.unwrap_or_default(),
+                encryption: encryption_in_words(Some(bases.export_recipients)),
+            })
         }
         (Some(ExportKind::Incremental), Some(base), _) if mismatch.is_some() => {
             Err(PlanError::IncompatibleBase {
@@ -242,6 +275,13 @@ pub fn plan_export(
         (None, _, Some(newest)) => Ok(full(format!(
             "full export: the last full {} was never confirmed uploaded and its local export is gone, so nothing may be based on it",
             newest.name.snap()
+        ))),
+        (None, Some(base), None) if sealed_apart.is_some() => Ok(full(format!(
+            "full export: the last full {} was encrypted {}, this export is encrypted {}, and \
+             one chain never mixes encryptions",
+            base.name.snap(),
+            sealed_apart.unwrap_or_default(),
+            encryption_in_words(Some(bases.export_recipients)),
         ))),
         (None, Some(base), None) if mismatch.is_some() => Ok(full(format!(
             "full export: the last full {} was sent with flags {}, this config sends {}, \
@@ -440,6 +480,28 @@ fn flags_mismatch(full: &SnapshotInfo, flags: &SendFlags, bases: &BaseFacts<'_>)
     }
 }
 
+/// How `full` was encrypted, in words, if an incremental encrypted to
+/// `bases.export_recipients` cannot be based on it.
+fn recipients_mismatch(full: &SnapshotInfo, bases: &BaseFacts<'_>) -> Option<String> {
+    let base = (bases.recipients)(full);
+    match &base {
+        Some(r) if recipients_compatible(bases.export_recipients, r) => None,
+        _ => Some(encryption_in_words(base.as_deref())),
+    }
+}
+
+/// "to the public keys A, B", "without public keys (…)", or unknown.
+fn encryption_in_words(recipients: Option<&[String]>) -> String {
+    match recipients {
+        None => "in an unknown way (its record cannot be read)".to_owned(),
+        Some([]) => "without public keys (with the passphrase, or not at all)".to_owned(),
+        Some(r) => format!(
+            "to the public keys {}",
+            recipient_set(r).into_iter().collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
 #[cfg(test)]
 mod year;
 
@@ -473,6 +535,8 @@ mod tests {
         let bases = BaseFacts {
             usable,
             flags: &|_| Some(SendFlags::default()),
+            recipients: &|_| Some(Vec::new()),
+            export_recipients: &[],
         };
         plan_export(
             snapshots,
@@ -641,6 +705,8 @@ mod tests {
         let bases = BaseFacts {
             usable: &|_| true,
             flags: &flags_of,
+            recipients: &|_| Some(Vec::new()),
+            export_recipients: &[],
         };
         let flags = SendFlags::parse_names(flags).unwrap();
         let strategy = Strategy::SinceLastFull {
@@ -713,6 +779,88 @@ mod tests {
                 .kind,
             Full
         );
+    }
+
+    const KEY_A: &str = "634AF28DB8567DDC2A359B486EB4C2A854F1F4DB";
+    const KEY_B: &str = "FA341A40D7F133C96EF905B2C0EC28198A95D41B";
+
+    /// `plan_export` of an export encrypted to `keys`, onto the full of
+    /// 2024-01-01 encrypted to `full_keys` (`None`: unreadable record).
+    fn plan_with_keys(
+        force: Option<ExportKind>,
+        keys: &[&str],
+        full_keys: Option<&[&str]>,
+    ) -> Result<ExportPlan, PlanError> {
+        let owned = |k: &[&str]| k.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let export_recipients = owned(keys);
+        let recipients_of = |_: &SnapshotInfo| full_keys.map(owned);
+        let bases = BaseFacts {
+            usable: &|_| true,
+            flags: &|_| Some(SendFlags::default()),
+            recipients: &recipients_of,
+            export_recipients: &export_recipients,
+        };
+        let strategy = Strategy::SinceLastFull {
+            full_every_days: 30,
+        };
+        let snaps = full_then("20240102000000");
+        plan_export(
+            &snaps,
+            None,
+            &strategy,
+            force,
+            &SendFlags::default(),
+            &bases,
+        )
+    }
+
+    #[test]
+    fn a_switch_of_encryption_makes_the_next_export_a_full() {
+        // The same keys (in any order): incremental.
+        let p = plan_with_keys(None, &[KEY_A, KEY_B], Some(&[KEY_B, KEY_A])).unwrap();
+        assert_eq!(p.kind, Incremental);
+        // Passphrase (or none) before and after: incremental, as ever.
+        assert_eq!(
+            plan_with_keys(None, &[], Some(&[])).unwrap().kind,
+            Incremental
+        );
+        // Passphrase → public keys.
+        let p = plan_with_keys(None, &[KEY_A], Some(&[])).unwrap();
+        assert_eq!(p.kind, Full);
+        assert!(
+            p.reason.contains("was encrypted without public keys")
+                && p.reason.contains(&format!(
+                    "this export is encrypted to the public keys {KEY_A}"
+                ))
+                && p.reason.contains("never mixes"),
+            "{}",
+            p.reason
+        );
+        // Public keys → passphrase, other keys, an unreadable record.
+        for (keys, full) in [
+            (&[][..], Some(&[KEY_A][..])),
+            (&[KEY_B][..], Some(&[KEY_A][..])),
+            (&[KEY_A, KEY_B][..], Some(&[KEY_A][..])),
+            (&[KEY_A][..], None),
+        ] {
+            assert_eq!(
+                plan_with_keys(None, keys, full).unwrap().kind,
+                Full,
+                "{keys:?} on {full:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_forced_incremental_onto_a_full_encrypted_otherwise_is_refused() {
+        let err = plan_with_keys(Some(Incremental), &[KEY_A], Some(&[])).unwrap_err();
+        assert!(
+            matches!(&err, PlanError::IncompatibleEncryption { base, .. } if base == "20240101000000"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("--full"), "{err}");
+        let p = plan_with_keys(Some(Incremental), &[KEY_A], Some(&[KEY_A])).unwrap();
+        assert_eq!(p.kind, Incremental);
     }
 
     #[test]

@@ -698,6 +698,7 @@ mod tests {
                 chunks: vec![],
                 send_flags: crate::model::SendFlags::default(),
                 level: None,
+                recipients: Vec::new(),
             },
         }
     }

@@ -127,6 +127,25 @@ pub enum GpgError {
     /// The passphrase pipe could not be set up.
     #[error("cannot pass the passphrase to gpg: {0}")]
     Pipe(#[source] std::io::Error),
+    /// A throwaway gpg home directory could not be made.
+    #[error("cannot make a temporary gpg home directory: {0}")]
+    Home(#[source] std::io::Error),
+    /// A key file or fingerprint of `gpg-recipients` cannot be used.
+    #[error("unusable key: {0}")]
+    Keys(String),
+    /// gpg has no secret key for any of the backup's recipients.
+    #[error(
+        "no secret key for this backup's recipients {recipients}: give the matching secret key \
+         with --secret-key-file, or import it into the keyring gpg uses (GNUPGHOME); a \
+         passphrase-protected secret key also needs --passphrase-file"
+    )]
+    NoSecretKey {
+        /// The recipients' fingerprints, from the manifest.
+        recipients: String,
+        /// gpg's failure ("decryption failed: No secret key").
+        #[source]
+        source: ProcessError,
+    },
 }
 
 /// Errors of an [`Uploader`](crate::Uploader).

@@ -1,4 +1,5 @@
-//! Symmetric encryption with `gpg`, and the passphrase that feeds it.
+//! Symmetric encryption with `gpg`, the passphrase that feeds it, and the
+//! decryption of every gpg backup (symmetric, or to public keys).
 //!
 //! The passphrase reaches gpg through a pipe on file descriptor 3
 //! (`--passphrase-fd 3`): it is never in any process's argv or environment,
@@ -7,6 +8,7 @@
 use std::path::PathBuf;
 
 use super::error::GpgError;
+use super::gpg_recipients::{gpg_stage, SecretKeyring};
 use crate::model::Passphrase;
 use crate::process::{CommandLine, Runner};
 use crate::stages::{ByteStream, Encryptor, ProcessStage, Started};
@@ -15,12 +17,18 @@ use crate::stages::{ByteStream, Encryptor, ProcessStage, Started};
 const PASSPHRASE_FD: i32 = 3;
 
 /// `gpg --symmetric` with AES256 and gpg's own compression off (the stream
-/// is a ZFS send stream; compression is a separate, explicit choice).
+/// is a ZFS send stream; compression is a separate, explicit choice); and,
+/// for restore, `gpg --decrypt` with the secrets given: the passphrase of
+/// symmetric backups, the secret keys of backups encrypted to public keys.
 #[derive(Debug, Clone)]
 pub struct GpgEncryptor {
     runner: Runner,
     gpg: PathBuf,
-    passphrase: Passphrase,
+    /// Symmetric backups' passphrase; for backups to public keys, the
+    /// secret key's passphrase, if it has one.
+    passphrase: Option<Passphrase>,
+    /// Secret keys imported from a file; `None`: the user's keyring.
+    keyring: Option<SecretKeyring>,
 }
 
 impl GpgEncryptor {
@@ -30,8 +38,34 @@ impl GpgEncryptor {
         Self {
             runner,
             gpg,
-            passphrase,
+            passphrase: Some(passphrase),
+            keyring: None,
         }
+    }
+
+    /// A decryptor for restore: `passphrase` decrypts symmetric backups
+    /// (and unlocks a protected secret key); backups to public keys are
+    /// decrypted with `keyring`'s secret keys, or without one with the
+    /// user's keyring and agent.
+    #[must_use]
+    pub fn for_restore(
+        runner: Runner,
+        gpg: PathBuf,
+        passphrase: Option<Passphrase>,
+        keyring: Option<SecretKeyring>,
+    ) -> Self {
+        Self {
+            runner,
+            gpg,
+            passphrase,
+            keyring,
+        }
+    }
+
+    /// Whether a passphrase was given: symmetric backups need one.
+    #[must_use]
+    pub fn has_passphrase(&self) -> bool {
+        self.passphrase.is_some()
     }
 
     /// The gpg command line. Note what is *not* in it: the passphrase.
@@ -88,15 +122,52 @@ impl GpgEncryptor {
         self.start(&self.decrypt_command(), input)
     }
 
-    /// Starts `cmd` reading `input`, with the passphrase on fd 3.
+    /// `gpg --decrypt` of a backup encrypted to public keys: in the
+    /// imported keyring's home if there is one, and with the passphrase on
+    /// fd 3 (for a protected secret key) only if one was given; else gpg
+    /// asks the user's agent.
+    #[must_use]
+    pub fn decrypt_with_keys_command(&self) -> CommandLine {
+        let mut cmd = CommandLine::new(&self.gpg);
+        if let Some(keyring) = &self.keyring {
+            cmd = cmd.arg("--homedir").arg(keyring.home());
+        }
+        cmd = cmd.args(["--batch", "--no-tty", "--quiet"]);
+        if self.passphrase.is_some() {
+            cmd = cmd.args(["--pinentry-mode", "loopback", "--passphrase-fd", "3"]);
+        }
+        cmd.args(["--decrypt", "--output", "-"])
+    }
+
+    /// Starts decrypting `input`, a stream encrypted to `recipients`
+    /// (their fingerprints, named if no secret key of theirs is here).
+    ///
+    /// # Errors
+    ///
+    /// [`GpgError`] if gpg cannot be started.
+    pub fn decrypt_with_keys(
+        &self,
+        input: ByteStream,
+        recipients: &[String],
+    ) -> Result<Started<GpgError>, GpgError> {
+        let started = self.start(&self.decrypt_with_keys_command(), input)?;
+        Ok(gpg_stage(
+            started,
+            self.keyring.as_ref().map(SecretKeyring::shared_home),
+            Some(recipients.to_vec()),
+        ))
+    }
+
+    /// Starts `cmd` reading `input`, with the passphrase (if any) on fd 3.
     fn start(&self, cmd: &CommandLine, input: ByteStream) -> Result<Started<GpgError>, GpgError> {
-        let pipe = self.passphrase.to_pipe().map_err(GpgError::Pipe)?;
-        ProcessStage::start(
-            &self.runner,
-            cmd,
-            Some(input),
-            vec![(pipe.into(), PASSPHRASE_FD)],
-        )
+        let fds = match &self.passphrase {
+            Some(passphrase) => {
+                let pipe = passphrase.to_pipe().map_err(GpgError::Pipe)?;
+                vec![(pipe.into(), PASSPHRASE_FD)]
+            }
+            None => Vec::new(),
+        };
+        ProcessStage::start(&self.runner, cmd, Some(input), fds)
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod error;
 mod gpg;
+mod gpg_recipients;
 mod mount;
 mod plain;
 mod rclone;
@@ -21,6 +22,7 @@ mod zstd;
 
 pub use error::*;
 pub use gpg::*;
+pub use gpg_recipients::*;
 pub use mount::*;
 pub use plain::*;
 pub use rclone::*;
@@ -182,6 +184,18 @@ pub trait Encryptor {
     ///
     /// [`GpgError`] if it cannot be started.
     fn encrypt(&self, input: ByteStream) -> Result<Started<GpgError>, GpgError>;
+
+    /// The fingerprints of the public keys the stream is encrypted to,
+    /// checked usable at `now`, for the manifest and for the rule that a
+    /// chain keeps one set of recipients; empty for any other encryption.
+    ///
+    /// # Errors
+    ///
+    /// [`GpgError`] if a key cannot be read or used.
+    fn recipients(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<String>, GpgError> {
+        let _ = now;
+        Ok(Vec::new())
+    }
 }
 
 /// Compresses a stream before encryption, and undoes that on restore.

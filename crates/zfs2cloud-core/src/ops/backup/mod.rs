@@ -533,6 +533,8 @@ impl Backup<'_> {
                     match self.config.encryption {
                         crate::model::Encryption::Gpg => "gpg ...",
                         crate::model::Encryption::None => "(no encryption)",
+                        crate::model::Encryption::GpgRecipients =>
+                            "gpg --encrypt --recipient-file ...",
                     },
                     self.config.intermediate_basedir.display()
                 ));

@@ -7,7 +7,8 @@ use crate::config::Config;
 use crate::model::{Encryption, Mode, Passphrase, PassphraseError};
 use crate::process::Runner;
 use crate::stages::{
-    Encryptor, GpgEncryptor, Mounter, NoEncryption, RcloneOptions, RcloneUploader, ZfsCli,
+    Encryptor, GpgEncryptor, Mounter, NoEncryption, RcloneOptions, RcloneUploader,
+    RecipientEncryptor, ZfsCli,
 };
 use crate::util::Progress;
 
@@ -20,6 +21,9 @@ pub struct ProcessStages {
     pub zfs: ZfsCli,
     /// `gpg`; `None` in file mode or without `passphrase_file`.
     pub gpg: Option<GpgEncryptor>,
+    /// `gpg` encrypting to public keys; `None` unless intermediate mode
+    /// with `encryption = "gpg-recipients"`.
+    pub recipients: Option<RecipientEncryptor>,
     /// `rclone` for listing, single uploads and syncs.
     pub rclone: RcloneUploader,
     /// `rclone` for a pipelined export: its `upload_concurrency` parallel
@@ -45,6 +49,9 @@ impl ProcessStages {
             )),
             _ => None,
         };
+        let recipients = (config.mode == Mode::Intermediate
+            && config.encryption == Encryption::GpgRecipients)
+            .then(|| RecipientEncryptor::from_config(config, runner));
         let rclone = RcloneUploader::new(
             runner.clone(),
             config.tools.rclone.clone(),
@@ -54,6 +61,7 @@ impl ProcessStages {
             zfs: ZfsCli::new(runner.clone(), config.tools.zfs.clone())
                 .with_send_flags(config.send_flags.clone()),
             gpg,
+            recipients,
             stream_rclone: rclone.sharing_bwlimit(config.upload_concurrency),
             rclone,
             mounter: Mounter::new(runner.clone(), config.tools.zfs.clone()),
@@ -86,14 +94,18 @@ impl ProcessStages {
 }
 
 impl ProcessStages {
-    /// The export's encryptor: gpg, or the pass-through of
-    /// `encryption = "none"`; `None` in file mode, or without gpg.
+    /// The export's encryptor: gpg (to the passphrase or to public keys),
+    /// or the pass-through of `encryption = "none"`; `None` in file mode,
+    /// or without gpg.
     #[must_use]
     pub fn encryptor(&self, config: &Config) -> Option<&dyn Encryptor> {
         match (config.mode, config.encryption) {
             (Mode::File, _) => None,
             (Mode::Intermediate, Encryption::None) => Some(&NoEncryption),
             (Mode::Intermediate, Encryption::Gpg) => self.gpg.as_ref().map(|g| g as &dyn Encryptor),
+            (Mode::Intermediate, Encryption::GpgRecipients) => {
+                self.recipients.as_ref().map(|r| r as &dyn Encryptor)
+            }
         }
     }
 }

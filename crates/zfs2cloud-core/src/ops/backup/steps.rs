@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::model::{ExportKind, ExportLayout, LocalExport, Mode, SnapTime, SnapshotName};
 use crate::ops::catalog::{list_backups_of, CatalogError, Listing};
 use crate::ops::export::{
-    export_step, ExportRequest, ExportSettings, ExportStepOutcome, StreamUpload,
+    export_step, ExportError, ExportRequest, ExportSettings, ExportStepOutcome, StreamUpload,
 };
 use crate::ops::filemode::sync_snapshot;
 use crate::ops::lock::{LockError, RunLock, LOCK_FILE};
@@ -110,7 +110,8 @@ impl Backup<'_> {
     /// [`StepError::Unsupported`] without an encryptor (file mode, or no
     /// `passphrase_file`), else the [`ExportError`](crate::ExportError) of
     /// the part that failed (`ExportError::Remote` for a remote directory
-    /// that is another dataset's, before anything is written).
+    /// that is another dataset's, before anything is written;
+    /// `ExportError::Recipients` for public keys that cannot be used).
     pub fn export(&self, options: &ExportOptions) -> Result<ExportStepOutcome, StepError> {
         let Some(encryptor) = self.encryptor else {
             return Err(StepError::Unsupported(
@@ -118,6 +119,11 @@ impl Backup<'_> {
             ));
         };
         let config = self.config;
+        // Checked before anything is planned: an expired key must stop the
+        // export, not end up in a manifest.
+        let recipients = encryptor
+            .recipients(self.now)
+            .map_err(|e| StepError::Export(ExportError::Recipients(e)))?;
         let request = ExportRequest {
             target: options.target.clone(),
             force: options.force,
@@ -130,6 +136,7 @@ impl Backup<'_> {
                 compression: config.compression_settings(),
                 send_flags: config.send_flags.clone(),
                 encryption: config.encryption,
+                recipients,
             },
         };
         let stream = StreamUpload::from_config(config, self.stream_uploader, self.now);

@@ -42,6 +42,7 @@ use crate::model::DatasetName;
 use crate::model::ExportKind;
 use crate::model::SnapshotName;
 use crate::model::PROP_SEND_FLAGS;
+use crate::model::{recipients_property, PROP_RECIPIENTS};
 use crate::model::{
     upload_record, SnapshotInfo, HOLD_TAG, PROP_BASE, PROP_KIND, PROP_LEVEL, PROP_UPLOADED,
 };
@@ -113,10 +114,11 @@ pub enum ExportError {
     /// so the export did not start: nothing was written, here or there.
     #[error(transparent)]
     Remote(UploadStepError),
-    /// The send flags recorded on a full (`zfs2cloud:send_flags`) could
-    /// not be read, so it is unknown whether an incremental may be based
-    /// on it; nothing was exported.
-    #[error("cannot read the send flags recorded on {snapshot}")]
+    /// The send flags or recipients recorded on a full
+    /// (`zfs2cloud:send_flags`, `zfs2cloud:recipients`) could not be read,
+    /// so it is unknown whether an incremental may be based on it; nothing
+    /// was exported.
+    #[error("cannot read the send flags or recipients recorded on {snapshot}")]
     SendFlags {
         /// The full.
         snapshot: String,
@@ -124,6 +126,11 @@ pub enum ExportError {
         #[source]
         source: ZfsError,
     },
+    /// The public keys of `encryption = "gpg-recipients"` cannot be
+    /// used (expired, revoked, not a public key, unreadable); nothing was
+    /// exported.
+    #[error("the recipients' public keys cannot be used")]
+    Recipients(#[source] GpgError),
 }
 
 /// Settings for one export.
@@ -144,6 +151,11 @@ pub struct ExportSettings {
     pub send_flags: SendFlags,
     /// How the encryptor encrypts, for the manifest.
     pub encryption: Encryption,
+    /// The fingerprints the encryptor encrypts to (`gpg-recipients`; empty
+    /// otherwise), as [`Encryptor::recipients`] gives them: recorded in the
+    /// manifest and on a full, and an incremental is only based on a full
+    /// encrypted to the same.
+    pub recipients: Vec<String>,
 }
 
 /// A finished export.
@@ -307,16 +319,15 @@ fn plan_step(
     let base_usable = |s: &SnapshotInfo| {
         s.uploaded_to(&request.remote) || layout.find_complete(&s.name).is_some()
     };
-    let flags = fulls_flags(snapshotter, layout, snapshots, &base_usable)?;
-    let flags_of = |s: &SnapshotInfo| {
-        flags
-            .iter()
-            .find(|(name, _)| *name == s.name)
-            .and_then(|(_, f)| f.clone())
-    };
+    let records = fulls_records(snapshotter, layout, snapshots, &base_usable)?;
+    let record_of = |s: &SnapshotInfo| records.iter().find(|r| r.name == s.name);
+    let flags_of = |s: &SnapshotInfo| record_of(s).and_then(|r| r.flags.clone());
+    let recipients_of = |s: &SnapshotInfo| record_of(s).and_then(|r| r.recipients.clone());
     let bases = BaseFacts {
         usable: &base_usable,
         flags: &flags_of,
+        recipients: &recipients_of,
+        export_recipients: &request.settings.recipients,
     };
     Ok(plan_export(
         snapshots,
@@ -328,46 +339,64 @@ fn plan_step(
     )?)
 }
 
-/// The send flags of every own full that could be a base: from the
-/// [`PROP_SEND_FLAGS`] property, else from its local manifest, else none
-/// (exports from before send flags). `None`: a record that cannot be read.
-fn fulls_flags(
+/// What is recorded of a full that could be a base.
+struct FullRecord {
+    name: SnapshotName,
+    /// Its send flags; `None`: a record that cannot be read.
+    flags: Option<SendFlags>,
+    /// The fingerprints it was encrypted to (empty: not to public keys);
+    /// `None`: a record that cannot be read.
+    recipients: Option<Vec<String>>,
+}
+
+/// The records of every own full that could be a base: each from its
+/// property ([`PROP_SEND_FLAGS`], [`PROP_RECIPIENTS`]), else from its local
+/// manifest, else none (exports from before the record).
+fn fulls_records(
     snapshotter: &dyn Snapshotter,
     layout: &ExportLayout,
     snapshots: &[SnapshotInfo],
     usable: &dyn Fn(&SnapshotInfo) -> bool,
-) -> Result<Vec<(SnapshotName, Option<SendFlags>)>, ExportError> {
+) -> Result<Vec<FullRecord>, ExportError> {
     let candidates = snapshots
         .iter()
         .filter(|s| s.kind == Some(ExportKind::Full) && s.own_time().is_some() && usable(s));
     let mut out = Vec::new();
     for full in candidates {
-        let recorded = snapshotter
-            .property(&full.name, PROP_SEND_FLAGS)
-            .map_err(|source| ExportError::SendFlags {
-                snapshot: full.name.to_string(),
-                source,
-            })?;
-        let flags = match recorded {
-            Some(text) => SendFlags::from_property(&text)
-                .inspect_err(|e| log::warn!("{}: {PROP_SEND_FLAGS}: {e}", full.name))
-                .ok(),
-            None => Some(local_manifest_flags(layout, &full.name)),
+        let property = |name: &str| {
+            snapshotter
+                .property(&full.name, name)
+                .map_err(|source| ExportError::SendFlags {
+                    snapshot: full.name.to_string(),
+                    source,
+                })
         };
-        out.push((full.name.clone(), flags));
+        let flags = property(PROP_SEND_FLAGS)?;
+        let recipients = property(PROP_RECIPIENTS)?;
+        let manifest = || local_manifest(layout, &full.name);
+        out.push(FullRecord {
+            name: full.name.clone(),
+            flags: match flags {
+                Some(text) => SendFlags::from_property(&text)
+                    .inspect_err(|e| log::warn!("{}: {PROP_SEND_FLAGS}: {e}", full.name))
+                    .ok(),
+                None => Some(manifest().map(|m| m.send_flags).unwrap_or_default()),
+            },
+            recipients: Some(match recipients {
+                Some(text) => text.split(',').map(str::to_owned).collect(),
+                None => manifest().map(|m| m.recipients).unwrap_or_default(),
+            }),
+        });
     }
     Ok(out)
 }
 
-/// The flags in the local manifest of `snapshot`'s complete export; none
-/// without one (its export predates send flags, or is pruned, and was
-/// then recorded on the snapshot).
-fn local_manifest_flags(layout: &ExportLayout, snapshot: &SnapshotName) -> SendFlags {
+/// The local manifest of `snapshot`'s complete export, if there is one
+/// (its export may be pruned, and then recorded on the snapshot).
+fn local_manifest(layout: &ExportLayout, snapshot: &SnapshotName) -> Option<Manifest> {
     layout
         .find_complete(snapshot)
         .and_then(|(dir, _)| crate::model::read_manifest(&dir).ok())
-        .map(|m| m.send_flags)
-        .unwrap_or_default()
 }
 
 /// A run that died between the rename and recording it left the export in
@@ -402,6 +431,7 @@ fn record_found_export(
             .unwrap_or(u32::from(kind == ExportKind::Incremental)),
         reason: "recording an export found complete on disk".into(),
         send_flags: manifest.send_flags,
+        recipients: manifest.recipients,
         holds: Vec::new(),
     };
     let recorded = ExportPlan {
@@ -541,9 +571,10 @@ fn finish_streamed(
 /// Records a finished export in the pool, where it survives the loss of
 /// `intermediate_basedir`:
 ///
-/// * [`PROP_SEND_FLAGS`] on a full sent with flags (before [`PROP_KIND`],
-///   so that a full is never recorded without its flags; a full without
-///   flags has none, and a re-export drops an old value);
+/// * [`PROP_SEND_FLAGS`] on a full sent with flags and [`PROP_RECIPIENTS`]
+///   on a full encrypted to public keys (before [`PROP_KIND`], so that a
+///   full is never recorded without them; a full without has none, and a
+///   re-export drops an old value);
 /// * [`PROP_KIND`] (and [`PROP_BASE`] and [`PROP_LEVEL`] for an
 ///   incremental) on the snapshot;
 /// * a [`HOLD_TAG`] hold on every snapshot in `plan.holds` (the future
@@ -566,7 +597,11 @@ pub fn record_export(
     if target.is_some_and(|s| s.uploaded.is_some()) {
         snapshotter.clear_property(&plan.snapshot, PROP_UPLOADED)?;
     }
-    record_send_flags(snapshotter, target, plan)?;
+    let flags = &plan.send_flags;
+    let flags = (!flags.is_empty()).then(|| flags.to_property());
+    record_on_full(snapshotter, target, plan, PROP_SEND_FLAGS, flags)?;
+    let recipients = (!plan.recipients.is_empty()).then(|| recipients_property(&plan.recipients));
+    record_on_full(snapshotter, target, plan, PROP_RECIPIENTS, recipients)?;
     snapshotter.set_property(&plan.snapshot, PROP_KIND, plan.kind.as_str())?;
     if let Some(base) = &plan.base {
         snapshotter.set_property(&plan.snapshot, PROP_BASE, base.snap())?;
@@ -620,27 +655,26 @@ fn update_holds(
     Ok(())
 }
 
-/// Records a full's send flags ([`PROP_SEND_FLAGS`]); only fulls are
-/// bases, so only theirs are asked. Without flags, nothing is set (no
-/// record means none), but a snapshot exported before may carry a value,
-/// which goes.
-fn record_send_flags(
+/// Records on a full what decides whether an incremental may be based
+/// on it (only fulls are bases, so only theirs are asked): `value` of
+/// `property` ([`PROP_SEND_FLAGS`], [`PROP_RECIPIENTS`]). Without a value,
+/// nothing is set (no record means none), but a snapshot exported before
+/// may carry one, which goes.
+fn record_on_full(
     snapshotter: &dyn Snapshotter,
     target: Option<&SnapshotInfo>,
     plan: &ExportPlan,
+    property: &str,
+    value: Option<String>,
 ) -> Result<(), ZfsError> {
     if plan.kind != ExportKind::Full {
         return Ok(());
     }
-    if !plan.send_flags.is_empty() {
-        return snapshotter.set_property(
-            &plan.snapshot,
-            PROP_SEND_FLAGS,
-            &plan.send_flags.to_property(),
-        );
+    if let Some(value) = value {
+        return snapshotter.set_property(&plan.snapshot, property, &value);
     }
     if target.is_some_and(|s| s.kind.is_some()) {
-        snapshotter.clear_property(&plan.snapshot, PROP_SEND_FLAGS)?;
+        snapshotter.clear_property(&plan.snapshot, property)?;
     }
     Ok(())
 }
@@ -713,7 +747,7 @@ mod tests {
             base: None,
             reason: String::new(),
             send_flags: SendFlags::default(),
-
+            recipients: Vec::new(),
             level: 0,
             holds: vec![sn("20240205000000")],
         };
@@ -754,7 +788,7 @@ mod tests {
             base: None,
             reason: String::new(),
             send_flags: SendFlags::default(),
-
+            recipients: Vec::new(),
             level: 0,
             holds: vec![sn("20240103000000")],
         };
@@ -767,9 +801,15 @@ mod tests {
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _| Ok(()));
-        // Re-exported as a full without flags: an old flags record goes.
+        // Re-exported as a full without flags or recipients: old
+        // records of either go.
         mock.expect_clear_property()
             .with(eq(sn("20240103000000")), eq(PROP_SEND_FLAGS))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(()));
+        mock.expect_clear_property()
+            .with(eq(sn("20240103000000")), eq(PROP_RECIPIENTS))
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _| Ok(()));
@@ -782,22 +822,28 @@ mod tests {
         record_export(&mock, &[target], &plan).unwrap();
     }
 
-    #[test]
-    fn recording_a_full_with_flags_records_them_before_its_kind() {
+    /// Records a full of 20240103000000 with `flags` and `recipients`,
+    /// expecting `property = value` to be set before its kind.
+    fn records_before_its_kind(
+        flags: &[&str],
+        recipients: &[&str],
+        property: &'static str,
+        value: &'static str,
+    ) {
         let plan = ExportPlan {
             snapshot: sn("20240103000000"),
             kind: ExportKind::Full,
             base: None,
             reason: String::new(),
-            send_flags: SendFlags::parse_names(&["compressed", "raw"]).unwrap(),
-
+            send_flags: SendFlags::parse_names(flags).unwrap(),
+            recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
             level: 0,
             holds: vec![sn("20240103000000")],
         };
         let mut mock = MockSnapshotter::new();
         let mut seq = Sequence::new();
         mock.expect_set_property()
-            .with(eq(sn("20240103000000")), eq(PROP_SEND_FLAGS), eq("-w -c"))
+            .with(eq(sn("20240103000000")), eq(property), eq(value))
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _, _| Ok(()));
@@ -811,6 +857,17 @@ mod tests {
     }
 
     #[test]
+    fn recording_a_full_with_flags_records_them_before_its_kind() {
+        records_before_its_kind(&["compressed", "raw"], &[], PROP_SEND_FLAGS, "-w -c");
+    }
+
+    #[test]
+    fn recording_a_full_to_public_keys_records_them_before_its_kind() {
+        // Sorted and upper-case: one set of keys has one record.
+        records_before_its_kind(&[], &["BB", "aa"], PROP_RECIPIENTS, "AA,BB");
+    }
+
+    #[test]
     fn recording_an_incremental_sets_kind_base_and_level_and_keeps_the_held_base() {
         let plan = ExportPlan {
             snapshot: sn("20240103000000"),
@@ -818,7 +875,7 @@ mod tests {
             base: Some(sn("20240101000000")),
             reason: String::new(),
             send_flags: SendFlags::default(),
-
+            recipients: Vec::new(),
             level: 1,
             holds: vec![sn("20240101000000")],
         };

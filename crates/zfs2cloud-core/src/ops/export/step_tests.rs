@@ -8,7 +8,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
-use mockall::predicate::eq;
+use mockall::predicate::{always, eq};
 use sha2::{Digest, Sha256};
 
 use super::*;
@@ -172,6 +172,7 @@ fn request(compression: Compression, cancel: CancelToken) -> ExportRequest {
             },
             send_flags: SendFlags::default(),
             encryption: Encryption::Gpg,
+            recipients: Vec::new(),
         },
     }
 }
@@ -490,6 +491,10 @@ fn plan_with_record(
         )
         .times(1)
         .returning(move |_, _| recorded.take().unwrap());
+    snapshotter
+        .expect_property()
+        .with(always(), eq(PROP_RECIPIENTS))
+        .returning(|_, _| Ok(None));
     let mut req = request(Compression::None, CancelToken::new());
     req.settings.send_flags = SendFlags::parse_names(flags).unwrap();
     plan_step(&snapshotter, &layout, &uploaded_full_then_new(), &req)

@@ -128,6 +128,7 @@ fn write_manifest(
         total_size: chunks.iter().map(|c| c.size).sum(),
         chunks,
         send_flags: settings.send_flags.clone(),
+        recipients: settings.recipients.clone(),
     };
     let write_file = |name: &str, bytes: &[u8]| {
         let path: PathBuf = dir.join(name);

@@ -416,6 +416,7 @@ mod tests {
                 chunks,
                 send_flags: crate::model::SendFlags::default(),
                 level: None,
+                recipients: Vec::new(),
             }),
             manifest_error: None,
             files: Vec::new(),

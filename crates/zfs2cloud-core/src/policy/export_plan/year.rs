@@ -51,6 +51,8 @@ fn a_year_of(strategy: &Strategy) -> Vec<Night> {
         let bases = BaseFacts {
             usable: &|_| true,
             flags: &|_| Some(SendFlags::default()),
+            recipients: &|_| Some(Vec::new()),
+            export_recipients: &[],
         };
         let plan = plan_export(
             &snapshots,
@@ -204,6 +206,8 @@ fn a_lost_weekly_is_made_again_by_the_next_night() {
     let bases = BaseFacts {
         usable: &lost,
         flags: &|_| Some(SendFlags::default()),
+        recipients: &|_| Some(Vec::new()),
+        export_recipients: &[],
     };
     let strategy = Strategy::Levels {
         days: vec![30, 7, 1],
