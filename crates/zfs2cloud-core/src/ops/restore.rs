@@ -243,8 +243,28 @@ fn stopped(cancel: &CancelToken) -> RestoreError {
 /// # Errors
 ///
 /// [`RestoreError`]; a damaged chunk or any failure aborts the receive of
-/// that backup before `zfs recv` can commit it.
+/// that backup before `zfs recv` can commit it. Once `settings.cancel` is
+/// set, whatever failed says only that: [`RestoreError::Interrupted`] or
+/// [`RestoreError::TimedOut`] (a `zfs` command cut short by the deadline
+/// would otherwise be reported as a failure of its own).
 pub fn restore_chain(
+    store: &dyn Uploader,
+    gpg: Option<&GpgEncryptor>,
+    runner: &Runner,
+    chain: &[&RemoteBackup],
+    settings: &RestoreSettings,
+) -> Result<(), RestoreError> {
+    if settings.cancel.is_cancelled() {
+        return Err(stopped(&settings.cancel));
+    }
+    match receive_chain(store, gpg, runner, chain, settings) {
+        Err(_) if settings.cancel.is_cancelled() => Err(stopped(&settings.cancel)),
+        result => result,
+    }
+}
+
+/// [`restore_chain`], whatever stopped it.
+fn receive_chain(
     store: &dyn Uploader,
     gpg: Option<&GpgEncryptor>,
     runner: &Runner,
@@ -662,6 +682,38 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    fn settings(cancel: CancelToken) -> RestoreSettings {
+        RestoreSettings {
+            target: DatasetName::parse("tank/restored").unwrap(),
+            force: false,
+            mount: true,
+            // Never run: a stopped restore must not get as far as asking.
+            zfs: "/nonexistent/zfs".into(),
+            remote: "r:".into(),
+            cancel,
+            prefetch_bytes: DEFAULT_PREFETCH_BYTES,
+        }
+    }
+
+    #[test]
+    fn a_restore_past_its_deadline_or_interrupted_says_so_and_runs_nothing() {
+        let store = crate::stages::MockUploader::new();
+        let run = |cancel: CancelToken| {
+            restore_chain(&store, None, &Runner::new(), &[], &settings(cancel)).unwrap_err()
+        };
+        let interrupted = CancelToken::new();
+        interrupted.cancel();
+        assert!(matches!(run(interrupted), RestoreError::Interrupted));
+        let late = CancelToken::new();
+        late.set_step_limit(Some(std::time::Duration::ZERO));
+        let err = run(late);
+        assert!(matches!(err, RestoreError::TimedOut(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "the time limit of 0s ran out; the receive was aborted"
+        );
+    }
 
     #[test]
     fn only_file_systems_with_a_mountpoint_and_canmount_are_mounted() {
