@@ -225,7 +225,7 @@ fn a_time_limit_ends_a_stalled_restore_and_deep_verify(b: &Backed, dst: &Pool<'_
         &["restore", "--to", &target, "--time-limit", "5"],
     ));
     let shown = text(&out);
-    assert!(shown.contains("time limit of 5s ran out"), "{shown}");
+    assert!(shown.contains("restore stopped: its time limit of 5s ran out"), "{shown}");
     assert!(started.elapsed() < Duration::from_secs(5) + STOP_BOUND);
     assert!(!exists(&target), "a partly received {target} was left");
 

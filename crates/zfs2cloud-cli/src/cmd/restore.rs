@@ -47,8 +47,23 @@ struct Restorer<'a> {
 }
 
 /// Restores `args.at` from the remote into `args.to` (with `--recursive`,
-/// every dataset of the tree below the remote directory).
+/// every dataset of the tree below the remote directory), the whole of it
+/// under `--time-limit`.
 pub fn run(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::Result<()> {
+    let (restored, timed_out) =
+        cancel.run_limited(args.stream.limit(), || restore(cli, cancel, args));
+    match (restored, timed_out) {
+        // Whatever the deadline cut short (a listing, a receive), the
+        // deadline is the cause.
+        (Err(e), Some(limit)) => Err(e.context(format!(
+            "restore stopped: its time limit of {}s ran out",
+            limit.as_secs()
+        ))),
+        (result, _) => result,
+    }
+}
+
+fn restore(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::Result<()> {
     let config = job_config(cli)?;
     let remote = remote(args.from, config.as_ref())?;
     let target = DatasetName::parse(args.to).map_err(|e| UsageError(e.to_string()))?;
@@ -56,8 +71,6 @@ pub fn run(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
         .as_ref()
         .map_or_else(ToolPaths::from_env, |c| c.tools.clone());
     let runner = runner(cli, cancel);
-    // The whole restore, tree or not, under one deadline.
-    cancel.set_step_limit(args.stream.limit());
     let store = RcloneUploader::new(
         runner.clone(),
         tools.rclone.clone(),
