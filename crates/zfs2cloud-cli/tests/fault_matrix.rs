@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{text, Setup};
+use common::{text, which, Setup};
 use sha2::{Digest, Sha256};
 use zfs2cloud_testkit::fake::{
     read_invocations, write_faults, FakeRclone, FakeZfs, FaultAction, FaultRule, RCLONE_REAL_ENV,
@@ -183,15 +183,6 @@ fn sequence(mode: Mode) -> Vec<&'static str> {
             "unlock",
         ],
     }
-}
-
-fn which(tool: &str) -> PathBuf {
-    let out = run_ok(
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}")),
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// The case's source: dataset `c<n>` with a few files, and a snapshot

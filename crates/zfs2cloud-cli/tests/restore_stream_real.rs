@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{sorted_chunks, text, Setup};
+use common::{sorted_chunks, text, which, Setup};
 use zfs2cloud_testkit::fake::{FakeRclone, FaultAction, FaultRule, Invocation, RCLONE_REAL_ENV};
 use zfs2cloud_testkit::harness::{
     run_fail, run_ok, tree_digest, write_random_file, Pool, ZfsSession,
@@ -62,15 +62,6 @@ fn two_backups(src: &Pool<'_>) -> Backed {
         _rclone: rclone,
         remote_dir,
     }
-}
-
-fn which(tool: &str) -> PathBuf {
-    let out = run_ok(
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}")),
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// `zfs2cloud -c … <args>` whose rclone is the recording wrapper around
@@ -225,7 +216,10 @@ fn a_time_limit_ends_a_stalled_restore_and_deep_verify(b: &Backed, dst: &Pool<'_
         &["restore", "--to", &target, "--time-limit", "5"],
     ));
     let shown = text(&out);
-    assert!(shown.contains("restore stopped: its time limit of 5s ran out"), "{shown}");
+    assert!(
+        shown.contains("restore stopped: its time limit of 5s ran out"),
+        "{shown}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5) + STOP_BOUND);
     assert!(!exists(&target), "a partly received {target} was left");
 

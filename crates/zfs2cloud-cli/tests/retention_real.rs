@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chrono::{Duration, NaiveDate};
-use common::{text, Setup};
+use common::{text, which, Setup};
 use zfs2cloud_testkit::harness::{run_ok, tree_digest, write_random_file, Pool, ZfsSession};
 use zfs2cloud_testkit::remote::RcloneConfig;
 
@@ -303,11 +303,6 @@ fn rclone_wrapper(dir: &Path, log: &Path, kill_at: Option<usize>) -> PathBuf {
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
-}
-
-fn which(program: &str) -> PathBuf {
-    let out = run_ok(Command::new("sh").args(["-c", &format!("command -v {program}")]));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// The deletions (`deletefile`/`rmdir` paths relative to the remote

@@ -208,3 +208,11 @@ pub fn with_fakes(
 ) {
     cmd.envs(zfs.env().into_iter().chain(rclone.env()));
 }
+
+/// Where `program` is on `PATH` (for a wrapper that runs the real one).
+pub fn which(program: &str) -> PathBuf {
+    let out = zfs2cloud_testkit::harness::run_ok(
+        Command::new("sh").args(["-c", &format!("command -v {program}")]),
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}

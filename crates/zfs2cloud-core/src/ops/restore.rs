@@ -461,7 +461,8 @@ fn destroy_partly_restored(zfs: &ZfsCli, target: &DatasetName) {
 /// watcher stops every stage and the fetching on Ctrl-C or at the time
 /// limit, since a write into a stalled `zfs recv` or a read from a stalled
 /// `rclone cat` cannot look at the flag; waiting for the stages afterwards
-/// watches it by itself.
+/// watches it by itself. (What a stop makes fail is reported as the stop
+/// by [`restore_chain`].)
 fn receive_one(
     feed: &Feed<'_>,
     gpg: Option<&GpgEncryptor>,
@@ -491,13 +492,9 @@ fn receive_one(
         },
         || feed.run(&mut cipher_in),
     );
-    let received = match fed {
+    match fed {
         Ok(()) => stages.finish(cipher_in, backup),
         Err(failure) => Err(stages.abort(cipher_in, failure, backup)),
-    };
-    match received {
-        Err(_) if feed.cancel.is_cancelled() => Err(stopped(feed.cancel)),
-        received => received,
     }
 }
 
