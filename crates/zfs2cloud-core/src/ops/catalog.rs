@@ -311,3 +311,57 @@ pub(crate) fn keep_backups_of(
     }
     kept
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::model::testing::test_manifest;
+    use crate::stages::MockUploader;
+
+    fn file(name: &str, size: u64) -> RemoteFile {
+        RemoteFile {
+            name: name.into(),
+            size,
+            sha256: None,
+        }
+    }
+
+    #[test]
+    fn one_listing_gives_the_top_files_and_each_backup_with_its_manifest() {
+        let mut store = MockUploader::new();
+        store.expect_list_two_levels().times(1).returning(|_| {
+            Ok(vec![
+                file("zfs2cloud-owner.json", 10),
+                file("20240101000000-full/manifest.json", 5),
+                file("20240101000000-full/x.0000", 7),
+                file("20240102000000/x.0000", 3),
+                file("not-a-backup/x", 1),
+            ])
+        });
+        let manifest = test_manifest("20240101000000", ExportKind::Full, None, Vec::new());
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        store
+            .expect_cat()
+            .withf(|path| path == "r:b/20240101000000-full/manifest.json")
+            .times(1)
+            .returning(move |path| Ok(Started::reading(path, std::io::Cursor::new(bytes.clone()))));
+        let listing = RemoteListing::read(&store, "r:b").unwrap();
+        assert!(listing.has_file(crate::model::OWNER_FILE));
+        assert!(!listing.has_file("x.0000"));
+        let backups = listing.backups(&store).unwrap();
+        let seen: Vec<(&str, usize, bool)> = backups
+            .iter()
+            .map(|b| (b.dir_name.as_str(), b.files.len(), b.manifest.is_some()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("20240101000000-full", 2, true),
+                ("20240102000000", 1, false)
+            ]
+        );
+        assert_eq!(backups[1].files[0].name, "x.0000");
+    }
+}
