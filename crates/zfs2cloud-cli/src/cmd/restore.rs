@@ -41,6 +41,10 @@ struct Restorer<'a> {
     /// backups sent with `encryption = "none"` need none, and backups to
     /// public keys no passphrase, so none is asked for.
     gpg: OnceCell<GpgEncryptor>,
+    /// The same with the passphrase, once a chain needs it: a tree's
+    /// members may differ (some still on a passphrase chain, some on
+    /// public keys), and the first one decides nothing for the others.
+    gpg_with_passphrase: OnceCell<GpgEncryptor>,
     runner: Runner,
     tools: ToolPaths,
     cancel: CancelToken,
@@ -81,6 +85,7 @@ fn restore(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
         config,
         store,
         gpg: OnceCell::new(),
+        gpg_with_passphrase: OnceCell::new(),
         runner,
         tools,
         cancel: cancel.clone(),
@@ -186,10 +191,20 @@ impl Restorer<'_> {
     /// passphrase (asked for, or read) if a backup is encrypted with one,
     /// and the imported `--secret-key-file`.
     fn gpg(&self, chain: &[&RemoteBackup]) -> anyhow::Result<&GpgEncryptor> {
-        if let Some(gpg) = self.gpg.get() {
+        let needs_passphrase = chain_needs_passphrase(chain);
+        // One made with the passphrase decrypts every chain.
+        if let Some(gpg) = self.gpg_with_passphrase.get() {
             return Ok(gpg);
         }
-        let passphrase = if chain_needs_passphrase(chain) {
+        let cell = if needs_passphrase {
+            &self.gpg_with_passphrase
+        } else {
+            &self.gpg
+        };
+        if let Some(gpg) = cell.get() {
+            return Ok(gpg);
+        }
+        let passphrase = if needs_passphrase {
             Some(passphrase(self.args.passphrase_file, self.config.as_ref())?)
         } else {
             // Only to unlock a protected secret key.
@@ -204,7 +219,7 @@ impl Restorer<'_> {
             passphrase,
             self.args.secret_key_file,
         )?;
-        Ok(self.gpg.get_or_init(|| gpg))
+        Ok(cell.get_or_init(|| gpg))
     }
 
     /// `--recursive`: every dataset whose directory lies below `remote`,
