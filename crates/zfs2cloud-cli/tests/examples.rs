@@ -126,3 +126,25 @@ fn check_config_prints_the_effective_config_without_secrets() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ZFS2CLOUD_CONFIG"));
 }
+
+/// What `check-config` prints is a config file: loaded back, it prints the
+/// same (secrets stay masked, so the masked text is what must round-trip).
+#[test]
+fn the_printed_config_of_every_example_loads_back_the_same() {
+    for path in tomls(&examples_dir()) {
+        let path = path.canonicalize().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let shown = ConfigFile::parse(&text, &path)
+            .unwrap()
+            .to_effective_toml()
+            .unwrap();
+        let again = ConfigFile::parse(&shown, &path)
+            .unwrap_or_else(|e| panic!("{}: the printed config: {e}\n{shown}", path.display()));
+        assert_eq!(
+            again.to_effective_toml().unwrap(),
+            shown,
+            "{}",
+            path.display()
+        );
+    }
+}

@@ -173,7 +173,15 @@ impl Serialize for ByteSize {
 #[serde(transparent)]
 pub struct HookCommand {
     /// `argv[0]` first.
+    #[serde(serialize_with = "serialize_argv")]
     pub argv: Vec<OsString>,
+}
+
+/// An argv as the list of strings it was written as (serde would show an
+/// `OsString` as its bytes, which no config file takes). Every element
+/// came from a TOML string, joined at most to the config file's directory.
+fn serialize_argv<S: serde::Serializer>(argv: &[OsString], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(argv.iter().map(|a| a.to_string_lossy()))
 }
 
 /// The user's commands around the snapshot and at the end of a run.
@@ -196,13 +204,17 @@ pub struct Hooks {
 
 /// Paths of the external programs. Each can be overridden by an environment
 /// variable ([`ENV_ZFS`], [`ENV_GPG`], [`ENV_RCLONE`]), which wins.
+/// Shown under the keys that set them, so a printed config loads back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ToolPaths {
     /// The `zfs` binary.
+    #[serde(rename = "zfs_path")]
     pub zfs: PathBuf,
     /// The `gpg` binary.
+    #[serde(rename = "gpg_path")]
     pub gpg: PathBuf,
     /// The `rclone` binary.
+    #[serde(rename = "rclone_path")]
     pub rclone: PathBuf,
 }
 
@@ -335,6 +347,7 @@ pub struct Config {
     /// running is stopped and the step fails.
     pub step_timeouts: BTreeMap<String, u64>,
     /// The external programs, after environment overrides.
+    #[serde(flatten)]
     pub tools: ToolPaths,
     /// The job's name in a file of `[[job]]` tables; `None` in the
     /// single-dataset form.
