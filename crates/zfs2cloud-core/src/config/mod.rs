@@ -32,8 +32,8 @@ pub use local_retention::LocalRetention;
 pub use retention::{RemoteRetention, Retention};
 
 use crate::model::{
-    mask_secret_flags, Compression, DatasetName, ExcludePattern, Mode, MountStrategy, Passphrase,
-    SnapshotTimeZone, Step, DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS,
+    check_bwlimit, mask_secret_flags, Compression, DatasetName, ExcludePattern, Mode,
+    MountStrategy, Passphrase, SnapshotTimeZone, Step, DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS,
 };
 use crate::model::{Encryption, SendFlags};
 
@@ -974,15 +974,8 @@ fn split_size(raw: Option<&RawSize>) -> Result<ByteSize, KeyError> {
 
 /// The numbers and switches that must lie in a range or go together.
 fn check_ranges(raw: &RawConfig) -> Result<(), KeyError> {
-    if raw
-        .bwlimit
-        .as_deref()
-        .is_some_and(|b| b.trim().is_empty() || b.starts_with('-'))
-    {
-        return Err(KeyError::new(
-            "bwlimit",
-            "must be an rclone bandwidth such as \"8M\"",
-        ));
+    if let Some(bwlimit) = &raw.bwlimit {
+        check_bwlimit(bwlimit).map_err(|e| KeyError::new("bwlimit", e))?;
     }
     if raw.upload_retries > 100 {
         return Err(KeyError::new(
@@ -1482,6 +1475,8 @@ backup_sequences = ["lock", "snapshot", "export-intermediate", "upload-intermedi
     fn each_rule_names_its_key() {
         let with = |extra: &str| format!("{MINIMAL}{extra}");
         assert_eq!(invalid_key(&with("split_size = \"1X\"\n")), "split_size");
+        assert_eq!(invalid_key(&with("bwlimit = \"eight megs\"\n")), "bwlimit");
+        parse(&with("bwlimit = \"08:00,512k 19:00,off\"\n")).unwrap();
         assert_eq!(invalid_key(&with("split_size = \"100\"\n")), "split_size");
         assert_eq!(
             invalid_key(&with("full_every_x_days = 30\noldest_snapshot_days = 30\n")),

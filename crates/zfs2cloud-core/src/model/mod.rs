@@ -3,6 +3,7 @@
 //! owner marker). Pure data with its validation; it imports nothing else
 //! from the crate.
 
+mod bwlimit;
 mod compression;
 mod filemode;
 mod layout;
@@ -19,6 +20,7 @@ mod steps;
 pub(crate) mod testing;
 mod tree;
 
+pub use bwlimit::*;
 pub use compression::*;
 pub use filemode::*;
 pub use layout::*;
