@@ -26,7 +26,10 @@ impl Log for StderrLogger {
             Level::Trace => "trace",
         };
         let mut stderr = std::io::stderr().lock();
-        let _ = writeln!(stderr, "zfs2cloud: {level}: {}", record.args());
+        // Names in messages come from files, zfs and the remote.
+        let text = record.args().to_string();
+        let text = zfs2cloud_core::escape_controls(&text);
+        let _ = writeln!(stderr, "zfs2cloud: {level}: {text}");
     }
 
     fn flush(&self) {}

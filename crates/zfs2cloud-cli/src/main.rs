@@ -107,9 +107,16 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 }
 
 fn report_error(err: &anyhow::Error) {
-    // `{:#}` prints the whole cause chain on one line.
+    // `{:#}` prints the whole cause chain on one line. Names in it come
+    // from files, zfs and the remote: no byte of them reaches the terminal
+    // as a control sequence.
+    let text = format!("{err:#}");
     let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(stderr, "zfs2cloud: error: {err:#}");
+    let _ = writeln!(
+        stderr,
+        "zfs2cloud: error: {}",
+        zfs2cloud_core::escape_controls(&text)
+    );
 }
 
 fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {

@@ -134,7 +134,7 @@ pub use model::{
 // Send flags and the encryption choice (their own list, for an easy merge).
 pub use model::{Encryption, SendFlag, SendFlags, MANIFEST_GPG, PROP_SEND_FLAGS};
 // check-config (issue 16): rclone's --bwlimit grammar, escaping for the terminal.
-pub use model::{check_bwlimit, BwLimitError};
+pub use model::{check_bwlimit, escape_controls, BwLimitError};
 pub use policy::BaseFacts;
 pub use stages::{parse_send_usage, NoEncryption, SendUsage};
 // Encryption to public keys (`gpg-recipients`; its own list, for an easy

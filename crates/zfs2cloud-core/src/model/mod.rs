@@ -5,6 +5,7 @@
 
 mod bwlimit;
 mod compression;
+mod escape;
 mod filemode;
 mod layout;
 mod manifest;
@@ -22,6 +23,7 @@ mod tree;
 
 pub use bwlimit::*;
 pub use compression::*;
+pub use escape::*;
 pub use filemode::*;
 pub use layout::*;
 pub use manifest::*;
