@@ -120,6 +120,8 @@ pub use config::{
 };
 // `[retention]` (its own list, for an easy merge).
 pub use config::{LocalRetention, RemoteRetention, Retention};
+// check-config: every error of a file, and the keys its mode ignores.
+pub use config::{diagnose, mode_warnings, Diagnostic};
 
 // Names, steps, snapshot metadata, and the formats on disk and remote.
 pub use model::{

@@ -74,7 +74,7 @@ fn assert_refused_naming(text: &str, key: &str, line: usize) -> String {
         ConfigError::Invalid { key: k, .. } => {
             assert_eq!(k, key.split('[').next().unwrap(), "{msg}");
         }
-        ConfigError::Read { .. } => unreachable!(),
+        ConfigError::Read { .. } | ConfigError::Many { .. } => unreachable!(),
     }
     msg
 }
@@ -372,6 +372,7 @@ fn check_every_prefix(example: &str) {
                     at_cut += 1;
                 }
             }
+            ConfigError::Many { .. } => unreachable!("Config stops at the first error"),
             ConfigError::Invalid { key, .. } => {
                 assert!(!key.is_empty(), "{msg}");
                 // Ending inside a construct is never a valid document.

@@ -60,8 +60,15 @@ impl ConfigFile {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming the job and the key.
+    /// [`ConfigError::Many`] with every error of the file, each naming its
+    /// line, job and key; other [`ConfigError`]s where only one can be
+    /// told (bad TOML syntax, the layout of `[[job]]` tables, overlaps).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        Self::parse_strict(text, path).map_err(|e| super::diagnose::explain(e, text, path))
+    }
+
+    /// [`ConfigFile::parse`] up to the first error.
+    fn parse_strict(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let parse_error = |message: String| ConfigError::Parse {
             path: path.to_owned(),
             message,
@@ -235,7 +242,7 @@ fn check_job_name(name: &str) -> Result<(), String> {
 /// `job` over `defaults`; tables (`hooks`, `step_timeouts`, `retention`)
 /// key by key, at every depth; a job's rule for local snapshots replaces
 /// the default's in either form.
-fn merge(defaults: &toml::Table, job: toml::Table) -> toml::Table {
+pub(super) fn merge(defaults: &toml::Table, job: toml::Table) -> toml::Table {
     let mut merged = defaults.clone();
     drop_replaced_local_rule(&mut merged, &job);
     merge_into(&mut merged, job);

@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod diagnose;
 mod jobs;
 
+pub use diagnose::{diagnose, mode_warnings, Diagnostic};
 pub use jobs::ConfigFile;
 
 mod send_options;
@@ -76,14 +78,25 @@ pub enum ConfigError {
         /// What is wrong and how to fix it.
         message: String,
     },
+    /// Every error of the file, each with its line and key (see
+    /// [`diagnose`]); shown one per line.
+    #[error("{}", diagnose::render_all(path, diagnostics))]
+    Many {
+        /// The config file.
+        path: PathBuf,
+        /// The errors, in the order of the checks.
+        diagnostics: Vec<Diagnostic>,
+    },
 }
 
 impl ConfigError {
-    /// The key an [`ConfigError::Invalid`] error is about.
+    /// The key an [`ConfigError::Invalid`] error is about (the first
+    /// error's of [`ConfigError::Many`]).
     #[must_use]
     pub fn key(&self) -> Option<&str> {
         match self {
             Self::Invalid { key, .. } => Some(key),
+            Self::Many { diagnostics, .. } => diagnostics.first().map(|d| d.key.as_str()),
             _ => None,
         }
     }
@@ -643,11 +656,7 @@ impl Config {
     /// [`Config::from_raw`] with relative paths resolved against `path`'s
     /// directory, its errors naming the file.
     fn build(raw: RawConfig, path: &Path) -> Result<Self, ConfigError> {
-        let base_dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        Self::from_raw(raw, path, base_dir).map_err(|e| ConfigError::Invalid {
+        Self::from_raw(raw, path, base_dir(path)).map_err(|e| ConfigError::Invalid {
             path: path.to_owned(),
             key: e.key,
             message: e.message,
@@ -856,6 +865,13 @@ impl Config {
     pub fn to_effective_toml(&self) -> Result<String, toml::ser::Error> {
         toml::to_string_pretty(self)
     }
+}
+
+/// The directory relative paths in the file at `path` are resolved against.
+fn base_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// The file's text, which must be UTF-8.

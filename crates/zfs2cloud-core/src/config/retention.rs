@@ -331,10 +331,10 @@ intermediate_basedir = "/var/tmp/z/home"
 keep_chains = 0
 "#;
         match ConfigFile::parse(text, Path::new("/etc/zfs2cloud/jobs.toml")) {
-            Err(ConfigError::Invalid { key, .. }) => {
-                assert_eq!(key, "job.home.retention.remote");
+            Err(err @ ConfigError::Many { .. }) => {
+                assert_eq!(err.key(), Some("job.home.retention.remote"));
             }
-            other => panic!("expected an Invalid error, got {other:?}"),
+            other => panic!("expected the job's errors, got {other:?}"),
         }
     }
 }
