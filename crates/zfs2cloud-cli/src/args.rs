@@ -51,7 +51,15 @@ pub enum Command {
     /// Validate the config file and print the effective configuration, with
     /// secrets masked.
     #[command(alias = "show-config")]
-    CheckConfig,
+    CheckConfig {
+        /// Also check the machine and the remote: the tools and their
+        /// versions, the dataset, the passphrase file, bwlimit as rclone
+        /// reads it, the remote (in rclone's config, reachable, writable:
+        /// a marker is written and removed) and the free space for exports.
+        /// Prints a checklist; exits 1 if any check fails.
+        #[arg(long)]
+        online: bool,
+    },
 
     /// Take a snapshot: pre_snapshot hook, zfs snapshot
     /// <dataset>@YYYYMMDDHHMMSS, post_snapshot hook.

@@ -149,7 +149,7 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
     let jobs = file.select(&cli.jobs)?;
     match &cli.command {
         Command::Backup { parallel } => cmd::backup::run(cli, cancel, &jobs, *parallel),
-        Command::CheckConfig => cmd::check_config::run(&file, &jobs),
+        Command::CheckConfig { online } => cmd::check_config::run(&file, &jobs, *online),
         command => cmd::jobs::run_each(cli, cancel, &jobs, command),
     }
 }
@@ -199,7 +199,7 @@ fn dispatch(app: &App, command: &Command) -> anyhow::Result<()> {
         Command::UploadSnapshotFiles => cmd::filemode::run(app, &Step::UploadSnapshotFiles),
         Command::UmountSnapshot => cmd::filemode::run(app, &Step::UmountSnapshot),
         // Handled by `run`: they work on the whole file, or need no config.
-        Command::Backup { .. } | Command::CheckConfig | Command::Restore { .. } => Ok(()),
+        Command::Backup { .. } | Command::CheckConfig { .. } | Command::Restore { .. } => Ok(()),
     }
 }
 

@@ -122,6 +122,10 @@ pub use config::{
 pub use config::{LocalRetention, RemoteRetention, Retention};
 // check-config: every error of a file, and the keys its mode ignores.
 pub use config::{diagnose, mode_warnings, Diagnostic};
+pub use ops::check_online::{
+    check_offline, check_online, local_space_needed, remote_form, CheckResult, CheckStatus,
+    RemoteForm,
+};
 
 // Names, steps, snapshot metadata, and the formats on disk and remote.
 pub use model::{
@@ -215,4 +219,4 @@ pub use ops::status::{
 pub use ops::verify::{scratch_dataset, verify_deep, verify_listing, BackupCheck, VerifyError};
 
 // Small helpers.
-pub use util::{error_chain, now, ClockError, NoProgress, Progress, ENV_NOW};
+pub use util::{error_chain, human_bytes, now, ClockError, NoProgress, Progress, ENV_NOW};

@@ -46,21 +46,7 @@ fn width(lens: impl Iterator<Item = usize>, header: &str) -> usize {
     lens.max().unwrap_or(0).max(header.len())
 }
 
-/// `999 B`, `1.5 KiB` … `2.0 TiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use zfs2cloud_core::human_bytes;
 
 #[cfg(test)]
 mod tests {

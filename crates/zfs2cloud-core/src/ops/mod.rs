@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod check_online;
 pub mod export;
 pub mod filemode;
 pub mod lock;

@@ -16,9 +16,9 @@ use crate::process::{CommandLine, ProcessError, RunOptions, Runner};
 use crate::stages::{ProcessStage, Started, UploadError, Uploader};
 
 /// rclone's exit code for "directory not found".
-const EXIT_DIR_NOT_FOUND: i32 = 3;
+pub(crate) const EXIT_DIR_NOT_FOUND: i32 = 3;
 /// rclone's exit code for "file not found".
-const EXIT_FILE_NOT_FOUND: i32 = 4;
+pub(crate) const EXIT_FILE_NOT_FOUND: i32 = 4;
 
 /// Settings for calling rclone, from the config.
 #[derive(Debug, Clone, Default)]
