@@ -25,11 +25,12 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// Prints one line of results on stdout.
+/// Prints one line of results on stdout. Control characters are escaped
+/// (names come from files, zfs and the remote); JSON stays valid JSON.
 pub fn out(line: &str) {
     let mut stdout = std::io::stdout().lock();
     // A closed stdout (e.g. `| head`) must not turn success into a panic.
-    let _ = writeln!(stdout, "{line}");
+    let _ = writeln!(stdout, "{}", zfs2cloud_core::escape_controls(line));
 }
 
 /// The runner for this invocation: a dry run prints what it would change.

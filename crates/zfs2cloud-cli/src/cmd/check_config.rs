@@ -4,8 +4,8 @@
 
 use anyhow::{bail, Context as _};
 use zfs2cloud_core::{
-    check_offline, check_online, escape_controls, mode_warnings, CheckResult, CheckStatus, Config,
-    ConfigFile, Encryption, Mode, RecipientEncryptor, Runner, ZfsCli,
+    check_offline, check_online, mode_warnings, CheckResult, CheckStatus, Config, ConfigFile,
+    Encryption, Mode, RecipientEncryptor, Runner, ZfsCli,
 };
 
 use crate::app::out;
@@ -14,13 +14,13 @@ use crate::app::out;
 /// the jobs asked for, or of all; with `online`, runs the checks and fails
 /// if any does.
 pub fn run(file: &ConfigFile, jobs: &[&Config], online: bool) -> anyhow::Result<()> {
-    say(&format!(
+    out(&format!(
         "# {} is valid. Effective configuration:",
         file.path.display()
     ));
     for config in jobs.iter().filter(|c| uses_passphrase(c)) {
         if let Some(p) = &config.passphrase_file {
-            say(&format!(
+            out(&format!(
                 "# passphrase{}: ******** (first line of {})",
                 job_suffix(config),
                 p.display()
@@ -43,17 +43,11 @@ pub fn run(file: &ConfigFile, jobs: &[&Config], online: bool) -> anyhow::Result<
         path: file.path.clone(),
         jobs: jobs.iter().map(|c| (*c).clone()).collect(),
     };
-    say(shown.to_effective_toml()?.trim_end());
+    out(shown.to_effective_toml()?.trim_end());
     if online {
         run_online(jobs)?;
     }
     Ok(())
-}
-
-/// One line of output, with control characters escaped: names come from
-/// the file, zfs and the remote.
-fn say(line: &str) {
-    out(&escape_controls(line));
 }
 
 fn job_suffix(config: &Config) -> String {
@@ -92,14 +86,14 @@ fn run_online(jobs: &[&Config]) -> anyhow::Result<()> {
     let now = zfs2cloud_core::now()?;
     let mut failed = 0;
     for config in jobs {
-        say(&format!("# online checks{}:", job_suffix(config)));
+        out(&format!("# online checks{}:", job_suffix(config)));
         let results = check_online(config, &runner, now);
         failed += results
             .iter()
             .filter(|r| r.status == CheckStatus::Fail)
             .count();
         for result in &results {
-            say(&checklist_line(result));
+            out(&checklist_line(result));
         }
     }
     if failed > 0 {
@@ -129,7 +123,7 @@ fn check_recipients(config: &Config) -> anyhow::Result<()> {
     let keys = RecipientEncryptor::from_config(config, &Runner::new())
         .check_keys(zfs2cloud_core::now()?)
         .with_context(|| format!("{}{job}: recipient_files/recipients", config.path.display()))?;
-    say(&format!(
+    out(&format!(
         "# encrypted to{job}: {} (only public keys on this host; restore needs a secret key)",
         keys.fingerprints.join(", ")
     ));

@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 
 /// `text` with every control character escaped, so that no byte of a
 /// name or message can move the cursor, recolour the terminal or hide
-/// text: C0 (ESC as `\x1b`, CR as `\r`), DEL, C1 (`\u{9b}`) and the
-/// bidirectional overrides (`\u{202e}`). Newlines and tabs stay, as does
-/// all other UTF-8.
+/// text: C0 (ESC as `\u001b`, CR as `\r`), DEL, C1 (`\u009b`) and the
+/// bidirectional overrides (`\u202e`). Newlines and tabs stay, as does
+/// all other UTF-8. The escapes are JSON's: JSON text (which holds these
+/// characters only inside strings) stays valid JSON of the same meaning.
 #[must_use]
 pub fn escape_controls(text: &str) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {
@@ -19,11 +20,8 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
         match c {
             c if !needs_escape(c) => out.push(c),
             '\r' => out.push_str("\\r"),
-            c if u32::from(c) < 0x80 => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
             c => {
-                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
         }
     }
@@ -40,12 +38,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn escaped_json_is_the_same_json() {
+        let value = serde_json::json!({"name": "a\u{7f}\u{9b}\u{202e}\u{1b}b"});
+        let text = serde_json::to_string(&value).unwrap_or_default();
+        let back: serde_json::Value =
+            serde_json::from_str(&escape_controls(&text)).unwrap_or_default();
+        assert_eq!(back, value);
+    }
+
+    #[test]
     fn control_characters_are_escaped_and_the_rest_kept() {
         assert_eq!(escape_controls("tank/data"), "tank/data");
         assert!(matches!(escape_controls("café ✓"), Cow::Borrowed(_)));
         assert_eq!(
             escape_controls("a\x1b[31mred\rb\x7f\u{9b}c\u{202e}d\ne\tf\0"),
-            "a\\x1b[31mred\\rb\\x7f\\u{9b}c\\u{202e}d\ne\tf\\x00"
+            "a\\u001b[31mred\\rb\\u007f\\u009bc\\u202ed\ne\tf\\u0000"
         );
     }
 }
