@@ -182,7 +182,7 @@ fn both_rules_are_refused_before_any_zfs_command() {
     assert_eq!(out.status.code(), Some(2));
     let shown = common::text(&out);
     assert!(
-        shown.contains("`oldest_snapshot_days`") && shown.contains("[retention.local]"),
+        shown.contains(": oldest_snapshot_days: ") && shown.contains("[retention.local]"),
         "{shown}"
     );
     assert!(zfs.invocations().is_empty());
