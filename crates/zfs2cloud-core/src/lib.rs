@@ -188,6 +188,7 @@ pub use ops::backup::{
     Backup, BackupFailure, ExportOptions, MemberFailure, MemberFailures, ProcessStages,
     RemotePruneReport, StepError, StepReport,
 };
+pub use ops::catalog::RemoteTotals;
 pub use ops::catalog::{
     list_backups_of, list_remote_backups, CatalogError, Listing, RemoteListing,
 };
@@ -197,7 +198,6 @@ pub use ops::prune_remote::{
     delete_planned, list_for_prune, LeftAlone, PruneListing, PruneRemoteError,
 };
 pub use ops::remote_tree::{find_tree, RemoteTreeMember};
-pub use ops::catalog::RemoteTotals;
 pub use ops::report::{RunReport, StepEntry, RUN_REPORT_FORMAT};
 // Monitoring (issue 16; its own list, for an easy merge).
 pub use config::mask_url;
