@@ -3,8 +3,9 @@
 //! project's own text-format parser) and pings a loopback HTTP server;
 //! `backup`, `verify`, the `prune-*` commands and `restore` print `--json`
 //! that validates against the schemas in docs/. A failed backup pings
-//! `/fail` with the error and keeps the last success time; a ping server
-//! that is down costs a warning, not the backup.
+//! `/fail` with the error and keeps the last success time, and so does an
+//! interrupted one; a ping server that is down costs a warning, not the
+//! backup; a dry run pings nothing and writes no metrics.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -13,7 +14,7 @@ mod common;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use common::{manifest, text, Setup};
@@ -24,6 +25,7 @@ const DAY1: &str = "2024-01-01T00:00:00Z";
 const DAY2: &str = "2024-01-02T00:00:00Z";
 const DAY3: &str = "2024-01-03T00:00:00Z";
 const DAY4: &str = "2024-01-04T00:00:00Z";
+const DAY5: &str = "2024-01-05T00:00:00Z";
 /// The ping URL's secret part, which must never be shown.
 const TOKEN: &str = "5f1c7a4e-token-secret";
 /// Debian's python3 (the one python3-prometheus-client installs for).
@@ -83,6 +85,20 @@ fn serve(stream: TcpStream) -> Option<Ping> {
         path,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// The pings received since the last call, checked to be POSTs to the
+/// ping URL with `suffixes` ("/start", "", "/fail") in that order.
+fn take_pings(pings: &Mutex<Vec<Ping>>, suffixes: &[&str]) -> Vec<Ping> {
+    let seen = std::mem::take(&mut *pings.lock().unwrap());
+    let paths: Vec<&str> = seen.iter().map(|p| p.path.as_str()).collect();
+    let expected: Vec<String> = suffixes
+        .iter()
+        .map(|s| format!("/ping/{TOKEN}{s}"))
+        .collect();
+    assert_eq!(paths, expected, "{seen:?}");
+    assert!(seen.iter().all(|p| p.method == "POST"), "{seen:?}");
+    seen
 }
 
 /// The samples of a metrics file as the Prometheus client library's
@@ -224,14 +240,8 @@ fn backup_reports_to_metrics_pings_and_json_and_a_failure_keeps_the_last_success
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
         0o644
     );
-    {
-        let seen = pings.lock().unwrap().clone();
-        let paths: Vec<&str> = seen.iter().map(|p| p.path.as_str()).collect();
-        let base = format!("/ping/{TOKEN}");
-        assert_eq!(paths, [format!("{base}/start"), base], "{seen:?}");
-        assert!(seen.iter().all(|p| p.method == "POST"), "{seen:?}");
-        assert!(seen[1].body.contains("full"), "{seen:?}");
-    }
+    let seen = take_pings(&pings, &["/start", ""]);
+    assert!(seen[1].body.contains("full"), "{seen:?}");
 
     std::fs::write(data.join("b.txt"), "day 2\n").unwrap();
     let doc = json_out(
@@ -283,8 +293,21 @@ fn backup_reports_to_metrics_pings_and_json_and_a_failure_keeps_the_last_success
     );
     assert_eq!(done["datasets"][0]["restored"], true);
 
-    // A failed run: /fail with the error, result 0, the last success kept.
+    // Neither a dry run nor check-config pings, writes metrics or shows
+    // the token.
+    let metrics_before = std::fs::read(&metrics_file).unwrap();
     pings.lock().unwrap().clear();
+    json_out(
+        &run_ok(setup.cmd(DAY3).args(["--dry-run", "backup", "--json"])),
+        "backup",
+    );
+    let shown = text(&run_ok(setup.cmd(DAY3).arg("check-config")));
+    assert!(shown.contains("ping_url = \"http://127.0.0.1:"), "{shown}");
+    assert!(!shown.contains(TOKEN), "{shown}");
+    assert!(pings.lock().unwrap().is_empty());
+    assert_eq!(std::fs::read(&metrics_file).unwrap(), metrics_before);
+
+    // A failed run: /fail with the error, result 0, the last success kept.
     let config = std::fs::read_to_string(&setup.config).unwrap();
     let broken = config.replace(
         &format!("remote = {remote:?}"),
@@ -301,22 +324,11 @@ fn backup_reports_to_metrics_pings_and_json_and_a_failure_keeps_the_last_success
         value(&metrics, "zfs2cloud_last_success_timestamp_seconds", &ds),
         last_success
     );
-    {
-        let seen = pings.lock().unwrap().clone();
-        let paths: Vec<&str> = seen.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(
-            paths,
-            [
-                format!("/ping/{TOKEN}/start"),
-                format!("/ping/{TOKEN}/fail")
-            ],
-            "{seen:?}"
-        );
-        assert!(
-            seen[1].body.contains(&error) && error.contains("nosuchremote"),
-            "{seen:?}"
-        );
-    }
+    let seen = take_pings(&pings, &["/start", "/fail"]);
+    assert!(
+        seen[1].body.contains(&error) && error.contains("nosuchremote"),
+        "{seen:?}"
+    );
 
     // The ping server down: a warning, and the backup goes on.
     let down = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -339,4 +351,31 @@ fn backup_reports_to_metrics_pings_and_json_and_a_failure_keeps_the_last_success
     assert!(!shown.contains(TOKEN), "{shown}");
     let metrics = parse_metrics(&metrics_file);
     assert_eq!(value(&metrics, "zfs2cloud_last_run_success", &ds), 1.0);
+
+    // An interrupted run pings /fail too.
+    let started = setup.dir.path().join("hook-started");
+    let hook = format!(
+        "{config}[hooks]\npre_snapshot = [\"/bin/sh\", \"-c\", \"touch '{}'; sleep 30\"]\n",
+        started.display()
+    );
+    std::fs::write(&setup.config, hook).unwrap();
+    let mut child = setup
+        .cmd(DAY5)
+        .arg("backup")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hook never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    run_ok(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    let seen = take_pings(&pings, &["/start", "/fail"]);
+    assert!(seen[1].body.contains("interrupted"), "{seen:?}");
 }
