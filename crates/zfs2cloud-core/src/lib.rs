@@ -200,7 +200,7 @@ pub use ops::prune_remote::{
 pub use ops::remote_tree::{find_tree, RemoteTreeMember};
 pub use ops::report::{RunReport, StepEntry, RUN_REPORT_FORMAT};
 // Monitoring (issue 16; its own list, for an easy merge).
-pub use config::mask_url;
+pub use config::{mask_url, PingUrl};
 pub use monitor::metrics::{parse_last_success, render_metrics, write_metrics};
 pub use monitor::ping::{ping_url, PingKind, Pinger, MAX_PING_BODY};
 pub use monitor::run_monitored;

@@ -30,8 +30,7 @@ mod retention;
 mod testing;
 
 pub use local_retention::LocalRetention;
-use monitor::check_ping_url;
-pub use monitor::mask_url;
+pub use monitor::{mask_url, PingUrl};
 pub use retention::{RemoteRetention, Retention};
 
 use crate::model::{
@@ -378,18 +377,8 @@ pub struct Config {
     pub metrics_file: Option<PathBuf>,
     /// The healthchecks.io-style URL `backup` pings (`/start`, success,
     /// `/fail`); it may hold a secret token, so it is shown masked.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "serialize_masked_url"
-    )]
-    pub ping_url: Option<String>,
-}
-
-fn serialize_masked_url<S: serde::Serializer>(
-    url: &Option<String>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&url.as_deref().map(mask_url).unwrap_or_default())
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping_url: Option<PingUrl>,
 }
 
 fn serialize_masked_flags<S: serde::Serializer>(flags: &[String], s: S) -> Result<S::Ok, S::Error> {
@@ -691,9 +680,11 @@ impl Config {
         let hooks = hooks(raw.hooks, base_dir)?;
         let retention = retention::retention(raw.retention)?;
         retention::check_steps(&steps, &retention)?;
-        if let Some(url) = &raw.ping_url {
-            check_ping_url(url).map_err(|m| KeyError::new("ping_url", m))?;
-        }
+        let ping_url = raw
+            .ping_url
+            .map(PingUrl::new)
+            .transpose()
+            .map_err(|m| KeyError::new("ping_url", m))?;
         let resolve = |p: &Path| base_dir.join(p);
         Ok(Self {
             path: path.to_owned(),
@@ -746,7 +737,7 @@ impl Config {
             allow_unencrypted: raw.allow_unencrypted,
             retention,
             metrics_file: raw.metrics_file.as_deref().map(resolve),
-            ping_url: raw.ping_url,
+            ping_url,
         })
     }
 

@@ -2,6 +2,43 @@
 //! a secret (a healthchecks.io UUID, an ntfy topic, an Uptime Kuma push
 //! token), so it is only ever shown masked.
 
+/// A `ping_url`: shown (`Debug`, `check-config`) only masked after the
+/// host; [`PingUrl::expose`] gives it whole, for the request alone.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PingUrl(String);
+
+impl PingUrl {
+    /// The whole URL, token included: for the HTTP request, never a message.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL masked after the host, for messages.
+    #[must_use]
+    pub fn masked(&self) -> String {
+        mask_url(&self.0)
+    }
+
+    /// Checks `url` (see [`check_ping_url`]).
+    pub(super) fn new(url: String) -> Result<Self, String> {
+        check_ping_url(&url)?;
+        Ok(Self(url))
+    }
+}
+
+impl std::fmt::Debug for PingUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PingUrl({})", self.masked())
+    }
+}
+
+impl serde::Serialize for PingUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.masked())
+    }
+}
+
 /// The longest `ping_url` accepted.
 const MAX_PING_URL: usize = 2048;
 
@@ -11,7 +48,7 @@ const MAX_PING_URL: usize = 2048;
 /// # Errors
 ///
 /// A message saying what is wrong (without repeating the URL).
-pub(super) fn check_ping_url(url: &str) -> Result<(), String> {
+fn check_ping_url(url: &str) -> Result<(), String> {
     let Some(rest) = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
@@ -83,10 +120,9 @@ mod tests {
             c.metrics_file.as_deref(),
             Some(Path::new("/etc/z/metrics/data.prom"))
         );
-        assert_eq!(
-            c.ping_url.as_deref(),
-            Some("https://hc-ping.com/5f1c7a4e-secret")
-        );
+        let url = c.ping_url.clone().unwrap();
+        assert_eq!(url.expose(), "https://hc-ping.com/5f1c7a4e-secret");
+        assert!(!format!("{c:?}").contains("secret"));
         let shown = c.to_effective_toml().unwrap();
         assert!(!shown.contains("secret"), "{shown}");
         assert!(
@@ -96,7 +132,7 @@ mod tests {
         // `[tools]` does not load back yet (issue 16, another change).
         let loadable = shown.split("[tools]").next().unwrap();
         let again = Config::parse(loadable, Path::new("/etc/z/data.toml")).unwrap();
-        assert_eq!(again.ping_url.as_deref(), Some("https://hc-ping.com/***"));
+        assert_eq!(again.ping_url.unwrap().expose(), "https://hc-ping.com/***");
         assert_eq!(again.metrics_file, c.metrics_file);
         let none = parse("").unwrap().to_effective_toml().unwrap();
         assert!(

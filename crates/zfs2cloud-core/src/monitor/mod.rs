@@ -25,7 +25,11 @@ pub fn run_monitored(
 ) -> (RunReport, Result<(), BackupFailure>) {
     let config = backup.config;
     let live = !backup.runner.is_dry_run();
-    let pinger = config.ping_url.as_deref().filter(|_| live).map(Pinger::new);
+    let pinger = config
+        .ping_url
+        .as_ref()
+        .filter(|_| live)
+        .map(|u| Pinger::new(u.expose()));
     if let Some(p) = &pinger {
         p.ping(PingKind::Start, "");
     }
