@@ -33,10 +33,21 @@ pub fn out(line: &str) {
     let _ = writeln!(stdout, "{}", zfs2cloud_core::escape_controls(line));
 }
 
-/// The runner for this invocation: a dry run prints what it would change.
+/// Prints one line for people on stderr: where `--json` sends what would
+/// otherwise go to stdout, which then holds the JSON alone.
+pub fn note(line: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{line}");
+}
+
+/// The runner for this invocation: a dry run prints what it would change
+/// (on stderr with `--json`).
 pub fn runner(cli: &Cli, cancel: &CancelToken) -> Runner {
     if cli.dry_run {
-        Runner::dry_run(Arc::new(|action: &str| out(&format!("[dry-run] {action}"))))
+        let print: fn(&str) = if cli.command.json() { note } else { out };
+        Runner::dry_run(Arc::new(move |action: &str| {
+            print(&format!("[dry-run] {action}"));
+        }))
     } else {
         Runner::new()
     }

@@ -46,6 +46,9 @@ pub enum Command {
         /// Run up to N jobs at the same time (default: one after another).
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
         parallel: u32,
+        /// Machine-readable output on stdout (schema: docs/backup.schema.json).
+        #[arg(long)]
+        json: bool,
     },
 
     /// Validate the config file and print the effective configuration, with
@@ -96,6 +99,9 @@ pub enum Command {
         /// Really delete.
         #[arg(short, long)]
         yes: bool,
+        /// Machine-readable output on stdout (schema: docs/prune.schema.json).
+        #[arg(long)]
+        json: bool,
     },
 
     /// Restore a backup from the remote into a dataset: the full and at most
@@ -135,6 +141,9 @@ pub enum Command {
         /// every dataset whose directory lies below --from.
         #[arg(long)]
         recursive: bool,
+        /// Machine-readable output on stdout (schema: docs/restore.schema.json).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         stream: StreamArgs,
     },
@@ -161,6 +170,9 @@ pub enum Command {
         /// keys of your gpg keyring and agent.
         #[arg(long, value_name = "FILE", requires = "deep")]
         secret_key_file: Option<PathBuf>,
+        /// Machine-readable output on stdout (schema: docs/verify.schema.json).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         stream: StreamArgs,
     },
@@ -199,6 +211,9 @@ pub enum Command {
         /// Really destroy.
         #[arg(short, long)]
         yes: bool,
+        /// Machine-readable output on stdout (schema: docs/prune.schema.json).
+        #[arg(long)]
+        json: bool,
     },
 
     /// Delete the backups on the remote that [retention.remote] lets go,
@@ -208,7 +223,27 @@ pub enum Command {
         /// Really delete.
         #[arg(short, long)]
         yes: bool,
+        /// Machine-readable output on stdout (schema: docs/prune.schema.json).
+        #[arg(long)]
+        json: bool,
     },
+}
+
+impl Command {
+    /// Whether the command was asked for JSON: then stdout holds the JSON
+    /// alone, and everything else goes to stderr.
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Backup { json, .. }
+            | Self::Status { json, .. }
+            | Self::Verify { json, .. }
+            | Self::Restore { json, .. }
+            | Self::PruneIntermediates { json, .. }
+            | Self::PruneSnapshots { json, .. }
+            | Self::PruneRemote { json, .. } => *json,
+            _ => false,
+        }
+    }
 }
 
 /// How `restore` and `verify` stream from the remote.

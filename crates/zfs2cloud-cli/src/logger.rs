@@ -11,7 +11,9 @@ struct StderrLogger {
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= self.level
+        // Only zfs2cloud's own records: a library's debug output (the HTTP
+        // client's request lines) could show a ping URL's secret token.
+        metadata.level() <= self.level && metadata.target().starts_with("zfs2cloud")
     }
 
     fn log(&self, record: &Record<'_>) {

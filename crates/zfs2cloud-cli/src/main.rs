@@ -130,6 +130,7 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
         force,
         recursive,
         stream,
+        json,
     } = &cli.command
     {
         let args = cmd::restore::RestoreArgs {
@@ -142,13 +143,16 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
             force: *force,
             recursive: *recursive,
             stream,
+            json: *json,
         };
         return cmd::restore::run(cli, cancel, &args);
     }
     let file = app::load_config_file(cli)?;
     let jobs = file.select(&cli.jobs)?;
     match &cli.command {
-        Command::Backup { parallel } => cmd::backup::run(cli, cancel, &jobs, *parallel),
+        Command::Backup { parallel, json } => {
+            cmd::backup::run(cli, cancel, &jobs, *parallel, *json)
+        }
         Command::CheckConfig { online } => cmd::check_config::run(&file, &jobs, *online),
         command => cmd::jobs::run_each(cli, cancel, &jobs, command),
     }
@@ -175,9 +179,9 @@ fn dispatch(app: &App, command: &Command) -> anyhow::Result<()> {
             cmd::export::run(app, &options)
         }
         Command::Upload { snapshot } => cmd::upload::run(app, snapshot.as_deref()),
-        Command::PruneIntermediates { yes } => cmd::prune::intermediates(app, *yes),
-        Command::PruneSnapshots { yes } => cmd::prune::snapshots(app, *yes),
-        Command::PruneRemote { yes } => cmd::prune::remote(app, *yes),
+        Command::PruneIntermediates { yes, json } => cmd::prune::intermediates(app, *yes, *json),
+        Command::PruneSnapshots { yes, json } => cmd::prune::snapshots(app, *yes, *json),
+        Command::PruneRemote { yes, json } => cmd::prune::remote(app, *yes, *json),
         Command::Status { json, remote } => cmd::status::run(app, *json, *remote),
         Command::Verify {
             snapshot,
@@ -185,6 +189,7 @@ fn dispatch(app: &App, command: &Command) -> anyhow::Result<()> {
             passphrase_file,
             secret_key_file,
             stream,
+            json,
             ..
         } => cmd::verify::run(
             app,
@@ -194,6 +199,7 @@ fn dispatch(app: &App, command: &Command) -> anyhow::Result<()> {
                 secret_key_file: secret_key_file.as_deref(),
             }),
             stream,
+            *json,
         ),
         Command::MountSnapshot => cmd::filemode::run(app, &Step::MountSnapshot),
         Command::UploadSnapshotFiles => cmd::filemode::run(app, &Step::UploadSnapshotFiles),

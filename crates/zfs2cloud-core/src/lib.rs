@@ -102,11 +102,13 @@
 //! `util`; `process` (the runner); `config` (a leaf that nothing imports
 //! back: consumers build themselves from it, e.g. `RetryPolicy::from`);
 //! `stages` (the traits and their process-backed implementations) beside
-//! `policy` (pure decisions); `ops` (the steps, restore, verify, status).
+//! `policy` (pure decisions); `ops` (the steps, restore, verify, status);
+//! `monitor` (metrics and pings around a backup run).
 //! `docs/design.md` draws them and the route of one backup.
 
 mod config;
 mod model;
+mod monitor;
 mod ops;
 mod policy;
 mod process;
@@ -194,6 +196,7 @@ pub use ops::backup::{
     Backup, BackupFailure, ExportOptions, MemberFailure, MemberFailures, ProcessStages,
     RemotePruneReport, StepError, StepReport,
 };
+pub use ops::catalog::RemoteTotals;
 pub use ops::catalog::{
     list_backups_of, list_remote_backups, CatalogError, Listing, RemoteListing,
 };
@@ -203,6 +206,12 @@ pub use ops::prune_remote::{
     delete_planned, list_for_prune, LeftAlone, PruneListing, PruneRemoteError,
 };
 pub use ops::remote_tree::{find_tree, RemoteTreeMember};
+pub use ops::report::{RunReport, StepEntry, RUN_REPORT_FORMAT};
+// Monitoring (issue 16; its own list, for an easy merge).
+pub use config::{mask_url, PingUrl};
+pub use monitor::metrics::{parse_last_success, render_metrics, write_metrics};
+pub use monitor::ping::{ping_url, PingKind, Pinger, MAX_PING_BODY};
+pub use monitor::run_monitored;
 pub use ops::snapshot::{HookError, SnapshotError};
 pub use ops::upload::{
     read_owner, read_owner_in, OwnerReadError, RetryPolicy, UploadReport, UploadStepError,

@@ -23,6 +23,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("stages", 3),
     ("policy", 3),
     ("ops", 4),
+    // Metrics and pings around a backup run (issue 16).
+    ("monitor", 5),
 ];
 
 fn rank(layer: &str) -> Option<u8> {

@@ -5,9 +5,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
 
-use zfs2cloud_core::{CancelToken, Config, StepReport};
+use zfs2cloud_core::{run_monitored, CancelToken, Config, RunReport, RUN_REPORT_FORMAT};
 
 use crate::app::{out, App};
 use crate::args::Cli;
@@ -57,31 +56,64 @@ pub fn report_failure(error: anyhow::Error, what: &str) -> bool {
 }
 
 /// Runs `jobs`. A file in the single-dataset form runs as it always did:
-/// its error is the run's.
-pub fn run(cli: &Cli, cancel: &CancelToken, jobs: &[&Config], parallel: u32) -> anyhow::Result<()> {
+/// its error is the run's. With `json`, the steps are not printed; one
+/// JSON document with every job's report is (docs/backup.schema.json).
+pub fn run(
+    cli: &Cli,
+    cancel: &CancelToken,
+    jobs: &[&Config],
+    parallel: u32,
+    json: bool,
+) -> anyhow::Result<()> {
     if let [job] = jobs {
         if job.job.is_none() {
             let app = App::new(cli, cancel, (*job).clone())?;
-            return run_job(&app, None).map(|_| ());
+            let (report, result) = run_job(&app, None, json);
+            if json {
+                print_json(std::slice::from_ref(&report))?;
+            }
+            return result;
         }
     }
-    let rows = run_all(cli, cancel, jobs, parallel as usize);
-    out(render_jobs(&rows).trim_end());
-    let failed = rows.iter().filter(|r| r.failed).count();
-    let locked = rows.iter().filter(|r| r.locked).count();
-    JobsFailed::check(rows.len(), failed, locked)
+    let reports = run_all(cli, cancel, jobs, parallel as usize, json);
+    if json {
+        print_json(&reports)?;
+    } else {
+        let rows: Vec<JobRow> = reports.iter().map(JobRow::from).collect();
+        out(render_jobs(&rows).trim_end());
+    }
+    let failed = reports.iter().filter(|r| !r.success).count();
+    let locked = reports.iter().filter(|r| r.locked).count();
+    JobsFailed::check(reports.len(), failed, locked)
+}
+
+/// The reports as `backup --json` prints them.
+fn print_json(reports: &[RunReport]) -> anyhow::Result<()> {
+    let doc = serde_json::json!({
+        "format": RUN_REPORT_FORMAT,
+        "success": reports.iter().all(|r| r.success),
+        "jobs": reports,
+    });
+    out(&serde_json::to_string_pretty(&doc)?);
+    Ok(())
 }
 
 /// Every job, `parallel` at a time, in file order in the result.
-fn run_all(cli: &Cli, cancel: &CancelToken, jobs: &[&Config], parallel: usize) -> Vec<JobRow> {
+fn run_all(
+    cli: &Cli,
+    cancel: &CancelToken,
+    jobs: &[&Config],
+    parallel: usize,
+    json: bool,
+) -> Vec<RunReport> {
     let next = AtomicUsize::new(0);
-    let rows: Mutex<Vec<Option<JobRow>>> = Mutex::new(vec![None; jobs.len()]);
+    let reports: Mutex<Vec<Option<RunReport>>> = Mutex::new(vec![None; jobs.len()]);
     let worker = || loop {
         let i = next.fetch_add(1, Ordering::SeqCst);
         let Some(job) = jobs.get(i) else { return };
-        let row = run_one(cli, cancel, job);
-        if let Ok(mut rows) = rows.lock() {
-            rows[i] = Some(row);
+        let report = run_one(cli, cancel, job, json);
+        if let Ok(mut reports) = reports.lock() {
+            reports[i] = Some(report);
         }
     };
     std::thread::scope(|scope| {
@@ -89,7 +121,8 @@ fn run_all(cli: &Cli, cancel: &CancelToken, jobs: &[&Config], parallel: usize) -
             scope.spawn(worker);
         }
     });
-    rows.into_inner()
+    reports
+        .into_inner()
         .unwrap_or_default()
         .into_iter()
         .flatten()
@@ -97,46 +130,43 @@ fn run_all(cli: &Cli, cancel: &CancelToken, jobs: &[&Config], parallel: usize) -
 }
 
 /// One job, its failure reported on stderr as it happens.
-fn run_one(cli: &Cli, cancel: &CancelToken, job: &Config) -> JobRow {
-    let started = Instant::now();
+fn run_one(cli: &Cli, cancel: &CancelToken, job: &Config, json: bool) -> RunReport {
     let name = job.name();
-    let result = App::new(cli, cancel, job.clone()).and_then(|app| run_job(&app, Some(&name)));
-    let (bytes, failure) = match result {
-        Ok(bytes) => (bytes, None),
-        Err(e) => (None, Some(report_failure(e, &format!("job {name}")))),
+    let (mut report, result) = match App::new(cli, cancel, job.clone()) {
+        Ok(app) => run_job(&app, Some(&name), json),
+        Err(e) => {
+            let text = format!("{e:#}");
+            (RunReport::not_started(job, cli.dry_run, text), Err(e))
+        }
     };
-    JobRow {
-        name,
-        dataset: job.dataset.to_string(),
-        failed: failure.is_some(),
-        locked: failure.unwrap_or(false),
-        duration: started.elapsed(),
-        bytes,
+    if let Err(e) = result {
+        // The lock, as the exit code sees it (also when held in a step).
+        report.locked = report_failure(e, &format!("job {name}"));
     }
+    report
 }
 
-/// Runs one job's sequence, printing a line per finished step (prefixed
-/// with the job's name when several run); gives the bytes exported.
-fn run_job(app: &App, prefix: Option<&str>) -> anyhow::Result<Option<u64>> {
-    let started = Instant::now();
+/// Runs one job's sequence with its monitoring (pings, metrics file),
+/// printing a line per finished step (prefixed with the job's name when
+/// several run) unless `json`.
+fn run_job(app: &App, prefix: Option<&str>, json: bool) -> (RunReport, anyhow::Result<()>) {
     let tag = prefix.map(|p| format!("[{p}] ")).unwrap_or_default();
-    let reports = app.backup().run(&mut |step| {
+    let backup = app.backup();
+    let (report, result) = run_monitored(&backup, &mut |step| {
+        if !json {
+            out(&format!(
+                "{tag}{:<20} {:>7.1}s  {}",
+                step.step,
+                step.duration.as_secs_f64(),
+                step.summary
+            ));
+        }
+    });
+    if result.is_ok() && !json {
         out(&format!(
-            "{tag}{:<20} {:>7.1}s  {}",
-            step.step,
-            step.duration.as_secs_f64(),
-            step.summary
+            "{tag}backup of {} finished in {:.1}s",
+            app.config.dataset, report.duration_seconds
         ));
-    })?;
-    out(&format!(
-        "{tag}backup of {} finished in {:.1}s",
-        app.config.dataset,
-        started.elapsed().as_secs_f64()
-    ));
-    Ok(exported_bytes(&reports))
-}
-
-/// The bytes the run exported, if any step says.
-fn exported_bytes(reports: &[StepReport]) -> Option<u64> {
-    reports.iter().filter_map(|r| r.bytes).reduce(|a, b| a + b)
+    }
+    (report, result.map_err(anyhow::Error::from))
 }

@@ -17,7 +17,7 @@ pub fn run_each(
     jobs: &[&Config],
     command: &Command,
 ) -> anyhow::Result<()> {
-    let quiet = matches!(command, Command::Status { json: true, .. });
+    let quiet = command.json();
     if let [job] = jobs {
         if !job.recursive {
             return crate::dispatch(&App::new(cli, cancel, (*job).clone())?, command);
@@ -61,9 +61,9 @@ fn per_member(command: &Command) -> bool {
 fn locks(command: &Command) -> bool {
     match command {
         Command::Export { .. } | Command::Upload { .. } => true,
-        Command::PruneIntermediates { yes }
-        | Command::PruneSnapshots { yes }
-        | Command::PruneRemote { yes } => *yes,
+        Command::PruneIntermediates { yes, .. }
+        | Command::PruneSnapshots { yes, .. }
+        | Command::PruneRemote { yes, .. } => *yes,
         _ => false,
     }
 }

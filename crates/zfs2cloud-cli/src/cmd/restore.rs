@@ -2,7 +2,7 @@
 //! recovery needs only the remote and the passphrase (or, for backups
 //! encrypted to public keys, the secret key).
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
@@ -15,8 +15,9 @@ use zfs2cloud_core::{
 };
 use zfs2cloud_core::{find_tree, member_restore_point, tree_restore_point};
 
-use crate::app::{out, runner, UsageError};
+use crate::app::{note, out, runner, UsageError};
 use crate::args::{Cli, StreamArgs};
+use crate::render::json;
 
 /// The `restore` subcommand's arguments.
 #[derive(Debug)]
@@ -30,6 +31,8 @@ pub struct RestoreArgs<'a> {
     pub force: bool,
     pub recursive: bool,
     pub stream: &'a StreamArgs,
+    /// Print the plan (dry run) or the result as JSON on stdout.
+    pub json: bool,
 }
 
 /// What every dataset's restore of one invocation shares.
@@ -48,6 +51,8 @@ struct Restorer<'a> {
     runner: Runner,
     tools: ToolPaths,
     cancel: CancelToken,
+    /// Each dataset's entry of the `--json` document, as it is done.
+    done: RefCell<Vec<serde_json::Value>>,
 }
 
 /// Restores `args.at` from the remote into `args.to` (with `--recursive`,
@@ -89,9 +94,11 @@ fn restore(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
         runner,
         tools,
         cancel: cancel.clone(),
+        done: RefCell::new(Vec::new()),
     };
     if args.recursive {
-        return restorer.tree(&remote, &target);
+        restorer.tree(&remote, &target)?;
+        return restorer.print_json();
     }
     // One listing serves the owner marker and the backups: what is read
     // here delays the first byte of the stream.
@@ -113,7 +120,8 @@ fn restore(cli: &Cli, cancel: &CancelToken, args: &RestoreArgs<'_>) -> anyhow::R
         dataset.as_ref(),
         &target,
         &point(args.at),
-    )
+    )?;
+    restorer.print_json()
 }
 
 /// The job whose backups to restore: the only one of the file, or the one
@@ -142,6 +150,26 @@ fn point(at: &str) -> RestorePoint {
 }
 
 impl Restorer<'_> {
+    /// A line for people: on stdout, or with `--json` on stderr.
+    fn say(&self, line: &str) {
+        if self.args.json {
+            note(line);
+        } else {
+            out(line);
+        }
+    }
+
+    /// With `--json`: the document of what was restored (or, in a dry
+    /// run, would be).
+    fn print_json(&self) -> anyhow::Result<()> {
+        if self.args.json {
+            let datasets = self.done.take();
+            let doc = json::restore(self.runner.is_dry_run(), self.args.at, datasets);
+            out(&serde_json::to_string_pretty(&doc)?);
+        }
+        Ok(())
+    }
+
     /// Restores `point` of `backups` (those of `dataset`, or all there
     /// without one), listed in `remote`, into `target`.
     fn one(
@@ -159,7 +187,7 @@ impl Restorer<'_> {
             RestorePoint::Latest => "latest",
             RestorePoint::Snapshot(s) => s,
         };
-        out(&format!(
+        self.say(&format!(
             "restoring {at}{of} into {target} from {remote}: {}",
             dirs.join(" + ")
         ));
@@ -178,12 +206,21 @@ impl Restorer<'_> {
             None
         };
         restore_chain(&self.store, gpg, &self.runner, &chain, &settings).context("restore")?;
-        if !self.runner.is_dry_run() {
-            out(&format!("restored {target}"));
+        let dry_run = self.runner.is_dry_run();
+        if !dry_run {
+            self.say(&format!("restored {target}"));
             if chain_is_raw(&chain) {
-                out(&raw_restore_hint(target));
+                self.say(&raw_restore_hint(target));
             }
         }
+        self.done.borrow_mut().push(json::restore_entry(
+            dataset.map(DatasetName::as_str),
+            remote,
+            target.as_str(),
+            &chain,
+            chain_is_raw(&chain),
+            !dry_run,
+        ));
         Ok(())
     }
 
@@ -235,7 +272,7 @@ impl Restorer<'_> {
         };
         let at = tree_restore_point(&root.backups, self.args.at)
             .with_context(|| format!("restore of the tree in {remote}"))?;
-        out(&format!(
+        self.say(&format!(
             "restoring the tree of {} at {at} ({} dataset(s)) into {target}",
             root.dataset
                 .as_ref()

@@ -12,6 +12,7 @@ use zfs2cloud_core::{
 
 use crate::app::{out, App, UsageError};
 use crate::args::StreamArgs;
+use crate::render::json;
 
 /// What `verify --deep` decrypts with, besides the config's passphrase.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +31,7 @@ pub fn run(
     only: Option<&str>,
     deep: Option<DeepSecrets<'_>>,
     stream: &StreamArgs,
+    as_json: bool,
 ) -> anyhow::Result<()> {
     if deep.is_some() && app.runner.is_dry_run() {
         // A dry run receives nothing, so it could prove nothing; saying OK
@@ -66,8 +68,18 @@ pub fn run(
         bail!("no backup to verify on {}", app.config.remote);
     }
     let bad = checks.iter().filter(|c| c.health != Health::Ok).count();
-    for check in &checks {
-        out(&verdict_line(check));
+    if as_json {
+        let doc = json::verify(
+            app.config.dataset.as_str(),
+            &app.config.remote,
+            deep.is_some(),
+            &checks,
+        );
+        out(&serde_json::to_string_pretty(&doc)?);
+    } else {
+        for check in &checks {
+            out(&verdict_line(check));
+        }
     }
     if bad > 0 {
         bail!("{bad} of {} backup(s) are not OK", checks.len());

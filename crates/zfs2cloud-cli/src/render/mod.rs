@@ -1,5 +1,6 @@
 //! Human-readable renderings of what core returns.
 
+pub mod json;
 pub mod prune_remote;
 pub mod status;
 pub mod summary;

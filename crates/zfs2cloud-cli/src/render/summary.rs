@@ -16,6 +16,19 @@ pub struct JobRow {
     pub bytes: Option<u64>,
 }
 
+impl From<&zfs2cloud_core::RunReport> for JobRow {
+    fn from(r: &zfs2cloud_core::RunReport) -> Self {
+        Self {
+            name: r.job.clone(),
+            dataset: r.dataset.clone(),
+            failed: !r.success,
+            locked: r.locked,
+            duration: Duration::from_secs_f64(r.duration_seconds),
+            bytes: r.exported(),
+        }
+    }
+}
+
 /// `job  dataset  result  duration  bytes`, one line per job.
 pub fn render_jobs(rows: &[JobRow]) -> String {
     let name_w = width(rows.iter().map(|r| r.name.len()), "job");

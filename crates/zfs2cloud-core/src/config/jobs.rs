@@ -334,6 +334,14 @@ fn check_overlaps(jobs: &[Config]) -> Result<(), String> {
                     b.intermediate_basedir.display()
                 ));
             }
+            if a.metrics_file.is_some() && a.metrics_file == b.metrics_file {
+                // Each run rewrites its job's file whole (node_exporter reads
+                // files whole): a shared one would hold only the last job.
+                return Err(format!(
+                    "jobs {an:?} and {bn:?} share metrics_file: each job needs a file of its \
+                     own (e.g. zfs2cloud-<job>.prom in the collector's directory)"
+                ));
+            }
             if let Some(why) = datasets_overlap(a, b).or_else(|| datasets_overlap(b, a)) {
                 return Err(format!("jobs {an:?} and {bn:?} {why}"));
             }

@@ -25,12 +25,14 @@ pub use jobs::ConfigFile;
 mod send_options;
 
 mod local_retention;
+mod monitor;
 mod retention;
 
 #[cfg(test)]
 mod testing;
 
 pub use local_retention::LocalRetention;
+pub use monitor::{mask_url, PingUrl};
 pub use retention::{RemoteRetention, Retention};
 
 use crate::model::{
@@ -396,6 +398,13 @@ pub struct Config {
     /// `[retention]`: what pruning keeps.
     #[serde(skip_serializing_if = "Retention::is_empty")]
     pub retention: Retention,
+    /// Where `backup` writes this job's Prometheus textfile metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_file: Option<PathBuf>,
+    /// The healthchecks.io-style URL `backup` pings (`/start`, success,
+    /// `/fail`); it may hold a secret token, so it is shown masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping_url: Option<PingUrl>,
 }
 
 fn serialize_masked_flags<S: serde::Serializer>(flags: &[String], s: S) -> Result<S::Ok, S::Error> {
@@ -480,6 +489,8 @@ struct RawConfig {
     allow_unencrypted: bool,
     #[serde(default, deserialize_with = "retention::table")]
     retention: retention::RawRetention,
+    metrics_file: Option<PathBuf>,
+    ping_url: Option<String>,
 }
 
 /// Limits for the steps that should never take long. A hung `zfs` or
@@ -691,6 +702,11 @@ impl Config {
         let hooks = hooks(raw.hooks, base_dir)?;
         let retention = retention::retention(raw.retention)?;
         retention::check_steps(&steps, &retention)?;
+        let ping_url = raw
+            .ping_url
+            .map(PingUrl::new)
+            .transpose()
+            .map_err(|m| KeyError::new("ping_url", m))?;
         let resolve = |p: &Path| base_dir.join(p);
         Ok(Self {
             path: path.to_owned(),
@@ -742,6 +758,8 @@ impl Config {
             gpg_homedir: raw.gpg_homedir.as_deref().map(resolve),
             allow_unencrypted: raw.allow_unencrypted,
             retention,
+            metrics_file: raw.metrics_file.as_deref().map(resolve),
+            ping_url,
         })
     }
 

@@ -76,6 +76,18 @@ pub struct Manifest {
     pub recipients: Vec<String>,
 }
 
+impl Manifest {
+    /// The bytes of the chunks named in `names` (other names are ignored).
+    #[must_use]
+    pub fn chunk_bytes_among(&self, names: &[String]) -> u64 {
+        self.chunks
+            .iter()
+            .filter(|c| names.contains(&c.name))
+            .map(|c| c.size)
+            .sum()
+    }
+}
+
 /// Lower-case hex of `bytes`.
 #[must_use]
 pub fn hex(bytes: &[u8]) -> String {

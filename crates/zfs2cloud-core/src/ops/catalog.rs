@@ -79,6 +79,15 @@ pub fn list_remote_backups(
     }
 }
 
+/// The complete backups (those with a manifest) in a remote directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RemoteTotals {
+    /// How many.
+    pub backups: u64,
+    /// The bytes of all their files.
+    pub bytes: u64,
+}
+
 /// One listing of a remote directory: the files in it and in each of its
 /// subdirectories, names and sizes only, from one call where the backend
 /// allows ([`Uploader::list_two_levels`]). What a restore reads before it
@@ -124,6 +133,24 @@ impl RemoteListing {
     #[must_use]
     pub fn has_file(&self, name: &str) -> bool {
         self.top.iter().any(|f| f.name == name)
+    }
+
+    /// How many complete backups (directories named like one, holding a
+    /// manifest) the listing holds, and the bytes of their files.
+    #[must_use]
+    pub fn totals(&self) -> RemoteTotals {
+        let complete: Vec<&Vec<RemoteFile>> = self
+            .dirs
+            .iter()
+            .filter(|(d, files)| {
+                backup_name(d).is_some() && files.iter().any(|f| f.name == MANIFEST_FILE)
+            })
+            .map(|(_, files)| files)
+            .collect();
+        RemoteTotals {
+            backups: complete.len() as u64,
+            bytes: complete.iter().flat_map(|f| f.iter()).map(|f| f.size).sum(),
+        }
     }
 
     /// The backups among the listed directories, oldest first, with their

@@ -11,6 +11,7 @@ pub mod lock;
 pub mod prune;
 pub mod prune_remote;
 pub mod remote_tree;
+pub mod report;
 pub mod restore;
 pub mod snapshot;
 pub mod status;

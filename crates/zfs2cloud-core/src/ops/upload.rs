@@ -268,6 +268,8 @@ pub struct UploadReport {
     pub sent: Vec<String>,
     /// Files already complete on the remote, not sent again.
     pub skipped: Vec<String>,
+    /// The bytes of the chunks among `sent`.
+    pub chunk_bytes_sent: u64,
 }
 
 /// Uploads one export directory to `remote_dir` in order, verifies it and
@@ -357,6 +359,7 @@ pub fn upload_export(
             reason: format!("{MANIFEST_FILE} is missing or wrong after upload"),
         });
     }
+    report.chunk_bytes_sent = export.manifest.chunk_bytes_among(&report.sent);
     Ok(report)
 }
 

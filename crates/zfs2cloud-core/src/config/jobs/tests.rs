@@ -156,6 +156,18 @@ fn jobs_sharing_an_intermediate_directory_are_refused() {
 }
 
 #[test]
+fn jobs_sharing_a_metrics_file_are_refused() {
+    let metrics = "metrics_file = \"/var/lib/prom/z.prom\"\n";
+    let text = format!(
+        "{DEFAULTS}{}{metrics}{}{metrics}",
+        job("a", "tank/a", "a"),
+        job("b", "tank/b", "b")
+    );
+    let err = refused(&text);
+    assert!(err.contains("share metrics_file"), "{err}");
+}
+
+#[test]
 fn a_dataset_in_two_jobs_or_inside_a_recursive_tree_is_refused_unless_excluded() {
     let same = format!(
         "{DEFAULTS}{}{}",

@@ -160,6 +160,10 @@ pub struct StepReport {
     pub summary: String,
     /// The bytes it exported, where it exported any.
     pub bytes: Option<u64>,
+    /// The chunk bytes it sent to the remote, where it sent any.
+    pub uploaded: Option<u64>,
+    /// The kind of export it made (or in a dry run, would make).
+    pub kind: Option<ExportKind>,
 }
 
 /// What the run knows so far, for hooks.
@@ -171,6 +175,8 @@ struct RunState {
     mount: Option<SnapshotMount>,
     /// The bytes the step that just ran exported.
     step_bytes: Option<u64>,
+    /// The chunk bytes the step that just ran uploaded.
+    step_uploaded: Option<u64>,
     /// A recursive job's tree, once listed.
     tree: Option<TreePlan>,
     /// The members of the tree that failed so far.
@@ -227,6 +233,12 @@ impl Backup<'_> {
                         duration: started.elapsed(),
                         summary,
                         bytes: state.step_bytes.take(),
+                        uploaded: state.step_uploaded.take(),
+                        kind: if *step == Step::Export {
+                            state.kind
+                        } else {
+                            None
+                        },
                     };
                     log::info!(
                         "step {name}: done in {:.1}s: {}",
@@ -448,7 +460,11 @@ impl Backup<'_> {
                 Ok(summary)
             }
             Step::Export => self.export_in_run(state),
-            Step::Upload => Ok(upload_summary(&self.upload(None)?)),
+            Step::Upload => {
+                let done = self.upload(None)?;
+                state.step_uploaded = Some(done.iter().map(|(_, r)| r.chunk_bytes_sent).sum());
+                Ok(upload_summary(&done))
+            }
             Step::PruneIntermediates => {
                 let act = !self.runner.is_dry_run();
                 let decisions = self.prune_intermediates(act)?;
@@ -553,6 +569,10 @@ impl Backup<'_> {
         }
         if let ExportStepOutcome::Exported { outcome, .. } = &outcome {
             state.step_bytes = Some(outcome.manifest.total_size);
+            state.step_uploaded = outcome
+                .streamed
+                .as_ref()
+                .map(|r| outcome.manifest.chunk_bytes_among(&r.confirmed));
         }
         Ok(export_summary(&outcome))
     }

@@ -156,6 +156,8 @@ impl Backup<'_> {
                         duration: started.elapsed(),
                         summary: format!("{dataset}: {summary}"),
                         bytes: member_state.step_bytes,
+                        uploaded: member_state.step_uploaded,
+                        kind: member_state.kind.filter(|_| *step == Step::Export),
                     });
                 }
                 Err(error) => {
