@@ -1,8 +1,6 @@
 //! A minimal stderr logger for the `log` facade: the core library logs every
 //! external command with its duration at `info`, shown with `-v`.
 
-use std::io::Write as _;
-
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct StderrLogger {
@@ -25,8 +23,8 @@ impl Log for StderrLogger {
             Level::Debug => "debug",
             Level::Trace => "trace",
         };
-        let mut stderr = std::io::stderr().lock();
-        let _ = writeln!(stderr, "zfs2cloud: {level}: {}", record.args());
+        // Above the progress bars, if any are shown.
+        crate::progress::console::line(&format!("{level}: {}", record.args()));
     }
 
     fn flush(&self) {}

@@ -177,7 +177,15 @@ impl Restorer<'_> {
         } else {
             None
         };
-        restore_chain(&self.store, gpg, &self.runner, &chain, &settings).context("restore")?;
+        restore_chain(
+            &self.store,
+            gpg,
+            &self.runner,
+            &chain,
+            &settings,
+            crate::progress::shown(),
+        )
+        .context("restore")?;
         if !self.runner.is_dry_run() {
             out(&format!("restored {target}"));
             if chain_is_raw(&chain) {
