@@ -8,7 +8,7 @@ use anyhow::bail;
 use chrono::{DateTime, Utc};
 
 use zfs2cloud_core::{
-    now, Backup, CancelToken, Config, ConfigFile, Mode, NoProgress, ProcessStages, RunLock, Runner,
+    now, Backup, CancelToken, Config, ConfigFile, Mode, ProcessStages, RunLock, Runner,
 };
 
 use crate::args::Cli;
@@ -37,7 +37,7 @@ pub fn out(line: &str) {
 /// otherwise go to stdout, which then holds the JSON alone.
 pub fn note(line: &str) {
     let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(stderr, "{line}");
+    let _ = writeln!(stderr, "{}", zfs2cloud_core::escape_controls(line));
 }
 
 /// The runner for this invocation: a dry run prints what it would change
@@ -105,8 +105,12 @@ impl App {
 
     /// The steps of this config, as `backup` runs them.
     pub fn backup(&self) -> Backup<'_> {
-        self.stages
-            .backup(&self.config, &self.runner, self.now, &NoProgress)
+        self.stages.backup(
+            &self.config,
+            &self.runner,
+            self.now,
+            crate::progress::shown(),
+        )
     }
 
     /// The run lock for a standalone command (a dry run takes none).

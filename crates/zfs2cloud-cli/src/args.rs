@@ -33,6 +33,12 @@ pub struct Cli {
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// No live progress display, even on a terminal: only plain lines on
+    /// stderr (one per finished transfer and step, one a minute during a
+    /// transfer), as without a terminal. Logging (-v) is unchanged.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }

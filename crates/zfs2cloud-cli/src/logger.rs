@@ -1,8 +1,6 @@
 //! A minimal stderr logger for the `log` facade: the core library logs every
 //! external command with its duration at `info`, shown with `-v`.
 
-use std::io::Write as _;
-
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct StderrLogger {
@@ -27,11 +25,9 @@ impl Log for StderrLogger {
             Level::Debug => "debug",
             Level::Trace => "trace",
         };
-        let mut stderr = std::io::stderr().lock();
-        // Names in messages come from files, zfs and the remote.
-        let text = record.args().to_string();
-        let text = zfs2cloud_core::escape_controls(&text);
-        let _ = writeln!(stderr, "zfs2cloud: {level}: {text}");
+        // Above the progress bars, if any are shown; control characters in
+        // names (from files, zfs and the remote) are escaped there.
+        crate::progress::console::line(&format!("{level}: {}", record.args()));
     }
 
     fn flush(&self) {}

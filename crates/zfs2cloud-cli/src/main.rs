@@ -25,6 +25,7 @@ mod app;
 mod args;
 mod cmd;
 mod logger;
+mod progress;
 mod render;
 mod signals;
 
@@ -40,6 +41,7 @@ const EXIT_INTERNAL: u8 = 70;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logger::init(cli.verbose);
+    progress::init(&cli);
     let cancel = CancelToken::new();
     let signals = match signals::install(&cancel) {
         Ok(s) => s,

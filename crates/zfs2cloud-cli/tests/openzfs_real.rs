@@ -592,3 +592,50 @@ fn a_raw_recursive_backup_of_an_encrypted_tree_restores_byte_identical_once_keys
         release_days(ds);
     }
 }
+
+/// The `size` line of `zfs send -nP`.
+fn send_estimate(snapshot: &str) -> u64 {
+    let out = run_ok(Command::new("zfs").args(["send", "-nP", snapshot]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("size\t"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no size line in `zfs send -nP {snapshot}`: {text}"))
+}
+
+#[test]
+#[ignore = "needs real OpenZFS: scripts/openzfs-vm/test runs it"]
+fn the_expected_size_of_an_export_is_what_zfs_send_n_p_says() {
+    let zfs = openzfs_session(&["gpg", "rclone"]);
+    let pool = zfs.pool("est");
+    let data = pool.create_dataset("data");
+    let ds = pool.dataset("data");
+    // Random, so that the stream is about the data's size.
+    write_random_file(&data.join("big.bin"), 8 << 20, 3);
+    let (rclone, root) = local_remote();
+    let setup = intermediate(&ds, &rclone, &root.join("data"));
+    run_ok(setup.cmd(DAY1).arg("snapshot"));
+    let snapshot = format!("{ds}@20240101000000");
+    let estimate = send_estimate(&snapshot);
+
+    let out = run_ok(setup.cmd(DAY1).args(["-v", "export"]));
+    let shown = text(&out);
+    assert!(
+        shown.contains(&format!(
+            "{snapshot}: zfs send is expected to write {estimate} bytes (`"
+        )) && shown.contains("send -nP"),
+        "{shown}"
+    );
+    // What was written (gpg's output: the stream and a little overhead)
+    // is within a few percent of the estimate.
+    let dir = setup.basedir.join("20240101000000-full");
+    let written = common::manifest(&dir)["total_size"].as_u64().unwrap();
+    let ratio = written as f64 / estimate as f64;
+    assert!(
+        (0.95..1.05).contains(&ratio),
+        "estimate {estimate}, written {written}"
+    );
+    let _ = Command::new("zfs")
+        .args(["release", "zfs2cloud", &snapshot])
+        .output();
+}

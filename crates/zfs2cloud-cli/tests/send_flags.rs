@@ -55,11 +55,23 @@ fn assert_shows(out: &std::process::Output, needle: &str) {
     );
 }
 
-/// The arguments of every `zfs send`, in order.
+/// The arguments of every `zfs send` that made a stream, in order: not
+/// the usage (`zfs send` alone) or the size estimate (`zfs send -nP`)
+/// asked for progress.
 fn sends(zfs: &FakeZfs) -> Vec<Vec<String>> {
     zfs.invocations_of("send")
         .into_iter()
         .map(|i| i.args)
+        .filter(|args| args.len() > 1 && args[1] != "-nP")
+        .collect()
+}
+
+/// The arguments of every `zfs send -nP`: the size estimates.
+fn estimates(zfs: &FakeZfs) -> Vec<Vec<String>> {
+    zfs.invocations_of("send")
+        .into_iter()
+        .map(|i| i.args)
+        .filter(|args| args.get(1).map(String::as_str) == Some("-nP"))
         .collect()
 }
 
@@ -105,6 +117,10 @@ fn every_configured_flag_reaches_zfs_send_and_the_manifest_and_the_snapshot() {
             "tank/data@20240101000000"
         ]]
     );
+    // The estimate is of the same stream: the same flags.
+    let mut estimate = sends(&zfs).remove(0);
+    estimate.insert(1, "-nP".to_owned());
+    assert_eq!(estimates(&zfs), [estimate]);
     let dir = setup.export_dir("20240101000000-full");
     let m = manifest(&dir);
     assert_eq!(

@@ -24,20 +24,34 @@
 //! # Embedding
 //!
 //! Snapshot a dataset and export the snapshot with the process-backed
-//! stages, as `zfs2cloud snapshot` and `zfs2cloud export` do:
+//! stages, as `zfs2cloud snapshot` and `zfs2cloud export` do, counting
+//! the bytes of the export as they pass ([`NoProgress`] shows nothing):
 //!
 //! ```no_run
 //! use std::path::Path;
+//! use std::sync::atomic::{AtomicU64, Ordering};
 //!
-//! use zfs2cloud_core::{
-//!     now, Config, ExportOptions, ExportStepOutcome, NoProgress, ProcessStages, Runner,
-//! };
+//! use zfs2cloud_core::{now, Config, ExportOptions, ExportStepOutcome, Progress, ProcessStages, Runner};
+//!
+//! /// Counts bytes; every other event is ignored (the trait's defaults).
+//! #[derive(Default)]
+//! struct Bytes(AtomicU64);
+//!
+//! impl Progress for Bytes {
+//!     fn begin(&self, label: &str, total: Option<u64>) {
+//!         eprintln!("{label}: about {} bytes", total.unwrap_or(0));
+//!     }
+//!     fn advance(&self, bytes: u64) {
+//!         self.0.fetch_add(bytes, Ordering::Relaxed);
+//!     }
+//! }
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = Config::load(Path::new("/etc/zfs2cloud/data.toml"))?;
 //! let runner = Runner::new();
 //! let stages = ProcessStages::new(&config, &runner)?;
-//! let backup = stages.backup(&config, &runner, now()?, &NoProgress);
+//! let progress = Bytes::default();
+//! let backup = stages.backup(&config, &runner, now()?, &progress);
 //!
 //! let lock = backup.lock()?;
 //! let snapshot = backup.snapshot(lock.is_some())?;
@@ -228,4 +242,6 @@ pub use ops::status::{
 pub use ops::verify::{scratch_dataset, verify_deep, verify_listing, BackupCheck, VerifyError};
 
 // Small helpers.
-pub use util::{error_chain, human_bytes, now, ClockError, NoProgress, Progress, ENV_NOW};
+pub use util::{
+    error_chain, human_bytes, now, ClockError, NoProgress, Progress, StepDone, WorkerState, ENV_NOW,
+};

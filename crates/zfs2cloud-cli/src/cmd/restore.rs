@@ -205,7 +205,15 @@ impl Restorer<'_> {
         } else {
             None
         };
-        restore_chain(&self.store, gpg, &self.runner, &chain, &settings).context("restore")?;
+        restore_chain(
+            &self.store,
+            gpg,
+            &self.runner,
+            &chain,
+            &settings,
+            crate::progress::shown(),
+        )
+        .context("restore")?;
         let dry_run = self.runner.is_dry_run();
         if !dry_run {
             self.say(&format!("restored {target}"));

@@ -165,5 +165,6 @@ fn deep_checks(
         &backups,
         only.as_deref(),
         &settings,
+        crate::progress::shown(),
     )?)
 }

@@ -29,6 +29,7 @@ use crate::stages::{
     compressor_for, ByteStream, Compressor, GpgEncryptor, GpgError, MountProperties,
     OverwriteFacts, ProcessStage, RunningStage, Started, UploadError, Uploader, ZfsCli,
 };
+use crate::util::Progress;
 
 /// Errors of restore.
 #[derive(Debug, thiserror::Error)]
@@ -253,11 +254,12 @@ pub fn restore_chain(
     runner: &Runner,
     chain: &[&RemoteBackup],
     settings: &RestoreSettings,
+    progress: &dyn Progress,
 ) -> Result<(), RestoreError> {
     if settings.cancel.is_cancelled() {
         return Err(stopped(&settings.cancel));
     }
-    match receive_chain(store, gpg, runner, chain, settings) {
+    match receive_chain(store, gpg, runner, chain, settings, progress) {
         Err(_) if settings.cancel.is_cancelled() => Err(stopped(&settings.cancel)),
         result => result,
     }
@@ -270,6 +272,7 @@ fn receive_chain(
     runner: &Runner,
     chain: &[&RemoteBackup],
     settings: &RestoreSettings,
+    progress: &dyn Progress,
 ) -> Result<(), RestoreError> {
     let zfs = ZfsCli::new(runner.clone(), settings.zfs.clone());
     let exists = zfs
@@ -311,8 +314,14 @@ fn receive_chain(
             cancel: &settings.cancel,
             prefetch_bytes: settings.prefetch_bytes,
             handle: &FetchHandle::default(),
+            progress,
         };
+        progress.begin(
+            &format!("receive {}", backup.dir_name),
+            Some(chunk_bytes(backup, &chunks)),
+        );
         let received = receive_one(&feed, gpg, runner, &recv);
+        progress.end();
         if let Err(e) = received {
             // A target this restore created must not stay behind half
             // done: after a failed incremental it would hold another point
@@ -340,6 +349,20 @@ fn receive_chain(
         mount_restored(&zfs, runner, &settings.target)?;
     }
     Ok(())
+}
+
+/// The bytes of `chunks` of `backup`: the manifest's sizes, or for a
+/// backup without one, the listing's.
+fn chunk_bytes(backup: &RemoteBackup, chunks: &[String]) -> u64 {
+    let size = |name: &String| match &backup.manifest {
+        Some(m) => m.chunks.iter().find(|c| &c.name == name).map(|c| c.size),
+        None => backup
+            .files
+            .iter()
+            .find(|f| &f.name == name)
+            .map(|f| f.size),
+    };
+    chunks.iter().filter_map(size).sum()
 }
 
 /// `runner` for the cleanup after a failed receive. A restore stopped at
@@ -697,7 +720,15 @@ mod tests {
     fn a_restore_past_its_deadline_or_interrupted_says_so_and_runs_nothing() {
         let store = crate::stages::MockUploader::new();
         let run = |cancel: CancelToken| {
-            restore_chain(&store, None, &Runner::new(), &[], &settings(cancel)).unwrap_err()
+            restore_chain(
+                &store,
+                None,
+                &Runner::new(),
+                &[],
+                &settings(cancel),
+                &crate::util::NoProgress,
+            )
+            .unwrap_err()
         };
         let interrupted = CancelToken::new();
         interrupted.cancel();

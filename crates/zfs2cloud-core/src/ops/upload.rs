@@ -33,6 +33,7 @@ use crate::policy::OwnerConflict;
 use crate::process::{CancelToken, ProcessError};
 use crate::stages::ZfsError;
 use crate::stages::{Snapshotter, UploadError, Uploader};
+use crate::util::Progress;
 
 mod owner;
 
@@ -282,6 +283,7 @@ pub struct UploadReport {
 ///
 /// [`UploadStepError`] if a transfer fails after retries or the remote does
 /// not hold what was sent.
+#[allow(clippy::too_many_arguments)]
 pub fn upload_export(
     uploader: &dyn Uploader,
     export: &LocalExport,
@@ -290,6 +292,7 @@ pub fn upload_export(
     cancel: &CancelToken,
     verify: bool,
     already_sent: &[String],
+    progress: &dyn Progress,
 ) -> Result<UploadReport, UploadStepError> {
     let what = export.snapshot.to_string();
     let local_err = |path: &Path| {
@@ -323,6 +326,23 @@ pub fn upload_export(
         .map(|c| (c.name.clone(), c.size, c.sha256.clone()))
         .collect();
     files.push((SHA256SUMS_FILE.to_owned(), sums_size, sums_hash));
+    let to_send: Vec<&(String, u64, String)> = files
+        .iter()
+        .filter(|(name, size, sha256)| {
+            !already_sent.contains(name) && !provably_on_remote(&remote, name, *size, sha256)
+        })
+        .collect();
+    if !to_send.is_empty() {
+        let total = to_send.iter().map(|(_, size, _)| size).sum();
+        progress.begin(&format!("upload {}", export.dir_name), Some(total));
+    }
+    let sent = send_files(
+        uploader, &to_send, export, remote_dir, policy, cancel, progress,
+    );
+    if !to_send.is_empty() {
+        progress.end();
+    }
+    sent?;
     for (name, size, sha256) in &files {
         if already_sent.contains(name) {
             // Uploaded and confirmed while exporting (and perhaps deleted
@@ -334,9 +354,6 @@ pub fn upload_export(
             report.skipped.push(name.clone());
             continue;
         }
-        let local = export.dir.join(name);
-        let target = remote_join(remote_dir, name);
-        with_retry(policy, cancel, &what, || uploader.put(&local, &target))?;
         report.sent.push(name.clone());
     }
     if verify {
@@ -361,6 +378,29 @@ pub fn upload_export(
     }
     report.chunk_bytes_sent = export.manifest.chunk_bytes_among(&report.sent);
     Ok(report)
+}
+
+/// Copies `files` (name, size, SHA-256) of `export` to `remote_dir`, in
+/// order, each retried per `policy`; a copy is one process, so progress
+/// advances by whole files.
+fn send_files(
+    uploader: &dyn Uploader,
+    files: &[&(String, u64, String)],
+    export: &LocalExport,
+    remote_dir: &str,
+    policy: &RetryPolicy,
+    cancel: &CancelToken,
+    progress: &dyn Progress,
+) -> Result<(), UploadStepError> {
+    let what = export.snapshot.to_string();
+    for (name, size, _) in files {
+        progress.chunk(name);
+        let local = export.dir.join(name);
+        let target = remote_join(remote_dir, name);
+        with_retry(policy, cancel, &what, || uploader.put(&local, &target))?;
+        progress.advance(*size);
+    }
+    Ok(())
 }
 
 /// Checks the listing `remote` of `remote_dir` after an upload: every
@@ -440,6 +480,7 @@ pub fn upload_step(
     dataset: &DatasetName,
     only: Option<&str>,
     settings: &UploadSettings,
+    progress: &dyn Progress,
 ) -> Result<Vec<(SnapshotName, UploadReport)>, UploadStepError> {
     let snapshots = snapshotter.list(dataset)?;
     let exports = layout
@@ -490,6 +531,7 @@ pub fn upload_step(
             &settings.cancel,
             !settings.dry_run,
             &[],
+            progress,
         )?;
         let record = upload_record(
             &settings.now.to_rfc3339_opts(SecondsFormat::Secs, true),

@@ -16,6 +16,7 @@ use crate::ops::restore::{cleanup_runner, restore_chain, RestoreError, RestoreSe
 use crate::policy::{check_listing, linkable, Dependencies, Health};
 use crate::process::Runner;
 use crate::stages::{GpgEncryptor, GpgError, Uploader, ZfsCli};
+use crate::util::Progress;
 
 /// One backup's verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -138,6 +139,7 @@ pub fn verify_deep(
     backups: &[RemoteBackup],
     only: Option<&[String]>,
     settings: &RestoreSettings,
+    progress: &dyn Progress,
 ) -> Result<Vec<BackupCheck>, VerifyError> {
     let deps = Dependencies::new(backups, &linkable);
     let deep = DeepCheck {
@@ -145,6 +147,7 @@ pub fn verify_deep(
         gpg,
         runner,
         settings,
+        progress,
         backups,
         children: children(backups, &deps),
         only,
@@ -199,6 +202,7 @@ struct DeepCheck<'a> {
     gpg: Option<&'a GpgEncryptor>,
     runner: &'a Runner,
     settings: &'a RestoreSettings,
+    progress: &'a dyn Progress,
     backups: &'a [RemoteBackup],
     /// The backups based directly on each backup.
     children: Vec<Vec<usize>>,
@@ -234,7 +238,14 @@ impl DeepCheck<'_> {
     /// it.
     fn check_chain(&self, full: usize, verdicts: &mut Vec<BackupCheck>) -> Result<(), VerifyError> {
         let b = &self.backups[full];
-        let result = restore_chain(self.store, self.gpg, self.runner, &[b], self.settings);
+        let result = restore_chain(
+            self.store,
+            self.gpg,
+            self.runner,
+            &[b],
+            self.settings,
+            self.progress,
+        );
         self.record(full, result, verdicts)
     }
 
@@ -285,7 +296,14 @@ impl DeepCheck<'_> {
         }
         let mut settings = self.settings.clone();
         settings.force = true;
-        let result = restore_chain(self.store, self.gpg, self.runner, &[b], &settings);
+        let result = restore_chain(
+            self.store,
+            self.gpg,
+            self.runner,
+            &[b],
+            &settings,
+            self.progress,
+        );
         self.record(i, result, verdicts)
     }
 }

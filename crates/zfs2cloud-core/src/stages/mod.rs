@@ -15,6 +15,7 @@ mod gpg_recipients;
 mod mount;
 mod plain;
 mod rclone;
+mod send_size;
 mod send_usage;
 mod stream;
 mod zfs;
@@ -168,6 +169,15 @@ pub trait Exporter {
         snapshot: &SnapshotName,
         base: Option<&'a SnapshotName>,
     ) -> Result<Started<ZfsError>, ZfsError>;
+
+    /// How many bytes [`Exporter::send`] is expected to produce, for
+    /// progress; `None` when zfs cannot tell. It never fails the export:
+    /// whatever goes wrong is logged.
+    #[allow(clippy::needless_lifetimes)]
+    fn estimate<'a>(&self, snapshot: &SnapshotName, base: Option<&'a SnapshotName>) -> Option<u64> {
+        let _ = (snapshot, base);
+        None
+    }
 }
 
 /// Encrypts a stream.

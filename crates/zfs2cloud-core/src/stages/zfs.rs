@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 
 use super::error::{classify_stderr, KnownZfsFailure, ZfsError};
+use super::send_size::{parse_send_estimate, parse_zfs_size};
 use super::send_usage::{parse_send_usage, SendUsage};
 use crate::model::ExportKind;
 use crate::model::SendFlags;
@@ -402,7 +403,21 @@ impl ZfsCli {
     /// `zfs send [flags] [-i base] snapshot`: the flags go before `-i`, as
     /// zfs's usage writes them.
     fn send_command(&self, snapshot: &SnapshotName, base: Option<&SnapshotName>) -> CommandLine {
-        let mut cmd = self.cmd().arg("send").args(self.send_flags.args());
+        self.send_command_with(&[], snapshot, base)
+    }
+
+    /// [`Self::send_command`] with `options` first (`-nP`).
+    fn send_command_with(
+        &self,
+        options: &[&str],
+        snapshot: &SnapshotName,
+        base: Option<&SnapshotName>,
+    ) -> CommandLine {
+        let mut cmd = self
+            .cmd()
+            .arg("send")
+            .args(options)
+            .args(self.send_flags.args());
         if let Some(base) = base {
             cmd = cmd.arg("-i").arg(base.to_string());
         }
@@ -575,6 +590,51 @@ impl Exporter for ZfsCli {
             None,
             Vec::new(),
         )
+    }
+
+    /// `zfs send -nP` with the same flags where this zfs lists `-n` and
+    /// `-P`, else `zfs get -Hp written@<base>` or `referenced` (zfs-fuse
+    /// has no `written@`, so no estimate for its incrementals).
+    fn estimate(&self, snapshot: &SnapshotName, base: Option<&SnapshotName>) -> Option<u64> {
+        let dry_run = self
+            .send_usage()
+            .is_ok_and(|usage| usage.has('n') && usage.has('P'));
+        let (cmd, parse): (CommandLine, fn(&str) -> Option<u64>) = if dry_run {
+            (
+                self.send_command_with(&["-nP"], snapshot, base),
+                parse_send_estimate,
+            )
+        } else {
+            let property = base.map_or_else(
+                || "referenced".to_owned(),
+                |b| format!("written@{}", b.snap()),
+            );
+            let cmd = self
+                .cmd()
+                .args(["get", "-Hp", "-o", "value"])
+                .arg(property)
+                .arg(snapshot.to_string());
+            (cmd, parse_zfs_size)
+        };
+        match self.runner.query(&cmd) {
+            Ok(out) => {
+                let size = parse(&out.stdout_lossy());
+                match size {
+                    Some(n) => {
+                        log::info!("{snapshot}: zfs send is expected to write {n} bytes (`{cmd}`)")
+                    }
+                    None => log::info!("{snapshot}: no size estimate in the output of `{cmd}`"),
+                }
+                size
+            }
+            Err(e) => {
+                log::debug!(
+                    "no estimate of {snapshot}'s stream: {}",
+                    crate::util::error_chain(&e)
+                );
+                None
+            }
+        }
     }
 }
 

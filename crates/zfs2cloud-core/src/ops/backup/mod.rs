@@ -26,7 +26,7 @@ use crate::stages::{
     Encryptor, Exporter, MountError, Mounter, PruneError, Pruner, SnapshotMount, Snapshotter,
     Uploader, ZfsError,
 };
-use crate::util::{error_chain, Progress};
+use crate::util::{error_chain, Progress, StepDone};
 
 mod process_stages;
 mod steps;
@@ -145,7 +145,7 @@ pub struct Backup<'a> {
     pub mounter: &'a Mounter,
     /// The run's clock.
     pub now: DateTime<Utc>,
-    /// Export progress.
+    /// Progress of the steps, and of the transfers inside them.
     pub progress: &'a dyn Progress,
 }
 
@@ -212,6 +212,7 @@ impl Backup<'_> {
             let name = step.to_string();
             let started = Instant::now();
             log::info!("step {name}: started");
+            self.progress.step_begin(&name);
             let result = if self.runner.cancel_token().is_cancelled() {
                 Err(StepError::Interrupted)
             } else if self.config.recursive && !tree::runs_once(step) {
@@ -240,6 +241,12 @@ impl Backup<'_> {
                             None
                         },
                     };
+                    self.progress.step_end(&StepDone {
+                        step: &name,
+                        duration: report.duration,
+                        bytes: report.bytes,
+                        failed: false,
+                    });
                     log::info!(
                         "step {name}: done in {:.1}s: {}",
                         report.duration.as_secs_f64(),
@@ -249,6 +256,12 @@ impl Backup<'_> {
                     reports.push(report);
                 }
                 Err(error) => {
+                    self.progress.step_end(&StepDone {
+                        step: &name,
+                        duration: started.elapsed(),
+                        bytes: None,
+                        failed: true,
+                    });
                     log::error!(
                         "step {name}: failed after {:.1}s",
                         started.elapsed().as_secs_f64()

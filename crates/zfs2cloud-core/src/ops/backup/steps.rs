@@ -182,6 +182,7 @@ impl Backup<'_> {
             &self.config.dataset,
             only,
             &settings,
+            self.progress,
         )
     }
 
@@ -363,12 +364,18 @@ impl Backup<'_> {
     ///
     /// [`CatalogError`] if the remote cannot be listed.
     pub fn verify_listing(&self, only: Option<&str>) -> Result<Vec<BackupCheck>, CatalogError> {
+        // One listing, which on some backends hashes every file remotely:
+        // no bytes to count, only the time it takes.
+        self.progress
+            .begin(&format!("verify: listing {}", self.config.remote), None);
         let backups = list_backups_of(
             self.uploader,
             &self.config.remote,
             &self.config.dataset,
             Listing::Hashes,
-        )?;
+        );
+        self.progress.end();
+        let backups = backups?;
         let only = only.map(|o| vec![o.to_owned()]);
         Ok(verify_listing(&backups, only.as_deref()))
     }

@@ -210,6 +210,7 @@ impl<'q> ChunkWriter<'q> {
         cancel: &CancelToken,
     ) -> Result<(), ExportError> {
         let mut buf = vec![0u8; READ_BUFFER];
+        let mut shown_chunk = String::new();
         loop {
             if cancel.is_cancelled() {
                 return Err(ExportError::Interrupted);
@@ -224,6 +225,10 @@ impl<'q> ChunkWriter<'q> {
                 Err(e) => return Err(self.write_err("<pipeline>", e)),
             };
             self.write(&buf[..n])?;
+            if let Some(chunk) = self.current.as_ref().filter(|c| c.name != shown_chunk) {
+                shown_chunk.clone_from(&chunk.name);
+                progress.chunk(&chunk.name);
+            }
             progress.advance(n as u64);
         }
     }

@@ -548,6 +548,8 @@ fn finish_streamed(
             cancel,
             true,
             &confirmed,
+            // Only SHA256SUMS is left to send: the export showed the rest.
+            &crate::util::NoProgress,
         )
         .map_err(ExportError::Upload)?;
         if !stream.keep_local {

@@ -8,11 +8,14 @@
 //! zstd's input, and zstd's output pipe gpg's stdin): no byte passes through
 //! zfs2cloud before gpg's output.
 
+use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::ScopedJoinHandle;
 
 use super::chunk_writer::{sync_chunks, ChunkWriter};
-use super::stream_upload::{ChunkQueue, StreamReport, StreamUpload};
+use super::stream_upload::{ChunkQueue, StreamReport, StreamUpload, Worker};
 use super::{ExportError, ExportSettings};
 use crate::model::{ChunkEntry, ExportLayout};
 use crate::ops::upload::UploadStepError;
@@ -26,6 +29,10 @@ pub(super) struct ExportStages {
     /// Upstream first: `zfs send`, the compressor if any, gpg.
     stages: Vec<Box<dyn RunningStage<ExportError>>>,
     output: ByteStream,
+    /// The bytes `zfs send` wrote so far, counted where they pass through
+    /// this process anyway (into the compressor); `None`: not counted, and
+    /// the output's bytes stand for them.
+    sent: Option<Arc<AtomicU64>>,
 }
 
 impl ExportStages {
@@ -44,7 +51,16 @@ impl ExportStages {
             .map_err(ExportError::Send);
         let mut stages = vec![send.stage];
         let mut stream = send.output;
+        let mut sent = None;
         if let Some(compressor) = compressor {
+            let counter = Arc::new(AtomicU64::new(0));
+            sent = Some(Arc::clone(&counter));
+            // The compressor reads in this process anyway: counting costs
+            // no copy.
+            stream = ByteStream::reader(Counting {
+                inner: stream,
+                count: counter,
+            });
             let compress = compressor
                 .compress(stream)
                 .map_err(ExportError::Compress)?
@@ -60,6 +76,7 @@ impl ExportStages {
         Ok(Self {
             stages,
             output: encrypt.output,
+            sent,
         })
     }
 
@@ -77,7 +94,9 @@ impl ExportStages {
         cancel: &CancelToken,
         read: impl FnOnce(&mut ByteStream) -> Result<(), ExportError>,
     ) -> Result<(), ExportError> {
-        let Self { stages, mut output } = self;
+        let Self {
+            stages, mut output, ..
+        } = self;
         let copied = cancel.watch(|| stop_all(&stages), || read(&mut output));
         if copied.is_err() {
             // We stop reading; make sure no stage blocks forever.
@@ -91,6 +110,48 @@ impl ExportStages {
             return Err(ExportError::Interrupted);
         }
         pipeline_error(copied, waited)
+    }
+}
+
+/// A reader that counts what passes.
+struct Counting {
+    inner: ByteStream,
+    count: Arc<AtomicU64>,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The export's progress in bytes of `zfs send`'s stream, which is what
+/// its expected size is about: counted before the compressor where there
+/// is one, else the bytes written (gpg compresses nothing, so those are
+/// within a fraction of a percent of the stream).
+struct SendProgress<'a> {
+    progress: &'a dyn Progress,
+    sent: Option<Arc<AtomicU64>>,
+    shown: AtomicU64,
+}
+
+impl Progress for SendProgress<'_> {
+    fn advance(&self, bytes: u64) {
+        let Some(sent) = &self.sent else {
+            self.progress.advance(bytes);
+            return;
+        };
+        let now = sent.load(Ordering::Relaxed);
+        let before = self.shown.swap(now, Ordering::Relaxed);
+        if now > before {
+            self.progress.advance(now - before);
+        }
+    }
+
+    fn chunk(&self, name: &str) {
+        self.progress.chunk(name);
     }
 }
 
@@ -127,21 +188,29 @@ pub(super) fn write_chunks(
     plan: &ExportPlan,
     settings: &ExportSettings,
     stream: Option<(&StreamUpload<'_>, &str)>,
-    progress: &dyn Progress,
+    shown: (&dyn Progress, Option<u64>),
 ) -> Result<(Vec<ChunkEntry>, Option<StreamReport>), ExportError> {
+    let (progress, total) = shown;
     let queue = stream.map(|(s, _)| ChunkQueue::new(s.disk_limit()));
     let what = plan.snapshot.to_string();
     let cancel = &settings.cancel;
-    progress.begin(&format!("exporting {}", plan.snapshot), None);
+    let sending = SendProgress {
+        progress,
+        sent: stages.sent.clone(),
+        shown: AtomicU64::new(0),
+    };
+    progress.begin(&format!("export {}", plan.snapshot), total);
     let written = std::thread::scope(|scope| {
         let queue = queue.as_ref();
         let (to_sync, syncing) = std::sync::mpsc::sync_channel(1);
         let syncer = scope.spawn(move || sync_chunks(syncing, queue));
         let workers: Vec<_> = match (stream, queue) {
             (Some((s, remote_dir)), Some(q)) => (0..s.concurrency.max(1))
-                .map(|_| {
+                .map(|index| {
                     let what = &what;
-                    scope.spawn(move || q.work(s, remote_dir, what, cancel))
+                    let index = usize::try_from(index).unwrap_or(usize::MAX);
+                    let shown = Worker { index, progress };
+                    scope.spawn(move || q.work(s, remote_dir, what, cancel, &shown))
                 })
                 .collect(),
             _ => Vec::new(),
@@ -155,7 +224,7 @@ pub(super) fn write_chunks(
             Some(to_sync),
         );
         let written = stages
-            .run(cancel, |output| writer.copy_from(output, progress, cancel))
+            .run(cancel, |output| writer.copy_from(output, &sending, cancel))
             // Only a stream that ended cleanly seals its last chunk. The
             // writer goes either way, and with it the syncer's channel.
             .and_then(|()| writer.finish());

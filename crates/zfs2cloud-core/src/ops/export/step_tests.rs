@@ -74,6 +74,7 @@ fn send_error(source: io::Error) -> ZfsError {
 fn exporter(data: Vec<u8>) -> MockExporter {
     let mut mock = MockExporter::new();
     mock.expect_describe().returning(|_, _| "zfs send".into());
+    mock.expect_estimate().returning(|_, _| None);
     mock.expect_send()
         .times(1)
         .returning(move |_, _| Ok(Started::reading("zfs send", io::Cursor::new(data.clone()))));
@@ -85,6 +86,7 @@ fn exporter(data: Vec<u8>) -> MockExporter {
 fn writing_exporter(data: Vec<u8>, dies: bool) -> MockExporter {
     let mut mock = MockExporter::new();
     mock.expect_describe().returning(|_, _| "zfs send".into());
+    mock.expect_estimate().returning(|_, _| None);
     mock.expect_send().times(1).returning(move |_, _| {
         let data = data.clone();
         let stage = ThreadStage::start(
@@ -108,6 +110,7 @@ fn writing_exporter(data: Vec<u8>, dies: bool) -> MockExporter {
 fn hanging_exporter() -> MockExporter {
     let mut mock = MockExporter::new();
     mock.expect_describe().returning(|_, _| "zfs send".into());
+    mock.expect_estimate().returning(|_, _| None);
     mock.expect_send().times(1).returning(|_, _| {
         let stage = ThreadStage::start(
             "zfs send",
@@ -333,6 +336,7 @@ fn a_send_that_cannot_start_starts_nothing_else() {
     exporter
         .expect_describe()
         .returning(|_, _| "zfs send".into());
+    exporter.expect_estimate().returning(|_, _| None);
     exporter
         .expect_send()
         .times(1)
@@ -413,6 +417,7 @@ fn a_pipelined_export_into_another_datasets_directory_never_starts() {
     exporter
         .expect_describe()
         .returning(|_, _| "zfs send".into());
+    exporter.expect_estimate().returning(|_, _| None);
     exporter.expect_send().times(0);
     let mut encryptor = MockEncryptor::new();
     encryptor.expect_describe().return_const("xor".to_owned());

@@ -25,6 +25,7 @@ use crate::model::remote_join;
 use crate::ops::upload::{with_retry, RetryPolicy, UploadStepError};
 use crate::process::CancelToken;
 use crate::stages::{UploadError, Uploader};
+use crate::util::{Progress, WorkerState};
 
 /// How a pipelined export uploads.
 #[derive(Clone)]
@@ -229,10 +230,15 @@ impl ChunkQueue {
         remote_dir: &str,
         what: &str,
         cancel: &CancelToken,
+        shown: &Worker<'_>,
     ) {
+        shown.show(WorkerState::Idle);
         while let Some(chunk) = self.next() {
-            if let Err(e) = upload_chunk(stream, remote_dir, what, &chunk, cancel) {
+            let uploaded = upload_chunk(stream, remote_dir, what, &chunk, cancel, shown);
+            shown.show(WorkerState::Idle);
+            if let Err(e) = uploaded {
                 self.fail(e);
+                shown.show(WorkerState::Done);
                 return;
             }
             let deleted = !stream.keep_local;
@@ -248,6 +254,7 @@ impl ChunkQueue {
             log::debug!("{what}: {} uploaded and confirmed", chunk.name);
             self.confirmed(chunk.name, deleted);
         }
+        shown.show(WorkerState::Done);
     }
 
     /// The workers' result, once they have all stopped.
@@ -277,9 +284,23 @@ fn upload_chunk(
     what: &str,
     chunk: &SealedChunk,
     cancel: &CancelToken,
+    shown: &Worker<'_>,
 ) -> Result<(), UploadStepError> {
     let target = remote_join(remote_dir, &chunk.name);
+    let mut attempt = 0;
     with_retry(&stream.retry, cancel, what, || {
+        attempt += 1;
+        shown.show(if attempt == 1 {
+            WorkerState::Uploading {
+                chunk: &chunk.name,
+                size: chunk.size,
+            }
+        } else {
+            WorkerState::Retrying {
+                chunk: &chunk.name,
+                attempt,
+            }
+        });
         stream.uploader.put(&chunk.path, &target)?;
         let found = stream.uploader.stat(&target)?;
         let problem = match found {
@@ -300,6 +321,19 @@ fn upload_chunk(
             }),
         }
     })
+}
+
+/// One upload worker, as progress shows it.
+pub(crate) struct Worker<'a> {
+    /// Its number, from 0.
+    pub index: usize,
+    pub progress: &'a dyn Progress,
+}
+
+impl Worker<'_> {
+    fn show(&self, state: WorkerState<'_>) {
+        self.progress.worker(self.index, state);
+    }
 }
 
 #[cfg(test)]
@@ -418,9 +452,24 @@ mod tests {
         queue.reserve_file(&CancelToken::new()).unwrap();
         queue.push(chunk.clone());
         queue.close();
-        queue.work(&stream(&up, false), "r:b/d", "snap", &CancelToken::new());
+        work_once(&queue, &up);
         assert!(!chunk.path.exists(), "the confirmed chunk was not deleted");
         assert_eq!(queue.finish().unwrap().confirmed, ["x.0000"]);
+    }
+
+    /// One worker uploading what is queued to `r:b/d`.
+    fn work_once(queue: &ChunkQueue, up: &MockUploader) {
+        let worker = Worker {
+            index: 0,
+            progress: &crate::util::NoProgress,
+        };
+        queue.work(
+            &stream(up, false),
+            "r:b/d",
+            "snap",
+            &CancelToken::new(),
+            &worker,
+        );
     }
 
     #[test]
@@ -440,7 +489,7 @@ mod tests {
         let queue = ChunkQueue::new(Some(2));
         queue.push(chunk.clone());
         queue.close();
-        queue.work(&stream(&up, false), "r:b/d", "snap", &CancelToken::new());
+        work_once(&queue, &up);
         assert!(chunk.path.exists(), "an unconfirmed chunk was deleted");
         assert!(queue.is_aborted());
         let err = crate::util::error_chain(&queue.finish().unwrap_err());

@@ -48,9 +48,13 @@ pub fn write_export(
     let streaming = stream.zip(remote_dir.as_deref());
     let keep_local = stream.is_none_or(|s| s.keep_local);
     let compressor = compressor_for(settings.compression);
+    let total = exporter.estimate(&plan.snapshot, plan.base.as_ref());
 
     let result = ExportStages::start(exporter, compressor.as_deref(), encryptor, plan)
-        .and_then(|stages| write_chunks(stages, &partial, plan, settings, streaming, progress))
+        .and_then(|stages| {
+            let shown = (progress, total);
+            write_chunks(stages, &partial, plan, settings, streaming, shown)
+        })
         .and_then(|(chunks, streamed)| {
             let manifest = write_manifest(&partial, plan, settings, chunks)?;
             fsync_dir(&partial).map_err(write_error(&partial))?;

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::model::{hex, remote_join, RemoteBackup};
 use crate::process::CancelToken;
 use crate::stages::{RunningStage, Started, UploadError, Uploader};
+use crate::util::Progress;
 
 /// The size of the blocks that move from the fetcher to the receive.
 pub(super) const BLOCK: usize = 1 << 20;
@@ -116,6 +117,8 @@ pub(super) struct Feed<'a> {
     /// How many bytes may be fetched ahead of the receive.
     pub prefetch_bytes: usize,
     pub handle: &'a FetchHandle,
+    /// Shown each chunk as it starts, and each block as it passes.
+    pub progress: &'a dyn Progress,
 }
 
 impl Feed<'_> {
@@ -147,9 +150,13 @@ impl Feed<'_> {
     ) -> Result<(), FeedError> {
         let mut held = HeldBack::default();
         for name in self.chunks {
+            self.progress.chunk(name);
             loop {
                 match fetched.recv() {
-                    Ok(Fetched::Block(block)) => held.push(block, sink, recycle)?,
+                    Ok(Fetched::Block(block)) => {
+                        self.progress.advance(block.len() as u64);
+                        held.push(block, sink, recycle)?;
+                    }
                     Ok(Fetched::End(passed)) => {
                         check_chunk(self.backup, name, &passed)?;
                         held.release(sink, recycle)?;
@@ -439,6 +446,7 @@ mod tests {
             cancel,
             prefetch_bytes: 64 << 20,
             handle: &handle,
+            progress: &crate::util::NoProgress,
         }
         .run(sink)
     }

@@ -219,6 +219,7 @@ fn run(
         &ds(),
         only,
         &settings(&d.remote, retries),
+        &crate::util::NoProgress,
     )
 }
 

@@ -195,6 +195,7 @@ fn deep_without_download(
         backups,
         only,
         &settings,
+        &crate::util::NoProgress,
     )
 }
 
@@ -362,7 +363,16 @@ fn deep_verify_receives_each_backup_on_its_own_base() {
         cancel: CancelToken::new(),
         prefetch_bytes: crate::ops::restore::DEFAULT_PREFETCH_BYTES,
     };
-    let checks = verify_deep(&store, None, &Runner::new(), &backups, None, &settings).unwrap();
+    let checks = verify_deep(
+        &store,
+        None,
+        &Runner::new(),
+        &backups,
+        None,
+        &settings,
+        &crate::util::NoProgress,
+    )
+    .unwrap();
     assert!(checks.iter().all(|c| c.health == Health::Ok), "{checks:?}");
     assert_eq!(checks.len(), 5);
     let at = |snap: &str| format!("rollback tank/zfs2cloud-verify-1@{snap}");
