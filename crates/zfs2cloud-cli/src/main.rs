@@ -117,7 +117,7 @@ fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
     match &cli.command {
         Command::Completions { shell } => return cmd::completions::run(*shell),
         Command::Man => return cmd::man::run(),
-        Command::Init(args) => return cmd::init::run(cli.config.as_deref(), args),
+        Command::Init(args) => return cmd::init::run(cli.config.as_deref(), args, cli.dry_run),
         _ => {}
     }
     if let Command::Restore {

@@ -153,6 +153,13 @@ fn init_never_overwrites_the_config_or_the_passphrase() {
         cmd.args(extra);
         cmd
     };
+    let out = run_ok(&mut init(&config, &["--dry-run"]));
+    assert!(
+        text(&out).contains("dataset = \"tank/a\""),
+        "{}",
+        text(&out)
+    );
+    assert!(!config.exists(), "--dry-run writes nothing");
     run_ok(&mut init(&config, &[]));
     let passphrase_file = home.path("a.passphrase");
     let (config_text, passphrase) = (

@@ -39,13 +39,23 @@ pub struct Plan {
 ///
 /// [`UsageError`] for a bad dataset or remote, a file that exists, or a
 /// missing rclone config; I/O errors naming the file otherwise.
-pub fn run(config: Option<&Path>, args: &InitArgs) -> anyhow::Result<()> {
+pub fn run(config: Option<&Path>, args: &InitArgs, dry_run: bool) -> anyhow::Result<()> {
     let plan = plan(config, args)?;
     let text = render(&plan);
     // What init writes must load: a bug here must not leave a file behind.
     ConfigFile::parse(&text, &plan.config).map_err(|e| UsageError(e.to_string()))?;
     for path in std::iter::once(&plan.config).chain(&plan.passphrase_file) {
         refuse_existing(path)?;
+    }
+    if dry_run {
+        out(&format!("# would write {}:\n{text}", plan.config.display()));
+        if let Some(file) = &plan.passphrase_file {
+            out(&format!(
+                "# would write {}: a new random passphrase (0600)",
+                file.display()
+            ));
+        }
+        return Ok(());
     }
     if let Some(file) = &plan.passphrase_file {
         write_new(file, new_passphrase()?.as_bytes(), 0o600)?;
