@@ -93,6 +93,11 @@ pub fn plan(config: Option<&Path>, args: &InitArgs) -> anyhow::Result<Plan> {
         (InitMode::Intermediate, Some(path)) => Some(absolute(path.clone())?),
         (InitMode::Intermediate, None) => Some(config.with_extension("passphrase")),
     };
+    if passphrase_file.as_ref() == Some(&config) {
+        bail!(UsageError(
+            "--passphrase-file: the config file and the passphrase file must differ".into()
+        ));
+    }
     let rclone_config = args.rclone_config.clone().map(absolute).transpose()?;
     if let Some(file) = rclone_config.as_ref().filter(|f| !f.is_file()) {
         bail!(UsageError(format!(
@@ -444,6 +449,10 @@ mod tests {
         let mut a = args(InitMode::File);
         a.passphrase_file = Some("/tmp/p".into());
         assert!(plan(None, &a).unwrap_err().is::<UsageError>());
+        let mut a = args(InitMode::Intermediate);
+        a.passphrase_file = Some("/tmp/same".into());
+        let err = plan(Some(Path::new("/tmp/same")), &a).unwrap_err();
+        assert!(err.to_string().contains("must differ"), "{err}");
     }
 
     #[test]
