@@ -3,19 +3,20 @@
 #
 #   sudo bash scripts/quickstart.sh
 #
-# It installs zfs-fuse, gnupg and rclone (Debian packages), builds
-# zfs2cloud, creates a throwaway file-backed pool and a local rclone remote
-# under a temp dir, runs `zfs2cloud backup` on three simulated days, shows
+# It installs gnupg and rclone (Debian packages) and, unless the machine
+# already has OpenZFS (which it then uses), zfs-fuse; builds zfs2cloud,
+# creates a throwaway file-backed pool and a local rclone remote under a
+# temp dir, runs `zfs2cloud backup` on three simulated days, shows
 # what is on the remote (`status --remote`, `verify`), restores the latest
 # backup into a second throwaway pool with `zfs2cloud restore`, compares the
 # files with the source, prints the result, and cleans up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-test-deps --no-moto
+bash scripts/install-test-deps --no-moto --any-zfs
 echo "== building zfs2cloud"
 cargo build --locked --quiet -p zfs2cloud-cli
-z2c="$PWD/target/debug/zfs2cloud"
+z2c="${CARGO_TARGET_DIR:-$PWD/target}/debug/zfs2cloud"
 
 work=$(mktemp -d /tmp/zfs2cloud-quickstart.XXXXXX)
 pool="z2cquick$$"

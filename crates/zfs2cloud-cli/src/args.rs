@@ -233,6 +233,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+
+    /// Print the shell completion script for SHELL on stdout (e.g.
+    /// `zfs2cloud completions bash > /etc/bash_completion.d/zfs2cloud`).
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the manual page zfs2cloud(1), in roff, on stdout (e.g.
+    /// `zfs2cloud man | man -l -`).
+    Man,
+
+    /// Write a commented config file for one dataset and a new random
+    /// passphrase file (0600) next to it; never overwrites either. The
+    /// config file is -c FILE, default /etc/zfs2cloud/<dataset with / as
+    /// ->.toml, the name the systemd units read.
+    Init(InitArgs),
 }
 
 impl Command {
@@ -282,4 +300,40 @@ fn prefetch_size(text: &str) -> Result<usize, String> {
         return Err(format!("{text} is less than the minimum, 1M"));
     }
     usize::try_from(size.0).map_err(|_| format!("{text} is too large"))
+}
+
+/// What `init` writes into the new config.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InitArgs {
+    /// The ZFS file system to back up (e.g. tank/data).
+    #[arg(long, value_name = "DATASET")]
+    pub dataset: String,
+    /// Where the backups go: an rclone remote and path (e.g.
+    /// b2:bucket/data), or an absolute directory.
+    #[arg(long, value_name = "REMOTE")]
+    pub remote: String,
+    /// intermediate: zfs send streams, encrypted with gpg; file: the
+    /// snapshot's files as plain files (encrypt with an rclone crypt remote).
+    #[arg(long, value_enum, default_value_t = InitMode::Intermediate)]
+    pub mode: InitMode,
+    /// The passphrase file to create (intermediate mode); default: next to
+    /// the config file, <name>.passphrase.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// rclone's config file (must exist); default: rclone's own.
+    #[arg(long, value_name = "FILE")]
+    pub rclone_config: Option<PathBuf>,
+    /// Where exports (in file mode: the mounted snapshot) go; default:
+    /// /var/lib/zfs2cloud/<dataset with / as ->.
+    #[arg(long, value_name = "DIR")]
+    pub intermediate_basedir: Option<PathBuf>,
+}
+
+/// The modes `init` writes a config for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitMode {
+    /// `zfs send | gpg | split` chunks uploaded with rclone.
+    Intermediate,
+    /// The snapshot's files, synced with rclone.
+    File,
 }

@@ -122,6 +122,13 @@ fn report_error(err: &anyhow::Error) {
 }
 
 fn run(cli: &Cli, cancel: &CancelToken) -> anyhow::Result<()> {
+    // These need no config file (init writes one).
+    match &cli.command {
+        Command::Completions { shell } => return cmd::completions::run(*shell),
+        Command::Man => return cmd::man::run(),
+        Command::Init(args) => return cmd::init::run(cli.config.as_deref(), args, cli.dry_run),
+        _ => {}
+    }
     if let Command::Restore {
         to,
         at,
@@ -207,7 +214,12 @@ fn dispatch(app: &App, command: &Command) -> anyhow::Result<()> {
         Command::UploadSnapshotFiles => cmd::filemode::run(app, &Step::UploadSnapshotFiles),
         Command::UmountSnapshot => cmd::filemode::run(app, &Step::UmountSnapshot),
         // Handled by `run`: they work on the whole file, or need no config.
-        Command::Backup { .. } | Command::CheckConfig { .. } | Command::Restore { .. } => Ok(()),
+        Command::Backup { .. }
+        | Command::CheckConfig { .. }
+        | Command::Restore { .. }
+        | Command::Completions { .. }
+        | Command::Man
+        | Command::Init(_) => Ok(()),
     }
 }
 

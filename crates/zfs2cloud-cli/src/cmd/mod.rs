@@ -3,9 +3,12 @@
 
 pub mod backup;
 pub mod check_config;
+pub mod completions;
 pub mod export;
 pub mod filemode;
+pub mod init;
 pub mod jobs;
+pub mod man;
 pub mod prune;
 pub mod restore;
 pub mod snapshot;
