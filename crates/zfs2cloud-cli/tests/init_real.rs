@@ -119,7 +119,8 @@ fn init_then_check_config_backup_and_restore_with_the_config_as_written() {
     assert_eq!(mode_of(&passphrase_file), 0o600);
     let written = std::fs::read(&config).unwrap();
 
-    run_ok(&mut home.with_config(&config, &["check-config"]));
+    let checked = run_ok(&mut home.with_config(&config, &["check-config"]));
+    assert!(!text(&checked).contains("warning"), "{}", text(&checked));
     run_ok(&mut home.with_config(&config, &["backup"]));
     let target = dst.dataset("back");
     run_ok(&mut home.with_config(&config, &["restore", "--to", &target]));
@@ -216,6 +217,8 @@ fn init_in_file_mode_writes_no_passphrase_and_passes_check_config() {
     assert!(!home.path("photos.passphrase").exists(), "{}", text(&out));
     let out = run_ok(&mut home.with_config(&config, &["check-config"]));
     assert!(text(&out).contains("mode = \"file\""), "{}", text(&out));
+    // Nothing the mode ignores: every key init writes is one file mode reads.
+    assert!(!text(&out).contains("warning"), "{}", text(&out));
 
     let out = run_fail(&mut home.zfs2cloud(&[
         "init",

@@ -205,7 +205,12 @@ pub fn render(plan: &Plan) -> String {
         InitMode::Intermediate => text.push_str(&intermediate_keys(plan)),
         InitMode::File => text.push_str(FILE_KEYS),
     }
-    text.push_str(SCHEDULE_KEYS);
+    text.push_str(match plan.mode {
+        InitMode::Intermediate => SCHEDULE_KEYS,
+        // File mode takes no fulls or incrementals: each sync is whole.
+        InitMode::File => FILE_SCHEDULE_KEYS,
+    });
+    text.push_str(MONITORING);
     text.push_str(HOOKS);
     text
 }
@@ -322,6 +327,21 @@ full_every_x_days = 30
 # zfs2cloud's own snapshots older than this are pruned. Must be greater
 # than full_every_x_days, or the base of live incrementals would go.
 oldest_snapshot_days = 45
+
+";
+
+const FILE_SCHEDULE_KEYS: &str = "\
+# zfs2cloud's own snapshots older than this many days are pruned.
+oldest_snapshot_days = 45
+
+";
+
+const MONITORING: &str = "\
+# Monitoring (docs/monitoring.md): pings in the healthchecks.io convention
+# (/start, success, /fail with the error), and Prometheus textfile metrics
+# for node_exporter's textfile collector.
+# ping_url = \"https://hc-ping.com/<your-check-uuid>\"
+# metrics_file = \"/var/lib/prometheus/node-exporter/zfs2cloud.prom\"
 
 ";
 
