@@ -28,16 +28,20 @@ impl std::error::Error for UsageError {}
 /// Prints one line of results on stdout. Control characters are escaped
 /// (names come from files, zfs and the remote); JSON stays valid JSON.
 pub fn out(line: &str) {
-    let mut stdout = std::io::stdout().lock();
-    // A closed stdout (e.g. `| head`) must not turn success into a panic.
-    let _ = writeln!(stdout, "{}", zfs2cloud_core::escape_controls(line));
+    crate::progress::console::above_bars(|| {
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout (e.g. `| head`) must not turn success into a panic.
+        let _ = writeln!(stdout, "{}", zfs2cloud_core::escape_controls(line));
+    });
 }
 
 /// Prints one line for people on stderr: where `--json` sends what would
 /// otherwise go to stdout, which then holds the JSON alone.
 pub fn note(line: &str) {
-    let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(stderr, "{}", zfs2cloud_core::escape_controls(line));
+    crate::progress::console::above_bars(|| {
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(stderr, "{}", zfs2cloud_core::escape_controls(line));
+    });
 }
 
 /// The runner for this invocation: a dry run prints what it would change

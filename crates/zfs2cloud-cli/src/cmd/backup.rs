@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use zfs2cloud_core::{run_monitored, CancelToken, Config, RunReport, RUN_REPORT_FORMAT};
 
-use crate::app::{out, App};
+use crate::app::{note, out, App};
 use crate::args::Cli;
 use crate::render::summary::{render_jobs, JobRow};
 
@@ -148,22 +148,21 @@ fn run_one(cli: &Cli, cancel: &CancelToken, job: &Config, json: bool) -> RunRepo
 
 /// Runs one job's sequence with its monitoring (pings, metrics file),
 /// printing a line per finished step (prefixed with the job's name when
-/// several run) unless `json`.
+/// several run): on stdout, or with `json` on stderr, as it happens.
 fn run_job(app: &App, prefix: Option<&str>, json: bool) -> (RunReport, anyhow::Result<()>) {
     let tag = prefix.map(|p| format!("[{p}] ")).unwrap_or_default();
+    let say = |line: &str| if json { note(line) } else { out(line) };
     let backup = app.backup();
     let (report, result) = run_monitored(&backup, &mut |step| {
-        if !json {
-            out(&format!(
-                "{tag}{:<20} {:>7.1}s  {}",
-                step.step,
-                step.duration.as_secs_f64(),
-                step.summary
-            ));
-        }
+        say(&format!(
+            "{tag}{:<20} {:>7.1}s  {}",
+            step.step,
+            step.duration.as_secs_f64(),
+            step.summary
+        ));
     });
-    if result.is_ok() && !json {
-        out(&format!(
+    if result.is_ok() {
+        say(&format!(
             "{tag}backup of {} finished in {:.1}s",
             app.config.dataset, report.duration_seconds
         ));

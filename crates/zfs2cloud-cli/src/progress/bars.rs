@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use zfs2cloud_core::{Progress, StepDone, WorkerState};
+use zfs2cloud_core::{Progress, WorkerState};
 
 use super::console;
-use super::plain::{finished_line, step_line};
+use super::plain::finished_line;
 use crate::render::summary::human_bytes;
 
 const WITH_TOTAL: &str = "{spinner} {prefix}: {binary_bytes}/{binary_total_bytes} ({percent}%) \
@@ -127,10 +127,6 @@ impl Progress for Bars {
             bar.finish_and_clear();
             console::line(&finished_line(&label, done, started.elapsed()));
         }
-    }
-
-    fn step_end(&self, done: &StepDone<'_>) {
-        console::line(&step_line(done));
     }
 }
 

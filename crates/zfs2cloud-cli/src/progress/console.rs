@@ -26,6 +26,16 @@ pub fn line(text: &str) {
     }
 }
 
+/// Runs `f` (which writes to stdout) with the bars, if any, taken off the
+/// screen, so a result line printed while a bar is shown does not garble it.
+pub fn above_bars(f: impl FnOnce()) {
+    let bars = BARS.lock().unwrap_or_else(PoisonError::into_inner);
+    match bars.as_ref() {
+        Some(bars) if !bars.is_hidden() => bars.suspend(f),
+        _ => f(),
+    }
+}
+
 fn write_line(text: &str) {
     let mut stderr = std::io::stderr().lock();
     // A closed stderr must not turn the run into a failure.

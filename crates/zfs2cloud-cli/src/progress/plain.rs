@@ -5,7 +5,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use zfs2cloud_core::{Progress, StepDone};
+use zfs2cloud_core::Progress;
 
 use super::console;
 use crate::render::summary::human_bytes;
@@ -91,8 +91,12 @@ pub fn running_line(label: &str, done: u64, total: Option<u64>, elapsed: Duratio
     line
 }
 
-/// `64.0 MiB in 3.2s (20.0 MiB/s)`: a finished transfer.
+/// `64.0 MiB in 3.2s (20.0 MiB/s)`: a finished transfer; `done in 2.1s`
+/// for a phase that counts no bytes (a listing).
 pub fn finished_line(label: &str, done: u64, elapsed: Duration) -> String {
+    if done == 0 {
+        return format!("{label}: done in {:.1}s", elapsed.as_secs_f64());
+    }
     let mut line = format!(
         "{label}: {} in {:.1}s",
         human_bytes(done),
@@ -103,19 +107,6 @@ pub fn finished_line(label: &str, done: u64, elapsed: Duration) -> String {
         line.push_str(&format!(" ({}/s)", human_bytes(rate as u64)));
     }
     line
-}
-
-/// `step export: done in 3.4s, 64.0 MiB` or `step upload: failed after 1.0s`.
-pub fn step_line(done: &StepDone<'_>) -> String {
-    let secs = done.duration.as_secs_f64();
-    if done.failed {
-        return format!("step {}: failed after {secs:.1}s", done.step);
-    }
-    let bytes = done
-        .bytes
-        .map(|b| format!(", {}", human_bytes(b)))
-        .unwrap_or_default();
-    format!("step {}: done in {secs:.1}s{bytes}", done.step)
 }
 
 /// `45s`, `14m`, `2h05m`, `3d04h`: an ETA, as precise as it is useful.
@@ -183,10 +174,6 @@ impl Progress for PlainProgress {
             }
         });
     }
-
-    fn step_end(&self, done: &StepDone<'_>) {
-        console::line(&step_line(done));
-    }
 }
 
 #[cfg(test)]
@@ -228,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn finished_and_step_lines() {
+    fn a_finished_line_has_bytes_time_and_rate() {
         assert_eq!(
             finished_line(
                 "upload 20240101000000-full",
@@ -237,20 +224,10 @@ mod tests {
             ),
             "upload 20240101000000-full: 64.0 MiB in 3.2s (20.0 MiB/s)"
         );
-        let done = StepDone {
-            step: "export",
-            duration: Duration::from_millis(3400),
-            bytes: Some(64 * MIB),
-            failed: false,
-        };
-        assert_eq!(step_line(&done), "step export: done in 3.4s, 64.0 MiB");
-        let failed = StepDone {
-            step: "upload",
-            bytes: None,
-            failed: true,
-            ..done
-        };
-        assert_eq!(step_line(&failed), "step upload: failed after 3.4s");
+        assert_eq!(
+            finished_line("verify: listing r:x", 0, Duration::from_millis(2100)),
+            "verify: listing r:x: done in 2.1s"
+        );
     }
 
     #[test]

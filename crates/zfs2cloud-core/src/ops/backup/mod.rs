@@ -642,8 +642,9 @@ fn upload_summary(done: &[(SnapshotName, UploadReport)]) -> String {
     done.iter()
         .map(|(s, r)| {
             format!(
-                "{s} ({} sent, {} already there)",
+                "{s} ({} sent, {} bytes of chunks, {} already there)",
                 r.sent.len(),
+                r.chunk_bytes_sent,
                 r.skipped.len()
             )
         })

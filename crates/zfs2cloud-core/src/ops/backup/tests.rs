@@ -327,7 +327,7 @@ fn runs_the_steps_in_order_and_reports_each() {
         summaries,
         [
             &format!("created {NEW}"),
-            "tank/data@20240102000000 (3 sent, 0 already there)",
+            "tank/data@20240102000000 (3 sent, 3 bytes of chunks, 0 already there)",
             "1 removed",
             "1 destroyed",
             "released",
