@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use zfs2cloud_core::{ConfigFile, DatasetName};
+use zfs2cloud_core::{remote_form, ConfigFile, DatasetName, RemoteForm};
 
 use crate::app::{out, UsageError};
 use crate::args::{InitArgs, InitMode};
@@ -123,12 +123,14 @@ pub fn plan(config: Option<&Path>, args: &InitArgs) -> anyhow::Result<Plan> {
 
 /// A remote without `name:` is a local directory to rclone; a relative one
 /// would depend on the directory zfs2cloud happens to run in.
+/// The rule is check-config's (`remote_form`): rclone reads a `:` after a
+/// `/` as part of a path.
 fn check_remote(remote: &str) -> anyhow::Result<()> {
-    if remote.contains(':') || remote.starts_with('/') {
+    if remote_form(remote) != (RemoteForm::Local { absolute: false }) {
         return Ok(());
     }
     bail!(UsageError(format!(
-        "--remote {remote:?} has no ':', so rclone would take it as a directory relative to \
+        "--remote {remote:?} has no ':' before any '/', so rclone would take it as a directory relative to \
          wherever zfs2cloud runs: give name:path (name a remote in rclone.conf) or an \
          absolute directory"
     )))
@@ -466,6 +468,10 @@ mod tests {
         a.remote = "backups".into();
         let err = plan(None, &a).unwrap_err();
         assert!(err.to_string().contains("has no ':'"), "{err}");
+        // A ':' after a '/' is part of a local path to rclone, as check-config reads it.
+        let mut a = args(InitMode::Intermediate);
+        a.remote = "backups/at:noon".into();
+        assert!(plan(None, &a).unwrap_err().is::<UsageError>());
         let mut a = args(InitMode::File);
         a.passphrase_file = Some("/tmp/p".into());
         assert!(plan(None, &a).unwrap_err().is::<UsageError>());
